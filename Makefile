@@ -1,0 +1,93 @@
+# multihv.cloud: set-up, lab and test entry points. Run as root on Debian.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON   ?= python3
+VENV     ?= $(CURDIR)/.venv
+LAB_DIR  ?= $(CURDIR)/.lab
+BUILD    := $(CURDIR)/.build
+VERSION  := $(shell sed -n 's/^version: *//p' galaxy.yml)
+TARBALL  := $(BUILD)/multihv-cloud-$(VERSION).tar.gz
+BIN      := $(VENV)/bin
+
+export PATH := $(BIN):$(PATH)
+export ANSIBLE_COLLECTIONS_PATH := $(BUILD)/collections
+export MULTIHV_LAB_DIR := $(LAB_DIR)
+export ANSIBLE_FORCE_COLOR ?= 0
+# The tests' PostgreSQL server (registry shared mode); outside the repo so that
+# the postgres user can reach it wherever the clone lives.
+PG_DIR   ?= /var/tmp/multihv-cloud-postgres
+export MULTIHV_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:55432/multihv
+
+LAB := $(BIN)/ansible-playbook multihv.cloud.lab -e lab_dir=$(LAB_DIR)
+
+.PHONY: help deps install demo test unit integration sanity lab-up lab-down lab-fail lab-restore lab-clean postgres-up postgres-down
+
+help:
+	@echo "make demo          install everything, start the local lab, run the main job"
+	@echo "make test          run the whole suite (unit, integration on the lab, ansible-test sanity)"
+	@echo "make lab-up | lab-down | lab-clean | lab-fail HOST=kvm2 | lab-restore HOST=kvm2"
+
+# System packages (what bindep.txt says is missing), then the virtualenv.
+deps: $(VENV)/.deps
+
+$(VENV)/.deps: requirements.txt requirements-dev.txt bindep.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip 'bindep>=2.11,<3'
+	missing="$$($(BIN)/bindep -b compile lab test || true)"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing system packages: $$missing"; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+	$(BIN)/pip install -q -r requirements-dev.txt
+	touch $@
+
+# Build the collection and install it where ANSIBLE_COLLECTIONS_PATH points.
+install: deps
+	rm -rf $(BUILD)
+	$(BIN)/ansible-galaxy collection build --output-path $(BUILD) .
+	$(BIN)/ansible-galaxy collection install --force -p $(BUILD)/collections $(TARBALL)
+
+demo: install
+	$(BIN)/ansible-playbook multihv.cloud.demo -e lab_dir=$(LAB_DIR)
+
+lab-up: install
+	$(LAB) -e lab_action=up
+
+lab-down:
+	if [ -x $(BIN)/ansible-playbook ] && [ -d $(BUILD)/collections ]; then $(LAB) -e lab_action=down; fi
+
+lab-fail: install
+	@test -n "$(HOST)" || { echo "usage: make lab-fail HOST=<kvm host or ESXi host>"; exit 2; }
+	$(LAB) -e lab_action=fail -e lab_host=$(HOST)
+
+lab-restore: install
+	@test -n "$(HOST)" || { echo "usage: make lab-restore HOST=<kvm host or ESXi host>"; exit 2; }
+	$(LAB) -e lab_action=restore -e lab_host=$(HOST)
+
+lab-clean: lab-down
+	rm -rf $(LAB_DIR)
+
+postgres-up: deps
+	tests/postgres.sh start $(PG_DIR)
+
+postgres-down:
+	tests/postgres.sh stop $(PG_DIR)
+
+unit: deps
+	$(BIN)/pytest -q tests/unit
+
+integration: install
+	$(BIN)/pytest -q tests/integration
+
+sanity: deps
+	tests/sanity.sh
+
+# The whole suite. Starts the lab and PostgreSQL, and stops them whatever happens.
+test: install
+	$(BIN)/pytest -q tests/unit
+	status=0; \
+	{ $(MAKE) --no-print-directory lab-up postgres-up && $(BIN)/pytest -q tests/integration; } || status=$$?; \
+	$(MAKE) --no-print-directory lab-down postgres-down || true; \
+	[ $$status -eq 0 ]
+	tests/sanity.sh
