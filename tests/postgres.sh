@@ -11,7 +11,7 @@ set -euo pipefail
 action=$1
 dir=$(readlink -m "$2")
 port=${MULTIHV_TEST_PG_PORT:-55432}
-bindir=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+bindir=$(find /usr/lib/postgresql -mindepth 2 -maxdepth 2 -name bin 2>/dev/null | sort -V | tail -n 1)
 [ -n "$bindir" ] || { echo "PostgreSQL server binaries not found (apt-get install postgresql)" >&2; exit 1; }
 as_pg() { runuser -u postgres -- "$@"; }
 

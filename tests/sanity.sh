@@ -9,6 +9,7 @@ dest=$tmp/ansible_collections/multihv/cloud
 mkdir -p "$dest"
 
 # What git knows about (tracked, or new and not ignored): no lab state, virtualenv or build output.
+# shellcheck disable=SC2016  # the inner sh expands its own "$f"
 (cd "$root" && git ls-files -z --cached --others --exclude-standard) \
     | (cd "$root" && xargs -0 -r sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh) \
     | (cd "$root" && xargs -0 -r cp --parents -t "$dest")

@@ -60,7 +60,9 @@ def domain_xml(name: str, disk: str, serial_log: str, *, domain_type: str = 'kvm
     """Domain XML for the lab guest: one IDE disk, the serial port to a file.
 
     The serial log is opened with append='on', so a live-migrated guest whose log
-    sits on shared storage keeps writing one log from both hosts. No graphics:
+    sits on shared storage keeps writing one log from both hosts. The disk is
+    writethrough: the guest's BIOS writes never flush, and with writeback a
+    killed QEMU (a power loss) takes the qcow2 overlay's new mappings with it. No graphics:
     libvirt rejects <graphics type='none'/> and the guest needs none.
     """
     if domain_type not in ('kvm', 'qemu'):
@@ -79,7 +81,7 @@ def domain_xml(name: str, disk: str, serial_log: str, *, domain_type: str = 'kvm
   <devices>
     <emulator>/usr/bin/qemu-system-x86_64</emulator>
     <disk type='file' device='disk'>
-      <driver name='qemu' type={quoteattr(disk_format)}/>
+      <driver name='qemu' type={quoteattr(disk_format)} cache='writethrough'/>
       <source file={quoteattr(disk)}/>
       <target dev='hda' bus='ide'/>
     </disk>

@@ -43,6 +43,7 @@ import (
 
 type config struct {
 	listen, control, stateFile string
+	datastoreDir               string
 	username, password         string
 	datacenters, clusters      int
 	hosts, standalone, vms     int
@@ -60,8 +61,9 @@ func parseFlags() (*config, error) {
 	flag.IntVar(&c.vms, "vms", 10, "total number of VMs, spread evenly over all hosts")
 	flag.IntVar(&c.delay, "delay", 0, "milliseconds added to every SOAP call")
 	flag.StringVar(&c.username, "username", "user", "user name accepted by Login")
-	flag.StringVar(&c.password, "password", "pass", "password accepted by Login (default: $VCSIM_PASSWORD, else \"pass\")")
+	flag.StringVar(&c.password, "password", "pass", "password accepted by Login; when not given, $VCSIM_PASSWORD if set")
 	flag.StringVar(&c.stateFile, "state-file", "", "write a JSON description of the running simulator to this `path`")
+	flag.StringVar(&c.datastoreDir, "datastore-dir", defaultDatastoreDir(), "parent `directory` of the simulator's throw-away datastore files")
 	flag.Parse()
 
 	if flag.NArg() != 0 {
@@ -84,6 +86,17 @@ func parseFlags() (*config, error) {
 		return nil, errors.New("-vms needs at least one ESXi host")
 	}
 	return c, nil
+}
+
+// defaultDatastoreDir prefers tmpfs: the simulator creates five files per VM
+// on its datastores, and on a disk-backed /tmp that dominates start-up time
+// (measured ~8 ms vs ~1 ms per VM). They take about 4 KiB of tmpfs per VM.
+func defaultDatastoreDir() string {
+	const shm = "/dev/shm"
+	if fi, err := os.Stat(shm); err == nil && fi.IsDir() && syscall.Access(shm, 2 /* W_OK */) == nil {
+		return shm
+	}
+	return os.TempDir()
 }
 
 // listenLoopback binds addr, refusing anything but a loopback IP: the
@@ -194,8 +207,8 @@ func (inv *inventory) createVMs(ctx context.Context, c *vim25.Client, total int)
 	}
 
 	for i := 0; i < total; i++ {
-		if err := ctx.Err(); err != nil {
-			return err
+		if ctx.Err() != nil {
+			return fmt.Errorf("interrupted after %d of %d VMs", i, total)
 		}
 		h := order[i%len(order)]
 		spec := vmSpec(fmt.Sprintf("%s_VM%d", h.Name, i/len(order)))
@@ -545,6 +558,12 @@ func run() error {
 		return fmt.Errorf("-control: %v", err)
 	}
 	defer ctlLn.Close()
+
+	// Model.Create puts each datastore in ioutil.TempDir("", ...), so TMPDIR
+	// is the only way to choose where they go.
+	if err = os.Setenv("TMPDIR", cfg.datastoreDir); err != nil {
+		return err
+	}
 
 	start := time.Now()
 	model := simulator.VPX()

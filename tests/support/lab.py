@@ -1,0 +1,145 @@
+"""Access to the running lab (`make lab-up`; `make test` starts it) for integration tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import shutil
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from support import guest
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+LAB_DIR = pathlib.Path(os.environ.get('MULTIHV_LAB_DIR', REPO / '.lab'))
+
+
+def run(*cmd: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+    """Run a command from the repo root, output captured; fail the test with it."""
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and result.returncode != 0:
+        pytest.fail(f'{" ".join(cmd)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}')
+    return result
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.2):
+    """Poll until predicate() is truthy; return its value or fail naming what was awaited."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f'timed out after {timeout} s waiting for {what}')
+        time.sleep(interval)
+
+
+class Lab:
+    """The lab as lab.json (written by the lab role) describes it."""
+
+    def __init__(self, lab_dir: pathlib.Path):
+        self.dir = lab_dir
+        self.info = json.loads((lab_dir / 'lab.json').read_text())
+        self.hosts = {h['name']: h for h in self.info['kvm_hosts']}
+
+    def uri(self, host: str) -> str:
+        return self.hosts[host]['uri']
+
+    def connect(self, host: str):
+        import libvirt  # pylint: disable=import-outside-toplevel
+        return libvirt.open(self.uri(host))
+
+    def domain_type(self) -> str:
+        """kvm where the hosts can run KVM guests (/dev/kvm works), qemu (TCG) otherwise."""
+        import libvirt  # pylint: disable=import-outside-toplevel
+        conn = self.connect(next(iter(self.hosts)))
+        try:
+            conn.getDomainCapabilities(None, 'x86_64', None, 'kvm')
+            return 'kvm'
+        except libvirt.libvirtError:
+            return 'qemu'
+        finally:
+            conn.close()
+
+    def make(self, *targets: str, timeout: float = 300) -> subprocess.CompletedProcess:
+        return run('make', '--no-print-directory', *targets, f'LAB_DIR={self.dir}', timeout=timeout)
+
+
+class Guests:
+    """Lab guests made by one test, destroyed and removed after it."""
+
+    def __init__(self, lab: Lab):
+        self.lab = lab
+        self.made: list[tuple[str, pathlib.Path]] = []
+
+    def start(self, host: str, storage: str = 'shared') -> tuple[str, pathlib.Path]:
+        """Boot a guest on host with its disk (a qcow2 overlay on the lab image) and its
+        serial log in the shared instance directory or in the host's local one.
+        Returns the domain name and the serial log's path as this machine sees it."""
+        name = f'test-{uuid.uuid4().hex[:8]}'
+        if storage == 'shared':
+            inst = pathlib.Path(self.lab.info['shared_instance_path']) / name
+            seen_as = inst
+        else:
+            # The host sees its local directory at local_instance_path; this machine
+            # reaches the same files through the host's directory.
+            inst = pathlib.Path(self.lab.hosts[host]['local_dir']) / name
+            seen_as = pathlib.Path(self.lab.info['local_instance_path']) / name
+        inst.mkdir(parents=True)
+        self.made.append((name, inst))
+        run('qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2',
+            '-b', self.lab.info['images']['tick_qcow2'], str(inst / 'disk.qcow2'))
+        xml = guest.domain_xml(name, str(seen_as / 'disk.qcow2'), str(seen_as / 'serial.log'),
+                               domain_type=self.lab.domain_type())
+        conn = self.lab.connect(host)
+        try:
+            conn.defineXML(xml).create()
+        finally:
+            conn.close()
+        return name, inst / 'serial.log'
+
+    def cleanup(self):
+        import libvirt  # pylint: disable=import-outside-toplevel
+        for host in self.lab.hosts:
+            try:
+                conn = libvirt.open(self.lab.uri(host))
+            except libvirt.libvirtError:
+                continue  # a host a test left down has nothing to clean
+            try:
+                for name, _ in self.made:
+                    try:
+                        dom = conn.lookupByName(name)
+                    except libvirt.libvirtError:
+                        continue
+                    if dom.isActive():
+                        dom.destroy()
+                    dom.undefine()
+            finally:
+                conn.close()
+        for _, inst in self.made:
+            shutil.rmtree(inst, ignore_errors=True)
+
+
+def serial(log: pathlib.Path) -> list[guest.Boot]:
+    return guest.parse_serial(log.read_text(errors='replace')) if log.exists() else []
+
+
+def last_tick(log: pathlib.Path) -> int:
+    boots = serial(log)
+    return boots[-1].ticks[-1] if boots and boots[-1].ticks else 0
+
+
+def qemu_running(name: str) -> bool:
+    """Is a QEMU process for domain `name` alive on this machine (in any namespace)?"""
+    for cmdline in pathlib.Path('/proc').glob('[0-9]*/cmdline'):
+        try:
+            args = cmdline.read_bytes().split(b'\0')
+        except OSError:
+            continue
+        if args and b'qemu-system' in args[0] and f'guest={name},'.encode() in b','.join(args) + b',':
+            return True
+    return False
