@@ -23,8 +23,8 @@ def test_hosts_are_distinct_libvirt_hosts(lab):
             seen[name] = (conn.getHostname(), caps.findtext('host/uuid'))
         finally:
             conn.close()
-    assert [hostname for hostname, _ in seen.values()] == list(lab.hosts)
-    assert len({uuid for _, uuid in seen.values()}) == len(lab.hosts), seen
+    assert [hostname for hostname, uuid in seen.values()] == list(lab.hosts)
+    assert len({uuid for hostname, uuid in seen.values()}) == len(lab.hosts), seen
 
 
 def _volumes_seen(lab, host: str, path: str) -> set[str]:

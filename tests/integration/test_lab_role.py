@@ -29,3 +29,9 @@ def test_unknown_host_fails_clearly_and_changes_nothing(lab):
     assert 'no-such-host is neither a lab KVM host' in result.stdout
     for name in lab.hosts:
         lab.connect(name).close()
+
+
+def test_role_documentation_renders():
+    result = run('ansible-doc', '-t', 'role', 'multihv.cloud.lab')
+    for option in ('lab_action', 'lab_kvm_hosts', 'lab_vcsim_delay_ms'):
+        assert option in result.stdout

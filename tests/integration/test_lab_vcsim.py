@@ -65,7 +65,10 @@ def test_wrong_password_is_refused(lab):
 
 def test_esxi_host_stops_responding_and_comes_back(lab, si):
     host = sorted(_retrieve(si, vim.HostSystem, []))[0]
-    state = lambda: _retrieve(si, vim.HostSystem, ['runtime.connectionState'])[host]['runtime.connectionState']  # noqa: E731
+
+    def state():
+        return _retrieve(si, vim.HostSystem, ['runtime.connectionState'])[host]['runtime.connectionState']
+
     assert state() == 'connected'
     try:
         lab.make('lab-fail', f'HOST={host}')

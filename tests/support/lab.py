@@ -110,7 +110,7 @@ class Guests:
             except libvirt.libvirtError:
                 continue  # a host a test left down has nothing to clean
             try:
-                for name, _ in self.made:
+                for name, inst in self.made:
                     try:
                         dom = conn.lookupByName(name)
                     except libvirt.libvirtError:
@@ -120,7 +120,7 @@ class Guests:
                     dom.undefine()
             finally:
                 conn.close()
-        for _, inst in self.made:
+        for name, inst in self.made:
             shutil.rmtree(inst, ignore_errors=True)
 
 

@@ -19,7 +19,9 @@
 
 COM1    equ 0x3F8
 REC     equ 0x7E00                      ; sector buffer right after us
-START   equ 0                           ; initial tick counter (test: 0xFFFFFF00)
+%ifndef START
+%define START 0                         ; initial tick counter (override: nasm -DSTART=n)
+%endif
 
 start:
         cli
