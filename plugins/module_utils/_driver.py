@@ -1,0 +1,155 @@
+# Copyright: multihv.cloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The seam between the core and the hypervisors (model: nova/virt/driver.py).
+
+Private to multihv.cloud: do not import. The core speaks only to ComputeDriver;
+drivers speak only to their hypervisor and never touch the registry.
+
+A node is what the scheduler places instances on: one KVM host, or one vSphere
+cluster. A host is one hypervisor inside a node: the KVM host itself, or one
+ESXi host of the cluster.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+
+HYPERVISOR_KVM = 'kvm'
+HYPERVISOR_VSPHERE = 'vsphere'
+
+STATE_UP = 'up'
+STATE_DOWN = 'down'
+
+
+@dataclasses.dataclass
+class HostResources:
+    """Live resources of one hypervisor host.
+
+    usable: connected and not in maintenance, so its capacity counts in the node.
+    vcpus: logical CPUs; memory_mb: physical RAM; *_used: what the powered-on
+    instances on it are given (vCPUs, RAM) as the hypervisor reports them;
+    memory_mb_free: RAM the hypervisor reports unused.
+    """
+
+    name: str
+    connection_state: str = 'connected'
+    in_maintenance: bool = False
+    vcpus: int = 0
+    memory_mb: int = 0
+    vcpus_used: int = 0
+    memory_mb_used: int = 0
+    memory_mb_free: int = 0
+    instances: int = 0
+
+    @property
+    def usable(self) -> bool:
+        return self.connection_state == 'connected' and not self.in_maintenance
+
+    def as_dict(self) -> dict:
+        result = dataclasses.asdict(self)
+        result['usable'] = self.usable
+        return result
+
+
+@dataclasses.dataclass
+class NodeResources:
+    """Live resources of one node, as its driver sees them.
+
+    Capacity (vcpus, memory_mb) counts usable hosts only. disk_gb and
+    disk_gb_free are the instance storage: the instance path's filesystem on
+    KVM, the cluster's datastores (each once) on vSphere. extra holds what is
+    specific to a hypervisor type (vSphere: ha_enabled, drs_enabled,
+    datastores, moid; KVM: uri, hostname, host_uuid, hypervisor_version).
+    """
+
+    name: str
+    hypervisor_type: str
+    state: str = STATE_UP
+    reason: str | None = None
+    hosts: list = dataclasses.field(default_factory=list)
+    disk_gb: int = 0
+    disk_gb_free: int = 0
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def down(cls, name: str, hypervisor_type: str, reason: str, extra: dict | None = None) -> NodeResources:
+        """A node that could not be reached: no live resources, the reason why."""
+        return cls(name, hypervisor_type, state=STATE_DOWN, reason=reason, extra=dict(extra or {}))
+
+    def _usable(self):
+        return [h for h in self.hosts if h.usable]
+
+    @property
+    def vcpus(self):
+        return sum(h.vcpus for h in self._usable())
+
+    @property
+    def memory_mb(self):
+        return sum(h.memory_mb for h in self._usable())
+
+    @property
+    def vcpus_used(self):
+        return sum(h.vcpus_used for h in self.hosts)
+
+    @property
+    def memory_mb_used(self):
+        return sum(h.memory_mb_used for h in self.hosts)
+
+    @property
+    def instances(self):
+        return sum(h.instances for h in self.hosts)
+
+    @property
+    def largest_host_free_memory_mb(self):
+        """The most RAM one usable host has free: a VM larger than this fits no host,
+        whatever the node's total says (the fragmentation Nova's vCenter driver hides)."""
+        return max([h.memory_mb_free for h in self._usable()] or [0])
+
+    @property
+    def largest_host_free_vcpus(self):
+        return max([max(h.vcpus - h.vcpus_used, 0) for h in self._usable()] or [0])
+
+    def as_dict(self):
+        return {
+            'name': self.name,
+            'hypervisor_type': self.hypervisor_type,
+            'state': self.state,
+            'reason': self.reason,
+            'vcpus': self.vcpus,
+            'memory_mb': self.memory_mb,
+            'disk_gb': self.disk_gb,
+            'vcpus_used': self.vcpus_used,
+            'memory_mb_used': self.memory_mb_used,
+            'disk_gb_free': self.disk_gb_free,
+            'instances': self.instances,
+            'largest_host_free_memory_mb': self.largest_host_free_memory_mb,
+            'largest_host_free_vcpus': self.largest_host_free_vcpus,
+            'hosts': [h.as_dict() for h in self.hosts],
+            'extra': dict(self.extra),
+        }
+
+
+class ComputeDriver(abc.ABC):
+    """What the core may ask of a hypervisor endpoint (one vCenter, one KVM host).
+
+    Drivers are cheap to create and connect lazily; close() releases the
+    connection. Unreachable endpoints raise errors.Unreachable, refused
+    credentials errors.AuthenticationFailed; nothing else is swallowed.
+    """
+
+    hypervisor_type: str = ''
+
+
+    @abc.abstractmethod
+    def node_names(self):
+        """Names of the nodes this endpoint is expected to provide, from configuration
+        alone (no I/O), so that an unreachable endpoint's nodes can be reported down."""
+
+    @abc.abstractmethod
+    def get_nodes(self):
+        """Live NodeResources of every node of this endpoint, in as few round trips
+        as the hypervisor allows (one PropertyCollector retrieval for a vCenter)."""
+
+    def close(self):
+        """Release the connection, if any."""

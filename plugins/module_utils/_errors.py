@@ -1,0 +1,47 @@
+# Copyright: multihv.cloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Errors of the collection's core. Private to multihv.cloud: do not import.
+
+Every error says what was wrong, with which object, and what was left
+untouched; modules turn them into fail_json(msg=str(error)).
+"""
+
+from __future__ import annotations
+
+
+class MultihvError(Exception):
+    """Base of every error the core raises on purpose."""
+
+
+class ConfigError(MultihvError):
+    """The cloud file is missing or malformed."""
+
+
+class RegistryError(MultihvError):
+    """The registry cannot be opened, read or written."""
+
+
+class NotFound(MultihvError):
+    """A named object (node, flavor, instance...) does not exist."""
+
+
+class DriverError(MultihvError):
+    """A hypervisor endpoint refused or failed a request."""
+
+
+class Unreachable(DriverError):
+    """A hypervisor endpoint did not answer (in time)."""
+
+
+class AuthenticationFailed(DriverError):
+    """A hypervisor endpoint refused the credentials."""
+
+
+class MissingLibrary(MultihvError):
+    """A Python library a driver needs is not installed."""
+
+    def __init__(self, library, reason=None):
+        self.library = library
+        super().__init__(
+            '%s is required%s; install it on the controller (pip install -r requirements.txt)'
+            % (library, ' ' + reason if reason else ''))
