@@ -1,0 +1,52 @@
+# Copyright: multihv.cloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Option groups shared by the modules, each documented once by the doc fragment of
+the same name (plugins/doc_fragments/cloud.py). Private to multihv.cloud: do not import.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from ansible_collections.multihv.cloud.plugins.module_utils import _config, _errors as errors
+
+# Where the cloud is: documented by multihv.cloud.cloud.
+CLOUD_ARGS = {
+    'cloud_file': {'type': 'path'},
+    # Inline definitions may carry vCenter passwords.
+    'cloud': {'type': 'dict', 'no_log': True},
+    'registry_url': {'type': 'str', 'no_log': True},
+}
+CLOUD_MUTUALLY_EXCLUSIVE = [('cloud_file', 'cloud')]
+
+
+def argument_spec(**options):
+    """The cloud option group plus a module's own options."""
+    spec = dict(CLOUD_ARGS)
+    spec.update(options)
+    return spec
+
+
+def load_cloud(params):
+    """The Cloud the cloud options point at (errors.ConfigError when it cannot be had)."""
+    cloud = _config.load(cloud_file=params.get('cloud_file'), cloud=params.get('cloud'))
+    if params.get('registry_url'):
+        cloud.registry_url = params['registry_url']
+    return cloud
+
+
+@contextlib.contextmanager
+def session(module):
+    """(cloud, registry) for one module run; any core error becomes fail_json(msg)."""
+    # Imported late: the registry pulls in sqlite3/psycopg only when a module runs.
+    from ansible_collections.multihv.cloud.plugins.module_utils._registry import Registry
+    registry = None
+    try:
+        cloud = load_cloud(module.params)
+        registry = Registry.open(cloud.registry_url)
+        yield cloud, registry
+    except errors.MultihvError as exc:
+        module.fail_json(msg=str(exc))
+    finally:
+        if registry is not None:
+            registry.close()
