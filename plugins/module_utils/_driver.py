@@ -146,6 +146,10 @@ class ComputeDriver(abc.ABC):
         """Names of the nodes this endpoint is expected to provide, from configuration
         alone (no I/O), so that an unreachable endpoint's nodes can be reported down."""
 
+    def endpoint_name(self):
+        """The endpoint's name in the cloud file (a vCenter's or a KVM host's)."""
+        raise NotImplementedError
+
     @abc.abstractmethod
     def get_nodes(self):
         """Live NodeResources of every node of this endpoint, in as few round trips

@@ -80,6 +80,9 @@ class LibvirtDriver(ComputeDriver):
     def node_names(self):
         return [self.host.name]
 
+    def endpoint_name(self):
+        return self.host.name
+
     def _what(self):
         return 'KVM host %s at %s' % (self.host.name, self.host.uri)
 

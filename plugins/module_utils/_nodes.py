@@ -29,27 +29,35 @@ def drivers_for(cloud):
     return [VSphereDriver(v) for v in cloud.vcenters] + [LibvirtDriver(h) for h in cloud.kvm_hosts]
 
 
-def _endpoint_nodes(driver):
-    """Live nodes of one endpoint; an endpoint that does not answer gives its known nodes, down."""
+def _endpoint_nodes(driver, known):
+    """Live nodes of one endpoint. One that does not answer gives its nodes down: those its
+    configuration names and those the registry knows; with neither, one node named after
+    the endpoint, so that the failure is visible. Refused credentials are the caller's to
+    fix, not a node being down: errors.AuthenticationFailed is raised.
+    """
     try:
         return driver.get_nodes()
-    except (errors.Unreachable, errors.AuthenticationFailed, errors.DriverError) as exc:
-        return [NodeResources.down(name, driver.hypervisor_type, str(exc)) for name in driver.node_names()]
+    except errors.AuthenticationFailed:
+        raise
+    except errors.DriverError as exc:
+        names = sorted(set(driver.node_names()) | set(known)) or [driver.endpoint_name()]
+        return [NodeResources.down(name, driver.hypervisor_type, str(exc)) for name in names]
     finally:
         driver.close()
 
 
-def collect(drivers):
+def collect(drivers, known=None):
     """Live NodeResources of every endpoint, queried in parallel, in endpoint order.
 
-    Configuration errors (a cluster filter naming no cluster, a missing library)
-    are raised: they are the caller's to fix, not a node being down.
+    known: {endpoint name: node names the registry has for it}. Configuration
+    errors (a cluster filter naming no cluster, a missing library) are raised.
     """
     if not drivers:
         return []
+    known = known or {}
     workers = min(MAX_PARALLEL_ENDPOINTS, len(drivers))
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(_endpoint_nodes, drivers))
+        results = list(pool.map(lambda d: _endpoint_nodes(d, known.get(d.endpoint_name(), ())), drivers))
     return [node for nodes in results for node in nodes]
 
 
@@ -113,8 +121,13 @@ def node_view(cloud, node, row):
 
 def list_nodes(cloud, registry, drivers=None):
     """Every node of the cloud with live resources and admin state."""
-    live = collect(drivers if drivers is not None else drivers_for(cloud))
-    return view(cloud, live, registry.list_nodes())
+    rows = registry.list_nodes()
+    known = {}
+    for row in rows:
+        if row['hypervisor_type'] == HYPERVISOR_VSPHERE:
+            known.setdefault(row['name'].split('/', 1)[0], []).append(row['name'])
+    live = collect(drivers if drivers is not None else drivers_for(cloud), known)
+    return view(cloud, live, rows)
 
 
 def find_node(cloud, registry, name, drivers=None):
