@@ -234,6 +234,7 @@ def parse(data, source='the cloud definition', env=None) -> Cloud:
     kvm_hosts = [_kvm_host(source, i, h) for i, h in enumerate(r.get('kvm_hosts', list, []))]
     registry = _Reader(source, 'registry', r.get('registry', dict, {}))
     registry_url = env.get(ENV_REGISTRY_URL) or registry.get('url', str)
+    registry.get('url', str)  # validated even when the environment overrides it
     registry.done()
     if not registry_url:
         raise ConfigError('%s: registry.url is required (sqlite:////path/registry.sqlite or postgresql://...), '

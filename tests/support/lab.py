@@ -18,9 +18,10 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 LAB_DIR = pathlib.Path(os.environ.get('MULTIHV_LAB_DIR', REPO / '.lab'))
 
 
-def run(*cmd: str, timeout: float = 300, check: bool = True) -> subprocess.CompletedProcess:
+def run(*cmd: str, timeout: float = 300, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run a command from the repo root, output captured; fail the test with it."""
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False)
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
+                            env=dict(os.environ, **(env or {})))
     if check and result.returncode != 0:
         pytest.fail(f'{" ".join(cmd)} exited {result.returncode}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}')
     return result
@@ -143,3 +144,22 @@ def qemu_running(name: str) -> bool:
         if args and b'qemu-system' in args[0] and f'guest={name},'.encode() in b','.join(args) + b',':
             return True
     return False
+
+
+def ansible_module(module: str, args: dict, *, check: bool = False, diff: bool = False, env: dict | None = None,
+                   expect_failure: bool = False) -> dict:
+    """Run one module with the `ansible` command (a real Ansible run) and return its result."""
+    cmd = ['ansible', 'localhost', '-m', module, '-a', json.dumps(args)]
+    cmd += ['--check'] if check else []
+    cmd += ['--diff'] if diff else []
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+                            env=dict(os.environ, ANSIBLE_STDOUT_CALLBACK='minimal', **(env or {})))
+    marker = result.stdout.rfind('localhost | ')
+    if marker < 0 or ' => ' not in result.stdout[marker:]:
+        pytest.fail(f'no result from {module}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}')
+    status, payload = result.stdout[marker:].split(' => ', 1)
+    data = json.loads(payload)
+    failed = 'FAILED' in status
+    if failed != expect_failure:
+        pytest.fail(f'{module} {"failed" if failed else "succeeded"} unexpectedly: {json.dumps(data)[:3000]}')
+    return data

@@ -1,0 +1,65 @@
+"""Node views: capacity, usage and placement from live resources, admin state and the cloud file (pure logic)."""
+
+from ansible_collections.multihv.cloud.plugins.module_utils import _config, _nodes
+from ansible_collections.multihv.cloud.plugins.module_utils._driver import HostResources, NodeResources
+
+CLOUD = _config.parse({
+    'registry': {'url': 'sqlite:////x'},
+    'vcenters': [{'name': 'vc', 'hostname': 'h', 'username': 'u', 'password': 'p', 'availability_zone': 'legacy',
+                  'aggregates': ['ha'], 'cluster_settings': {'C2': {'availability_zone': 'gold'}}}],
+    'kvm_hosts': [{'name': 'kvm1', 'uri': 'qemu:///system', 'availability_zone': 'cattle', 'aggregates': ['a']}],
+}, 'cloud.yml', {})
+
+
+def kvm_node(**host):
+    return NodeResources('kvm1', 'kvm', hosts=[HostResources('kvm1', **host)], disk_gb=100, disk_gb_free=60)
+
+
+def test_kvm_capacity_is_physical_minus_reserved_times_ratio():
+    view = _nodes.node_view(CLOUD, kvm_node(vcpus=8, memory_mb=16384, vcpus_used=3, memory_mb_used=2048), None)
+    assert view['capacity'] == {'vcpus': 32, 'memory_mb': 16384 - 512, 'disk_gb': 100}
+    assert view['used'] == {'vcpus': 3, 'memory_mb': 2048, 'disk_gb': 40}
+    assert view['free'] == {'vcpus': 29, 'memory_mb': 16384 - 512 - 2048, 'disk_gb': 60}
+    assert (view['availability_zone'], view['aggregates'], view['endpoint']) == ('cattle', ['a'], 'qemu:///system')
+    assert view['enabled'] is True and view['forced_down'] is False
+
+
+def test_registry_overrides_the_cloud_file():
+    row = {'enabled': False, 'disabled_reason': 'x', 'availability_zone': 'gold', 'aggregates': [],
+           'allocation_ratios': {'cpu': 1.0}, 'reserved': {'vcpus': 2, 'memory_mb': 0}}
+    view = _nodes.node_view(CLOUD, kvm_node(vcpus=8, memory_mb=1000), row)
+    assert view['capacity']['vcpus'] == 6 and view['capacity']['memory_mb'] == 1000
+    assert (view['availability_zone'], view['aggregates'], view['enabled']) == ('gold', [], False)
+
+
+def test_cluster_counts_only_usable_hosts_and_shows_the_largest_free_host():
+    hosts = [HostResources('h1', vcpus=16, memory_mb=1000, memory_mb_free=100, vcpus_used=4),
+             HostResources('h2', vcpus=16, memory_mb=1000, memory_mb_free=700),
+             HostResources('h3', vcpus=16, memory_mb=1000, memory_mb_free=1000, in_maintenance=True),
+             HostResources('h4', vcpus=16, memory_mb=1000, memory_mb_free=1000, connection_state='notResponding')]
+    view = _nodes.node_view(CLOUD, NodeResources('vc/DC/C2', 'vsphere', hosts=hosts), None)
+    assert view['physical']['memory_mb'] == 2000 and view['capacity']['vcpus'] == 128
+    assert view['largest_host_free'] == {'memory_mb': 700, 'vcpus': 16}
+    assert view['availability_zone'] == 'gold' and view['aggregates'] == ['ha']
+    assert view['endpoint'] == 'https://h:443/sdk'
+
+
+def test_down_node_has_no_capacity():
+    view = _nodes.node_view(CLOUD, NodeResources.down('kvm1', 'kvm', 'did not answer'), None)
+    assert view['state'] == 'down' and view['reason'] == 'did not answer'
+    assert view['capacity'] == {'vcpus': 0, 'memory_mb': 0, 'disk_gb': 0}
+
+
+def test_filters():
+    view = _nodes.node_view(CLOUD, kvm_node(vcpus=1, memory_mb=1), None)
+    assert _nodes.matches(view, {'hypervisor_type': 'kvm', 'aggregate': 'a', 'state': 'up', 'enabled': True, 'names': None})
+    assert not _nodes.matches(view, {'enabled': False})
+    assert not _nodes.matches(view, {'aggregate': 'b'})
+    assert not _nodes.matches(view, {'names': ['kvm2']})
+
+
+def test_hypervisor_type_from_the_name():
+    assert _nodes.hypervisor_type_of(CLOUD, 'kvm1') == 'kvm'
+    assert _nodes.hypervisor_type_of(CLOUD, 'vc/DC/C1') == 'vsphere'
+    assert _nodes.hypervisor_type_of(CLOUD, 'vc/C1') is None
+    assert _nodes.hypervisor_type_of(CLOUD, 'kvm9') is None
