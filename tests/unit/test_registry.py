@@ -1,0 +1,148 @@
+"""The registry's pure logic: URL parsing and masking, the dialect layer, the schema list, node field encoding."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils import _registry as registry
+
+
+@pytest.mark.parametrize('url, expected', [
+    ('sqlite:////var/lib/multihv/registry.sqlite', ('sqlite', '/var/lib/multihv/registry.sqlite')),
+    ('sqlite:///registry.sqlite', ('sqlite', 'registry.sqlite')),
+    ('sqlite:///state/registry.sqlite', ('sqlite', 'state/registry.sqlite')),
+    ('SQLite:////r.sqlite', ('sqlite', '/r.sqlite')),
+    ('postgresql://cloud:pw@db.example:5432/multihv', ('postgresql', 'postgresql://cloud:pw@db.example:5432/multihv')),
+    ('postgres://cloud@db/multihv?sslmode=require', ('postgresql', 'postgres://cloud@db/multihv?sslmode=require')),
+])
+def test_parse_url_accepts_the_documented_forms(url, expected):
+    assert registry.parse_url(url) == expected
+
+
+@pytest.mark.parametrize('url', [
+    'mysql://cloud:s3cret@db/multihv',
+    'sqlite://relative.sqlite',      # two slashes: the path would be the "host"
+    'sqlite:///',                    # no path
+    'sqlite:////',                   # the root directory
+    '/var/lib/multihv/registry.sqlite',
+    'postgresql://',
+    'registry.sqlite',
+])
+def test_parse_url_rejects_others_naming_the_url_and_the_accepted_forms(url):
+    with pytest.raises(errors.RegistryError) as caught:
+        registry.parse_url(url)
+    message = str(caught.value)
+    assert 'sqlite:////absolute/path.sqlite' in message and 'postgresql://user:password@host:port/database' in message
+    assert 's3cret' not in message
+    assert registry.mask_url(url) in message
+
+
+@pytest.mark.parametrize('url', ['', None, 42])
+def test_parse_url_without_a_url(url):
+    with pytest.raises(errors.RegistryError, match='no registry URL given; use sqlite:'):
+        registry.parse_url(url)
+
+
+@pytest.mark.parametrize('url, masked', [
+    ('postgresql://cloud:s3cret@db:5432/multihv', 'postgresql://cloud:********@db:5432/multihv'),
+    ('postgresql://cloud@db/multihv', 'postgresql://cloud@db/multihv'),
+    ('postgresql://db/multihv', 'postgresql://db/multihv'),
+    ('postgresql://cloud:p@ss/w:rd@db/multihv', 'postgresql://cloud:********@db/multihv'),
+    ('postgresql://cloud:%40s3cret@db/multihv?sslmode=require', 'postgresql://cloud:********@db/multihv?sslmode=require'),
+    ('postgresql://cloud@db/multihv?sslmode=require&password=s3cret', 'postgresql://cloud@db/multihv?sslmode=require&password=********'),
+    ('postgresql://cloud@db/multihv?password=s3cret&x=1', 'postgresql://cloud@db/multihv?password=********&x=1'),
+    ('sqlite:////var/lib/r.sqlite', 'sqlite:////var/lib/r.sqlite'),
+    ('not a url', 'not a url'),
+])
+def test_mask_url_hides_the_password_only(url, masked):
+    assert registry.mask_url(url) == masked
+
+
+def test_scrub_removes_the_password_raw_and_url_decoded():
+    url = 'postgresql://cloud:p%40ss-word@db/multihv'
+    text = registry.scrub('FATAL: password "p@ss-word" (p%40ss-word) rejected', url)
+    assert 'ss-word' not in text
+    assert text == 'FATAL: password "********" (********) rejected'
+    assert registry.scrub('no secret here', 'postgresql://cloud@db/x') == 'no secret here'
+
+
+def test_dialects_spell_placeholders_and_row_locks_their_way():
+    sql = "SELECT name FROM nodes WHERE name = ? AND disabled_reason LIKE 'maint%' AND hypervisor_type = ?"
+    assert registry.SQLITE.sql(sql) == sql
+    assert registry.POSTGRESQL.sql(sql) == (
+        "SELECT name FROM nodes WHERE name = %s AND disabled_reason LIKE 'maint%%' AND hypervisor_type = %s")
+    assert registry.SQLITE.for_update == '' and registry.POSTGRESQL.for_update == ' FOR UPDATE'
+    assert registry.SQLITE.begin == 'BEGIN IMMEDIATE' and registry.POSTGRESQL.begin == 'BEGIN'
+
+
+def test_migrations_are_ordered_and_in_the_common_sql_subset():
+    versions = [version for version, statements in registry.MIGRATIONS]
+    assert versions == list(range(1, len(versions) + 1))
+    assert registry.SCHEMA_VERSION == versions[-1]
+    dialect_only = re.compile(r'\b(SERIAL|AUTOINCREMENT|BOOLEAN|JSONB?|DATETIME|TIMESTAMPTZ|TIMESTAMP|NOW|PRAGMA|BYTEA|BLOB)\b|\?|%|;',
+                              re.IGNORECASE)
+    for version, statements in registry.MIGRATIONS:
+        assert statements, version
+        for statement in statements:
+            assert not dialect_only.search(statement), (version, statement)
+
+
+def test_the_first_schema_has_every_table_of_record():
+    created = set(re.findall(r'CREATE TABLE (\w+)', ' '.join(registry.MIGRATIONS[0][1])))
+    assert created == {'nodes', 'flavors', 'images', 'instances', 'migrations', 'allocations', 'locks'}
+
+
+def test_timestamps_are_fixed_width_iso8601_utc():
+    first, second = registry.utcnow(), registry.utcnow()
+    assert re.match(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$', first)
+    assert first <= second
+
+
+def test_node_fields_are_encoded_as_stored_and_decoded_back():
+    encode = registry._encode_node_field  # pylint: disable=protected-access
+    assert encode('enabled', False) == 0 and encode('forced_down', True) == 1
+    assert not isinstance(encode('forced_down', True), bool)
+    assert encode('aggregates', ['b', 'a']) == '["b", "a"]'
+    assert encode('reserved', {'vcpus': 2, 'memory_mb': 512}) == '{"memory_mb": 512, "vcpus": 2}'
+    assert encode('allocation_ratios', None) is None
+    assert encode('disabled_reason', 'maintenance') == 'maintenance'
+    row = dict((column, None) for column in registry.NODE_COLUMNS)
+    row.update(enabled=1, forced_down=0, reserved_for_failover=1, aggregates='["a"]', reserved='{"vcpus": 2}')
+    node = registry._decode_node(row)  # pylint: disable=protected-access
+    assert node['enabled'] is True and node['forced_down'] is False and node['reserved_for_failover'] is True
+    assert node['aggregates'] == ['a'] and node['reserved'] == {'vcpus': 2} and node['allocation_ratios'] is None
+    assert registry._decode_node(None) is None  # pylint: disable=protected-access
+
+
+@pytest.mark.parametrize('field, value', [
+    ('enabled', 'yes'), ('enabled', 1), ('enabled', None), ('aggregates', 'a,b'), ('reserved', [1]),
+    ('allocation_ratios', 4.0), ('availability_zone', 3),
+])
+def test_node_fields_of_the_wrong_kind_are_a_type_error(field, value):
+    with pytest.raises(TypeError, match=field):
+        registry._encode_node_field(field, value)  # pylint: disable=protected-access
+
+
+def test_set_node_refuses_unknown_fields_before_touching_the_database():
+    closed = registry.Registry(None, registry.SQLITE, 'sqlite:////nowhere.sqlite')
+    with pytest.raises(TypeError, match='unknown node field.*colour.*known: enabled'):
+        closed.set_node('kvm1', 'kvm', colour='blue')
+    with pytest.raises(TypeError, match='hypervisor_type must be a non-empty string'):
+        closed.set_node('kvm1', None, enabled=True)
+
+
+def test_a_closed_registry_says_so():
+    closed = registry.Registry(None, registry.POSTGRESQL, 'postgresql://cloud:s3cret@db/multihv')
+    with pytest.raises(errors.RegistryError, match=r'registry postgresql://cloud:\*+@db/multihv is closed'):
+        closed.get_node('kvm1')
+
+
+def test_postgresql_without_psycopg_is_a_missing_library(monkeypatch):
+    monkeypatch.setattr(registry, 'psycopg', None)
+    with pytest.raises(errors.MissingLibrary) as caught:
+        registry.Registry.open('postgresql://cloud:s3cret@db/multihv')
+    assert caught.value.library == 'psycopg'
+    assert 'postgresql://cloud:********@db/multihv' in str(caught.value) and 's3cret' not in str(caught.value)
