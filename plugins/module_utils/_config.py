@@ -171,8 +171,8 @@ def _ratios(reader, name, base):
 def _vcenter(source, index, data, env):
     r = _Reader(source, 'vcenters[%d]' % index, data)
     name = r.name()
-    password = (env.get('MULTIHV_VCENTER_%s_PASSWORD' % _env_name(name)) or r.get('password', str)
-                or env.get(ENV_VCENTER_PASSWORD, ''))
+    in_file = r.get('password', str)
+    password = env.get('MULTIHV_VCENTER_%s_PASSWORD' % _env_name(name)) or in_file or env.get(ENV_VCENTER_PASSWORD, '')
     settings = r.get('cluster_settings', dict, {})
     cluster_settings = {}
     for cluster, value in settings.items():

@@ -159,6 +159,7 @@ def ansible_module(module: str, args: dict, *, check: bool = False, diff: bool =
         pytest.fail(f'no result from {module}:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}')
     status, payload = result.stdout[marker:].split(' => ', 1)
     data = json.loads(payload)
+    data['_output'] = result.stdout  # what the user saw, diffs included
     failed = 'FAILED' in status
     if failed != expect_failure:
         pytest.fail(f'{module} {"failed" if failed else "succeeded"} unexpectedly: {json.dumps(data)[:3000]}')
