@@ -44,8 +44,7 @@ $(VENV)/.deps: requirements.txt requirements-dev.txt bindep.txt
 
 # Build the collection and install it where ANSIBLE_COLLECTIONS_PATH points.
 install: deps
-	rm -rf $(BUILD)
-	$(BIN)/ansible-galaxy collection build --output-path $(BUILD) .
+	$(BIN)/ansible-galaxy collection build --force --output-path $(BUILD) .
 	$(BIN)/ansible-galaxy collection install --force -p $(BUILD)/collections $(TARBALL)
 
 demo: install

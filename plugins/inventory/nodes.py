@@ -14,7 +14,8 @@ description:
     aggregate (C(aggregate_<name>)) and state (C(state_up), C(state_down)).
   - Each vCenter costs a constant number of PropertyCollector calls whatever its size; KVM hosts are queried in
     parallel with a timeout each. A node that does not answer is a host in C(state_down), not an error.
-  - Every value that comes from a hypervisor API is marked unsafe, so that a name cannot run templates on the controller.
+  - Every value of a node is marked unsafe, so that a name that came from a hypervisor API cannot run templates on the
+    controller. C(ansible-inventory --list) shows each such value as a mapping with the single key C(__ansible_unsafe).
   - Reads files named C(*.multihv.yml), C(*.multihv.yaml), C(multihv.yml) or C(multihv.yaml).
 extends_documentation_fragment:
   - constructed
