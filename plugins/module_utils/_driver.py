@@ -140,7 +140,6 @@ class ComputeDriver(abc.ABC):
 
     hypervisor_type: str = ''
 
-
     @abc.abstractmethod
     def node_names(self):
         """Names of the nodes this endpoint is expected to provide, from configuration

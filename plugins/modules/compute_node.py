@@ -70,7 +70,7 @@ extends_documentation_fragment:
   - multihv.cloud.cloud
   - multihv.cloud.cloud.action
 author:
-  - multihv.cloud developers
+  - multihv.cloud developers (@multihv)
 '''
 
 EXAMPLES = r'''

@@ -40,7 +40,7 @@ extends_documentation_fragment:
   - multihv.cloud.cloud
   - multihv.cloud.cloud.info
 author:
-  - multihv.cloud developers
+  - multihv.cloud developers (@multihv)
 '''
 
 EXAMPLES = r'''
