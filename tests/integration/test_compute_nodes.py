@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from support.lab import ansible_module
+from support.lab import ansible_module, run
 
 
 @pytest.fixture
@@ -161,3 +161,25 @@ def test_unreachable_vcenter_is_down_not_fatal(lab, tmp_path):
         'cloud_file': str(cloud_file), 'registry_url': f'sqlite:///{tmp_path}/r.sqlite'}))
     assert nodes['vcsim']['state'] == 'down' and '127.0.0.1:1' in nodes['vcsim']['reason']
     assert nodes['kvm1']['state'] == 'up'
+
+
+def test_module_defaults_group_carries_the_cloud_file(lab, tmp_path):
+    playbook = tmp_path / 'play.yml'
+    playbook.write_text(f"""
+- hosts: localhost
+  gather_facts: false
+  module_defaults:
+    group/multihv.cloud.all:
+      cloud_file: {lab.dir}/multihv-cloud.yml
+      registry_url: sqlite:///{tmp_path}/r.sqlite
+  tasks:
+    - multihv.cloud.compute_node:
+        name: kvm1
+        aggregates: [grouped]
+    - multihv.cloud.compute_node_info:
+        aggregate: grouped
+      register: grouped
+    - ansible.builtin.assert:
+        that: grouped.nodes | map(attribute='name') | list == ['kvm1']
+""")
+    run('ansible-playbook', str(playbook))
