@@ -46,6 +46,7 @@ class VCenter:
     aggregates: list = dataclasses.field(default_factory=list)
     # Per cluster overrides: {cluster name: {availability_zone, aggregates}}.
     cluster_settings: dict = dataclasses.field(default_factory=dict)
+    # Seconds for the login and for each SOAP call.
     timeout: float = 30.0
 
     def node_name(self, datacenter: str, cluster: str) -> str:
@@ -70,7 +71,9 @@ class KvmHost:
     shared_with: list = dataclasses.field(default_factory=list)
     migration_address: str = ''
     fence_command: str = ''
-    timeout: float = 5.0
+    # Seconds a KVM host has to answer before it is reported down: short, because a dead
+    # host must not hold up the whole cloud's inventory.
+    timeout: float = 2.0
 
 
 @dataclasses.dataclass
@@ -213,7 +216,7 @@ def _kvm_host(source, index, data):
         shared_with=r.strings('shared_with'),
         migration_address=r.get('migration_address', str, ''),
         fence_command=r.get('fence_command', str, ''),
-        timeout=r.get('timeout', float, 5.0),
+        timeout=r.get('timeout', float, 2.0),
     )
     r.done()
     if not KVM_URI.match(host.uri):
