@@ -13,7 +13,11 @@ ESXi host of the cluster.
 from __future__ import annotations
 
 import abc
+import concurrent.futures
 import dataclasses
+import threading
+
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 
 HYPERVISOR_KVM = 'kvm'
 HYPERVISOR_VSPHERE = 'vsphere'
@@ -156,3 +160,28 @@ class ComputeDriver(abc.ABC):
 
     def close(self):
         """Release the connection, if any."""
+
+
+def call_within(seconds, what, call):
+    """call() on a daemon thread; errors.Unreachable naming `what` when it has not returned in time.
+
+    Hypervisor clients block for as long as TCP, DNS or an RPC handshake do
+    (libvirt's connect, SmartConnect's first request have no timeout), and one
+    dead endpoint must be reported down, not stall the cloud. An overstaying call
+    is left behind on a daemon thread: it cannot be aborted and must not hold the
+    process at exit (a ThreadPoolExecutor's worker would); a login it completes
+    late is left to the endpoint's idle session timeout.
+    """
+    future = concurrent.futures.Future()
+
+    def run():
+        try:
+            future.set_result(call())
+        except Exception as exc:  # pylint: disable=broad-exception-caught  # re-raised in the caller's thread
+            future.set_exception(exc)
+
+    threading.Thread(target=run, name='multihv-call-within', daemon=True).start()
+    try:
+        return future.result(timeout=seconds)
+    except concurrent.futures.TimeoutError:
+        raise errors.Unreachable('%s did not answer within %s s' % (what, seconds)) from None

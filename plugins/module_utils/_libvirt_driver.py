@@ -9,13 +9,12 @@ reported down, not stall the whole cloud.
 
 from __future__ import annotations
 
-import concurrent.futures
 import uuid
 import xml.etree.ElementTree as ET
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._driver import (
-    HYPERVISOR_KVM, ComputeDriver, HostResources, NodeResources,
+    HYPERVISOR_KVM, ComputeDriver, HostResources, NodeResources, call_within,
 )
 
 try:
@@ -34,21 +33,6 @@ if HAS_LIBVIRT:
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-
-
-def _with_deadline(seconds, what, call, *args):
-    """Run call(*args) in a worker thread; errors.Unreachable if it has not returned in time.
-
-    A call that overstays is left behind on a daemon thread: libvirt offers no
-    way to abort a blocked connect, and the process is short-lived.
-    """
-    pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
-    future = pool.submit(call, *args)
-    pool.shutdown(wait=False)
-    try:
-        return future.result(timeout=seconds)
-    except concurrent.futures.TimeoutError:
-        raise errors.Unreachable('%s did not answer within %s s' % (what, seconds))
 
 
 def _disk_of(conn, path):
@@ -97,7 +81,7 @@ class LibvirtDriver(ComputeDriver):
         return self._conn
 
     def get_nodes(self):
-        return [_with_deadline(self.host.timeout, self._what(), self._node)]
+        return [call_within(self.host.timeout, self._what(), self._node)]
 
     def _node(self):
         conn = self._connect()  # inside the deadline: a connect can block longest

@@ -14,15 +14,13 @@ object and per property, so the driver never does.
 from __future__ import annotations
 
 import collections
-import concurrent.futures
 import http.client
 import socket
 import ssl
-import threading
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._driver import (
-    HYPERVISOR_VSPHERE, ComputeDriver, HostResources, NodeResources,
+    HYPERVISOR_VSPHERE, ComputeDriver, HostResources, NodeResources, call_within,
 )
 
 try:
@@ -236,30 +234,6 @@ def _require_pyvmomi(vcenter):
         raise errors.MissingLibrary('pyvmomi', 'for the vSphere nodes of vCenter %s' % vcenter.name)
 
 
-def _within(seconds, what, call):
-    """call() on a daemon thread; errors.Unreachable when it has not returned in time.
-
-    SmartConnect's first request (the API version probe) opens a socket with no
-    timeout, so a vCenter that accepts TCP but never answers, or a DNS server that
-    does not, would block for minutes. An overstaying call is left behind on a
-    daemon thread (it cannot be aborted and must not hold the process at exit); a
-    login it completes late is left to vCenter's idle session timeout.
-    """
-    future = concurrent.futures.Future()
-
-    def run():
-        try:
-            future.set_result(call())
-        except Exception as exc:  # pylint: disable=broad-exception-caught  # re-raised in the caller's thread
-            future.set_exception(exc)
-
-    threading.Thread(target=run, name='multihv-vsphere-connect', daemon=True).start()
-    try:
-        return future.result(timeout=seconds)
-    except concurrent.futures.TimeoutError:
-        raise errors.Unreachable('%s did not answer within %s s' % (what, seconds)) from None
-
-
 def filter_spec(view):
     """Every object of the view, with PROPERTIES' paths of its type."""
     collector = vmodl.query.PropertyCollector
@@ -388,7 +362,7 @@ class VSphereDriver(ComputeDriver):
             return si, si.RetrieveContent()
 
         try:
-            self._si, self._content = _within(vc.timeout, self.endpoint, login)
+            self._si, self._content = call_within(vc.timeout, self.endpoint, login)
         except errors.Unreachable:
             raise  # the deadline passed
         except vim.fault.InvalidLogin:

@@ -183,3 +183,24 @@ def test_module_defaults_group_carries_the_cloud_file(lab, tmp_path):
         that: grouped.nodes | map(attribute='name') | list == ['kvm1']
 """)
     run('ansible-playbook', str(playbook))
+
+
+def test_stuck_kvm_host_is_down_after_its_timeout(lab, tmp_path):
+    """A libvirtd that accepts connections and never answers (hung, or a black hole)."""
+    import socket  # pylint: disable=import-outside-toplevel
+    import yaml  # pylint: disable=import-outside-toplevel
+    stuck = socket.socket()
+    stuck.bind(('127.0.0.1', 0))
+    stuck.listen(8)
+    cloud = yaml.safe_load((lab.dir / 'multihv-cloud.yml').read_text())
+    cloud['kvm_hosts'].append({'name': 'stuck', 'uri': f'qemu+tcp://127.0.0.1:{stuck.getsockname()[1]}/system', 'timeout': 1})
+    cloud_file = tmp_path / 'cloud.yml'
+    cloud_file.write_text(yaml.safe_dump(cloud))
+    try:
+        # A thread left blocked on the stuck host must not keep the module from exiting.
+        nodes = nodes_by_name(ansible_module('multihv.cloud.compute_node_info', {
+            'cloud_file': str(cloud_file), 'registry_url': f'sqlite:///{tmp_path}/r.sqlite'}, timeout=60))
+    finally:
+        stuck.close()
+    assert nodes['stuck']['state'] == 'down' and 'did not answer within 1.0 s' in nodes['stuck']['reason']
+    assert nodes['kvm1']['state'] == nodes['kvm2']['state'] == 'up'

@@ -147,12 +147,12 @@ def qemu_running(name: str) -> bool:
 
 
 def ansible_module(module: str, args: dict, *, check: bool = False, diff: bool = False, env: dict | None = None,
-                   expect_failure: bool = False) -> dict:
+                   expect_failure: bool = False, timeout: float = 300) -> dict:
     """Run one module with the `ansible` command (a real Ansible run) and return its result."""
     cmd = ['ansible', 'localhost', '-m', module, '-a', json.dumps(args)]
     cmd += ['--check'] if check else []
     cmd += ['--diff'] if diff else []
-    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=300, check=False,
+    result = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, check=False,
                             env=dict(os.environ, ANSIBLE_STDOUT_CALLBACK='minimal', **(env or {})))
     marker = result.stdout.rfind('localhost | ')
     if marker < 0 or ' => ' not in result.stdout[marker:]:

@@ -12,6 +12,7 @@ import pytest
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils import _vsphere_driver as vsphere
 from ansible_collections.multihv.cloud.plugins.module_utils._config import VCenter
+from ansible_collections.multihv.cloud.plugins.module_utils._driver import call_within
 from ansible_collections.multihv.cloud.plugins.module_utils._vsphere_driver import (
     NO_USABLE_HOST, Record, VSphereDriver, build_nodes,
 )
@@ -224,7 +225,7 @@ def test_missing_pyvmomi_is_reported_when_used(monkeypatch):
     (ssl.SSLError(1, 'wrong version number'), errors.DriverError, 'failed the TLS handshake'),
 ])
 def test_network_failures_map_to_errors(exc, kind, text):
-    error = VSphereDriver(vcenter())._failure(exc)  # pylint: disable=protected-access
+    error = VSphereDriver(vcenter())._failure(exc)
     assert type(error) is kind  # pylint: disable=unidiomatic-typecheck
     assert str(error).startswith('vCenter vc1 at vc1.example.com:443 ')
     assert text in str(error)
@@ -234,15 +235,15 @@ def test_network_failures_map_to_errors(exc, kind, text):
 def test_a_call_that_overstays_its_deadline_is_unreachable_at_the_deadline():
     started = time.monotonic()
     with pytest.raises(errors.Unreachable, match='^vCenter X did not answer within 0.2 s$'):
-        vsphere._within(0.2, 'vCenter X', lambda: time.sleep(5))  # pylint: disable=protected-access
+        call_within(0.2, 'vCenter X', lambda: time.sleep(5))
     assert time.monotonic() - started < 2
 
 
 def test_a_call_within_its_deadline_returns_or_raises_as_is():
-    assert vsphere._within(5, 'x', lambda: 7) == 7  # pylint: disable=protected-access
+    assert call_within(5, 'x', lambda: 7) == 7
 
     def fails():
         raise KeyError('k')
 
     with pytest.raises(KeyError):
-        vsphere._within(5, 'x', fails)  # pylint: disable=protected-access
+        call_within(5, 'x', fails)
