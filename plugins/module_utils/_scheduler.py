@@ -1,0 +1,296 @@
+# Copyright: multihv.cloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The scheduler: filters and weighers in the manner of Nova's filter scheduler.
+Private to multihv.cloud: do not import. Pure logic: no I/O.
+
+Filters remove nodes that cannot take a request; weighers rank the rest. One
+difference from Nova: on a vSphere node (a whole cluster), at least one usable
+ESXi host must itself have the vCPUs and RAM free (ClusterHostFit), because a
+cluster's total hides fragmentation: a VM can fit the sum and no single host.
+
+Weights are each resource's free amount divided by the largest capacity of that
+resource among all candidates, times the weigher's multiplier. The divisor is
+fixed for a whole scheduling run, so a node's weight depends on that node alone:
+placing N requests keeps the candidates in a heap and costs O(log nodes) per
+placement, instead of re-weighing every node (Nova re-normalises each time).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import heapq
+
+RESOURCES = ('vcpus', 'memory_mb', 'disk_gb')
+GROUP_POLICIES = ('affinity', 'anti-affinity', 'soft-affinity', 'soft-anti-affinity')
+DEFAULT_WEIGHERS = {'ram': 1.0, 'cpu': 0.0, 'disk': 0.0, 'instances': -1.0, 'group': 1.0}
+
+
+@dataclasses.dataclass
+class Host:
+    """One hypervisor host inside a node: what it has free right now."""
+
+    name: str
+    usable: bool
+    free_vcpus: int
+    free_memory_mb: int
+
+
+@dataclasses.dataclass
+class Candidate:
+    """A node as the scheduler sees it. capacity is (physical - reserved) x allocation ratio;
+    allocated is what the registry's allocations already hold. hosts is None for a KVM node
+    (the node is its host) and the ESXi hosts of a vSphere node."""
+
+    name: str
+    hypervisor_type: str
+    up: bool = True
+    enabled: bool = True
+    forced_down: bool = False
+    reserved_for_failover: bool = False
+    availability_zone: str | None = None
+    aggregates: tuple = ()
+    capacity: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(RESOURCES, 0))
+    allocated: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(RESOURCES, 0))
+    instances: int = 0
+    hosts: list | None = None
+
+    def free(self, resource):
+        return self.capacity[resource] - self.allocated[resource]
+
+
+@dataclasses.dataclass
+class Request:
+    """What one instance needs, and where it may go.
+
+    group_nodes: {node: members of the request's server group already there}.
+    different_host / same_host: node names from the scheduler hints (the nodes
+    of the instances they name). exclude: nodes never to use (a migration's source).
+    """
+
+    vcpus: int
+    memory_mb: int
+    disk_gb: int = 0
+    hypervisor_type: str | None = None
+    availability_zone: str | None = None
+    aggregates: tuple = ()
+    node: str | None = None
+    group_policy: str | None = None
+    group_nodes: dict = dataclasses.field(default_factory=dict)
+    different_host: frozenset = frozenset()
+    same_host: frozenset = frozenset()
+    exclude: frozenset = frozenset()
+    for_failover: bool = False
+
+    def needs(self):
+        return {'vcpus': self.vcpus, 'memory_mb': self.memory_mb, 'disk_gb': self.disk_gb}
+
+
+class NoValidHost(Exception):
+    """No node passes the filters. rejected: {filter name: [nodes it removed]}, in filter order."""
+
+    def __init__(self, request, rejected):
+        self.request = request
+        self.rejected = rejected
+        reasons = '; '.join('%s removed %s' % (name, ', '.join(nodes)) for name, nodes in rejected.items() if nodes)
+        super().__init__('no node can take %s vCPUs, %s MB RAM, %s GB disk: %s' % (
+            request.vcpus, request.memory_mb, request.disk_gb, reasons or 'the cloud has no compute node'))
+
+
+# ------------------------------------------------------------------ filters
+# Each returns True when the node may take the request. Static filters depend on
+# the request's constraints and the node's settings only; resource filters also on
+# what is allocated, which changes as requests are placed.
+
+def compute_filter(req, node):
+    """Up, enabled and not forced down; failover nodes only for failover requests."""
+    return node.up and node.enabled and not node.forced_down and (req.for_failover or not node.reserved_for_failover)
+
+
+def availability_zone_filter(req, node):
+    return req.availability_zone is None or node.availability_zone == req.availability_zone
+
+
+def aggregate_filter(req, node):
+    """Every aggregate the flavor's extra_specs ask for (e.g. a tier) is one of the node's."""
+    return set(req.aggregates) <= set(node.aggregates)
+
+
+def hypervisor_type_filter(req, node):
+    return req.hypervisor_type is None or node.hypervisor_type == req.hypervisor_type
+
+
+def node_filter(req, node):
+    """A request pinned to a node, and the nodes a request must avoid."""
+    return (req.node is None or node.name == req.node) and node.name not in req.exclude
+
+
+def hints_filter(req, node):
+    """different_host / same_host scheduler hints."""
+    if node.name in req.different_host:
+        return False
+    return not req.same_host or node.name in req.same_host
+
+
+def group_filter(req, node):
+    """Hard server group policies; the soft ones only weigh."""
+    if req.group_policy == 'anti-affinity':
+        return not req.group_nodes.get(node.name)
+    if req.group_policy == 'affinity' and any(req.group_nodes.values()):
+        return bool(req.group_nodes.get(node.name))
+    return True
+
+
+def resources_filter(req, node):
+    """vCPUs, RAM and disk fit what is left of the capacity (ratios and reserved applied)."""
+    needs = req.needs()
+    return all(node.free(r) >= needs[r] for r in RESOURCES)
+
+
+def cluster_host_fit_filter(req, node):
+    """On a cluster node, some usable ESXi host has the vCPUs and RAM free itself."""
+    if node.hosts is None:
+        return True
+    return any(h.usable and h.free_vcpus >= req.vcpus and h.free_memory_mb >= req.memory_mb for h in node.hosts)
+
+
+STATIC_FILTERS = (
+    ('ComputeFilter', compute_filter),
+    ('AvailabilityZoneFilter', availability_zone_filter),
+    ('AggregateFilter', aggregate_filter),
+    ('HypervisorTypeFilter', hypervisor_type_filter),
+    ('NodeFilter', node_filter),
+    ('SchedulerHintsFilter', hints_filter),
+    ('ServerGroupFilter', group_filter),
+)
+RESOURCE_FILTERS = (
+    ('ResourcesFilter', resources_filter),
+    ('ClusterHostFitFilter', cluster_host_fit_filter),
+)
+FILTERS = STATIC_FILTERS + RESOURCE_FILTERS
+
+
+def explain(req, candidates):
+    """{filter: [nodes it removed]} for one request, each node named by the first filter that removes it."""
+    rejected = dict((name, []) for name, _check in FILTERS)
+    for node in candidates:
+        for name, check in FILTERS:
+            if not check(req, node):
+                rejected[name].append(node.name)
+                break
+    return rejected
+
+
+# ------------------------------------------------------------------ weighers
+
+class Weigher:
+    """Weights with divisors fixed at construction (see the module docstring)."""
+
+    def __init__(self, candidates, multipliers=None):
+        self.multipliers = dict(DEFAULT_WEIGHERS)
+        unknown = set(multipliers or {}) - set(DEFAULT_WEIGHERS)
+        if unknown:
+            raise ValueError('unknown weighers %s (known: %s)' % (', '.join(sorted(unknown)), ', '.join(DEFAULT_WEIGHERS)))
+        self.multipliers.update(multipliers or {})
+        self.scale = dict((r, float(max([c.capacity[r] for c in candidates] or [1]) or 1)) for r in RESOURCES)
+        self.scale['instances'] = float(max([c.instances for c in candidates] + [1]))
+
+    def weight(self, req, node):
+        m = self.multipliers
+        weight = (m['ram'] * node.free('memory_mb') / self.scale['memory_mb']
+                  + m['cpu'] * node.free('vcpus') / self.scale['vcpus']
+                  + m['disk'] * node.free('disk_gb') / self.scale['disk_gb']
+                  + m['instances'] * node.instances / self.scale['instances'])
+        members = req.group_nodes.get(node.name, 0)
+        if req.group_policy == 'soft-affinity':
+            weight += m['group'] * members
+        elif req.group_policy == 'soft-anti-affinity':
+            weight -= m['group'] * members
+        return weight
+
+
+# ------------------------------------------------------------------ placing
+
+def consume(node, req, host_name=None):
+    """Record a placement on the candidate (and the ESXi host chosen) so later requests see it."""
+    for resource, amount in req.needs().items():
+        node.allocated[resource] += amount
+    node.instances += 1
+    for host in node.hosts or ():
+        if host.name == host_name:
+            host.free_vcpus -= req.vcpus
+            host.free_memory_mb -= req.memory_mb
+
+
+def pick_host(req, node):
+    """The ESXi host of a cluster node to place on: the usable one with most free RAM that fits."""
+    fitting = [h for h in node.hosts or () if h.usable and h.free_vcpus >= req.vcpus and h.free_memory_mb >= req.memory_mb]
+    return max(fitting, key=lambda h: (h.free_memory_mb, h.free_vcpus, h.name)).name if fitting else None
+
+
+def _signature(req):
+    """Requests with one signature pass the same static filters on the same nodes."""
+    return (req.hypervisor_type, req.availability_zone, tuple(sorted(req.aggregates)), req.node, req.group_policy,
+            req.different_host, req.same_host, req.exclude, req.for_failover)
+
+
+class Scheduler:
+    """Places requests one after another on one set of candidates, which it updates."""
+
+    def __init__(self, candidates, multipliers=None):
+        self.candidates = list(candidates)
+        self.by_name = dict((c.name, c) for c in self.candidates)
+        self.weigher = Weigher(self.candidates, multipliers)
+        # {request shape: (a request of that shape, names passing its static filters, heap of (-weight, name))}
+        self._heaps = {}
+
+    def ranked(self, req):
+        """Every node that can take the request, best first, without placing it."""
+        fit = [c for c in self.candidates if all(check(req, c) for _name, check in FILTERS)]
+        return sorted(fit, key=lambda c: (-self.weigher.weight(req, c), c.name))
+
+    def place(self, req, consume_it=True):
+        """(node name, ESXi host name or None) for one request; NoValidHost with the reasons when none fits.
+
+        Requests with a server group or a pinned node are weighed afresh (their
+        weights depend on the group's members); the others share a heap per shape.
+        """
+        if req.group_policy or req.node:
+            ranked = self.ranked(req)
+            if not ranked:
+                raise NoValidHost(req, explain(req, self.candidates))
+            node = ranked[0]
+        else:
+            node = self._pop_best(req)
+        host = pick_host(req, node)
+        if consume_it:
+            consume(node, req, host)
+        self._refresh(node)
+        return node.name, host
+
+    def _shape(self, req):
+        key = (_signature(req), req.vcpus, req.memory_mb, req.disk_gb)
+        if key not in self._heaps:
+            members = set(c.name for c in self.candidates if all(check(req, c) for _name, check in STATIC_FILTERS))
+            heap = [(-self.weigher.weight(req, self.by_name[name]), name) for name in members]
+            heapq.heapify(heap)
+            self._heaps[key] = (req, members, heap)
+        return self._heaps[key]
+
+    def _pop_best(self, req):
+        shape_req, members, heap = self._shape(req)
+        while heap:
+            weight, name = heapq.heappop(heap)
+            node = self.by_name[name]
+            if name not in members or weight != -self.weigher.weight(shape_req, node):
+                continue  # stale: the node changed since, and a fresh entry was pushed then
+            if all(check(req, node) for _name, check in RESOURCE_FILTERS):
+                return node
+            # Allocations only grow during a run: a request of this shape never fits here again.
+            members.discard(name)
+        raise NoValidHost(req, explain(req, self.candidates))
+
+    def _refresh(self, node):
+        """A placement changed node: give every shape's heap its new weight."""
+        for shape_req, members, heap in self._heaps.values():
+            if node.name in members:
+                heapq.heappush(heap, (-self.weigher.weight(shape_req, node), node.name))
