@@ -35,17 +35,55 @@ MIB = 1024 * 1024
 GIB = 1024 * MIB
 
 
-def _disk_of(conn, path):
-    """(capacity, available) bytes of the filesystem holding `path` on the host, seen from
-    the host itself through a transient directory pool (no SSH, works on any URI)."""
-    xml = "<pool type='dir'><name>multihv-probe-%s</name><target><path>%s</path></target></pool>" % (
-        uuid.uuid4().hex[:12], _xml_text(path))
-    pool = conn.storagePoolCreateXML(xml, 0)
+def _pool_at(conn, path):
+    """The active storage pool whose target is `path`, if the host has one."""
+    for pool in conn.listAllStoragePools(libvirt.VIR_CONNECT_LIST_STORAGE_POOLS_ACTIVE):
+        try:
+            if ET.fromstring(pool.XMLDesc(0)).findtext('target/path') == path:
+                return pool
+        except libvirt.libvirtError:
+            continue  # gone meanwhile (someone else's probe)
+    return None
+
+
+def pool_name(path):
+    """The name of the lab-wide transient pool multihv keeps on an instance path."""
+    return 'multihv-' + uuid.uuid5(uuid.NAMESPACE_URL, 'file://' + path).hex[:16]
+
+
+def instance_pool(conn, path):
+    """An active storage pool on `path`: one the host already has there, else a transient
+    one multihv creates under a name derived from the path and leaves active (it holds no
+    configuration on the host and is gone when libvirtd restarts).
+
+    libvirt allows one active pool per path, so concurrent callers must agree on the
+    name: whoever loses the race to create it uses the winner's.
+    """
+    existing = _pool_at(conn, path)
+    if existing is not None:
+        return existing
+    name = pool_name(path)
     try:
-        info = pool.info()  # state, capacity, allocation, available
-        return info[1], info[3]
-    finally:
-        pool.destroy()
+        return conn.storagePoolLookupByName(name)
+    except libvirt.libvirtError:
+        pass
+    xml = "<pool type='dir'><name>%s</name><target><path>%s</path></target></pool>" % (name, _xml_text(path))
+    try:
+        return conn.storagePoolCreateXML(xml, 0)
+    except libvirt.libvirtError as exc:
+        pool = _pool_at(conn, path)  # another caller's pool won
+        if pool is None:
+            raise errors.DriverError('cannot open the storage at %s: %s' % (path, exc.get_error_message()))
+        return pool
+
+
+def _disk_of(conn, path):
+    """(capacity, available) bytes of the filesystem holding `path`, seen from the host
+    itself through a storage pool (no SSH, works on any URI)."""
+    pool = instance_pool(conn, path)
+    pool.refresh(0)
+    info = pool.info()  # state, capacity, allocation, available
+    return info[1], info[3]
 
 
 def _xml_text(value):

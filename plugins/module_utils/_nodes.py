@@ -23,10 +23,15 @@ ADMIN_FIELDS = ('enabled', 'disabled_reason', 'forced_down', 'availability_zone'
 
 def drivers_for(cloud):
     """One driver per endpoint: each vCenter, each KVM host."""
-    # Imported here so that a cloud of one kind never needs the other kind's library.
-    from ansible_collections.multihv.cloud.plugins.module_utils._libvirt_driver import LibvirtDriver
-    from ansible_collections.multihv.cloud.plugins.module_utils._vsphere_driver import VSphereDriver
-    return [VSphereDriver(v) for v in cloud.vcenters] + [LibvirtDriver(h) for h in cloud.kvm_hosts]
+    # Imported only when used: a cloud of one kind never loads the other kind's library.
+    drivers = []
+    if cloud.vcenters:
+        from ansible_collections.multihv.cloud.plugins.module_utils._vsphere_driver import VSphereDriver
+        drivers.extend(VSphereDriver(v) for v in cloud.vcenters)
+    if cloud.kvm_hosts:
+        from ansible_collections.multihv.cloud.plugins.module_utils._libvirt_driver import LibvirtDriver
+        drivers.extend(LibvirtDriver(h) for h in cloud.kvm_hosts)
+    return drivers
 
 
 def _endpoint_nodes(driver, known):

@@ -10,6 +10,7 @@ import libvirt
 import pytest
 
 from support.lab import last_tick, qemu_running, serial, wait_for
+from ansible_collections.multihv.cloud.plugins.module_utils._libvirt_driver import instance_pool
 from support import guest
 
 
@@ -28,15 +29,12 @@ def test_hosts_are_distinct_libvirt_hosts(lab):
 
 
 def _volumes_seen(lab, host: str, path: str) -> set[str]:
-    """Files a host sees in `path`, through a transient libvirt storage pool."""
+    """Files a host sees in `path`, through the storage pool the KVM driver keeps there."""
     conn = lab.connect(host)
     try:
-        pool = conn.storagePoolCreateXML(
-            f"<pool type='dir'><name>probe-{host}</name><target><path>{path}</path></target></pool>")
-        try:
-            return set(pool.listVolumes())
-        finally:
-            pool.destroy()
+        pool = instance_pool(conn, path)
+        pool.refresh(0)
+        return set(pool.listVolumes())
     finally:
         conn.close()
 
