@@ -81,12 +81,6 @@ from ansible.utils.unsafe_proxy import wrap_var
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors, _nodes
 
-try:
-    import jmespath
-    HAS_JMESPATH = True
-except ImportError:
-    HAS_JMESPATH = False
-
 
 def _group(prefix, value):
     return prefix + re.sub(r'[^A-Za-z0-9_]', '_', str(value))
@@ -141,8 +135,10 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
         query = self.get_option('query')
         if not query:
             return nodes
-        if not HAS_JMESPATH:
-            raise AnsibleError('multihv.cloud.nodes: the query option needs jmespath (pip install jmespath)')
+        try:
+            import jmespath  # pylint: disable=import-outside-toplevel  # only a query needs it
+        except ImportError:
+            raise AnsibleError('multihv.cloud.nodes: the query option needs jmespath (pip install jmespath)') from None
         try:
             compiled = jmespath.compile(query)
         except jmespath.exceptions.JMESPathError as exc:

@@ -35,15 +35,21 @@ import json
 import os
 import re
 import sqlite3
+import sys
 import time
 import urllib.parse
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 
-try:
-    import psycopg
-except ImportError:  # only a postgresql:// registry needs it; see _connect_postgresql
-    psycopg = None
+
+def _psycopg():
+    """psycopg, imported on first use: only a postgresql:// registry needs it, and it is
+    heavy for the SQLite default (the inventory plugin's memory is measured)."""
+    try:
+        import psycopg  # pylint: disable=import-outside-toplevel
+    except ImportError:
+        return None
+    return psycopg
 
 ACCEPTED_URLS = ('sqlite:////absolute/path.sqlite', 'sqlite:///relative/path.sqlite',
                  'postgresql://user:password@host:port/database')
@@ -240,6 +246,7 @@ def scrub(text, url):
 
 def _db_errors():
     """The exception classes of the database drivers that are installed."""
+    psycopg = sys.modules.get('psycopg')  # no psycopg loaded, no psycopg error possible
     return (sqlite3.Error, psycopg.Error) if psycopg is not None else (sqlite3.Error,)
 
 
@@ -543,6 +550,7 @@ def _wal(conn):
 
 def _connect_postgresql(url):
     """An autocommit connection (transaction() says BEGIN) to the PostgreSQL registry at url."""
+    psycopg = _psycopg()
     if psycopg is None:
         raise errors.MissingLibrary('psycopg', 'for the registry at %s' % mask_url(url))
     options = {'autocommit': True}

@@ -248,8 +248,14 @@ def retrieve_pages(pc, spec):
     result = pc.RetrievePropertiesEx(specSet=[spec], options=vmodl.query.PropertyCollector.RetrieveOptions(maxObjects=PAGE_SIZE))
     records = []
     while result is not None:  # None: nothing matched
-        records.extend(Record(o.obj._wsdlName, o.obj._moId,  # pylint: disable=protected-access
-                              dict((p.name, plain(p.val)) for p in o.propSet)) for o in result.objects)
+        objects = result.objects
+        # Popped as converted, so that a page's pyVmomi objects are freed while its records
+        # grow: peak memory is one copy of the inventory, not two (order does not matter,
+        # the join is by id).
+        while objects:
+            item = objects.pop()
+            records.append(Record(item.obj._wsdlName, item.obj._moId,  # pylint: disable=protected-access
+                                  dict((p.name, plain(p.val)) for p in item.propSet)))
         result = pc.ContinueRetrievePropertiesEx(token=result.token) if result.token else None
     return records
 

@@ -141,7 +141,7 @@ def test_a_closed_registry_says_so():
 
 
 def test_postgresql_without_psycopg_is_a_missing_library(monkeypatch):
-    monkeypatch.setattr(registry, 'psycopg', None)
+    monkeypatch.setattr(registry, '_psycopg', lambda: None)
     with pytest.raises(errors.MissingLibrary) as caught:
         registry.Registry.open('postgresql://cloud:s3cret@db/multihv')
     assert caught.value.library == 'psycopg'
