@@ -134,6 +134,50 @@ class NodeResources:
         }
 
 
+@dataclasses.dataclass
+class InstanceSpec:
+    """What a driver needs to build one instance on one node (all decided by the core).
+
+    image: for KVM the image's name (its volume in the instance pool, see
+    KVM driver), for vSphere the template VM's name. host: the ESXi host the
+    scheduler chose inside a cluster node (None on KVM). storage: 'shared' puts
+    the disk under the host's shared_instance_path, 'local' under instance_path.
+    networks: [{'network': a libvirt network / bridge:NAME / vSphere port group,
+    'mac': a fixed MAC}]. metadata is stored with the instance (KVM: domain
+    <metadata>; vSphere: annotation) so that a node alone can tell what it runs.
+    """
+
+    uuid: str
+    name: str
+    node: str
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+    image: str
+    storage: str = 'local'
+    host: str | None = None
+    networks: list = dataclasses.field(default_factory=list)
+    hostname: str = ''
+    user_data: str = ''
+    metadata: dict = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class InstanceState:
+    """An instance as its hypervisor reports it. power_state: running, stopped, paused,
+    suspended or unknown. host: the ESXi host (vSphere) or the KVM host's name."""
+
+    uuid: str
+    name: str
+    node: str
+    host: str
+    power_state: str
+    vcpus: int = 0
+    memory_mb: int = 0
+    macs: list = dataclasses.field(default_factory=list)
+    disk_paths: list = dataclasses.field(default_factory=list)
+
+
 class ComputeDriver(abc.ABC):
     """What the core may ask of a hypervisor endpoint (one vCenter, one KVM host).
 
@@ -157,6 +201,26 @@ class ComputeDriver(abc.ABC):
     def get_nodes(self):
         """Live NodeResources of every node of this endpoint, in as few round trips
         as the hypervisor allows (one PropertyCollector retrieval for a vCenter)."""
+
+    # Instances (issue: flavors, images, instances). A driver that cannot do one of
+    # these raises errors.DriverError saying so; the core never guesses.
+
+    def list_instances(self):
+        """InstanceState of every instance on this endpoint's nodes (templates excluded)."""
+        raise NotImplementedError
+
+    def spawn(self, spec):
+        """Build and start the instance described by an InstanceSpec; return its InstanceState.
+        On failure, remove whatever it created (disk, domain, VM) before raising."""
+        raise NotImplementedError
+
+    def destroy(self, uuid, node):
+        """Power off and delete the instance and its disks; no error when it is already gone."""
+        raise NotImplementedError
+
+    def set_power(self, uuid, node, action):
+        """action: start, stop (hard), shutdown (ACPI), reboot. Returns the InstanceState after."""
+        raise NotImplementedError
 
     def close(self):
         """Release the connection, if any."""
