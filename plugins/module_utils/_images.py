@@ -1,0 +1,96 @@
+# Copyright: multihv.cloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Images: what instances boot. Private to multihv.cloud: do not import.
+
+A KVM image is a qcow2 or raw file on the controller that the KVM driver uploads
+into each KVM host's base image pool through libvirt (no SSH); instance disks are
+qcow2 overlays on it. A vSphere image is a template VM that is cloned.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._driver import HYPERVISOR_KVM, HYPERVISOR_VSPHERE
+
+
+def disk_format(source, given=None):
+    """qcow2 or raw: as given, else from the file's first bytes (qcow2 starts with QFI\\xfb)."""
+    if given:
+        return given
+    with open(source, 'rb') as handle:
+        return 'qcow2' if handle.read(4) == b'QFI\xfb' else 'raw'
+
+
+def desired(params):
+    """The registry fields an image task asks for."""
+    kind = params['hypervisor_type']
+    properties = dict(params.get('properties') or {})
+    for key in ('min_ram', 'min_disk'):
+        if params.get(key) is not None:
+            properties[key] = params[key]
+    if kind == HYPERVISOR_KVM:
+        source = params.get('source')
+        if not source:
+            raise errors.MultihvError('image %s: a KVM image needs source (a qcow2 or raw file on the controller); nothing was changed'
+                                      % params['name'])
+        if not os.path.isfile(source):
+            raise errors.MultihvError('image %s: source %s is not a file on the controller; nothing was changed' % (params['name'], source))
+        properties.update(source=os.path.abspath(source), format=disk_format(source, params.get('format')),
+                          size=os.path.getsize(source))
+    else:
+        properties['template'] = params.get('template') or params['name']
+    return {'hypervisor_type': kind, 'properties': properties}
+
+
+def distribute(ctx, name, fields, check_mode):
+    """Make the image usable on every node of its hypervisor type that is up. Returns
+    (changed, locations): {KVM host: 'present' or why not} or {vCenter: template moid}."""
+    changed, locations = False, {}
+    props = fields['properties']
+    for driver in ctx.drivers:
+        if driver.hypervisor_type != fields['hypervisor_type']:
+            continue
+        if fields['hypervisor_type'] == HYPERVISOR_KVM:
+            if check_mode:
+                locations[driver.endpoint_name()] = 'unknown in check mode'
+                continue
+            try:
+                uploaded = driver.ensure_image(name, props['source'], props['format'])
+            except errors.Unreachable as exc:
+                locations[driver.endpoint_name()] = 'down: %s' % exc
+                continue
+            changed = changed or uploaded
+            locations[driver.endpoint_name()] = 'present'
+        elif fields['hypervisor_type'] == HYPERVISOR_VSPHERE:
+            template = driver.find_template(props['template'])  # NotFound names it
+            locations[driver.endpoint_name()] = template['moid']
+    return changed, locations
+
+
+def ensure(ctx, params, check_mode):
+    """(changed, before, after) for state=present or absent."""
+    registry = ctx.registry
+    name = params['name']
+    before = registry.get_image(name)
+    if params['state'] == 'absent':
+        if before is None:
+            return False, None, None
+        users = [i['name'] for i in registry.list_instances() if i.get('image') == name]
+        if users:
+            raise errors.MultihvError('image %s is used by instances %s; it was left in place' % (name, ', '.join(sorted(users))))
+        if not check_mode:
+            registry.delete_image(name)
+        return True, before, None
+    fields = desired(params)
+    uploaded, locations = distribute(ctx, name, fields, check_mode)
+    after = dict(before or {}, name=name, **fields)
+    after['locations'] = locations
+    same = before is not None and all(before.get(k) == after.get(k) for k in ('hypervisor_type', 'properties', 'locations'))
+    if same and not uploaded:
+        return False, before, before
+    if not check_mode:
+        after = registry.set_image(name, hypervisor_type=fields['hypervisor_type'], properties=fields['properties'],
+                                   locations=locations)[1]
+    return True, before, after

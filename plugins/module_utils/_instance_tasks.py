@@ -1,0 +1,103 @@
+# Copyright: multihv.cloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What one `instance` task does: idempotency by name, check mode, batches.
+Private to multihv.cloud: do not import."""
+
+from __future__ import annotations
+
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors, _instances
+
+PER_INSTANCE = ('flavor', 'image', 'node', 'availability_zone', 'scheduler_hints', 'server_group', 'storage', 'networks',
+                'hostname', 'user_data', 'metadata', 'ha', 'restart_priority', 'state')
+
+
+def items(params):
+    """One dict of options per instance: the task's options with each item's own over them."""
+    if params.get('instances') is None:
+        return [dict((k, params.get(k)) for k in PER_INSTANCE + ('name',))]
+    result = []
+    for index, item in enumerate(params['instances']):
+        if not isinstance(item, dict) or not item.get('name'):
+            raise errors.MultihvError('instances[%d] needs a name; nothing was changed' % index)
+        unknown = set(item) - set(PER_INSTANCE) - {'name'}
+        if unknown:
+            raise errors.MultihvError('instances[%d] (%s) has unknown options %s; nothing was changed'
+                                      % (index, item['name'], ', '.join(sorted(unknown))))
+        merged = dict((k, params.get(k)) for k in PER_INSTANCE)
+        merged.update(item)
+        result.append(merged)
+    return result
+
+
+def _check_same(record, wanted):
+    """An existing instance is left as it is; asking for another flavor or image is an error, not a resize."""
+    for key in ('flavor', 'image'):
+        if wanted.get(key) and wanted[key] != record[key]:
+            raise errors.MultihvError('instance %s exists with %s %s, not %s; resizing or rebuilding on another image is not '
+                                      'supported: delete it first. Nothing was changed' % (record['name'], key, record[key], wanted[key]))
+
+
+def run(cloud, registry, params, check_mode):
+    wanted = items(params)
+    ctx = _instances.Cloud(cloud, registry)
+    try:
+        return _run(ctx, params, wanted, check_mode)
+    finally:
+        ctx.close()
+
+
+def _run(ctx, params, wanted, check_mode):
+    registry = ctx.registry
+    changed = False
+    before, after, to_boot = {}, {}, []
+    for item in wanted:
+        record = registry.get_instance(name=item['name'])
+        before[item['name']] = record
+        if record is None:
+            if item['state'] != 'absent':
+                for key in ('flavor', 'image'):
+                    if not item.get(key):
+                        raise errors.MultihvError('instance %s does not exist: %s is required to boot it; nothing was changed'
+                                                  % (item['name'], key))
+                to_boot.append(item)
+            after[item['name']] = None
+            continue
+        if item['state'] == 'absent':
+            changed = True
+            if not check_mode:
+                _instances.delete(ctx, record)
+            after[item['name']] = None
+            continue
+        _check_same(record, item)
+        if item['state'] in ('started', 'present', 'stopped', 'restarted'):
+            state = 'started' if item['state'] == 'present' else item['state']
+            if check_mode:
+                moved = (state == 'restarted' or (state == 'started' and record['state'] != 'running')
+                         or (state == 'stopped' and record['state'] != 'stopped'))
+                changed = changed or moved
+                after[item['name']] = record
+            else:
+                moved, after[item['name']] = _instances.set_power(ctx, record, state)
+                changed = changed or moved
+    failures = []
+    if to_boot:
+        changed = True
+        if check_mode:
+            for params_, flavor, image, node, host, _req in _instances.plan(ctx, to_boot):
+                after[params_['name']] = {'name': params_['name'], 'node': node, 'host': host, 'flavor': flavor['name'],
+                                          'image': image['name'], 'state': 'would be built'}
+        elif len(to_boot) == 1 and params.get('instances') is None:
+            item = to_boot[0]
+            after[item['name']] = _instances.boot(ctx, *_instances.plan(ctx, [item])[0])
+        else:
+            records, failures = _instances.boot_many(ctx, to_boot, params.get('concurrency') or 4)
+            for record in records:
+                after[record['name']] = record
+    result = {'changed': changed, 'diff': {'before': before, 'after': after}}
+    if params.get('instances') is None:
+        result['instance'] = after[wanted[0]['name']]
+        result['diff'] = {'before': before[wanted[0]['name']] or {}, 'after': after[wanted[0]['name']] or {}}
+    else:
+        result['instances'] = [after[i['name']] for i in wanted if after.get(i['name'])]
+        result['failures'] = failures
+    return result

@@ -1,0 +1,299 @@
+# Copyright: multihv.cloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Instances: schedule, claim, spawn, record; power; delete. Private to multihv.cloud: do not import.
+
+The order of a boot is Nova's: the instance is recorded ('building'), a node is
+chosen by the scheduler, its resources are claimed atomically in the registry
+(a claim that loses a race to another run tries the next node), the driver
+builds it, and the record is completed. A failure at any step undoes the steps
+before it, so no instance record, allocation, disk or VM is left behind.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import uuid as uuidlib
+
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors, _nodes
+from ansible_collections.multihv.cloud.plugins.module_utils._driver import HYPERVISOR_KVM, HYPERVISOR_VSPHERE, InstanceSpec
+from ansible_collections.multihv.cloud.plugins.module_utils._scheduler import (
+    Candidate, Host, NoValidHost, Request, Scheduler,
+)
+
+CLAIM_RETRIES = 5
+POWER_ACTIONS = {'started': 'start', 'stopped': 'stop', 'restarted': 'reboot'}
+
+
+def stable_mac(instance_uuid, index):
+    """A MAC that an instance keeps for life (rebuilds and evacuations included):
+    derived from its uuid and the NIC's position, in QEMU's locally administered range."""
+    digest = hashlib.sha256(('%s/%d' % (instance_uuid, index)).encode()).digest()
+    return '52:54:00:%02x:%02x:%02x' % (digest[0], digest[1], digest[2])
+
+
+def candidates(views, allocations, hypervisor_free=True):
+    """Scheduler candidates from node views (compute_node_info's) and the registry's allocations.
+
+    Capacity is the view's (ratios and reserved applied); what is allocated comes
+    from the registry, so instances being built by another run count at once. On a
+    cluster node each ESXi host offers the vCPUs and RAM it has free now.
+    """
+    result = []
+    for view in views:
+        allocated = dict(allocations.get(view['name'], {}))
+        hosts = None
+        if view['hypervisor_type'] == HYPERVISOR_VSPHERE:
+            ratio = view['allocation_ratios']['cpu']
+            hosts = [Host(h['name'], h['usable'], int(h['vcpus'] * ratio) - h['vcpus_used'],
+                          h['memory_mb_free'] if hypervisor_free else h['memory_mb'] - h['memory_mb_used'])
+                     for h in view['hosts']]
+        result.append(Candidate(
+            name=view['name'], hypervisor_type=view['hypervisor_type'], up=view['state'] == 'up',
+            enabled=view['enabled'], forced_down=view['forced_down'], reserved_for_failover=view['reserved_for_failover'],
+            availability_zone=view['availability_zone'], aggregates=tuple(view['aggregates'] or ()),
+            capacity=dict(view['capacity']),
+            allocated={'vcpus': allocated.get('vcpus', 0), 'memory_mb': allocated.get('memory_mb', 0),
+                       'disk_gb': allocated.get('disk_gb', 0)},
+            instances=allocated.get('instances', view['instances']),
+            hosts=hosts))
+    return result
+
+
+def request_for(flavor, image, params, group=None, group_nodes=None, hints=None):
+    """A scheduler Request from a flavor, an image and the instance's placement options."""
+    specs = flavor.get('extra_specs') or {}
+    kinds = set(k for k in (specs.get('hypervisor_type'), image.get('hypervisor_type')) if k)
+    if len(kinds) > 1:
+        raise errors.MultihvError('flavor %s asks for hypervisor_type %s but image %s is for %s; nothing was created'
+                                  % (flavor['name'], specs['hypervisor_type'], image['name'], image['hypervisor_type']))
+    props = image.get('properties') or {}
+    if props.get('min_ram') and flavor['ram_mb'] < props['min_ram']:
+        raise errors.MultihvError('image %s needs at least %s MB RAM; flavor %s has %s; nothing was created'
+                                  % (image['name'], props['min_ram'], flavor['name'], flavor['ram_mb']))
+    if props.get('min_disk') and flavor['disk_gb'] < props['min_disk']:
+        raise errors.MultihvError('image %s needs at least %s GB disk; flavor %s has %s; nothing was created'
+                                  % (image['name'], props['min_disk'], flavor['name'], flavor['disk_gb']))
+    hints = hints or {}
+    aggregates = specs.get('aggregates') or []
+    if isinstance(aggregates, str):
+        aggregates = [aggregates]
+    return Request(
+        vcpus=flavor['vcpus'], memory_mb=flavor['ram_mb'], disk_gb=flavor['disk_gb'],
+        hypervisor_type=next(iter(kinds)) if kinds else None,
+        availability_zone=params.get('availability_zone') or specs.get('availability_zone'),
+        aggregates=tuple(aggregates), node=params.get('node'),
+        group_policy=group['policy'] if group else None, group_nodes=dict(group_nodes or {}),
+        different_host=frozenset(hints.get('different_host', ())), same_host=frozenset(hints.get('same_host', ())))
+
+
+class Cloud:
+    """One module run's view of the cloud: its config, registry and drivers, with the
+    node views read once and drivers looked up by node."""
+
+    def __init__(self, cloud, registry, drivers=None):
+        self.cloud = cloud
+        self.registry = registry
+        self.drivers = drivers if drivers is not None else _nodes.drivers_for(cloud)
+        self._views = None
+
+    def views(self):
+        if self._views is None:
+            self._views = _nodes.view(self.cloud, _nodes.collect(list(self.drivers)), self.registry.list_nodes())
+        return self._views
+
+    def driver_for(self, node):
+        for driver in self.drivers:
+            if node in driver.node_names() or driver.endpoint_name() == node or node.startswith(driver.endpoint_name() + '/'):
+                return driver
+        raise errors.NotFound('no endpoint in the cloud file serves node %s' % node)
+
+    def close(self):
+        for driver in self.drivers:
+            driver.close()
+
+
+def _hint_nodes(registry, hints):
+    """Scheduler hints name instances (uuids or names); the scheduler wants their nodes."""
+    result = {}
+    for key in ('different_host', 'same_host'):
+        nodes = []
+        for ref in (hints or {}).get(key) or []:
+            inst = registry.get_instance(uuid=ref) or registry.get_instance(name=ref)
+            if inst is None:
+                raise errors.NotFound('scheduler_hints.%s names instance %s, which does not exist; nothing was created' % (key, ref))
+            nodes.append(inst['node'])
+        result[key] = nodes
+    return result
+
+
+def _group_nodes(registry, group_name):
+    if not group_name:
+        return None, {}
+    group = registry.get_server_group(group_name)
+    if group is None:
+        raise errors.NotFound('server group %s does not exist; nothing was created' % group_name)
+    counts = {}
+    for member in registry.list_instances(server_group=group_name):
+        if member.get('node'):
+            counts[member['node']] = counts.get(member['node'], 0) + 1
+    return group, counts
+
+
+def plan(ctx, specs):
+    """Place each instance to boot: [(params, flavor, image, node, host, request)], sequentially on one
+    Scheduler so that the placements of one batch see each other. NoValidHost names the filters."""
+    registry = ctx.registry
+    scheduler = Scheduler(candidates(ctx.views(), registry.allocations_by_node()))
+    placed = []
+    for params in specs:
+        flavor = registry.get_flavor(params['flavor'])
+        if flavor is None:
+            raise errors.NotFound('flavor %s does not exist; nothing was created' % params['flavor'])
+        image = registry.get_image(params['image'])
+        if image is None:
+            raise errors.NotFound('image %s does not exist; nothing was created' % params['image'])
+        if params.get('node'):
+            kind = _nodes.hypervisor_type_of(ctx.cloud, params['node'])
+            if kind and image.get('hypervisor_type') and kind != image['hypervisor_type']:
+                raise errors.MultihvError('image %s is for %s nodes; node %s is %s; nothing was created'
+                                          % (image['name'], image['hypervisor_type'], params['node'], kind))
+        group, group_nodes = _group_nodes(registry, params.get('server_group'))
+        for earlier in placed:  # members of this batch count for the group too
+            if group and earlier[0].get('server_group') == group['name']:
+                group_nodes[earlier[3]] = group_nodes.get(earlier[3], 0) + 1
+        req = request_for(flavor, image, params, group, group_nodes, _hint_nodes(registry, params.get('scheduler_hints')))
+        try:
+            node, host = scheduler.place(req)
+        except NoValidHost as exc:
+            raise errors.MultihvError('cannot place instance %s: %s; nothing was created' % (params['name'], exc))
+        placed.append((params, flavor, image, node, host, req))
+    return placed
+
+
+def _claim(ctx, flavor, node, inst_uuid):
+    view = next(v for v in ctx.views() if v['name'] == node)
+    resources = {'vcpus': flavor['vcpus'], 'memory_mb': flavor['ram_mb'], 'disk_gb': flavor['disk_gb']}
+    return ctx.registry.claim(inst_uuid, node, view['hypervisor_type'], resources, view['capacity'])
+
+
+def claim_somewhere(ctx, flavor, inst_uuid, node, host, req):
+    """Claim on the planned node; when another run took the room meanwhile, schedule again
+    on the registry's current allocations without the nodes already tried (Nova's retry).
+    Returns the (node, host) claimed on; NoValidHost when no node has room any more."""
+    tried = []
+    while not _claim(ctx, flavor, node, inst_uuid):
+        tried.append(node)
+        if len(tried) >= CLAIM_RETRIES:
+            raise errors.MultihvError('could not claim resources for instance %s on %s: other runs kept taking them'
+                                      % (inst_uuid, ', '.join(tried)))
+        scheduler = Scheduler(candidates(ctx.views(), ctx.registry.allocations_by_node()))
+        node, host = scheduler.place(dataclasses.replace(req, exclude=req.exclude | frozenset(tried)))
+        ctx.registry.update_instance(inst_uuid, node=node, host=host)
+    return node, host
+
+
+def boot(ctx, params, flavor, image, node, host, req):
+    """Record, claim, spawn one placed instance; undo everything on failure. Returns the record."""
+    registry = ctx.registry
+    inst_uuid = params.get('uuid') or str(uuidlib.uuid4())
+    networks = [{'network': net['network'], 'mac': net.get('mac') or stable_mac(inst_uuid, index)}
+                for index, net in enumerate(params.get('networks') or [])]
+    identity = {'hostname': params.get('hostname') or params['name'], 'macs': [n['mac'] for n in networks],
+                'networks': networks, 'metadata': params.get('metadata') or {}}
+    registry.create_instance(uuid=inst_uuid, name=params['name'], node=node, host=host, flavor=flavor['name'],
+                             image=image['name'], storage=params.get('storage') or 'local', identity=identity,
+                             ha=bool(params.get('ha')), restart_priority=params.get('restart_priority') or 0,
+                             server_group=params.get('server_group'), state='building')
+    try:
+        try:
+            node, host = claim_somewhere(ctx, flavor, inst_uuid, node, host, req)
+        except NoValidHost as exc:
+            raise errors.MultihvError('cannot place instance %s: %s; nothing was created' % (params['name'], exc))
+        driver = ctx.driver_for(node)
+        spec = InstanceSpec(uuid=inst_uuid, name=params['name'], node=node, vcpus=flavor['vcpus'], memory_mb=flavor['ram_mb'],
+                            disk_gb=flavor['disk_gb'], image=image['name'], storage=params.get('storage') or 'local', host=host,
+                            networks=networks, hostname=identity['hostname'], user_data=params.get('user_data') or '',
+                            metadata=identity['metadata'])
+        if driver.hypervisor_type == HYPERVISOR_KVM:
+            source = (image.get('properties') or {}).get('source')
+            if source:
+                driver.ensure_image(image['name'], source, (image.get('properties') or {}).get('format', 'qcow2'))
+        state = driver.spawn(spec)
+    except BaseException:
+        registry.delete_instance(inst_uuid)  # its allocation goes with it
+        raise
+    power = 'stopped' if params.get('state') == 'stopped' else 'running'
+    if power == 'stopped':
+        state = driver.set_power(inst_uuid, node, 'stop')
+    identity['macs'] = state.macs or identity['macs']
+    return registry.update_instance(inst_uuid, host=state.host, identity=identity, state=power)[1]
+
+
+def boot_many(ctx, specs, concurrency=4):
+    """Plan a batch, then boot with bounded concurrency. Returns (records, failures); a placement
+    that loses its claim is placed again once on fresh views."""
+    placed = plan(ctx, specs)
+    records, failures = [], []
+    workers = max(1, min(concurrency, len(placed)))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = dict((pool.submit(boot, ctx, *item), item[0]['name']) for item in placed)
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                records.append(future.result())
+            except errors.MultihvError as exc:
+                failures.append({'name': futures[future], 'msg': str(exc)})
+    return records, failures
+
+
+def delete(ctx, record):
+    """Destroy an instance on its node, then its record and allocation."""
+    if record.get('node') and record.get('state') != 'building':
+        ctx.driver_for(record['node']).destroy(record['uuid'], record['node'])
+    ctx.registry.delete_instance(record['uuid'])
+
+
+def set_power(ctx, record, state):
+    """Bring an instance to started / stopped / restarted; returns (changed, record after)."""
+    current = record.get('state')
+    if state == 'started' and current == 'running':
+        return False, record
+    if state == 'stopped' and current == 'stopped':
+        return False, record
+    driver = ctx.driver_for(record['node'])
+    driver.set_power(record['uuid'], record['node'], POWER_ACTIONS[state])
+    return True, ctx.registry.update_instance(record['uuid'], state='stopped' if state == 'stopped' else 'running')[1]
+
+
+
+
+def _live_states(drivers):
+    """{uuid: InstanceState} from every endpoint in parallel; endpoints that fail give nothing."""
+    def states(driver):
+        try:
+            return driver.list_instances()
+        except errors.DriverError:
+            return []
+        finally:
+            driver.close()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(_nodes.MAX_PARALLEL_ENDPOINTS, len(drivers)))) as pool:
+        return dict((s.uuid, s) for found in pool.map(states, drivers) for s in found)
+
+
+def info(cloud, registry, filters):
+    """Registry records matching the filters, with the hypervisors' power state when asked."""
+    records = registry.list_instances(node=filters.get('node'), server_group=filters.get('server_group'))
+    if filters.get('names'):
+        records = [r for r in records if r['name'] in filters['names']]
+    if filters.get('live', True) and records:
+        live = _live_states(_nodes.drivers_for(cloud))
+        for record in records:
+            state = live.get(record['uuid'])
+            record['power_state'] = state.power_state if state else 'unknown'
+            if state:
+                record['host'] = state.host
+    return records
+
+
+__all__ = ['CLAIM_RETRIES', 'Cloud', 'boot', 'boot_many', 'candidates', 'delete', 'info', 'plan', 'request_for', 'set_power', 'stable_mac']
