@@ -19,7 +19,9 @@ export ANSIBLE_FORCE_COLOR ?= 0
 PG_DIR   ?= /var/tmp/multihv-cloud-postgres
 export MULTIHV_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:55432/multihv
 
-LAB := $(BIN)/ansible-playbook multihv.cloud.lab -e lab_dir=$(LAB_DIR)
+# Extra role variables for the lab, e.g. LAB_VARS='-e lab_kvm_hosts=3 -e lab_vcsim_port=9989'.
+LAB_VARS ?=
+LAB := $(BIN)/ansible-playbook multihv.cloud.lab -e lab_dir=$(LAB_DIR) $(LAB_VARS)
 
 .PHONY: help deps install demo test unit integration sanity lab-up lab-down lab-fail lab-restore lab-clean postgres-up postgres-down
 
