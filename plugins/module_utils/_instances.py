@@ -266,8 +266,6 @@ def set_power(ctx, record, state):
     return True, ctx.registry.update_instance(record['uuid'], state='stopped' if state == 'stopped' else 'running')[1]
 
 
-
-
 def _live_states(drivers):
     """{uuid: InstanceState} from every endpoint in parallel; endpoints that fail give nothing."""
     def states(driver):

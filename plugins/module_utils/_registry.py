@@ -25,6 +25,21 @@ the common subset: TEXT, INTEGER, DOUBLE PRECISION, ``?`` placeholders and
   (2024-05-01T12:00:00.000000Z), so that text order is time order;
 - booleans: INTEGER 0/1 (returned as bool);
 - JSON documents: TEXT (returned decoded); NULL stays None.
+
+Referents are checked where the rules of the cloud need them: an instance's
+flavor and server group must exist (and stay while it uses them: a used
+flavor's resources and a group's policy cannot change, neither can be deleted);
+its image need not (Nova keeps instances whose image was deleted).
+
+Booting an instance uses the registry in this order, so that two concurrent runs
+never overcommit a node and a failed boot leaves a record to clean up:
+
+1. create_instance(..., state='building'): the row allocations refer to;
+2. claim(uuid, node, ...): atomic; False means the node is full (reschedule or
+   delete_instance);
+3. the driver spawns it;
+4. update_instance(uuid, state='active', host=...), or on failure release(uuid)
+   and update_instance(uuid, state='error') / delete_instance(uuid).
 """
 
 from __future__ import annotations
@@ -38,6 +53,7 @@ import sqlite3
 import sys
 import time
 import urllib.parse
+import uuid as uuidlib
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 
@@ -50,6 +66,7 @@ def _psycopg():
     except ImportError:
         return None
     return psycopg
+
 
 ACCEPTED_URLS = ('sqlite:////absolute/path.sqlite', 'sqlite:///relative/path.sqlite',
                  'postgresql://user:password@host:port/database')
@@ -143,6 +160,18 @@ MIGRATIONS = [
         ' owner TEXT NOT NULL,'
         ' expires_at TEXT NOT NULL)',
     ]),
+    (2, [
+        # Members are instances.server_group (a name): v1 rows stay as they are.
+        'CREATE TABLE server_groups ('
+        ' name TEXT PRIMARY KEY,'
+        ' policy TEXT NOT NULL,'
+        ' rules TEXT,'
+        ' created_at TEXT NOT NULL,'
+        ' updated_at TEXT NOT NULL)',
+        # Who uses a flavor or a group is asked before either changes or goes.
+        'CREATE INDEX instances_flavor ON instances (flavor)',
+        'CREATE INDEX instances_server_group ON instances (server_group)',
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -155,6 +184,53 @@ NODE_FIELDS = ('enabled', 'disabled_reason', 'forced_down', 'availability_zone',
 NODE_BOOLS = ('enabled', 'forced_down', 'reserved_for_failover')
 NODE_JSON = {'aggregates': list, 'allocation_ratios': dict, 'reserved': dict}
 NODE_COLUMNS = ('name', 'hypervisor_type') + NODE_FIELDS + ('created_at', 'updated_at')
+
+# The catalog and the instances. Nova's names; a flavor's resources are fixed once instances use it.
+FLAVOR_FIELDS = ('vcpus', 'ram_mb', 'disk_gb', 'extra_specs')
+FLAVOR_RESOURCES = ('vcpus', 'ram_mb', 'disk_gb')
+IMAGE_FIELDS = ('hypervisor_type', 'properties', 'locations')
+SERVER_GROUP_FIELDS = ('policy', 'rules')
+# The same as the scheduler's GROUP_POLICIES (a unit test says so); not imported: the registry sits below the core.
+SERVER_GROUP_POLICIES = ('affinity', 'anti-affinity', 'soft-affinity', 'soft-anti-affinity')
+INSTANCE_FIELDS = ('name', 'node', 'host', 'flavor', 'image', 'storage', 'identity', 'ha', 'restart_priority',
+                   'server_group', 'state')
+STORAGE_MODES = ('shared', 'local')
+ALLOCATION_RESOURCES = ('vcpus', 'memory_mb', 'disk_gb')
+# Messages name at most this many instances, then say how many more.
+NAMES_SHOWN = 10
+
+
+class _Table:
+    """A table of record as the code sees it: its key, each field's kind of value, and
+    the fields a new row needs (NOT NULL without a default).
+
+    kinds: {field: 'str' | 'int' | 'bool' | list | dict (JSON)}, in column order.
+    Every int and bool column is NOT NULL; a str column is nullable unless required.
+    """
+
+    def __init__(self, name, noun, key, kinds, required=()):
+        self.name = name
+        self.noun = noun
+        self.key = key
+        self.kinds = kinds
+        self.fields = tuple(kinds)
+        self.required = tuple(required)
+        self.columns = (key,) + self.fields + ('created_at', 'updated_at')
+
+
+NODES = _Table('nodes', 'node', 'name', dict(
+    [('hypervisor_type', 'str')]
+    + [(field, 'bool' if field in NODE_BOOLS else NODE_JSON.get(field, 'str')) for field in NODE_FIELDS]),
+    required=('hypervisor_type',))
+FLAVORS = _Table('flavors', 'flavor', 'name', {'vcpus': 'int', 'ram_mb': 'int', 'disk_gb': 'int', 'extra_specs': dict},
+                 required=FLAVOR_RESOURCES)
+IMAGES = _Table('images', 'image', 'name', {'hypervisor_type': 'str', 'properties': dict, 'locations': dict},
+                required=('hypervisor_type',))
+SERVER_GROUPS = _Table('server_groups', 'server group', 'name', {'policy': 'str', 'rules': dict}, required=('policy',))
+INSTANCES = _Table('instances', 'instance', 'uuid', {
+    'name': 'str', 'node': 'str', 'host': 'str', 'flavor': 'str', 'image': 'str', 'storage': 'str', 'identity': dict,
+    'ha': 'bool', 'restart_priority': 'int', 'server_group': 'str', 'state': 'str',
+}, required=('name', 'flavor', 'image', 'storage', 'state'))
 
 
 class _Dialect:
@@ -250,37 +326,85 @@ def _db_errors():
     return (sqlite3.Error, psycopg.Error) if psycopg is not None else (sqlite3.Error,)
 
 
-def _encode_node_field(field, value):
-    """A node field as stored; TypeError for a value of the wrong kind (a caller's bug)."""
+def _encode(table, field, value):
+    """A field of table as stored; TypeError for a value of the wrong kind (a caller's bug)."""
+    kind = table.kinds[field]
+    what = '%s field %s' % (table.noun, field)
     if value is None:
-        if field in NODE_BOOLS:
-            raise TypeError('node field %s must be true or false, not None' % field)
+        if kind == 'bool':
+            raise TypeError('%s must be true or false, not None' % what)
+        if kind == 'int' or field in table.required:
+            raise TypeError('%s must be given, not None' % what)
         return None
-    if field in NODE_BOOLS:
+    if kind == 'bool':
         if not isinstance(value, bool):
-            raise TypeError('node field %s must be a bool, got %r' % (field, value))
+            raise TypeError('%s must be a bool, got %r' % (what, value))
         # int, not bool: psycopg would send a PostgreSQL boolean to an INTEGER column.
         return int(value)
-    if field in NODE_JSON:
-        if not isinstance(value, NODE_JSON[field]):
-            raise TypeError('node field %s must be a %s or None, got %r' % (field, NODE_JSON[field].__name__, value))
+    if kind == 'int':
+        # bool is an int to Python, never to a reader of the record.
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError('%s must be an integer, got %r' % (what, value))
+        return value
+    if kind in (list, dict):
+        if not isinstance(value, kind):
+            raise TypeError('%s must be a %s or None, got %r' % (what, kind.__name__, value))
         return json.dumps(value, sort_keys=True)
     if not isinstance(value, str):
-        raise TypeError('node field %s must be a string or None, got %r' % (field, value))
+        raise TypeError('%s must be a string or None, got %r' % (what, value))
+    if not value and field in table.required:
+        raise TypeError('%s must be a non-empty string' % what)
     return value
+
+
+def _encode_fields(table, fields):
+    """{column: stored value} of the fields given; TypeError naming unknown fields or values of the wrong kind."""
+    unknown = sorted(set(fields) - set(table.fields))
+    if unknown:
+        raise TypeError('unknown %s field(s) %s; known: %s' % (table.noun, ', '.join(unknown), ', '.join(table.fields)))
+    return dict((field, _encode(table, field, value)) for field, value in fields.items())
+
+
+def _decode(table, row):
+    """A row of table (column -> stored value) as Python: bools and decoded JSON."""
+    if row is None:
+        return None
+    decoded = dict(row)
+    for field, kind in table.kinds.items():
+        if kind == 'bool':
+            decoded[field] = bool(decoded[field])
+        elif kind in (list, dict) and decoded[field] is not None:
+            decoded[field] = json.loads(decoded[field])
+    return decoded
+
+
+def _encode_node_field(field, value):
+    """A node field as stored; TypeError for a value of the wrong kind (a caller's bug)."""
+    return _encode(NODES, field, value)
 
 
 def _decode_node(row):
     """A nodes row (column -> stored value) as Python: bools and decoded JSON."""
-    if row is None:
-        return None
-    node = dict(row)
-    for field in NODE_BOOLS:
-        node[field] = bool(node[field])
-    for field in NODE_JSON:
-        if node[field] is not None:
-            node[field] = json.loads(node[field])
-    return node
+    return _decode(NODES, row)
+
+
+def _amounts(what, amounts):
+    """{vcpus, memory_mb, disk_gb} as non-negative ints; TypeError for anything else (a caller's bug)."""
+    if not isinstance(amounts, dict) or set(amounts) != set(ALLOCATION_RESOURCES):
+        raise TypeError('%s must be a dict of exactly %s, got %r' % (what, ', '.join(ALLOCATION_RESOURCES), amounts))
+    for resource, amount in amounts.items():
+        if not isinstance(amount, int) or isinstance(amount, bool) or amount < 0:
+            raise TypeError('%s.%s must be a non-negative integer, got %r' % (what, resource, amount))
+    return dict(amounts)
+
+
+def name_list(names):
+    """Instance names for a message: the first few, then how many more."""
+    names = list(names)
+    shown = ', '.join(names[:NAMES_SHOWN])
+    if len(names) > NAMES_SHOWN:
+        shown += ' and %d more' % (len(names) - NAMES_SHOWN)
+    return shown
 
 
 class Registry:
@@ -437,6 +561,80 @@ class Registry:
                 'registry %s: registry schema %d is newer than this collection\'s %d; upgrade the collection '
                 '(the registry was left untouched)' % (self.url, version, latest))
 
+    # -- rows of any table ------------------------------------------------------------------
+
+    def _get(self, table, key, lock=False):
+        """One row by key, decoded, or None; lock: FOR UPDATE on PostgreSQL (see get_node)."""
+        sql = 'SELECT %s FROM %s WHERE %s = ?' % (', '.join(table.columns), table.name, table.key)
+        return _decode(table, self._row(sql + (self._dialect.for_update if lock else ''), (key,)))
+
+    def _list(self, table, filters=()):
+        """Rows whose columns equal the (column, value) filters, by name."""
+        where = ' AND '.join('%s = ?' % column for column, _value in filters)
+        sql = 'SELECT %s FROM %s%s ORDER BY name' % (', '.join(table.columns), table.name, ' WHERE ' + where if where else '')
+        return [_decode(table, row) for row in self._rows(sql, [value for _column, value in filters])]
+
+    def _changes(self, table, key, stored):
+        """The stored values that differ from the row's: compared in stored form, so that
+        a value already there is not written (and updated_at stays)."""
+        if not stored:
+            return {}
+        current = self._row('SELECT %s FROM %s WHERE %s = ?' % (', '.join(stored), table.name, table.key), (key,))
+        return dict((column, value) for column, value in stored.items() if current[column] != value)
+
+    def _write(self, table, key, changes, now=None):
+        if changes:
+            assignments = ', '.join('%s = ?' % column for column in changes)
+            self._execute('UPDATE %s SET %s, updated_at = ? WHERE %s = ?' % (table.name, assignments, table.key),
+                          tuple(changes.values()) + (now or utcnow(), key))
+
+    def _upsert(self, table, key, stored, guard=None):
+        """Insert row key or update the stored fields given; (before, after).
+
+        guard(key, before, changes) may refuse a change to an existing row: it runs
+        with the row locked, before anything is written.
+        """
+        now = utcnow()
+        before = self._get(table, key, lock=True)
+        if before is None:
+            missing = [field for field in table.required if field not in stored]
+            if missing:
+                raise errors.RegistryError('%s %s does not exist and creating it needs %s; nothing was written'
+                                           % (table.noun, key, ', '.join(missing)))
+            columns = (table.key,) + table.required + ('created_at', 'updated_at')
+            values = (key,) + tuple(stored[field] for field in table.required) + (now, now)
+            inserted = self._execute('INSERT INTO %s (%s) VALUES (%s) ON CONFLICT (%s) DO NOTHING' % (
+                table.name, ', '.join(columns), ', '.join('?' * len(columns)), table.key), values)
+            if not inserted:
+                # PostgreSQL: another transaction inserted it after our read; change theirs.
+                before = self._get(table, key, lock=True)
+        changes = self._changes(table, key, stored)
+        if changes and before is not None and guard is not None:
+            guard(key, before, changes)
+        self._write(table, key, changes, now)
+        return before, self._get(table, key)
+
+    def _delete(self, table, key, guard=None):
+        """Delete row key; the row as it was, or None when there was none. guard(key, before) may refuse."""
+        before = self._get(table, key, lock=True)
+        if before is None:
+            return None
+        if guard is not None:
+            guard(key, before)
+        self._execute('DELETE FROM %s WHERE %s = ?' % (table.name, table.key), (key,))
+        return before
+
+    def _instance_names(self, column, value):
+        """Names of the instances whose column (flavor, server_group) is value, sorted."""
+        return [row['name'] for row in self._rows('SELECT name FROM instances WHERE %s = ? ORDER BY name' % column, (value,))]
+
+    def _lock_existing(self, table, key, untouched):
+        """Lock row key (so that it cannot change or go before this transaction ends);
+        errors.NotFound saying what was left untouched when there is none."""
+        sql = 'SELECT %s FROM %s WHERE %s = ?' % (table.key, table.name, table.key)
+        if self._row(sql + self._dialect.for_update, (key,)) is None:
+            raise errors.NotFound('no %s named %s in the registry; %s' % (table.noun, key, untouched))
+
     # -- nodes ------------------------------------------------------------------------------
 
     def get_node(self, name, lock=False):
@@ -447,17 +645,12 @@ class Registry:
         SQLite's transaction holds the write lock already).
         """
         with self._failing('read node %s' % name):
-            return self._get_node(name, lock)
-
-    def _get_node(self, name, lock):
-        sql = 'SELECT %s FROM nodes WHERE name = ?' % ', '.join(NODE_COLUMNS)
-        return _decode_node(self._row(sql + (self._dialect.for_update if lock else ''), (name,)))
+            return self._get(NODES, name, lock)
 
     def list_nodes(self):
         """Every node with admin state, by name."""
         with self._failing('list nodes'):
-            rows = self._rows('SELECT %s FROM nodes ORDER BY name' % ', '.join(NODE_COLUMNS))
-        return [_decode_node(row) for row in rows]
+            return self._list(NODES)
 
     def set_node(self, name, hypervisor_type, **fields):
         """Insert node name or update only the fields given; returns (before, after).
@@ -476,25 +669,341 @@ class Registry:
         stored['hypervisor_type'] = hypervisor_type
         with self.transaction():
             with self._failing('set node %s' % name):
-                return self._set_node(name, stored)
+                return self._upsert(NODES, name, stored)
 
-    def _set_node(self, name, stored):
+    # -- flavors ----------------------------------------------------------------------------
+
+    def get_flavor(self, name, lock=False):
+        """A flavor as a dict (name, vcpus, ram_mb, disk_gb, extra_specs, timestamps), or None; lock: see get_node."""
+        with self._failing('read flavor %s' % name):
+            return self._get(FLAVORS, name, lock)
+
+    def list_flavors(self):
+        """Every flavor, by name."""
+        with self._failing('list flavors'):
+            return self._list(FLAVORS)
+
+    def set_flavor(self, name, **fields):
+        """Insert flavor name or update only the fields given (FLAVOR_FIELDS); (before, after).
+
+        A new flavor needs vcpus, ram_mb and disk_gb. Once instances use a flavor
+        its vcpus, ram_mb and disk_gb are fixed (Nova's flavors are immutable: a
+        resize moves an instance to another flavor); extra_specs may change.
+        RegistryError naming the instances otherwise, with nothing written.
+        """
+        stored = _encode_fields(FLAVORS, fields)
+        with self.transaction():
+            with self._failing('set flavor %s' % name):
+                return self._upsert(FLAVORS, name, stored, guard=self._keep_used_flavor)
+
+    def _keep_used_flavor(self, name, before, changes):
+        resized = [field for field in FLAVOR_RESOURCES if field in changes]
+        users = self._instance_names('flavor', name) if resized else []
+        if users:
+            raise errors.RegistryError(
+                'flavor %s is used by instance(s) %s: its %s cannot change (flavors are immutable; make a new flavor and '
+                'resize the instances to it); flavor %s was left unchanged' % (name, name_list(users), ', '.join(resized), name))
+
+    def delete_flavor(self, name):
+        """Delete flavor name; the flavor as it was, or None when there was none.
+
+        RegistryError naming the instances that use it, with nothing deleted.
+        """
+        with self.transaction():
+            with self._failing('delete flavor %s' % name):
+                return self._delete(FLAVORS, name, guard=self._keep_flavor_in_use)
+
+    def _keep_flavor_in_use(self, name, before):
+        users = self._instance_names('flavor', name)
+        if users:
+            raise errors.RegistryError('flavor %s is used by instance(s) %s; delete them or resize them to another flavor '
+                                       'first; flavor %s was left untouched' % (name, name_list(users), name))
+
+    # -- images -----------------------------------------------------------------------------
+
+    def get_image(self, name, lock=False):
+        """An image as a dict, or None; lock: see get_node.
+
+        hypervisor_type: kvm (a disk file) or vsphere (a template VM); properties:
+        {min_ram, min_disk, format, source, ...}; locations: {node: where the image
+        is on that node (a volume path, a template's name)}.
+        """
+        with self._failing('read image %s' % name):
+            return self._get(IMAGES, name, lock)
+
+    def list_images(self):
+        """Every image, by name."""
+        with self._failing('list images'):
+            return self._list(IMAGES)
+
+    def set_image(self, name, **fields):
+        """Insert image name or update only the fields given (IMAGE_FIELDS); (before, after).
+
+        A new image needs hypervisor_type. properties and locations are replaced
+        whole, not merged.
+        """
+        stored = _encode_fields(IMAGES, fields)
+        with self.transaction():
+            with self._failing('set image %s' % name):
+                return self._upsert(IMAGES, name, stored)
+
+    def delete_image(self, name):
+        """Delete image name; the image as it was, or None. Instances booted from it keep
+        their record, as in Nova; rebuilding them (evacuation without shared storage) needs it back."""
+        with self.transaction():
+            with self._failing('delete image %s' % name):
+                return self._delete(IMAGES, name)
+
+    # -- server groups ----------------------------------------------------------------------
+
+    def get_server_group(self, name, lock=False):
+        """A server group as a dict (name, policy, rules, timestamps), or None; lock: see get_node."""
+        with self._failing('read server group %s' % name):
+            return self._get(SERVER_GROUPS, name, lock)
+
+    def list_server_groups(self):
+        """Every server group, by name."""
+        with self._failing('list server groups'):
+            return self._list(SERVER_GROUPS)
+
+    def set_server_group(self, name, policy, **fields):
+        """Insert server group name or update it; (before, after).
+
+        policy: one of SERVER_GROUP_POLICIES (ValueError otherwise); fields: rules
+        (a dict, e.g. Nova's max_server_per_host, or None). The policy of a group
+        with members cannot change (they were placed under the old one):
+        RegistryError naming them, with nothing written.
+        """
+        if policy not in SERVER_GROUP_POLICIES:
+            raise ValueError('unknown server group policy %r; known: %s' % (policy, ', '.join(SERVER_GROUP_POLICIES)))
+        unknown = sorted(set(fields) - {'rules'})
+        if unknown:
+            raise TypeError('unknown server group field(s) %s; known: policy, rules' % ', '.join(unknown))
+        stored = _encode_fields(SERVER_GROUPS, dict(fields, policy=policy))
+        with self.transaction():
+            with self._failing('set server group %s' % name):
+                return self._upsert(SERVER_GROUPS, name, stored, guard=self._keep_policy_of_members)
+
+    def _keep_policy_of_members(self, name, before, changes):
+        members = self._instance_names('server_group', name) if 'policy' in changes else []
+        if members:
+            raise errors.RegistryError(
+                'server group %s has members %s: its policy cannot change from %s to %s while it has members; '
+                'server group %s was left unchanged' % (name, name_list(members), before['policy'], changes['policy'], name))
+
+    def delete_server_group(self, name):
+        """Delete server group name; the group as it was, or None.
+
+        RegistryError naming its members while it has any, with nothing deleted.
+        """
+        with self.transaction():
+            with self._failing('delete server group %s' % name):
+                return self._delete(SERVER_GROUPS, name, guard=self._keep_group_with_members)
+
+    def _keep_group_with_members(self, name, before):
+        members = self._instance_names('server_group', name)
+        if members:
+            raise errors.RegistryError('server group %s still has members %s; delete them or take them out of the group '
+                                       'first; server group %s was left untouched' % (name, name_list(members), name))
+
+    # -- instances --------------------------------------------------------------------------
+
+    def get_instance(self, uuid=None, name=None, lock=False):
+        """The instance with this uuid, or this name (give one), as a dict; None when there is none.
+
+        Fields: INSTANCE_FIELDS plus uuid and timestamps; identity is a dict
+        (hostname, macs, ips, networks, metadata), ha a bool. lock: see get_node.
+        """
+        if (uuid is None) == (name is None):
+            raise TypeError('get_instance needs uuid or name, not both or neither')
+        with self._failing('read instance %s' % (uuid or name)):
+            if uuid is not None:
+                return self._get(INSTANCES, uuid, lock)
+            row = self._row('SELECT uuid FROM instances WHERE name = ?', (name,))
+            return self._get(INSTANCES, row['uuid'], lock) if row else None
+
+    def list_instances(self, node=None, server_group=None, flavor=None):
+        """The instances on node, in server_group, of flavor (the filters given), by name."""
+        filters = [(column, value) for column, value in (('node', node), ('server_group', server_group), ('flavor', flavor))
+                   if value is not None]
+        with self._failing('list instances'):
+            return self._list(INSTANCES, filters)
+
+    def create_instance(self, **fields):
+        """Record a new instance; returns it.
+
+        Needs name, flavor, image and storage (shared or local); uuid is made
+        (uuid4) when not given, state is 'building' when not given. The flavor
+        and the server group (when given) must exist: errors.NotFound. A name
+        or uuid already recorded: RegistryError naming the other instance.
+        Nothing is written on any error. See the module docstring for the order
+        create_instance, claim, spawn, update_instance.
+        """
+        fields = dict(fields)
+        uuid = fields.pop('uuid', None) or str(uuidlib.uuid4())
+        if not isinstance(uuid, str):
+            raise TypeError('instance uuid must be a string, got %r' % (uuid,))
+        fields.setdefault('state', 'building')
+        stored = _encode_fields(INSTANCES, fields)
+        missing = [field for field in INSTANCES.required if field not in stored]
+        if missing:
+            raise TypeError('create_instance needs %s' % ', '.join(missing))
+        _check_storage(stored)
+        with self.transaction():
+            with self._failing('create instance %s' % stored['name']):
+                return self._create_instance(uuid, stored)
+
+    def _create_instance(self, uuid, stored):
+        untouched = 'instance %s was not created' % stored['name']
+        self._lock_referents(stored, untouched)
         now = utcnow()
-        before = self._get_node(name, lock=True)
+        columns = ('uuid',) + tuple(stored) + ('created_at', 'updated_at')
+        # No conflict target: a clash on uuid or on name does nothing, and is named below.
+        inserted = self._execute('INSERT INTO instances (%s) VALUES (%s) ON CONFLICT DO NOTHING' % (
+            ', '.join(columns), ', '.join('?' * len(columns))), (uuid,) + tuple(stored.values()) + (now, now))
+        if not inserted:
+            self._refuse_clash(uuid, stored['name'], 'nothing was created')
+        return self._get(INSTANCES, uuid)
+
+    def _lock_referents(self, stored, untouched):
+        """The flavor and server group an instance is to have must exist and stay while this transaction runs."""
+        if stored.get('flavor') is not None:
+            self._lock_existing(FLAVORS, stored['flavor'], untouched)
+        if stored.get('server_group') is not None:
+            self._lock_existing(SERVER_GROUPS, stored['server_group'], untouched)
+
+    def _refuse_clash(self, uuid, name, untouched):
+        """RegistryError naming the instance that already has this name (another uuid) or this uuid."""
+        named = self._row('SELECT uuid FROM instances WHERE name = ? AND uuid <> ?', (name, uuid))
+        if named:
+            raise errors.RegistryError('an instance named %s already exists (uuid %s); %s' % (name, named['uuid'], untouched))
+        same = self._row('SELECT name FROM instances WHERE uuid = ?', (uuid,))
+        if same:
+            raise errors.RegistryError('an instance with uuid %s already exists (named %s); %s' % (uuid, same['name'], untouched))
+        raise errors.RegistryError('instance %s (uuid %s) clashes with another record; %s' % (name, uuid, untouched))
+
+    def update_instance(self, uuid, **fields):
+        """Change only the fields given (INSTANCE_FIELDS) of instance uuid; (before, after).
+
+        errors.NotFound when there is no such instance, or when a new flavor or
+        server group does not exist; RegistryError when the new name is another
+        instance's. Nothing is written on any error.
+        """
+        stored = _encode_fields(INSTANCES, fields)  # uuid is not a field: an instance keeps it
+        _check_storage(stored)
+        with self.transaction():
+            with self._failing('update instance %s' % uuid):
+                return self._update_instance(uuid, stored)
+
+    def _update_instance(self, uuid, stored):
+        untouched = 'instance %s was left unchanged' % uuid
+        before = self._get(INSTANCES, uuid, lock=True)
         if before is None:
-            inserted = self._execute('INSERT INTO nodes (name, hypervisor_type, created_at, updated_at) VALUES (?, ?, ?, ?) '
-                                     'ON CONFLICT (name) DO NOTHING', (name, stored['hypervisor_type'], now, now))
-            if not inserted:
-                # PostgreSQL: another transaction inserted it after our read; change theirs.
-                before = self._get_node(name, lock=True)
-        # Compare stored forms, so that a value already there is not written (and updated_at stays).
-        current = self._row('SELECT %s FROM nodes WHERE name = ?' % ', '.join(stored), (name,))
-        changes = dict((column, value) for column, value in stored.items() if current[column] != value)
-        if changes:
-            assignments = ', '.join('%s = ?' % column for column in changes)
-            self._execute('UPDATE nodes SET %s, updated_at = ? WHERE name = ?' % assignments,
-                          tuple(changes.values()) + (now, name))
-        return before, self._get_node(name, lock=False)
+            raise errors.NotFound('no instance with uuid %s in the registry; nothing was changed' % uuid)
+        changes = self._changes(INSTANCES, uuid, stored)
+        if 'name' in changes:
+            named = self._row('SELECT uuid FROM instances WHERE name = ? AND uuid <> ?', (changes['name'], uuid))
+            if named:
+                raise errors.RegistryError('an instance named %s already exists (uuid %s); %s' % (changes['name'], named['uuid'], untouched))
+        self._lock_referents(changes, untouched)
+        self._write(INSTANCES, uuid, changes)
+        return before, self._get(INSTANCES, uuid)
+
+    def delete_instance(self, uuid):
+        """Delete instance uuid and its allocations (ON DELETE CASCADE); the instance as it was, or None.
+        Its migrations stay: they are the history of the moves."""
+        with self.transaction():
+            with self._failing('delete instance %s' % uuid):
+                return self._delete(INSTANCES, uuid)
+
+    # -- allocations ------------------------------------------------------------------------
+
+    def claim(self, instance_uuid, node, hypervisor_type, resources, capacity):
+        """Allocate resources ({vcpus, memory_mb, disk_gb}) on node to the instance if
+        they fit its capacity (the same keys: (physical - reserved) x ratio); True when
+        they did, False (and nothing written) when they did not.
+
+        Atomic: in one transaction the node's row is locked (created with
+        hypervisor_type if it has none; PostgreSQL SELECT ... FOR UPDATE, SQLite's
+        BEGIN IMMEDIATE already serialises writers), the node's allocations are
+        summed, and the allocation is written only if sum + resources <= capacity
+        for each resource: concurrent claims on one node queue, so that none
+        overcommits it. The instance's own allocation on that node, if any, is
+        replaced, not counted (a claim is idempotent). The instance must be
+        recorded first (errors.NotFound): create_instance, claim, spawn, update.
+        """
+        needs = _amounts('resources', resources)
+        limits = _amounts('capacity', capacity)
+        if not isinstance(hypervisor_type, str) or not hypervisor_type:
+            raise TypeError('hypervisor_type must be a non-empty string, got %r' % (hypervisor_type,))
+        with self.transaction():
+            with self._failing('claim resources on node %s for instance %s' % (node, instance_uuid)):
+                return self._claim(instance_uuid, node, hypervisor_type, needs, limits)
+
+    def _claim(self, instance_uuid, node, hypervisor_type, needs, limits):
+        if self._row('SELECT uuid FROM instances WHERE uuid = ?', (instance_uuid,)) is None:
+            raise errors.NotFound('no instance with uuid %s in the registry (create_instance comes before claim); '
+                                  'nothing was claimed on node %s' % (instance_uuid, node))
+        created = self._lock_node(node, hypervisor_type)
+        held = self._row('SELECT COALESCE(SUM(vcpus), 0) AS vcpus, COALESCE(SUM(memory_mb), 0) AS memory_mb, '
+                         'COALESCE(SUM(disk_gb), 0) AS disk_gb FROM allocations WHERE node = ? AND instance_uuid <> ?',
+                         (node, instance_uuid))
+        if any(int(held[resource]) + needs[resource] > limits[resource] for resource in ALLOCATION_RESOURCES):
+            if created:
+                # Nothing written: the row this claim made for the lock goes too.
+                self._execute('DELETE FROM nodes WHERE name = ?', (node,))
+            return False
+        self._execute('INSERT INTO allocations (instance_uuid, node, vcpus, memory_mb, disk_gb, created_at) '
+                      'VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (instance_uuid, node) DO UPDATE SET '
+                      'vcpus = excluded.vcpus, memory_mb = excluded.memory_mb, disk_gb = excluded.disk_gb',
+                      (instance_uuid, node) + tuple(needs[resource] for resource in ALLOCATION_RESOURCES) + (utcnow(),))
+        return True
+
+    def _lock_node(self, name, hypervisor_type):
+        """Lock node name's row, making it (admin defaults) if there is none; True when made here."""
+        row = self._row('SELECT hypervisor_type FROM nodes WHERE name = ?' + self._dialect.for_update, (name,))
+        created = False
+        if row is None:
+            now = utcnow()
+            created = bool(self._execute('INSERT INTO nodes (name, hypervisor_type, created_at, updated_at) VALUES (?, ?, ?, ?) '
+                                         'ON CONFLICT (name) DO NOTHING', (name, hypervisor_type, now, now)))
+            # Inserted here: locked already. Not: another transaction made it; wait for its lock.
+            row = self._row('SELECT hypervisor_type FROM nodes WHERE name = ?' + self._dialect.for_update, (name,))
+        if row['hypervisor_type'] != hypervisor_type:
+            raise errors.RegistryError('node %s is a %s node in the registry, not %s; nothing was claimed'
+                                       % (name, row['hypervisor_type'], hypervisor_type))
+        return created
+
+    def release(self, instance_uuid, node=None):
+        """Delete the instance's allocations (on node only, when given: a finished
+        migration's source); how many there were."""
+        sql, params = 'DELETE FROM allocations WHERE instance_uuid = ?', (instance_uuid,)
+        if node is not None:
+            sql, params = sql + ' AND node = ?', params + (node,)
+        with self.transaction():
+            with self._failing('release the allocations of instance %s' % instance_uuid):
+                return self._execute(sql, params)
+
+    def list_allocations(self, instance_uuid=None, node=None):
+        """Allocations (instance_uuid, node, vcpus, memory_mb, disk_gb, created_at) of the instance / on the node given."""
+        filters = [(column, value) for column, value in (('instance_uuid', instance_uuid), ('node', node)) if value is not None]
+        where = ' AND '.join('%s = ?' % column for column, _value in filters)
+        sql = 'SELECT instance_uuid, node, vcpus, memory_mb, disk_gb, created_at FROM allocations%s ORDER BY node, instance_uuid' % (
+            ' WHERE ' + where if where else '')
+        with self._failing('list allocations'):
+            return self._rows(sql, [value for _column, value in filters])
+
+    def allocations_by_node(self):
+        """{node: {vcpus, memory_mb, disk_gb, instances}}: what the allocations hold on each node that has any."""
+        with self._failing('sum allocations'):
+            rows = self._rows('SELECT node, SUM(vcpus) AS vcpus, SUM(memory_mb) AS memory_mb, SUM(disk_gb) AS disk_gb, '
+                              'COUNT(*) AS instances FROM allocations GROUP BY node ORDER BY node')
+        return dict((row['node'], dict((key, int(row[key])) for key in ALLOCATION_RESOURCES + ('instances',))) for row in rows)
+
+
+def _check_storage(stored):
+    if 'storage' in stored and stored['storage'] not in STORAGE_MODES:
+        raise ValueError('instance storage must be one of %s, got %r' % (', '.join(STORAGE_MODES), stored['storage']))
 
 
 def _connect_sqlite(url, path):
@@ -569,4 +1078,4 @@ def _one_line(text):
     return ' '.join(str(text).split())
 
 
-__all__ = ['Registry', 'MIGRATIONS', 'SCHEMA_VERSION', 'mask_url', 'parse_url']
+__all__ = ['Registry', 'MIGRATIONS', 'SCHEMA_VERSION', 'SERVER_GROUP_POLICIES', 'mask_url', 'parse_url']
