@@ -220,7 +220,12 @@ def boot(ctx, params, flavor, image, node, host, req):
             source = (image.get('properties') or {}).get('source')
             if source:
                 driver.ensure_image(image['name'], source, (image.get('properties') or {}).get('format', 'qcow2'))
-        state = driver.spawn(spec)
+        try:
+            state = driver.spawn(spec)
+        except errors.Unreachable:
+            # A spawn that overstayed its deadline may still finish on the host: remove it.
+            _destroy_quietly(driver, inst_uuid, node)
+            raise
     except BaseException:
         registry.delete_instance(inst_uuid)  # its allocation goes with it
         raise
@@ -229,6 +234,13 @@ def boot(ctx, params, flavor, image, node, host, req):
         state = driver.set_power(inst_uuid, node, 'stop')
     identity['macs'] = state.macs or identity['macs']
     return registry.update_instance(inst_uuid, host=state.host, identity=identity, state=power)[1]
+
+
+def _destroy_quietly(driver, inst_uuid, node):
+    try:
+        driver.destroy(inst_uuid, node)
+    except errors.MultihvError:
+        pass  # the boot's own error is the one to report
 
 
 def boot_many(ctx, specs, concurrency=4):
