@@ -194,6 +194,13 @@ def claim_somewhere(ctx, flavor, inst_uuid, node, host, req):
     return node, host
 
 
+def _image_ref(image):
+    """What a driver boots: a KVM image by its name (its base volume), a vSphere one by its template."""
+    if image.get('hypervisor_type') == HYPERVISOR_VSPHERE:
+        return (image.get('properties') or {}).get('template') or image['name']
+    return image['name']
+
+
 def boot(ctx, params, flavor, image, node, host, req):
     """Record, claim, spawn one placed instance; undo everything on failure. Returns the record."""
     registry = ctx.registry
@@ -213,7 +220,7 @@ def boot(ctx, params, flavor, image, node, host, req):
             raise errors.MultihvError('cannot place instance %s: %s; nothing was created' % (params['name'], exc))
         driver = ctx.driver_for(node)
         spec = InstanceSpec(uuid=inst_uuid, name=params['name'], node=node, vcpus=flavor['vcpus'], memory_mb=flavor['ram_mb'],
-                            disk_gb=flavor['disk_gb'], image=image['name'], storage=params.get('storage') or 'local', host=host,
+                            disk_gb=flavor['disk_gb'], image=_image_ref(image), storage=params.get('storage') or 'local', host=host,
                             networks=networks, hostname=identity['hostname'], user_data=params.get('user_data') or '',
                             metadata=identity['metadata'])
         if driver.hypervisor_type == HYPERVISOR_KVM:
@@ -243,6 +250,19 @@ def _destroy_quietly(driver, inst_uuid, node):
         pass  # the boot's own error is the one to report
 
 
+def _boot_apart(ctx, item):
+    """boot() on a worker thread with a registry connection and drivers of its own: neither
+    sqlite3 nor a pyVmomi session may be shared between threads. The node views are."""
+    from ansible_collections.multihv.cloud.plugins.module_utils._registry import Registry
+    worker = Cloud(ctx.cloud, Registry.open(ctx.cloud.registry_url))
+    worker._views = ctx.views()  # pylint: disable=protected-access
+    try:
+        return boot(worker, *item)
+    finally:
+        worker.close()
+        worker.registry.close()
+
+
 def boot_many(ctx, specs, concurrency=4):
     """Plan a batch, then boot with bounded concurrency. Returns (records, failures); a placement
     that loses its claim is placed again once on fresh views."""
@@ -250,7 +270,7 @@ def boot_many(ctx, specs, concurrency=4):
     records, failures = [], []
     workers = max(1, min(concurrency, len(placed)))
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = dict((pool.submit(boot, ctx, *item), item[0]['name']) for item in placed)
+        futures = dict((pool.submit(_boot_apart, ctx, item), item[0]['name']) for item in placed)
         for future in concurrent.futures.as_completed(futures):
             try:
                 records.append(future.result())

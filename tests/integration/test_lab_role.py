@@ -6,7 +6,7 @@ from support.lab import run
 
 
 def test_lab_up_is_idempotent(lab):
-    result = run('ansible-playbook', 'multihv.cloud.lab', '-e', f'lab_dir={lab.dir}', '-e', 'lab_action=up')
+    result = run('ansible-playbook', 'multihv.cloud.lab', '-e', f'lab_dir={lab.dir}', '-e', 'lab_action=up', *lab.role_vars())
     recap = re.search(r'localhost\s*:\s*ok=\d+\s+changed=(\d+)\s+unreachable=0\s+failed=0', result.stdout)
     assert recap, result.stdout[-2000:]
     assert recap.group(1) == '0', result.stdout[-4000:]

@@ -66,6 +66,17 @@ class Lab:
         finally:
             conn.close()
 
+    def role_vars(self) -> list[str]:
+        """-e options that bring the lab role back to this lab's size and ports."""
+        first = self.info['kvm_hosts'][0]
+        vcsim = self.info['vcsim']
+        values = {'lab_kvm_hosts': len(self.hosts), 'lab_kvm_base_port': first['port'],
+                  'lab_kvm_migration_base_port': first['migration_port'], 'lab_vcsim_port': vcsim['port'],
+                  'lab_vcsim_control_port': vcsim['control_url'].rsplit(':', 1)[1], 'lab_vcsim_datacenters': vcsim['datacenters'],
+                  'lab_vcsim_clusters': vcsim['clusters'], 'lab_vcsim_hosts_per_cluster': vcsim['hosts_per_cluster'],
+                  'lab_vcsim_vms': vcsim['vms'], 'lab_vcsim_delay_ms': vcsim['delay_ms']}
+        return [arg for key, value in values.items() for arg in ('-e', f'{key}={value}')]
+
     def make(self, *targets: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return run('make', '--no-print-directory', *targets, f'LAB_DIR={self.dir}', timeout=timeout)
 

@@ -1,0 +1,173 @@
+#!/usr/bin/python
+# Copyright: multihv.cloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: instance
+short_description: Boot, power and delete instances on KVM and vSphere nodes
+version_added: 0.1.0
+description:
+  - Boots an instance from a flavor and an image on a node the scheduler chooses (or O(node)), powers it, or deletes it.
+    Instances are known by name, so a second run with the same name changes nothing.
+  - The scheduler filters nodes (up and enabled, availability zone, aggregates and extra_specs, hypervisor type, capacity
+    with allocation ratios, server group policy, scheduler hints, and on a vSphere cluster a single ESXi host that has
+    the room) and weighs the rest; resources are claimed atomically in the registry, so concurrent runs never overcommit
+    a node. A boot that fails undoes itself, leaving no record, allocation, disk or VM.
+  - O(instances) boots several in one call, with bounded concurrency.
+options:
+  name:
+    description: The instance's name, unique in the cloud. Required unless O(instances) is given.
+    type: str
+  instances:
+    description:
+      - Several instances in one call; each item takes the options of a single instance (at least C(name)), and the
+        task's options are their defaults.
+    type: list
+    elements: dict
+  state:
+    description:
+      - C(present) and C(started) boot it when missing and make it run; C(stopped) boots it stopped or stops it;
+        C(restarted) reboots it; C(absent) deletes it, its disk and its allocation.
+    type: str
+    choices: [present, started, stopped, restarted, absent]
+    default: present
+  flavor:
+    description: The flavor (vCPUs, RAM, disk, extra_specs). Required to boot.
+    type: str
+  image:
+    description: The image. Required to boot.
+    type: str
+  node:
+    description: Boot on this node, still subject to the filters (capacity, hypervisor type...).
+    type: str
+  availability_zone:
+    description: Only nodes of this availability zone.
+    type: str
+  scheduler_hints:
+    description: C(different_host) / C(same_host) lists of instance names or uuids.
+    type: dict
+  server_group:
+    description: The server group (see M(multihv.cloud.server_group)) whose policy applies.
+    type: str
+  storage:
+    description: Where the disk lives on a KVM node; C(shared) survives the host for evacuation with data.
+    type: str
+    choices: [local, shared]
+    default: local
+  networks:
+    description:
+      - NICs, each C(network) (a libvirt network, C(bridge:NAME), or a vSphere port group) and optional C(mac); a MAC not
+        given is derived from the instance's uuid, so it is kept for life.
+    type: list
+    elements: dict
+  hostname:
+    description: The guest's hostname; defaults to O(name).
+    type: str
+  user_data:
+    description: User data for the guest.
+    type: str
+  metadata:
+    description: Key/values kept with the instance.
+    type: dict
+  ha:
+    description: Restart this instance first when its node fails.
+    type: bool
+    default: false
+  restart_priority:
+    description: Higher is restarted first by evacuation and instance HA.
+    type: int
+    default: 0
+  concurrency:
+    description: How many instances of O(instances) boot at once.
+    type: int
+    default: 4
+extends_documentation_fragment:
+  - multihv.cloud.cloud
+  - multihv.cloud.cloud.action
+author:
+  - multihv.cloud developers (@multihv)
+'''
+
+EXAMPLES = r'''
+- name: A cattle instance on whichever KVM node fits best
+  multihv.cloud.instance:
+    name: web-1
+    flavor: m1.small
+    image: debian-12
+
+- name: Three instances on three different nodes
+  multihv.cloud.instance:
+    instances:
+      - name: db-1
+      - name: db-2
+      - name: db-3
+    flavor: m1.large
+    image: rhel9
+    server_group: db-spread
+
+- name: Delete it
+  multihv.cloud.instance:
+    name: web-1
+    state: absent
+'''
+
+RETURN = r'''
+instance:
+  description: The instance's record (uuid, name, node, host, flavor, image, storage, identity, state...), for a single one.
+  returned: when O(name) is given and the instance exists after the task
+  type: dict
+instances:
+  description: The records of the instances of O(instances).
+  returned: when O(instances) is given
+  type: list
+  elements: dict
+failures:
+  description: Instances of O(instances) that could not be booted, each with C(name) and C(msg); the others were booted.
+  returned: when O(instances) is given
+  type: list
+  elements: dict
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.multihv.cloud.plugins.module_utils import _args, _instance_tasks
+
+OPTIONS = {
+    'name': {'type': 'str'},
+    'instances': {'type': 'list', 'elements': 'dict'},
+    'state': {'type': 'str', 'choices': ['present', 'started', 'stopped', 'restarted', 'absent'], 'default': 'present'},
+    'flavor': {'type': 'str'},
+    'image': {'type': 'str'},
+    'node': {'type': 'str'},
+    'availability_zone': {'type': 'str'},
+    'scheduler_hints': {'type': 'dict'},
+    'server_group': {'type': 'str'},
+    'storage': {'type': 'str', 'choices': ['local', 'shared'], 'default': 'local'},
+    'networks': {'type': 'list', 'elements': 'dict'},
+    'hostname': {'type': 'str'},
+    'user_data': {'type': 'str'},
+    'metadata': {'type': 'dict'},
+    'ha': {'type': 'bool', 'default': False},
+    'restart_priority': {'type': 'int', 'default': 0},
+    'concurrency': {'type': 'int', 'default': 4},
+}
+
+
+def main():
+    module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
+                           mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE + [('name', 'instances')],
+                           required_one_of=[('name', 'instances')])
+    with _args.session(module) as (cloud, registry):
+        result = _instance_tasks.run(cloud, registry, module.params, module.check_mode)
+    if not module._diff:
+        result.pop('diff', None)
+    if result.get('failures'):
+        module.fail_json(msg='%d of %d instances could not be booted: %s' % (
+            len(result['failures']), len(module.params['instances']),
+            '; '.join('%s: %s' % (f['name'], f['msg']) for f in result['failures'])), **result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()

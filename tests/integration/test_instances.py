@@ -1,0 +1,183 @@
+"""flavor, image and instance against the lab, through real Ansible runs."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import sqlite3
+
+import pytest
+import yaml
+
+from support.lab import ansible_module, run
+
+
+@pytest.fixture
+def cloud(lab, tmp_path):
+    """Module options for the lab's cloud with a registry of this test's own, a tiny flavor and the lab image."""
+    options = {'cloud_file': str(lab.dir / 'multihv-cloud.yml'), 'registry_url': f'sqlite:///{tmp_path}/registry.sqlite'}
+    ansible_module('multihv.cloud.flavor', dict(options, name='tiny', vcpus=1, ram_mb=32, disk_gb=1))
+    ansible_module('multihv.cloud.image', dict(options, name='tick', hypervisor_type='kvm', source=lab.info['images']['tick_qcow2']))
+    yield options
+    # Whatever a test booted goes, so that the lab hosts stay empty for the next one.
+    with sqlite3.connect(tmp_path / 'registry.sqlite') as db:
+        names = [row[0] for row in db.execute('SELECT name FROM instances')]
+    for name in names:
+        ansible_module('multihv.cloud.instance', dict(options, name=name, state='absent'))
+
+
+def allocations(tmp_path):
+    with sqlite3.connect(tmp_path / 'registry.sqlite') as db:
+        return dict(db.execute('SELECT node, sum(memory_mb) FROM allocations GROUP BY node').fetchall())
+
+
+def domain_active(lab, host, name):
+    conn = lab.connect(host)
+    try:
+        return conn.lookupByName(name).isActive() == 1
+    finally:
+        conn.close()
+
+
+def domains(lab, host):
+    conn = lab.connect(host)
+    try:
+        return [d.name() for d in conn.listAllDomains()]
+    finally:
+        conn.close()
+
+
+def test_boot_pinned_idempotent_power_cycle_and_delete(lab, cloud, tmp_path):
+    args = dict(cloud, name='it-pinned', flavor='tiny', image='tick', node='kvm1')
+    first = ansible_module('multihv.cloud.instance', args)
+    assert first['changed'] is True and first['instance']['node'] == 'kvm1' and first['instance']['state'] == 'running'
+    assert domain_active(lab, 'kvm1', 'it-pinned')
+    assert ansible_module('multihv.cloud.instance', args)['changed'] is False
+    assert allocations(tmp_path) == {'kvm1': 32}
+
+    stopped = ansible_module('multihv.cloud.instance', dict(args, state='stopped'))
+    assert stopped['changed'] is True and not domain_active(lab, 'kvm1', 'it-pinned')
+    assert ansible_module('multihv.cloud.instance', dict(args, state='stopped'))['changed'] is False
+    assert ansible_module('multihv.cloud.instance', dict(args, state='started'))['changed'] is True
+    assert domain_active(lab, 'kvm1', 'it-pinned')
+
+    info = ansible_module('multihv.cloud.instance_info', dict(cloud, names=['it-pinned']))['instances']
+    assert [(i['name'], i['power_state'], i['node']) for i in info] == [('it-pinned', 'running', 'kvm1')]
+
+    gone = ansible_module('multihv.cloud.instance', dict(cloud, name='it-pinned', state='absent'))
+    assert gone['changed'] is True and 'it-pinned' not in domains(lab, 'kvm1')
+    assert allocations(tmp_path) == {}
+    assert ansible_module('multihv.cloud.instance', dict(cloud, name='it-pinned', state='absent'))['changed'] is False
+
+
+def test_check_mode_places_without_booting(lab, cloud, tmp_path):
+    result = ansible_module('multihv.cloud.instance', dict(cloud, name='it-check', flavor='tiny', image='tick'), check=True)
+    assert result['changed'] is True and result['instance']['node'] in lab.hosts
+    assert allocations(tmp_path) == {} and 'it-check' not in domains(lab, 'kvm1') + domains(lab, 'kvm2')
+
+
+def test_a_full_node_sends_the_next_instance_elsewhere(lab, cloud, tmp_path):
+    # Leave kvm1 room for exactly one tiny instance.
+    node = ansible_module('multihv.cloud.compute_node_info', dict(cloud, names=['kvm1']))['nodes'][0]
+    reserve = node['physical']['memory_mb'] - 40
+    ansible_module('multihv.cloud.compute_node', dict(cloud, name='kvm1', reserved={'memory_mb': reserve}))
+    ansible_module('multihv.cloud.instance', dict(cloud, name='it-fill', flavor='tiny', image='tick', node='kvm1'))
+    placed = ansible_module('multihv.cloud.instance', dict(cloud, name='it-next', flavor='tiny', image='tick'))
+    assert placed['instance']['node'] == 'kvm2'
+    refused = ansible_module('multihv.cloud.instance', dict(cloud, name='it-over', flavor='tiny', image='tick', node='kvm1'),
+                             expect_failure=True)
+    assert 'ResourcesFilter removed kvm1' in refused['msg'] and 'NodeFilter removed' in refused['msg']
+
+
+def test_batch_boot_with_anti_affinity(lab, cloud, tmp_path):
+    ansible_module('multihv.cloud.server_group', dict(cloud, name='spread', policy='anti-affinity'))
+    result = ansible_module('multihv.cloud.instance', dict(cloud, instances=[{'name': 'it-b1'}, {'name': 'it-b2'}],
+                                                           flavor='tiny', image='tick', server_group='spread'))
+    assert sorted(i['node'] for i in result['instances']) == ['kvm1', 'kvm2']
+    third = ansible_module('multihv.cloud.instance', dict(cloud, name='it-b3', flavor='tiny', image='tick', server_group='spread'),
+                           expect_failure=True)
+    assert 'ServerGroupFilter removed kvm1, kvm2' in third['msg']
+
+
+def test_concurrent_runs_never_overcommit(lab, cloud, tmp_path):
+    """Two ansible-playbook runs boot into room for three instances in all."""
+    for name in lab.hosts:
+        node = ansible_module('multihv.cloud.compute_node_info', dict(cloud, names=[name]))['nodes'][0]
+        # kvm1 takes two tiny instances, kvm2 one; vSphere nodes are out of the way (KVM image).
+        room = 70 if name == 'kvm1' else 40
+        ansible_module('multihv.cloud.compute_node', dict(cloud, name=name, reserved={'memory_mb': node['physical']['memory_mb'] - room}))
+    playbooks = []
+    for run_id in ('a', 'b'):
+        path = tmp_path / f'boot-{run_id}.yml'
+        path.write_text(yaml.safe_dump([{'hosts': 'localhost', 'gather_facts': False, 'tasks': [
+            {'multihv.cloud.instance': dict(cloud, instances=[{'name': f'it-{run_id}{i}'} for i in range(3)],
+                                            flavor='tiny', image='tick'), 'ignore_errors': True}]}]))
+        playbooks.append(path)
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda p: run('ansible-playbook', str(p), check=False), playbooks))
+    with sqlite3.connect(tmp_path / 'registry.sqlite') as db:
+        booted = db.execute("SELECT node, count(*) FROM instances WHERE state = 'running' GROUP BY node").fetchall()
+        left = db.execute("SELECT count(*) FROM instances WHERE state != 'running'").fetchone()[0]
+    assert dict(booted) == {'kvm1': 2, 'kvm2': 1}
+    assert left == 0, 'a failed boot left its record behind'
+    assert allocations(tmp_path) == {'kvm1': 64, 'kvm2': 32}
+    running = [d for h in lab.hosts for d in domains(lab, h) if d.startswith('it-')]
+    assert len(running) == 3
+
+
+@pytest.mark.parametrize('args, message', [
+    ({'flavor': 'nope'}, 'flavor nope does not exist'),
+    ({'image': 'nope'}, 'image nope does not exist'),
+    ({'node': 'vcsim/DC0/DC0_C0'}, 'image tick is for kvm nodes; node vcsim/DC0/DC0_C0 is vsphere'),
+    ({'node': 'no-such-node'}, 'NodeFilter removed'),
+])
+def test_bad_boots_leave_nothing_behind(lab, cloud, tmp_path, args, message):
+    result = ansible_module('multihv.cloud.instance', {**cloud, 'name': 'it-bad', 'flavor': 'tiny', 'image': 'tick', **args},
+                            expect_failure=True)
+    assert message in result['msg']
+    with sqlite3.connect(tmp_path / 'registry.sqlite') as db:
+        assert db.execute('SELECT count(*) FROM instances').fetchone() == (0,)
+    assert allocations(tmp_path) == {}
+    assert 'it-bad' not in domains(lab, 'kvm1') + domains(lab, 'kvm2')
+
+
+def _name(vm):
+    from pyVmomi import vmodl  # pylint: disable=import-outside-toplevel
+    try:
+        return vm.name
+    except vmodl.fault.ManagedObjectNotFound:
+        return ''  # another test's VM, destroyed meanwhile
+
+
+@pytest.fixture
+def template(lab):
+    """A lab VM turned into a template (a vSphere image), turned back afterwards."""
+    from pyVim.connect import Disconnect, SmartConnect  # pylint: disable=import-outside-toplevel
+    from pyVim.task import WaitForTask  # pylint: disable=import-outside-toplevel
+    from pyVmomi import vim  # pylint: disable=import-outside-toplevel
+    vcsim = lab.info['vcsim']
+    si = SmartConnect(host=vcsim['host'], port=vcsim['port'], user=vcsim['username'], pwd='lab-only-secret',
+                      disableSslCertValidation=True)
+    view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
+    vm = sorted((v for v in view.view if _name(v).startswith('DC0_')), key=_name)[-1]  # a lab VM, not a test's
+    host, pool = vm.runtime.host, vm.resourcePool
+    if vm.runtime.powerState == 'poweredOn':
+        WaitForTask(vm.PowerOffVM_Task())
+    vm.MarkAsTemplate()
+    try:
+        yield vm.name
+    finally:
+        vm.MarkAsVirtualMachine(pool=pool, host=host)
+        WaitForTask(vm.PowerOnVM_Task())
+        Disconnect(si)
+
+
+def test_fits_a_cluster_total_but_no_single_esxi_host(lab, cloud, template):
+    cluster = ansible_module('multihv.cloud.compute_node_info', dict(cloud, hypervisor_type='vsphere'))['nodes'][0]
+    largest = cluster['largest_host_free']['memory_mb']
+    assert cluster['free']['memory_mb'] > largest + 1024, 'the lab cluster is not fragmented enough for this test'
+    ansible_module('multihv.cloud.flavor', dict(cloud, name='wide', vcpus=1, ram_mb=largest + 512, disk_gb=1))
+    ansible_module('multihv.cloud.image', dict(cloud, name='tmpl', hypervisor_type='vsphere', template=template))
+    result = ansible_module('multihv.cloud.instance', dict(cloud, name='it-wide', flavor='wide', image='tmpl', node=cluster['name']),
+                            expect_failure=True)
+    assert f'ClusterHostFitFilter removed {cluster["name"]}' in result['msg']
+    assert 'nothing was created' in result['msg']

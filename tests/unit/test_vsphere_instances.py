@@ -1,0 +1,383 @@
+"""The vSphere driver's instance logic without a vCenter: the annotation marker, telling managed
+VMs from others, placement from one PropertyCollector answer, the mapping of an InstanceSpec
+to the clone's ConfigSpec and what a clone still lacks. pyVmomi objects here are plain data."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pyVmomi import vim, vmodl
+
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils import _vsphere_driver as vsphere
+from ansible_collections.multihv.cloud.plugins.module_utils._config import VCenter
+from ansible_collections.multihv.cloud.plugins.module_utils._driver import InstanceSpec
+from ansible_collections.multihv.cloud.plugins.module_utils._vsphere_driver import Record
+
+GIB = 1024 ** 3
+MIB = 1024 ** 2
+DEVICE = vim.vm.device
+UUID = '6f1c1d0e-3c57-4a4b-9f55-2b0e0f1d2c3a'
+OTHER = '0b1e6f52-8d0e-4c39-a3c8-5a1f7e5b9d10'
+SWITCH_UUID = '50 1a 2b 3c 4d 5e 6f 70-81 92 a3 b4 c5 d6 e7 f8'
+
+
+def vcenter(**kwargs):
+    return VCenter(name='vc1', hostname='vc1.example.com', username='svc@vsphere.local', password='s3cret', **kwargs)
+
+
+def spec(**overrides):
+    fields = dict(uuid=UUID, name='web-1', node='vc1/DC0/C0', vcpus=2, memory_mb=2048, disk_gb=20, image='tmpl', host='C0_H1',
+                  networks=[], hostname='web-1.example.com', user_data='#cloud-config\npassword: secret', metadata={'tier': 'web'})
+    fields.update(overrides)
+    return InstanceSpec(**fields)
+
+
+def nic(key, mac, network='VM Network', kind=DEVICE.VirtualVmxnet3):
+    return kind(key=key, macAddress=mac, addressType='assigned',
+                backing=DEVICE.VirtualEthernetCard.NetworkBackingInfo(deviceName=network, network=vim.Network('network-1')),
+                deviceInfo=vim.Description(label='Network adapter', summary=network))
+
+
+def disk(key, gib, path='[ds1] vm/vm.vmdk'):
+    return DEVICE.VirtualDisk(key=key, capacityInKB=gib * GIB // 1024, capacityInBytes=gib * GIB,
+                              backing=DEVICE.VirtualDisk.FlatVer2BackingInfo(fileName=path, diskMode='persistent'))
+
+
+def managed_vm(moid, host, instance=UUID, name='web-1', power='poweredOn', template=False, devices=None, annotation=None):
+    props = {'name': name, 'config.uuid': instance, 'summary.config.template': template, 'runtime.host': host,
+             'runtime.powerState': power, 'summary.config.numCpu': 2, 'summary.config.memorySizeMB': 2048,
+             'config.annotation': vsphere.format_annotation(instance, {'name': name}) if annotation is None else annotation}
+    if devices is not None:
+        props[vsphere.DEVICES] = devices
+    return Record('VirtualMachine', moid, props)
+
+
+def listing():
+    """DC0 with clusters C0 (in a nested host folder) and C1, a standalone host; managed VMs and others."""
+    return [
+        Record('Datacenter', 'datacenter-1', {'name': 'DC0'}),
+        Record('Folder', 'group-h1', {'parent': 'datacenter-1'}),
+        Record('Folder', 'group-nested', {'parent': 'group-h1'}),
+        Record('ClusterComputeResource', 'domain-c1', {'name': 'C0', 'parent': 'group-nested'}),
+        Record('ClusterComputeResource', 'domain-c2', {'name': 'C1', 'parent': 'group-h1'}),
+        Record('HostSystem', 'host-1', {'name': 'C0_H0', 'parent': 'domain-c1'}),
+        Record('HostSystem', 'host-2', {'name': 'C1_H0', 'parent': 'domain-c2'}),
+        Record('HostSystem', 'host-9', {'name': 'standalone', 'parent': 'domain-s1'}),
+        managed_vm('vm-1', 'host-1', devices=[nic(4000, '00:50:56:AA:00:01'), disk(2000, 20, '[ds1] web-1/web-1.vmdk')]),
+        managed_vm('vm-2', 'host-2', instance=OTHER, name='db-1', power='poweredOff'),
+        Record('VirtualMachine', 'vm-3', {'name': 'unmanaged', 'config.uuid': '11111111-2222-3333-4444-555555555555',
+                                          'config.annotation': 'owned by the DBA team', 'runtime.host': 'host-1'}),
+        managed_vm('vm-4', 'host-1', instance='22222222-3333-4444-5555-666666666666', name='web-1 (copy)',
+                   annotation=vsphere.format_annotation(UUID, {})),  # a copy of vm-1: its own BIOS uuid, vm-1's marker
+        managed_vm('vm-5', 'host-1', instance='33333333-4444-5555-6666-777777777777', name='golden', template=True),
+        managed_vm('vm-6', 'host-9', instance='44444444-5555-6666-7777-888888888888', name='on-standalone'),
+    ]
+
+
+# ------------------------------------------------------------------ the annotation marker
+
+def test_annotation_round_trip():
+    text = vsphere.format_annotation(UUID, {'name': 'web-1', 'metadata': {'tier': 'web'}})
+    assert text.splitlines() == ['multihv.cloud instance %s' % UUID, '{"metadata":{"tier":"web"},"name":"web-1"}']
+    assert vsphere.parse_annotation(text) == (UUID, {'name': 'web-1', 'metadata': {'tier': 'web'}})
+
+
+@pytest.mark.parametrize('text, expected', [
+    (None, (None, {})),
+    ('', (None, {})),
+    ('a note by a human', (None, {})),
+    ('multihv.cloud instance not-a-uuid\n{}', (None, {})),
+    ('xmultihv.cloud instance %s' % UUID, (None, {})),  # not at the start of a line
+    ('multihv.cloud instance %s' % UUID.upper(), (UUID, {})),  # no JSON line: still marked, uuid normalised
+    ('multihv.cloud instance %s\r\n{"name": "a"}\r\n' % UUID, (UUID, {'name': 'a'})),
+    ('multihv.cloud instance %s\n{damaged' % UUID, (UUID, {})),
+    ('multihv.cloud instance %s\n[1, 2]' % UUID, (UUID, {})),
+    ('Owner: ops\nmultihv.cloud instance %s\n{"name": "b"}\nmore notes' % UUID, (UUID, {'name': 'b'})),
+])
+def test_parse_annotation(text, expected):
+    assert vsphere.parse_annotation(text) == expected
+
+
+def test_annotation_carries_what_a_node_needs_but_not_user_data():
+    text = vsphere.annotation_for(spec())
+    assert vsphere.parse_annotation(text) == (UUID, {'name': 'web-1', 'hostname': 'web-1.example.com', 'image': 'tmpl',
+                                                     'node': 'vc1/DC0/C0', 'metadata': {'tier': 'web'}})
+    assert 'secret' not in text and len(text.splitlines()) == 2
+
+
+def test_vm_names_are_unescaped():
+    assert vsphere.vm_name('a%2fb%5Cc%25d %41') == 'a/b\\c%d %41'
+    assert vsphere.vm_name(None) == ''
+
+
+# ------------------------------------------------------------------ managed VMs
+
+def test_list_keeps_managed_vms_on_nodes_only():
+    states = vsphere.instance_states(vcenter(), listing())
+    assert [(s.uuid, s.name, s.node, s.host, s.power_state) for s in states] == [
+        (UUID, 'web-1', 'vc1/DC0/C0', 'C0_H0', 'running'),
+        (OTHER, 'db-1', 'vc1/DC0/C1', 'C1_H0', 'stopped'),
+    ]
+    web = states[0]
+    assert (web.vcpus, web.memory_mb, web.macs, web.disk_paths) == (2, 2048, ['00:50:56:aa:00:01'], ['[ds1] web-1/web-1.vmdk'])
+    assert (states[1].macs, states[1].disk_paths) == ([], [])  # no devices in the records: left empty
+
+
+def test_list_applies_the_clusters_filter():
+    states = vsphere.instance_states(vcenter(clusters=['DC0/C1']), listing())
+    assert [s.name for s in states] == ['db-1']
+    with pytest.raises(errors.NotFound, match='has no cluster C9'):
+        vsphere.instance_states(vcenter(clusters=['C9']), listing())
+    assert len(vsphere.instance_states(vcenter(clusters=['C9']), listing(), strict=False)) == 2
+
+
+def test_managed_uuid_needs_the_marker_of_the_vm_own_uuid():
+    props = managed_vm('vm-1', 'host-1').props
+    assert vsphere.managed_uuid(props) == UUID
+    assert vsphere.managed_uuid(dict(props, **{'config.uuid': UUID.upper()})) == UUID
+    assert vsphere.managed_uuid(dict(props, **{'config.uuid': OTHER})) is None  # a copy
+    assert vsphere.managed_uuid(dict(props, **{'summary.config.template': True})) is None
+    assert vsphere.managed_uuid(dict(props, **{'config.annotation': None})) is None
+    assert vsphere.managed_ids(listing()) == ['vm-1', 'vm-2', 'vm-6']
+
+
+def test_devices_from_a_second_retrieval_and_vms_gone_meanwhile():
+    records = vsphere.with_devices(listing(), [Record('VirtualMachine', 'vm-2', {vsphere.DEVICES: [nic(4000, '00:50:56:00:00:09')]})])
+    states = vsphere.instance_states(vcenter(), records)
+    assert [(s.name, s.macs) for s in states] == [('db-1', ['00:50:56:00:00:09'])]  # vm-1 was not in the answer: destroyed
+    kept = vsphere.with_devices(listing(), [Record('VirtualMachine', 'vm-1', {}), Record('VirtualMachine', 'vm-2', {})])
+    assert [s.macs for s in vsphere.instance_states(vcenter(), kept)] == [[], []]  # answered without devices: listed
+    assert len(kept) == len(listing()) - 1  # vm-6 (managed, not answered) dropped, the others untouched
+
+
+# ------------------------------------------------------------------ templates
+
+def template_records():
+    return [
+        Record('Datacenter', 'datacenter-1', {'name': 'DC0'}),
+        Record('Datacenter', 'datacenter-2', {'name': 'DC1'}),
+        Record('Folder', 'group-v1', {'parent': 'datacenter-1'}),
+        Record('Folder', 'group-v1-images', {'parent': 'group-v1'}),
+        Record('Folder', 'group-v2', {'parent': 'datacenter-2'}),
+        Record('VirtualMachine', 'vm-10', {'name': 'tmpl', 'parent': 'group-v1-images', 'summary.config.template': True,
+                                           'summary.config.numCpu': 1, 'summary.config.memorySizeMB': 512,
+                                           'summary.config.guestId': 'otherGuest64'}),
+        Record('VirtualMachine', 'vm-20', {'name': 'tmpl', 'parent': 'group-v2', 'summary.config.template': True}),
+        Record('VirtualMachine', 'vm-30', {'name': 'not-a-template', 'parent': 'group-v1', 'summary.config.template': False}),
+    ]
+
+
+def test_pick_template():
+    objects = vsphere.by_kind(template_records())
+    assert vsphere.pick_template('vc1', objects, 'tmpl', 'DC0') == {
+        'name': 'tmpl', 'moid': 'vm-10', 'datacenter': 'DC0', 'vcpus': 1, 'memory_mb': 512, 'guest_id': 'otherGuest64'}
+    assert vsphere.pick_template('vc1', objects, 'tmpl', 'DC1')['moid'] == 'vm-20'
+    with pytest.raises(errors.DriverError, match=r'vCenter vc1 has 2 template VMs named tmpl \(vm-10 in datacenter DC0, '
+                                                 r'vm-20 in datacenter DC1\); rename all but one'):
+        vsphere.pick_template('vc1', objects, 'tmpl')
+    with pytest.raises(errors.NotFound) as caught:
+        vsphere.pick_template('vc1', objects, 'missing', untouched='; nothing was created')
+    assert str(caught.value) == ('vCenter vc1 has no template VM missing; a vSphere image is a template VM, cloned for each instance; '
+                                 'nothing was created')
+    with pytest.raises(errors.NotFound, match=r'\(VM vm-30 has that name but is not marked as a template\)'):
+        vsphere.pick_template('vc1', objects, 'not-a-template')
+
+
+def test_template_disk_is_the_sum_of_its_disks_rounded_up():
+    assert vsphere.disk_gb_of([disk(1, 1), nic(2, 'x')]) == 1
+    half = DEVICE.VirtualDisk(key=3, capacityInKB=GIB // 2048)  # 0.5 GiB, no capacityInBytes (older vCenters)
+    assert vsphere.disk_gb_of([disk(1, 1), half]) == 2
+    assert vsphere.disk_gb_of([]) == 0
+
+
+# ------------------------------------------------------------------ placement
+
+def spawn_records(**vm_props):
+    """DC0: cluster C0 (hosts C0_H0, C0_H1, C0_H2 in maintenance), cluster C1; datastores, networks, a template."""
+    def host(moid, name, cluster, datastores, usage_mb=1000, maintenance=False):
+        return Record('HostSystem', moid, {
+            'name': name, 'parent': cluster, 'runtime.connectionState': 'connected', 'runtime.inMaintenanceMode': maintenance,
+            'summary.hardware.numCpuThreads': 16, 'summary.hardware.memorySize': 64 * 1024 * MIB,
+            'summary.quickStats.overallMemoryUsage': usage_mb, 'datastore': datastores})
+
+    def datastore(moid, name, free_gb, accessible=True):
+        return Record('Datastore', moid, {'summary.name': name, 'summary.capacity': 1000 * GIB, 'summary.freeSpace': free_gb * GIB,
+                                          'summary.accessible': accessible})
+
+    return [
+        Record('Datacenter', 'datacenter-1', {'name': 'DC0', 'vmFolder': 'group-v1'}),
+        Record('Folder', 'group-h1', {'parent': 'datacenter-1'}),
+        Record('Folder', 'group-v1', {'parent': 'datacenter-1'}),
+        Record('Folder', 'group-n1', {'parent': 'datacenter-1'}),
+        Record('ClusterComputeResource', 'domain-c1', {'name': 'C0', 'parent': 'group-h1', 'resourcePool': 'resgroup-1',
+                                                       'datastore': ['ds-1', 'ds-2', 'ds-3']}),
+        Record('ClusterComputeResource', 'domain-c2', {'name': 'C1', 'parent': 'group-h1', 'resourcePool': 'resgroup-2',
+                                                       'datastore': ['ds-1']}),
+        host('host-1', 'C0_H0', 'domain-c1', ['ds-1', 'ds-2', 'ds-3'], usage_mb=20000),
+        host('host-2', 'C0_H1', 'domain-c1', ['ds-1', 'ds-3', 'ds-9'], usage_mb=5000),
+        host('host-3', 'C0_H2', 'domain-c1', ['ds-1'], usage_mb=0, maintenance=True),
+        host('host-4', 'C1_H0', 'domain-c2', ['ds-1']),
+        datastore('ds-1', 'shared', 100),
+        datastore('ds-2', 'big-but-not-on-H1', 900),
+        datastore('ds-3', 'dead', 800, accessible=False),
+        datastore('ds-9', 'local-to-H1', 700),  # not a datastore of the cluster
+        Record('VirtualMachine', 'vm-10', dict({'name': 'tmpl', 'parent': 'group-v1', 'summary.config.template': True,
+                                                'summary.config.numCpu': 1, 'summary.config.memorySizeMB': 512,
+                                                'summary.config.uuid': '42000000-0000-0000-0000-000000000010',
+                                                'runtime.host': 'host-1', 'runtime.powerState': 'poweredOff'}, **vm_props)),
+        Record('Network', 'network-1', {'name': 'VM Network', 'parent': 'group-n1'}),
+        Record('DistributedVirtualPortgroup', 'dvportgroup-1', {'name': 'PG', 'parent': 'group-n1', 'key': 'dvportgroup-1',
+                                                                'config.distributedVirtualSwitch': 'dvs-1'}),
+        Record('VmwareDistributedVirtualSwitch', 'dvs-1', {'uuid': SWITCH_UUID}),
+    ]
+
+
+def test_plan_spawn():
+    networks = [{'network': 'VM Network', 'mac': '00:50:56:00:00:01'}, {'network': 'PG', 'mac': None}]
+    placement = vsphere.plan_spawn(vcenter(), spawn_records(), spec(networks=networks))
+    assert placement._replace(template=None, networks=None) == vsphere.Placement(
+        node='vc1/DC0/C0', cluster='C0', datacenter='DC0', folder='group-v1', pool='resgroup-1', host='host-2', host_name='C0_H1',
+        datastore='ds-1',  # ds-2 has more room but C0_H1 does not mount it; ds-3 is inaccessible; ds-9 is not the cluster's
+        template=None, networks=None)
+    assert placement.template['moid'] == 'vm-10'
+    assert placement.networks == [
+        vsphere.NetworkChoice('VM Network', 'Network', 'network-1', None, None, '00:50:56:00:00:01'),
+        vsphere.NetworkChoice('PG', 'DistributedVirtualPortgroup', 'dvportgroup-1', SWITCH_UUID, 'dvportgroup-1', None)]
+
+
+def test_plan_spawn_without_a_host_takes_the_usable_one_with_most_free_ram():
+    placement = vsphere.plan_spawn(vcenter(), spawn_records(), spec(host=None))
+    assert (placement.host_name, placement.datastore) == ('C0_H1', 'ds-1')  # H2 (all free) is in maintenance; H0 uses more
+
+
+@pytest.mark.parametrize('overrides, error, message', [
+    ({'node': 'vc1/DC0/C9'}, errors.NotFound, 'vCenter vc1 has no node vc1/DC0/C9 for instance %s; nothing was created' % UUID),
+    ({'host': 'C1_H0'}, errors.NotFound,
+     'node vc1/DC0/C0 has no host C1_H0 (its hosts: C0_H0, C0_H1, C0_H2) for instance %s; nothing was created' % UUID),
+    ({'host': 'C0_H2'}, errors.DriverError,
+     'host C0_H2 of node vc1/DC0/C0 cannot take instance %s: it is in maintenance; nothing was created' % UUID),
+    ({'image': 'missing'}, errors.NotFound,
+     'vCenter vc1 has no template VM missing; a vSphere image is a template VM, cloned for each instance '
+     '(instance %s on node vc1/DC0/C0); nothing was created' % UUID),
+    ({'networks': [{'network': 'nowhere', 'mac': None}]}, errors.NotFound,
+     'instance %s on node vc1/DC0/C0: datacenter DC0 has no port group nowhere; nothing was created' % UUID),
+    ({'name': 'tmpl'}, errors.DriverError,
+     'instance %s on node vc1/DC0/C0: the VM folder already has a VM named tmpl (vm-10); nothing was created' % UUID),
+])
+def test_plan_spawn_refuses(overrides, error, message):
+    with pytest.raises(error) as caught:
+        vsphere.plan_spawn(vcenter(), spawn_records(), spec(**overrides))
+    assert str(caught.value) == message
+
+
+def test_plan_spawn_refuses_a_uuid_in_use():
+    for path in ('summary.config.uuid', 'summary.config.instanceUuid'):
+        with pytest.raises(errors.DriverError, match=r'VM tmpl \(vm-10\) already has the uuid of instance %s; nothing was created' % UUID):
+            vsphere.plan_spawn(vcenter(), spawn_records(**{path: UUID.upper()}), spec())
+
+
+def test_plan_spawn_refuses_an_ambiguous_port_group():
+    records = spawn_records() + [Record('Network', 'network-2', {'name': 'PG', 'parent': 'group-n1'})]
+    with pytest.raises(errors.DriverError, match=r'port group name PG is ambiguous in datacenter DC0 \(network-2, dvportgroup-1\)'):
+        vsphere.plan_spawn(vcenter(), records, spec(networks=[{'network': 'PG', 'mac': None}]))
+
+
+def test_choose_host_prefers_the_first_by_name_among_equals():
+    node = vsphere.build_nodes(vcenter(), spawn_records())[0]
+    for host in node.hosts:
+        host.memory_mb_free = 1000
+    assert vsphere.choose_host(node, None, UUID).name == 'C0_H0'
+    for host in node.hosts:
+        host.in_maintenance = True
+    with pytest.raises(errors.DriverError, match='node vc1/DC0/C0 has no connected host out of maintenance for instance'):
+        vsphere.choose_host(node, None, UUID)
+
+
+# ------------------------------------------------------------------ spec -> ConfigSpec
+
+def placement(networks=()):
+    return vsphere.Placement(node='vc1/DC0/C0', cluster='C0', datacenter='DC0', folder='group-v1', pool='resgroup-1', host='host-2',
+                             host_name='C0_H1', datastore='ds-1', template={'moid': 'vm-10', 'name': 'tmpl'}, networks=list(networks))
+
+
+def test_clone_config_maps_the_spec():
+    config = vsphere.clone_config(spec(vcpus=4), placement(), [disk(2000, 10), nic(4000, '00:0c:29:00:00:01')], template_cores=2)
+    assert (config.numCPUs, config.numCoresPerSocket, config.memoryMB, config.uuid, config.instanceUuid) == (4, 2, 2048, UUID, UUID)
+    assert vsphere.parse_annotation(config.annotation)[0] == UUID
+    assert config.deviceChange == []  # no networks asked: the template's NICs stay
+
+
+def test_cores_per_socket():
+    assert [vsphere.cores_per_socket(vcpus, 2) for vcpus in (1, 2, 3, 4)] == [1, 2, 1, 2]
+    assert vsphere.cores_per_socket(3, None) == 1 and vsphere.cores_per_socket(3, 0) == 1
+
+
+def test_nics_reuse_the_template_adapters_then_add_and_remove():
+    template_nics = [nic(4000, '00:0c:29:00:00:01', kind=DEVICE.VirtualE1000), nic(4001, '00:0c:29:00:00:02')]
+    standard = vsphere.NetworkChoice('VM Network', 'Network', 'network-1', None, None, '00:50:56:00:00:01')
+    dvpg = vsphere.NetworkChoice('PG', 'DistributedVirtualPortgroup', 'dvportgroup-1', SWITCH_UUID, 'dvportgroup-1', '00:50:56:00:00:02')
+    three = vsphere.nic_changes([standard, dvpg, dvpg._replace(mac=None)], template_nics)
+    assert [(c.operation, type(c.device), c.device.key, c.device.addressType, c.device.macAddress) for c in three] == [
+        ('edit', DEVICE.VirtualE1000, 4000, 'manual', '00:50:56:00:00:01'),
+        ('edit', DEVICE.VirtualVmxnet3, 4001, 'manual', '00:50:56:00:00:02'),
+        ('add', DEVICE.VirtualE1000, -3, 'generated', None),  # the adapter type of the template's first NIC
+    ]
+    assert (three[0].device.backing.deviceName, three[0].device.backing.network._moId) == ('VM Network', 'network-1')  # pylint: disable=protected-access
+    assert (three[1].device.backing.port.switchUuid, three[1].device.backing.port.portgroupKey) == (SWITCH_UUID, 'dvportgroup-1')
+    assert all(c.device.connectable.startConnected for c in three)
+    assert template_nics[0].macAddress == '00:0c:29:00:00:01'  # the template's devices are not changed
+
+    one = vsphere.nic_changes([standard], template_nics)
+    assert [(c.operation, c.device.key) for c in one] == [('edit', 4000), ('remove', 4001)]
+    assert [type(c.device) for c in vsphere.nic_changes([standard], [])] == [DEVICE.VirtualVmxnet3]
+    assert vsphere.nic_changes([], template_nics) == []
+
+
+def test_clone_spec_places_without_powering_on():
+    clone = vsphere.clone_spec(placement(), vim.vm.ConfigSpec())
+    location = clone.location
+    assert [location.pool._moId, location.host._moId, location.datastore._moId] == ['resgroup-1', 'host-2', 'ds-1']  # pylint: disable=protected-access
+    assert (clone.powerOn, clone.template) == (False, False)
+
+
+# ------------------------------------------------------------------ what a clone lacks
+
+def clone_props(**overrides):
+    props = {'summary.config.numCpu': 2, 'summary.config.memorySizeMB': 2048, 'config.uuid': UUID, 'config.instanceUuid': UUID,
+             'config.annotation': vsphere.annotation_for(spec()), 'config.hardware.numCoresPerSocket': 1,
+             vsphere.DEVICES: [disk(2000, 20), nic(4000, '00:50:56:00:00:01')]}
+    props.update(overrides)
+    return props
+
+
+def test_a_complete_clone_lacks_nothing():
+    assert vsphere.missing_config(spec(), clone_props()) is None
+    assert vsphere.missing_config(spec(), clone_props(**{'config.uuid': UUID.upper()})) is None
+    assert vsphere.missing_config(spec(disk_gb=10), clone_props()) is None  # a disk is never shrunk
+
+
+def test_what_vcsim_leaves_out_is_applied_again():
+    vcsim_clone = clone_props(**{'summary.config.numCpu': 1, 'summary.config.memorySizeMB': 64, 'config.hardware.numCoresPerSocket': 2,
+                                 'config.uuid': OTHER, 'config.annotation': '', vsphere.DEVICES: [disk(2000, 1)]})
+    config = vsphere.missing_config(spec(vcpus=3), vcsim_clone)
+    assert (config.numCPUs, config.numCoresPerSocket, config.memoryMB, config.uuid, config.instanceUuid) == (3, 1, 2048, UUID, None)
+    assert json.loads(config.annotation.splitlines()[1])['name'] == 'web-1'
+    (grow,) = config.deviceChange
+    assert (grow.operation, grow.device.key, grow.device.capacityInKB, grow.device.capacityInBytes) == ('edit', 2000, 20 * GIB // 1024, 20 * GIB)
+    assert grow.device.backing.fileName == '[ds1] vm/vm.vmdk'  # the same disk, grown in place
+    assert vcsim_clone[vsphere.DEVICES][0].capacityInKB == GIB // 1024  # the read devices are not changed
+
+
+def test_power_states():
+    assert [vsphere.power_state(s) for s in ('poweredOn', 'poweredOff', 'suspended', None)] == ['running', 'stopped', 'suspended', 'unknown']
+
+
+def test_task_error_text():
+    fault = vim.fault.InvalidPowerState(msg='The attempted operation cannot be performed in the current state (Powered on).')
+    assert vsphere._task_error(fault) == (  # pylint: disable=protected-access
+        'vim.fault.InvalidPowerState: The attempted operation cannot be performed in the current state (Powered on).')
+    assert vsphere._task_error(vmodl.fault.InvalidArgument(invalidProperty='spec.location.pool')) == (  # pylint: disable=protected-access
+        'vmodl.fault.InvalidArgument (spec.location.pool)')
+    assert vsphere._task_error(None) == 'no error detail'  # pylint: disable=protected-access
