@@ -42,7 +42,7 @@ def ours(lab, tmp, count, concurrency, env):
     # The lab hosts have 2 CPU threads: at the default 4.0 ratio, 16 one-vCPU instances fill them.
     setup = [{'multihv.cloud.compute_node': dict(options, name=host['name'], allocation_ratios={'cpu': 32.0})} for host in lab['kvm_hosts']]
     setup += [{'multihv.cloud.flavor': dict(options, name='tiny', vcpus=1, ram_mb=32, disk_gb=1)},
-             {'multihv.cloud.image': dict(options, name='tick', hypervisor_type='kvm', source=lab['images']['tick_qcow2'])}]
+              {'multihv.cloud.image': dict(options, name='tick', hypervisor_type='kvm', source=lab['images']['tick_qcow2'])}]
     boot = [{'multihv.cloud.instance': dict(options, flavor='tiny', image='tick', concurrency=concurrency,
                                             instances=[{'name': 'bench-%02d' % i} for i in range(count)])}]
     teardown = [{'multihv.cloud.instance': dict(options, state='absent', instances=[{'name': 'bench-%02d' % i} for i in range(count)])}]
