@@ -148,14 +148,19 @@ def _refresh(pool):
             time.sleep(0.25)
 
 
-def _volume(pool, name):
-    """The pool's volume `name`, or None."""
+def _found_or_none(lookup, arg, missing):
+    """lookup(arg), or None when libvirt answers with the error code `missing` (no such object)."""
     try:
-        return pool.storageVolLookupByName(name)
+        return lookup(arg)
     except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_STORAGE_VOL:
+        if exc.get_error_code() == missing:
             return None
         raise
+
+
+def _volume(pool, name):
+    """The pool's volume `name`, or None."""
+    return _found_or_none(pool.storageVolLookupByName, name, libvirt.VIR_ERR_NO_STORAGE_VOL)
 
 
 def _physical_size(volume):
@@ -747,21 +752,11 @@ def _with_uuid(spec, inst_uuid):
 
 
 def _lookup_uuid(conn, inst_uuid):
-    try:
-        return conn.lookupByUUIDString(inst_uuid)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return None
-        raise
+    return _found_or_none(conn.lookupByUUIDString, inst_uuid, libvirt.VIR_ERR_NO_DOMAIN)
 
 
 def _lookup_name(conn, name):
-    try:
-        return conn.lookupByName(name)
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
-            return None
-        raise
+    return _found_or_none(conn.lookupByName, name, libvirt.VIR_ERR_NO_DOMAIN)
 
 
 def _ignore_not_running(call):
