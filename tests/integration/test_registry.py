@@ -7,30 +7,18 @@ a schema of its own, dropped afterwards.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import pathlib
-import sqlite3
-import subprocess
-import sys
 import time
-import uuid
 
 import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils import _registry
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import SCHEMA_VERSION, Registry
+from support.registries import ENGINES, PG_URL, private_url, query, raw, released_together
 
-try:
-    import psycopg
-except ImportError:
-    psycopg = None
-
-PG_URL = os.environ.get('MULTIHV_TEST_POSTGRES_URL')
-ENGINES = ['sqlite', pytest.param('postgresql', marks=pytest.mark.skipif(
-    not PG_URL, reason='MULTIHV_TEST_POSTGRES_URL unset: run through `make test`'))]
 TABLES = {'schema_version', 'nodes', 'flavors', 'images', 'instances', 'migrations', 'allocations', 'locks'}
 SECRET = 'S3cret-pw'
 
@@ -59,43 +47,10 @@ elif action == 'increment':
 '''
 
 
-def _in_schema(url, schema):
-    """url with libpq's options=-csearch_path=schema: every table the registry makes lands there."""
-    return '%s%soptions=-csearch_path%%3D%s' % (url, '&' if '?' in url else '?', schema)
-
-
 @pytest.fixture(params=ENGINES)
 def url(request, tmp_path):
     """A registry URL no other test sees: a new file, or a new PostgreSQL schema."""
-    if request.param == 'sqlite':
-        yield 'sqlite:///' + str(tmp_path / 'registry.sqlite')
-        return
-    schema = 'registry_test_%s' % uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as admin:
-        admin.execute('CREATE SCHEMA %s' % schema)
-    try:
-        yield _in_schema(PG_URL, schema)
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as admin:
-            admin.execute('DROP SCHEMA %s CASCADE' % schema)
-
-
-@contextlib.contextmanager
-def raw(url):
-    """A plain connection to the registry's database, bypassing the code under test."""
-    if url.startswith('sqlite:'):
-        conn = sqlite3.connect(url[len('sqlite:///'):], isolation_level=None)
-    else:
-        conn = psycopg.connect(url, autocommit=True)
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-def query(url, sql):
-    with raw(url) as conn:
-        return [tuple(row) for row in conn.execute(sql).fetchall()]
+    yield from private_url(request.param, tmp_path, 'registry_test')
 
 
 def tables(url):
@@ -110,29 +65,7 @@ def sqlite_path(url):
 
 def workers(url, action, processes, count=0, timeout=60):
     """Run `processes` WORKERs released at the same moment; their outputs."""
-    tree = pathlib.Path(_registry.__file__).parents[5]  # <tree>/ansible_collections/multihv/cloud/plugins/module_utils
-    assert (tree / 'ansible_collections').is_dir()
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    started = [subprocess.Popen([sys.executable, '-c', WORKER, url, action, str(count)], env=env, text=True,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-               for index in range(processes)]
-    try:
-        for proc in started:
-            assert proc.stdout.readline().strip() == 'ready', proc.stderr.read()
-        for proc in started:
-            proc.stdin.write('go\n')
-            proc.stdin.flush()
-        results = []
-        for proc in started:
-            out, err = proc.communicate(timeout=timeout)
-            assert proc.returncode == 0, err
-            results.append(out.strip())
-        return results
-    finally:
-        for proc in started:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    return released_together(WORKER, [[url, action, str(count)]] * processes, timeout)
 
 
 # -- opening and the schema ------------------------------------------------------------------

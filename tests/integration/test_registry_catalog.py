@@ -6,13 +6,7 @@ claims from separate processes.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import pathlib
-import sqlite3
-import subprocess
-import sys
 import time
 import uuid
 
@@ -21,15 +15,8 @@ import pytest
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils import _registry
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import SCHEMA_VERSION, Registry
+from support.registries import ENGINES, private_url, query, released_together
 
-try:
-    import psycopg
-except ImportError:
-    psycopg = None
-
-PG_URL = os.environ.get('MULTIHV_TEST_POSTGRES_URL')
-ENGINES = ['sqlite', pytest.param('postgresql', marks=pytest.mark.skipif(
-    not PG_URL, reason='MULTIHV_TEST_POSTGRES_URL unset: run through `make test`'))]
 KVM_CAPACITY = {'vcpus': 8, 'memory_mb': 4096, 'disk_gb': 100}
 
 # A separate process that claims through the registry API only. It says "ready", waits for a
@@ -53,48 +40,16 @@ with Registry.open(url) as registry:
 '''
 
 
-def _in_schema(url, schema):
-    return '%s%soptions=-csearch_path%%3D%s' % (url, '&' if '?' in url else '?', schema)
-
-
 @pytest.fixture(params=ENGINES)
 def url(request, tmp_path):
     """A registry URL no other test sees: a new file, or a new PostgreSQL schema."""
-    if request.param == 'sqlite':
-        yield 'sqlite:///' + str(tmp_path / 'registry.sqlite')
-        return
-    schema = 'catalog_test_%s' % uuid.uuid4().hex[:12]
-    with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as admin:
-        admin.execute('CREATE SCHEMA %s' % schema)
-    try:
-        yield _in_schema(PG_URL, schema)
-    finally:
-        with psycopg.connect(PG_URL, autocommit=True, connect_timeout=5) as admin:
-            admin.execute('DROP SCHEMA %s CASCADE' % schema)
+    yield from private_url(request.param, tmp_path, 'catalog_test')
 
 
 @pytest.fixture
 def registry(url):  # pylint: disable=redefined-outer-name
     with Registry.open(url) as opened:
         yield opened
-
-
-@contextlib.contextmanager
-def raw(url):  # pylint: disable=redefined-outer-name
-    """A plain connection to the registry's database, bypassing the code under test."""
-    if url.startswith('sqlite:'):
-        conn = sqlite3.connect(url[len('sqlite:///'):], isolation_level=None)
-    else:
-        conn = psycopg.connect(url, autocommit=True)
-    try:
-        yield conn
-    finally:
-        conn.close()
-
-
-def query(url, sql):  # pylint: disable=redefined-outer-name
-    with raw(url) as conn:
-        return [tuple(row) for row in conn.execute(sql).fetchall()]
 
 
 def boot_record(registry, name, **fields):  # pylint: disable=redefined-outer-name
@@ -394,26 +349,5 @@ def test_concurrent_claims_never_overcommit_a_node(registry, url):  # pylint: di
 
 def _claimers(url, node, capacity, batches, timeout=60):  # pylint: disable=redefined-outer-name
     """Run one CLAIMER per batch of instance uuids, released at the same moment; their results."""
-    tree = pathlib.Path(_registry.__file__).parents[5]  # <tree>/ansible_collections/multihv/cloud/plugins/module_utils
-    assert (tree / 'ansible_collections').is_dir()
-    env = dict(os.environ, PYTHONPATH=str(tree))
-    started = [subprocess.Popen([sys.executable, '-c', CLAIMER, url, node, json.dumps(capacity)] + batch, env=env, text=True,
-                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-               for batch in batches]
-    try:
-        for proc in started:
-            assert proc.stdout.readline().strip() == 'ready', proc.stderr.read()
-        for proc in started:
-            proc.stdin.write('go\n')
-            proc.stdin.flush()
-        results = []
-        for proc in started:
-            out, err = proc.communicate(timeout=timeout)
-            assert proc.returncode == 0, err
-            results.append(json.loads(out))
-        return results
-    finally:
-        for proc in started:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    outputs = released_together(CLAIMER, [[url, node, json.dumps(capacity)] + batch for batch in batches], timeout)
+    return [json.loads(out) for out in outputs]
