@@ -52,6 +52,10 @@ import threading
 import time
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / 'tests'))
+
+from support.inventory_runs import child_env, snapshot_collection  # noqa: E402  pylint: disable=wrong-import-position
+
 LAB_JSON = REPO / '.lab' / 'lab.json'
 OUR_BIN = REPO / '.venv' / 'bin'
 REAL_NAMES = 19
@@ -174,18 +178,6 @@ def closed_port():
 
 # ---------------------------------------------------------------- sources
 
-def snapshot_collection(tmp):
-    """ANSIBLE_COLLECTIONS_PATH holding a copy of this checkout's plugins/ and meta/, so that edits made while the
-    benchmark runs (or a concurrent `make install`) cannot change what is measured."""
-    root = tmp / 'collections'
-    dest = root / 'ansible_collections' / 'multihv' / 'cloud'
-    dest.mkdir(parents=True)
-    for name in ('plugins', 'meta'):
-        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
-    shutil.copy2(REPO / 'galaxy.yml', dest / 'galaxy.yml')
-    return root
-
-
 def kvm_hosts(lab, dead_uri, layout, tmp):
     """The inline cloud's kvm_hosts: REAL_NAMES names alternating over the lab's hosts, then the dead one (if any)."""
     hosts = []
@@ -208,14 +200,6 @@ def write_source(lab, kind, layout, uris, tmp):
     path = tmp / ('%s-%s.multihv.yml' % (kind, layout))
     path.write_text(json.dumps({'plugin': 'multihv.cloud.nodes', 'cloud': cloud}, indent=2))  # JSON is YAML
     return path
-
-
-def child_env(tmp, collections_path):
-    """No ANSIBLE_* or MULTIHV_* setting of the caller's; a private ANSIBLE_HOME; failures to parse are errors."""
-    env = dict((key, value) for key, value in os.environ.items() if not key.startswith(('ANSIBLE_', 'MULTIHV_')))
-    env.update({'ANSIBLE_HOME': str(tmp / 'ansible-home'), 'ANSIBLE_COLLECTIONS_PATH': str(collections_path), 'ANSIBLE_NOCOLOR': '1',
-                'ANSIBLE_INVENTORY_UNPARSED_FAILED': '1', 'ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED': '1'})
-    return env
 
 
 # ---------------------------------------------------------------- one run

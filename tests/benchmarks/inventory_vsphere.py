@@ -53,6 +53,10 @@ import time
 import urllib.request
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / 'tests'))
+
+from support.inventory_runs import child_env, snapshot_collection  # noqa: E402  pylint: disable=wrong-import-position
+
 VCSIM = REPO / '.lab' / 'vcsim' / 'vcsim'
 OUR_BIN = REPO / '.venv' / 'bin'
 DEFAULT_BENCH_VENV = REPO / '.lab' / 'bench-venv'
@@ -148,20 +152,6 @@ def parse_args(argv=None):
 
 
 # ---------------------------------------------------------------- processes
-
-def child_env(tmp, collections_path):
-    """The environment of an ansible-inventory run: none of the caller's ANSIBLE_* or MULTIHV_* settings, a private
-    ANSIBLE_HOME, collections only from `collections_path` (and the interpreter's site-packages), failures as errors."""
-    env = dict((key, value) for key, value in os.environ.items() if not key.startswith(('ANSIBLE_', 'MULTIHV_')))
-    env.update({
-        'ANSIBLE_HOME': str(tmp / 'ansible-home'),
-        'ANSIBLE_COLLECTIONS_PATH': collections_path,
-        'ANSIBLE_NOCOLOR': '1',
-        'ANSIBLE_INVENTORY_UNPARSED_FAILED': '1',
-        'ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED': '1',
-    })
-    return env
-
 
 def run_child(argv, env, cwd, out_path, err_path, timeout):
     """Run argv with stdout and stderr to files; (wall seconds, peak RSS in MiB, exit code, timed out).
@@ -280,18 +270,6 @@ class Vcsim:
 
 
 # ---------------------------------------------------------------- set-up
-
-def snapshot_collection(tmp):
-    """ANSIBLE_COLLECTIONS_PATH holding a copy of this checkout's plugins/ and meta/, so that edits made while the
-    benchmark runs (or a concurrent `make install`) cannot change what is measured."""
-    root = tmp / 'collections'
-    dest = root / 'ansible_collections' / 'multihv' / 'cloud'
-    dest.mkdir(parents=True)
-    for name in ('plugins', 'meta'):
-        shutil.copytree(REPO / name, dest / name, ignore=shutil.ignore_patterns('__pycache__', '*.pyc'))
-    shutil.copy2(REPO / 'galaxy.yml', dest / 'galaxy.yml')
-    return root
-
 
 def site_packages(venv):
     found = sorted(venv.glob('lib/python3*/site-packages'))
