@@ -148,10 +148,7 @@ def main():
     with _args.session(module) as (cloud, registry):
         changed, before, after = _nodes.set_admin_state(cloud, registry, module.params['name'], requested(module.params),
                                                         check_mode=module.check_mode)
-    result = {'changed': changed, 'node': after}
-    if module._diff:
-        result['diff'] = {'before': before, 'after': after}
-    module.exit_json(**result)
+    _args.exit_with(module, changed, 'node', before, after)
 
 
 if __name__ == '__main__':

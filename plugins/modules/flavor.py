@@ -126,10 +126,7 @@ def main():
     with _args.session(module) as (_cloud, registry):
         changed, before, after = _catalog.set_flavor(registry, params['name'], params['state'],
                                                      dict((field, params[field]) for field in FIELDS), check_mode=module.check_mode)
-    result = {'changed': changed, 'flavor': after}
-    if module._diff:
-        result['diff'] = {'before': before or {}, 'after': after or {}}
-    module.exit_json(**result)
+    _args.exit_with(module, changed, 'flavor', before, after)
 
 
 if __name__ == '__main__':

@@ -101,10 +101,7 @@ def main():
             changed, before, after = _images.ensure(ctx, module.params, module.check_mode)
         finally:
             ctx.close()
-    result = {'changed': changed, 'image': after}
-    if module._diff:
-        result['diff'] = {'before': before or {}, 'after': after or {}}
-    module.exit_json(**result)
+    _args.exit_with(module, changed, 'image', before, after)
 
 
 if __name__ == '__main__':

@@ -96,10 +96,7 @@ def main():
     with _args.session(module) as (_cloud, registry):
         changed, before, after = _catalog.set_server_group(registry, params['name'], params['state'], {'policy': params['policy']},
                                                            check_mode=module.check_mode)
-    result = {'changed': changed, 'server_group': after}
-    if module._diff:
-        result['diff'] = {'before': before or {}, 'after': after or {}}
-    module.exit_json(**result)
+    _args.exit_with(module, changed, 'server_group', before, after)
 
 
 if __name__ == '__main__':
