@@ -88,7 +88,7 @@ def _run(ctx, params, wanted, check_mode):
                                           'image': image['name'], 'state': 'would be built'}
         elif len(to_boot) == 1 and params.get('instances') is None:
             item = to_boot[0]
-            after[item['name']] = _instances.boot(ctx, *_instances.plan(ctx, [item])[0])
+            after[item['name']] = _instances.boot_one(ctx, item)
         else:
             records, failures = _instances.boot_many(ctx, to_boot, params.get('concurrency') or 4)
             for record in records:

@@ -201,8 +201,37 @@ def _image_ref(image):
     return image['name']
 
 
+def _ensure_image(driver, image):
+    """A KVM image's base volume on the driver's host: uploaded, or checked against the file."""
+    props = image.get('properties') or {}
+    if driver.hypervisor_type == HYPERVISOR_KVM and props.get('source'):
+        driver.ensure_image(image['name'], props['source'], props.get('format', 'qcow2'))
+
+
+def prepare_images(ctx, placed):
+    """Ready each image once per node a plan uses, before any boot: checking a base hashes the
+    whole image file, which must not happen once per instance. Returns {(node, image name): error}
+    for the pairs that failed."""
+    failed = {}
+    for (node, name), image in dict(((item[3], item[2]['name']), item[2]) for item in placed).items():
+        try:
+            _ensure_image(ctx.driver_for(node), image)
+        except errors.MultihvError as exc:
+            failed[(node, name)] = exc
+    return failed
+
+
+def boot_one(ctx, params):
+    """Plan, ready the image and boot one instance; errors are raised."""
+    placed = plan(ctx, [params])
+    for error in prepare_images(ctx, placed).values():
+        raise error
+    return boot(ctx, *placed[0])
+
+
 def boot(ctx, params, flavor, image, node, host, req):
-    """Record, claim, spawn one placed instance; undo everything on failure. Returns the record."""
+    """Record, claim, spawn one placed instance whose image prepare_images readied on its node;
+    undo everything on failure. Returns the record."""
     registry = ctx.registry
     inst_uuid = params.get('uuid') or str(uuidlib.uuid4())
     networks = [{'network': net['network'], 'mac': net.get('mac') or stable_mac(inst_uuid, index)}
@@ -214,19 +243,18 @@ def boot(ctx, params, flavor, image, node, host, req):
                              ha=bool(params.get('ha')), restart_priority=params.get('restart_priority') or 0,
                              server_group=params.get('server_group'), state='building')
     try:
+        planned = node
         try:
             node, host = claim_somewhere(ctx, flavor, inst_uuid, node, host, req)
         except NoValidHost as exc:
             raise errors.MultihvError('cannot place instance %s: %s; nothing was created' % (params['name'], exc))
         driver = ctx.driver_for(node)
+        if node != planned:  # prepare_images readied the planned node only
+            _ensure_image(driver, image)
         spec = InstanceSpec(uuid=inst_uuid, name=params['name'], node=node, vcpus=flavor['vcpus'], memory_mb=flavor['ram_mb'],
                             disk_gb=flavor['disk_gb'], image=_image_ref(image), storage=params.get('storage') or 'local', host=host,
                             networks=networks, hostname=identity['hostname'], user_data=params.get('user_data') or '',
                             metadata=identity['metadata'])
-        if driver.hypervisor_type == HYPERVISOR_KVM:
-            source = (image.get('properties') or {}).get('source')
-            if source:
-                driver.ensure_image(image['name'], source, (image.get('properties') or {}).get('format', 'qcow2'))
         try:
             state = driver.spawn(spec)
         except errors.Unreachable:
@@ -264,10 +292,14 @@ def _boot_apart(ctx, item):
 
 
 def boot_many(ctx, specs, concurrency=4):
-    """Plan a batch, then boot with bounded concurrency. Returns (records, failures); a placement
-    that loses its claim is placed again once on fresh views."""
+    """Plan a batch, ready its images, then boot with bounded concurrency. Returns (records, failures);
+    an instance whose claim another run beat is scheduled again (claim_somewhere)."""
     placed = plan(ctx, specs)
-    records, failures = [], []
+    unready = prepare_images(ctx, placed)
+    records = []
+    failures = [{'name': item[0]['name'], 'msg': '%s; nothing was created' % unready[(item[3], item[2]['name'])]}
+                for item in placed if (item[3], item[2]['name']) in unready]
+    placed = [item for item in placed if (item[3], item[2]['name']) not in unready]
     workers = max(1, min(concurrency, len(placed)))
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         futures = dict((pool.submit(_boot_apart, ctx, item), item[0]['name']) for item in placed)
@@ -326,4 +358,5 @@ def info(cloud, registry, filters):
     return records
 
 
-__all__ = ['CLAIM_RETRIES', 'Cloud', 'boot', 'boot_many', 'candidates', 'delete', 'info', 'plan', 'request_for', 'set_power', 'stable_mac']
+__all__ = ['CLAIM_RETRIES', 'Cloud', 'boot', 'boot_many', 'boot_one', 'candidates', 'delete', 'info', 'plan', 'prepare_images',
+           'request_for', 'set_power', 'stable_mac']
