@@ -100,7 +100,7 @@ class Cloud:
 
     def views(self):
         if self._views is None:
-            self._views = _nodes.view(self.cloud, _nodes.collect(list(self.drivers)), self.registry.list_nodes())
+            self._views = _nodes.list_nodes(self.cloud, self.registry, list(self.drivers))
         return self._views
 
     def driver_for(self, node):

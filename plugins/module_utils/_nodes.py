@@ -10,7 +10,7 @@ import concurrent.futures
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._driver import (
-    HYPERVISOR_KVM, HYPERVISOR_VSPHERE, STATE_DOWN, STATE_UP, NodeResources,
+    HYPERVISOR_KVM, HYPERVISOR_VSPHERE, NodeResources,
 )
 
 # Bounded: each KVM host is a thread blocked on the network for up to its timeout.
@@ -135,9 +135,9 @@ def list_nodes(cloud, registry, drivers=None):
     return view(cloud, live, rows)
 
 
-def find_node(cloud, registry, name, drivers=None):
+def find_node(cloud, registry, name):
     """One node's view; errors.NotFound naming the known nodes when there is none by that name."""
-    nodes = list_nodes(cloud, registry, drivers)
+    nodes = list_nodes(cloud, registry)
     for node in nodes:
         if node['name'] == name:
             return node
@@ -154,7 +154,7 @@ def hypervisor_type_of(cloud, name):
     return None
 
 
-def set_admin_state(cloud, registry, name, changes, check_mode=False, drivers=None):
+def set_admin_state(cloud, registry, name, changes, check_mode=False):
     """Apply the admin-state `changes` (only the keys given) to node `name`.
 
     Returns (changed, before, after) with before/after the admin state. The node
@@ -173,7 +173,7 @@ def set_admin_state(cloud, registry, name, changes, check_mode=False, drivers=No
     kind = hypervisor_type_of(cloud, name)
     current = registry.get_node(name)
     if kind is None or (kind == HYPERVISOR_VSPHERE and current is None):
-        node = find_node(cloud, registry, name, drivers)  # raises NotFound with the known names
+        node = find_node(cloud, registry, name)  # raises NotFound with the known names
         kind = node['hypervisor_type']
     before = admin_state(current)
     after = dict(before)
@@ -214,5 +214,4 @@ def matches(node, filters):
     return True
 
 
-__all__ = ['collect', 'drivers_for', 'find_node', 'list_nodes', 'matches', 'set_admin_state', 'view',
-           'STATE_DOWN', 'STATE_UP']
+__all__ = ['collect', 'drivers_for', 'find_node', 'list_nodes', 'matches', 'set_admin_state', 'view']
