@@ -187,6 +187,9 @@ class ComputeDriver(abc.ABC):
     """
 
     hypervisor_type: str = ''
+    # Seconds one piece of work (a spawn, a power change, a destroy, a migration) may take
+    # once the endpoint answered; the core sets it from a task's timeout option.
+    work_timeout: float = 600.0
 
     @abc.abstractmethod
     def node_names(self):

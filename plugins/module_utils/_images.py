@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors, _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._driver import HYPERVISOR_KVM, HYPERVISOR_VSPHERE
 
 
@@ -21,6 +21,15 @@ def disk_format(source, given=None):
         return given
     with open(source, 'rb') as handle:
         return 'qcow2' if handle.read(4) == b'QFI\xfb' else 'raw'
+
+
+def upload(registry, driver, name, source, disk_format_):
+    """driver.ensure_image under a registry lease per image: two runs readying one image would
+    otherwise replace each other's half-uploaded base. Per image, not per host: hosts share the
+    base on shared storage. True when uploaded."""
+    with _leases.held(registry, 'image:%s' % name, driver.work_timeout,
+                      'image %s was not placed on %s' % (name, driver.endpoint_name())):
+        return driver.ensure_image(name, source, disk_format_)
 
 
 def desired(params):
@@ -57,7 +66,7 @@ def distribute(ctx, name, fields, check_mode):
                 locations[driver.endpoint_name()] = 'unknown in check mode'
                 continue
             try:
-                uploaded = driver.ensure_image(name, props['source'], props['format'])
+                uploaded = upload(ctx.registry, driver, name, props['source'], props['format'])
             except errors.Unreachable as exc:
                 locations[driver.endpoint_name()] = 'down: %s' % exc
                 continue

@@ -30,8 +30,9 @@ def items(params):
 
 
 def _check_same(record, wanted):
-    """An existing instance is left as it is; asking for another flavor or image is an error, not a resize."""
-    for key in ('flavor', 'image'):
+    """An existing instance is left as it is; asking for another flavor (or, except to rebuild it,
+    another image) is an error, not a resize."""
+    for key in ('flavor',) if wanted['state'] == 'rebuilt' else ('flavor', 'image'):
         if wanted.get(key) and wanted[key] != record[key]:
             raise errors.MultihvError('instance %s exists with %s %s, not %s; resizing or rebuilding on another image is not '
                                       'supported: delete it first. Nothing was changed' % (record['name'], key, record[key], wanted[key]))
@@ -39,7 +40,7 @@ def _check_same(record, wanted):
 
 def run(cloud, registry, params, check_mode):
     wanted = items(params)
-    ctx = _instances.Cloud(cloud, registry)
+    ctx = _instances.Cloud(cloud, registry, timeout=params.get('timeout'))
     try:
         return _run(ctx, params, wanted, check_mode)
     finally:
@@ -69,7 +70,10 @@ def _run(ctx, params, wanted, check_mode):
             after[item['name']] = None
             continue
         _check_same(record, item)
-        if item['state'] in ('started', 'present', 'stopped', 'restarted'):
+        if item['state'] == 'rebuilt':
+            changed = True
+            after[item['name']] = record if check_mode else _instances.rebuild(ctx, record, item.get('image'), item.get('user_data'))
+        elif item['state'] in ('started', 'present', 'stopped', 'restarted'):
             state = 'started' if item['state'] == 'present' else item['state']
             if check_mode:
                 moved = (state == 'restarted' or (state == 'started' and record['state'] != 'running')

@@ -16,7 +16,7 @@ import dataclasses
 import hashlib
 import uuid as uuidlib
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors, _nodes
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors, _images, _nodes
 from ansible_collections.multihv.cloud.plugins.module_utils._driver import HYPERVISOR_KVM, HYPERVISOR_VSPHERE, InstanceSpec
 from ansible_collections.multihv.cloud.plugins.module_utils._scheduler import (
     Candidate, Host, NoValidHost, Request, Scheduler,
@@ -92,10 +92,14 @@ class Cloud:
     """One module run's view of the cloud: its config, registry and drivers, with the
     node views read once and drivers looked up by node."""
 
-    def __init__(self, cloud, registry, drivers=None):
+    def __init__(self, cloud, registry, drivers=None, timeout=None):
         self.cloud = cloud
         self.registry = registry
         self.drivers = drivers if drivers is not None else _nodes.drivers_for(cloud)
+        self.timeout = timeout
+        if timeout:
+            for driver in self.drivers:
+                driver.work_timeout = float(timeout)
         self._views = None
 
     def views(self):
@@ -201,11 +205,11 @@ def _image_ref(image):
     return image['name']
 
 
-def _ensure_image(driver, image):
+def _ensure_image(registry, driver, image):
     """A KVM image's base volume on the driver's host: uploaded, or checked against the file."""
     props = image.get('properties') or {}
     if driver.hypervisor_type == HYPERVISOR_KVM and props.get('source'):
-        driver.ensure_image(image['name'], props['source'], props.get('format', 'qcow2'))
+        _images.upload(registry, driver, image['name'], props['source'], props.get('format', 'qcow2'))
 
 
 def prepare_images(ctx, placed):
@@ -215,7 +219,7 @@ def prepare_images(ctx, placed):
     failed = {}
     for (node, name), image in dict(((item[3], item[2]['name']), item[2]) for item in placed).items():
         try:
-            _ensure_image(ctx.driver_for(node), image)
+            _ensure_image(ctx.registry, ctx.driver_for(node), image)
         except errors.MultihvError as exc:
             failed[(node, name)] = exc
     return failed
@@ -250,11 +254,9 @@ def boot(ctx, params, flavor, image, node, host, req):
             raise errors.MultihvError('cannot place instance %s: %s; nothing was created' % (params['name'], exc))
         driver = ctx.driver_for(node)
         if node != planned:  # prepare_images readied the planned node only
-            _ensure_image(driver, image)
-        spec = InstanceSpec(uuid=inst_uuid, name=params['name'], node=node, vcpus=flavor['vcpus'], memory_mb=flavor['ram_mb'],
-                            disk_gb=flavor['disk_gb'], image=_image_ref(image), storage=params.get('storage') or 'local', host=host,
-                            networks=networks, hostname=identity['hostname'], user_data=params.get('user_data') or '',
-                            metadata=identity['metadata'])
+            _ensure_image(registry, driver, image)
+        spec = _spec(inst_uuid, params['name'], node, host, flavor, image, params.get('storage') or 'local', identity,
+                     params.get('user_data'))
         try:
             state = driver.spawn(spec)
         except errors.Unreachable:
@@ -271,6 +273,47 @@ def boot(ctx, params, flavor, image, node, host, req):
     return registry.update_instance(inst_uuid, host=state.host, identity=identity, state=power)[1]
 
 
+def _spec(inst_uuid, name, node, host, flavor, image, storage, identity, user_data):
+    return InstanceSpec(uuid=inst_uuid, name=name, node=node, vcpus=flavor['vcpus'], memory_mb=flavor['ram_mb'],
+                        disk_gb=flavor['disk_gb'], image=_image_ref(image), storage=storage, host=host,
+                        networks=identity.get('networks') or [], hostname=identity.get('hostname') or name,
+                        user_data=user_data or '', metadata=identity.get('metadata') or {})
+
+
+def rebuild(ctx, record, image_name=None, user_data=None):
+    """Nova's rebuild: the instance made again from its image (or image_name, of the node's
+    hypervisor type) on the same node and host, keeping its uuid, name, MACs, flavor and
+    allocation; its disk starts afresh. Returns the record after.
+
+    Everything that can be checked is checked before the old VM goes. A spawn that fails
+    after it went leaves the record in state 'error' (the instance has no VM then), as
+    Nova does; rebuild again or delete it."""
+    registry = ctx.registry
+    image = registry.get_image(image_name or record['image'])
+    if image is None:
+        raise errors.NotFound('image %s does not exist; instance %s was left untouched' % (image_name or record['image'], record['name']))
+    flavor = registry.get_flavor(record['flavor'])
+    kind = _nodes.hypervisor_type_of(ctx.cloud, record['node'])
+    if image.get('hypervisor_type') and kind and image['hypervisor_type'] != kind:
+        raise errors.MultihvError('image %s is for %s nodes; instance %s is on %s node %s; it was left untouched'
+                                  % (image['name'], image['hypervisor_type'], record['name'], kind, record['node']))
+    request_for(flavor, image, {})  # the image's min_ram / min_disk against the flavor
+    driver = ctx.driver_for(record['node'])
+    _ensure_image(registry, driver, image)
+    driver.destroy(record['uuid'], record['node'])
+    try:
+        state = driver.spawn(_spec(record['uuid'], record['name'], record['node'], record.get('host'), flavor, image,
+                                   record['storage'], record.get('identity') or {}, user_data))
+    except errors.MultihvError as exc:
+        registry.update_instance(record['uuid'], state='error')
+        raise errors.MultihvError('rebuild of instance %s on %s failed after its old VM was destroyed: %s; the instance is '
+                                  'in state error: rebuild it again or delete it' % (record['name'], record['node'], exc)) from exc
+    if record['state'] == 'stopped':
+        state = driver.set_power(record['uuid'], record['node'], 'stop')
+    return registry.update_instance(record['uuid'], image=image['name'], host=state.host,
+                                    state='stopped' if record['state'] == 'stopped' else 'running')[1]
+
+
 def _destroy_quietly(driver, inst_uuid, node):
     try:
         driver.destroy(inst_uuid, node)
@@ -282,7 +325,7 @@ def _boot_apart(ctx, item):
     """boot() on a worker thread with a registry connection and drivers of its own: neither
     sqlite3 nor a pyVmomi session may be shared between threads. The node views are."""
     from ansible_collections.multihv.cloud.plugins.module_utils._registry import Registry
-    worker = Cloud(ctx.cloud, Registry.open(ctx.cloud.registry_url))
+    worker = Cloud(ctx.cloud, Registry.open(ctx.cloud.registry_url), timeout=ctx.timeout)
     worker._views = ctx.views()  # pylint: disable=protected-access
     try:
         return boot(worker, *item)
@@ -359,4 +402,4 @@ def info(cloud, registry, filters):
 
 
 __all__ = ['CLAIM_RETRIES', 'Cloud', 'boot', 'boot_many', 'boot_one', 'candidates', 'delete', 'info', 'plan', 'prepare_images',
-           'request_for', 'set_power', 'stable_mac']
+           'rebuild', 'request_for', 'set_power', 'stable_mac']

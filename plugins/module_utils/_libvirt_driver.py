@@ -289,6 +289,7 @@ class LibvirtDriver(ComputeDriver):
         self.host = host
         self._conn = None
         self._conn_guard = threading.Lock()
+        self.work_timeout = WORK_TIMEOUT
 
     def node_names(self):
         return [self.host.name]
@@ -312,7 +313,7 @@ class LibvirtDriver(ComputeDriver):
 
     def _run(self, doing, work, extra_seconds=0.0):
         """work(conn) with deadlines: the connection within KvmHost.timeout, so that a dead
-        host is reported as fast as by a probe; the work within max(timeout, WORK_TIMEOUT)
+        host is reported as fast as by a probe; the work within max(timeout, work_timeout)
         plus extra_seconds. libvirt errors not handled by work become DriverErrors naming
         the host and what was being done.
 
@@ -327,7 +328,7 @@ class LibvirtDriver(ComputeDriver):
             except libvirt.libvirtError as exc:
                 raise errors.DriverError('%s failed %s: %s' % (self._what(), doing, exc.get_error_message())) from exc
 
-        deadline = max(self.host.timeout, WORK_TIMEOUT) + extra_seconds
+        deadline = max(self.host.timeout, self.work_timeout) + extra_seconds
         return call_within(deadline, '%s (%s; it may still complete)' % (self._what(), doing), guarded)
 
     def get_nodes(self):

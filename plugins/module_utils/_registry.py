@@ -258,9 +258,12 @@ POSTGRESQL = _Dialect('postgresql', '%s', 'BEGIN', ' FOR UPDATE',
                       'SELECT count(*) AS n FROM (SELECT to_regclass(?) AS t) AS r WHERE r.t IS NOT NULL')
 
 
+TIMESTAMP_FORMAT = '%Y-%m-%dT%H:%M:%S.%fZ'  # sorts as text in both databases
+
+
 def utcnow():
     """Now as the registry stores timestamps (see the module docstring)."""
-    return datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%S.%fZ')
+    return datetime.datetime.now(datetime.timezone.utc).strftime(TIMESTAMP_FORMAT)
 
 
 def parse_url(url):
@@ -915,6 +918,38 @@ class Registry:
         with self.transaction():
             with self._failing('delete instance %s' % uuid):
                 return self._delete(INSTANCES, uuid)
+
+    # -- leases ---------------------------------------------------------------------------
+
+    def acquire_lease(self, name, owner, seconds):
+        """Hold lease `name` for `owner` for `seconds` from now when it is free, expired or the
+        owner's already (then it is renewed); True when held. A lease is a row, not a database
+        lock: it outlives this transaction and guards work on hypervisors (an image upload, a
+        migration) between processes; one whose holder died ends when it expires."""
+        now = datetime.datetime.now(datetime.timezone.utc)
+        expires = (now + datetime.timedelta(seconds=seconds)).strftime(TIMESTAMP_FORMAT)
+        with self.transaction():
+            with self._failing('take lease %s' % name):
+                row = self._row('SELECT owner, expires_at FROM locks WHERE name = ?' + self._dialect.for_update, (name,))
+                if row is None:
+                    # PostgreSQL: another transaction may insert it first; then it is theirs.
+                    return bool(self._execute('INSERT INTO locks (name, owner, expires_at) VALUES (?, ?, ?) '
+                                              'ON CONFLICT (name) DO NOTHING', (name, owner, expires)))
+                if row['owner'] != owner and row['expires_at'] > now.strftime(TIMESTAMP_FORMAT):
+                    return False
+                self._execute('UPDATE locks SET owner = ?, expires_at = ? WHERE name = ?', (owner, expires, name))
+                return True
+
+    def release_lease(self, name, owner):
+        """Give lease `name` up if `owner` holds it; True when it did."""
+        with self.transaction():
+            with self._failing('release lease %s' % name):
+                return bool(self._execute('DELETE FROM locks WHERE name = ? AND owner = ?', (name, owner)))
+
+    def lease_holder(self, name):
+        """{owner, expires_at} of lease `name`, or None when nobody holds it (expired ones included)."""
+        with self._failing('read lease %s' % name):
+            return self._row('SELECT owner, expires_at FROM locks WHERE name = ?', (name,))
 
     # -- allocations ------------------------------------------------------------------------
 

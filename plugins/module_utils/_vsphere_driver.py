@@ -827,7 +827,7 @@ class VSphereDriver(ComputeDriver):
         # The core boots instances on several threads with one driver: one login for all.
         self._login_lock = threading.Lock()
         # Deadlines of a vCenter task (clone, relocate, power...) and of a guest shutdown.
-        self.task_timeout = TASK_TIMEOUT
+        self.work_timeout = TASK_TIMEOUT
         self.shutdown_timeout = SHUTDOWN_TIMEOUT
 
     def endpoint_name(self):
@@ -903,7 +903,7 @@ class VSphereDriver(ComputeDriver):
     def _spawn(self, content, spec):
         placement = plan_spawn(self.vcenter, retrieve_inventory(content, SPAWN_PROPERTIES), spec)
         devices, cores = self._template_hardware(content, placement.template['moid'])
-        deadline = time.monotonic() + self.task_timeout
+        deadline = time.monotonic() + self.work_timeout
         made = []
         try:
             vm = self._clone(content, spec, placement, clone_config(spec, placement, devices, cores), deadline, made)
@@ -958,7 +958,7 @@ class VSphereDriver(ComputeDriver):
             vm = made[0] if made else self._find_by_uuid(content, spec.uuid, spec.name)
             if vm is None:
                 return 'no VM was left behind'
-            self._power_off_and_destroy(content, vm, time.monotonic() + self.task_timeout, 'the half-made VM of instance %s' % spec.uuid)
+            self._power_off_and_destroy(content, vm, time.monotonic() + self.work_timeout, 'the half-made VM of instance %s' % spec.uuid)
             return 'the half-made VM %s was destroyed' % plain(vm)
         except (errors.DriverError, vmodl.MethodFault) + _NETWORK_ERRORS as exc:
             return 'the half-made VM %s (%s) could not be destroyed and is left behind: %s' % (
@@ -990,7 +990,7 @@ class VSphereDriver(ComputeDriver):
         vm, state = located
         self._check_node(state, node, 'destroyed')
         try:
-            self._power_off_and_destroy(content, vm, time.monotonic() + self.task_timeout, 'instance %s' % instance)
+            self._power_off_and_destroy(content, vm, time.monotonic() + self.work_timeout, 'instance %s' % instance)
         except errors.DriverError as exc:
             raise errors.DriverError('vCenter %s could not destroy instance %s (VM %s on %s, host %s): %s; the VM is left in place' % (
                 self.vcenter.name, instance, state.name, state.node, state.host, exc)) from exc
@@ -1023,7 +1023,7 @@ class VSphereDriver(ComputeDriver):
             raise errors.NotFound('vCenter %s has no instance %s (node %s); nothing was changed' % (self.vcenter.name, instance, node))
         vm, state = located
         self._check_node(state, node, 'changed')
-        deadline = time.monotonic() + self.task_timeout
+        deadline = time.monotonic() + self.work_timeout
         what = '%s of instance %s' % (action, instance)
         try:
             self._power_action(content, vm, state.power_state, action, deadline, what)

@@ -30,8 +30,12 @@ options:
     description:
       - C(present) and C(started) boot it when missing and make it run; C(stopped) boots it stopped or stops it;
         C(restarted) reboots it; C(absent) deletes it, its disk and its allocation.
+      - C(rebuilt) makes it again from O(image) (its own image when not given) on the same node and host, keeping its
+        uuid, name, MACs, flavor and allocation: its disk starts afresh, as Nova's rebuild. It always changes. A rebuild
+        that fails after the old VM went leaves the instance in state C(error); run it again or delete the instance.
+        A missing instance is booted.
     type: str
-    choices: [present, started, stopped, restarted, absent]
+    choices: [present, started, stopped, restarted, rebuilt, absent]
     default: present
   flavor:
     description: The flavor (vCPUs, RAM, disk, extra_specs). Required to boot.
@@ -83,6 +87,14 @@ options:
     description: How many instances of O(instances) boot at once.
     type: int
     default: 4
+  timeout:
+    description:
+      - Seconds the hypervisor may take for one instance's boot, power change, rebuild or deletion once it answered
+        (a vCenter task, a libvirt call). A boot that runs out of time is rolled back.
+      - The module always waits for what it asked to be done, so that the result and the registry say what the
+        hypervisor did. To go on with a play meanwhile, use Ansible's C(async) with C(poll: 0).
+    type: int
+    default: 600
 extends_documentation_fragment:
   - multihv.cloud.cloud
   - multihv.cloud.cloud.action
@@ -106,6 +118,12 @@ EXAMPLES = r'''
     flavor: m1.large
     image: rhel9
     server_group: db-spread
+
+- name: Start web-1 again from a fresh disk of a newer image
+  multihv.cloud.instance:
+    name: web-1
+    image: debian-13
+    state: rebuilt
 
 - name: Delete it
   multihv.cloud.instance:
@@ -136,7 +154,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils import _args, _insta
 OPTIONS = {
     'name': {'type': 'str'},
     'instances': {'type': 'list', 'elements': 'dict'},
-    'state': {'type': 'str', 'choices': ['present', 'started', 'stopped', 'restarted', 'absent'], 'default': 'present'},
+    'state': {'type': 'str', 'choices': ['present', 'started', 'stopped', 'restarted', 'rebuilt', 'absent'], 'default': 'present'},
     'flavor': {'type': 'str'},
     'image': {'type': 'str'},
     'node': {'type': 'str'},
@@ -151,6 +169,7 @@ OPTIONS = {
     'ha': {'type': 'bool', 'default': False},
     'restart_priority': {'type': 'int', 'default': 0},
     'concurrency': {'type': 'int', 'default': 4},
+    'timeout': {'type': 'int', 'default': 600},
 }
 
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import concurrent.futures
+import pathlib
 import sqlite3
 
 import pytest
 import yaml
 
-from support.lab import ansible_module, run
+from support.lab import ansible_module, run, serial, wait_for
 
 
 @pytest.fixture
@@ -67,6 +68,50 @@ def test_boot_pinned_idempotent_power_cycle_and_delete(lab, cloud, tmp_path):
     assert gone['changed'] is True and 'it-pinned' not in domains(lab, 'kvm1')
     assert allocations(tmp_path) == {}
     assert ansible_module('multihv.cloud.instance', dict(cloud, name='it-pinned', state='absent'))['changed'] is False
+
+
+def test_rebuild_starts_a_fresh_disk_and_keeps_the_instance(lab, cloud, tmp_path):
+    args = dict(cloud, name='it-rebuild', flavor='tiny', image='tick', node='kvm2', storage='shared')
+    before = ansible_module('multihv.cloud.instance', args)['instance']
+    log = pathlib.Path(lab.info['shared_instance_path']) / f"{before['uuid']}.console.log"
+
+    def boots(count):
+        wait_for(lambda: len(serial(log)) >= count and len(serial(log)[-1].ticks) >= 3, 30, f'{count} boot(s) in {log}')
+        return serial(log)
+
+    boots(1)
+    ansible_module('multihv.cloud.instance', dict(args, state='restarted'))
+    assert boots(2)[1].persisted is not None, 'a restart keeps the disk: the guest finds its last tick there'
+
+    assert ansible_module('multihv.cloud.instance', dict(args, state='rebuilt'), check=True)['changed'] is True
+    assert len(serial(log)) == 2, 'check mode rebuilt it'
+    result = ansible_module('multihv.cloud.instance', dict(args, state='rebuilt'))
+    after = result['instance']
+    assert result['changed'] is True
+    assert (after['uuid'], after['node'], after['identity'], after['state']) == (
+        before['uuid'], 'kvm2', before['identity'], 'running')
+    first = boots(1)[0]
+    assert first.persisted is None, 'the rebuilt disk still held the old tick'
+    assert allocations(tmp_path) == {'kvm2': 32}
+
+    other = ansible_module('multihv.cloud.instance', dict(args, state='rebuilt', image='nope'), expect_failure=True)
+    assert 'image nope does not exist' in other['msg'] and 'left untouched' in other['msg']
+    assert domain_active(lab, 'kvm2', 'it-rebuild')
+
+
+def test_a_name_clash_changes_nothing(lab, cloud, tmp_path):
+    ansible_module('multihv.cloud.flavor', dict(cloud, name='tiny2', vcpus=1, ram_mb=48, disk_gb=1))
+    first = ansible_module('multihv.cloud.instance', dict(cloud, name='it-clash', flavor='tiny', image='tick', node='kvm1'))['instance']
+    for other in ({'flavor': 'tiny2'}, {'image': 'other'}):
+        refused = ansible_module('multihv.cloud.instance', {**cloud, 'name': 'it-clash', 'flavor': 'tiny', 'image': 'tick', **other},
+                                 expect_failure=True)
+        assert 'instance it-clash exists with' in refused['msg'] and 'Nothing was changed' in refused['msg']
+    again = ansible_module('multihv.cloud.instance', dict(cloud, name='it-clash', state='absent'), check=True)
+    assert again['changed'] is True  # still there, still the first one
+    with sqlite3.connect(tmp_path / 'registry.sqlite') as db:
+        assert db.execute('SELECT uuid, flavor, image FROM instances').fetchall() == [(first['uuid'], 'tiny', 'tick')]
+    assert allocations(tmp_path) == {'kvm1': 32}
+    assert domains(lab, 'kvm1').count('it-clash') == 1
 
 
 def test_check_mode_places_without_booting(lab, cloud, tmp_path):
@@ -181,3 +226,70 @@ def test_fits_a_cluster_total_but_no_single_esxi_host(lab, cloud, template):
                             expect_failure=True)
     assert f'ClusterHostFitFilter removed {cluster["name"]}' in result['msg']
     assert 'nothing was created' in result['msg']
+
+
+def vcsim_vm(lab, name):
+    """(power state, host name) of the vcsim VM called name, or None."""
+    from pyVim.connect import Disconnect, SmartConnect  # pylint: disable=import-outside-toplevel
+    from pyVmomi import vim, vmodl  # pylint: disable=import-outside-toplevel
+    vcsim = lab.info['vcsim']
+    si = SmartConnect(host=vcsim['host'], port=vcsim['port'], user=vcsim['username'], pwd='lab-only-secret',
+                      disableSslCertValidation=True)
+    try:
+        collector = vmodl.query.PropertyCollector
+        view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
+        spec = collector.FilterSpec(
+            objectSet=[collector.ObjectSpec(obj=view, skip=True, selectSet=[
+                collector.TraversalSpec(name='v', type=vim.view.ContainerView, path='view', skip=False)])],
+            propSet=[collector.PropertySpec(type=vim.VirtualMachine, pathSet=['name', 'runtime.powerState', 'runtime.host'])])
+        for obj in si.content.propertyCollector.RetrieveContents([spec]):
+            props = {p.name: p.val for p in obj.propSet}
+            if props.get('name') == name:
+                return str(props['runtime.powerState']), props['runtime.host'].name
+        return None
+    finally:
+        Disconnect(si)
+
+
+def test_boot_power_and_delete_on_vsphere_through_the_module(lab, cloud, template):
+    clusters = ansible_module('multihv.cloud.compute_node_info', dict(cloud, hypervisor_type='vsphere'))['nodes']
+    ansible_module('multihv.cloud.image', dict(cloud, name='tmpl', hypervisor_type='vsphere', template=template))
+    # Scheduled: the image's hypervisor type alone sends it to a vSphere cluster.
+    args = dict(cloud, name='it-vsphere', flavor='tiny', image='tmpl', metadata={'role': 'e2e'})
+    booted = ansible_module('multihv.cloud.instance', args)
+    record = booted['instance']
+    hosts = dict((c['name'], [h['name'] for h in c['hosts']]) for c in clusters)
+    assert booted['changed'] is True and record['node'] in hosts and record['state'] == 'running'
+    assert record['host'] in hosts[record['node']]
+    assert vcsim_vm(lab, 'it-vsphere') == ('poweredOn', record['host'])
+    assert ansible_module('multihv.cloud.instance', args)['changed'] is False
+
+    ansible_module('multihv.cloud.instance', dict(args, state='stopped'))
+    assert vcsim_vm(lab, 'it-vsphere') == ('poweredOff', record['host'])
+    info = ansible_module('multihv.cloud.instance_info', dict(cloud, names=['it-vsphere']))['instances'][0]
+    assert (info['power_state'], info['host'], info['node']) == ('stopped', record['host'], record['node'])
+
+    ansible_module('multihv.cloud.instance', dict(cloud, name='it-vsphere', state='absent'))
+    assert vcsim_vm(lab, 'it-vsphere') is None
+
+
+def test_runs_placing_one_image_at_once_take_turns(lab, cloud, tmp_path):
+    """Three processes ready one new image on both hosts at once: without the registry lease one
+    replaces the base another is still uploading, and that upload fails."""
+    from ansible_collections.multihv.cloud.plugins.module_utils import _config  # pylint: disable=import-outside-toplevel
+    from ansible_collections.multihv.cloud.plugins.module_utils._libvirt_driver import LibvirtDriver  # pylint: disable=import-outside-toplevel
+    source = tmp_path / 'race.raw'  # large enough for the uploads to overlap
+    source.write_bytes(pathlib.Path(lab.info['images']['tick_raw']).read_bytes().ljust(96 * 1024 * 1024, b'\0'))
+    args = dict(cloud, name='it-race', hypervisor_type='kvm', source=str(source), format='raw')
+    try:
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            results = list(pool.map(lambda _: ansible_module('multihv.cloud.image', args), range(3)))
+        assert all(r['image']['locations'] == {'kvm1': 'present', 'kvm2': 'present'} for r in results)
+        for host in lab.hosts:
+            assert (pathlib.Path(lab.hosts[host]['local_dir']) / '_base' / 'it-race.raw').read_bytes() == source.read_bytes()
+        assert ansible_module('multihv.cloud.image', args)['changed'] is False
+    finally:
+        for host in _config.load(cloud['cloud_file'], env={}).kvm_hosts:
+            driver = LibvirtDriver(host)
+            driver.remove_image('it-race')
+            driver.close()

@@ -34,6 +34,20 @@ if action == 'open':
     sys.stdin.readline()
     with Registry.open(url) as registry:
         print('version', registry.schema_version(), flush=True)
+elif action == 'lease':
+    # A read-modify-write of a plain file that only the lease keeps whole.
+    import time
+    from ansible_collections.multihv.cloud.plugins.module_utils import _leases
+    counter = sys.argv[4]
+    with Registry.open(url) as registry:
+        print('ready', flush=True)
+        sys.stdin.readline()
+        for i in range(count):
+            with _leases.held(registry, 'counter-file', 30, 'the counter was not incremented'):
+                value = int(open(counter).read())
+                time.sleep(0.002)
+                open(counter, 'w').write(str(value + 1))
+        print('done', flush=True)
 elif action == 'increment':
     with Registry.open(url) as registry:
         print('ready', flush=True)
@@ -63,9 +77,9 @@ def sqlite_path(url):
     return pathlib.Path(url[len('sqlite:///'):])
 
 
-def workers(url, action, processes, count=0, timeout=60):
+def workers(url, action, processes, count=0, timeout=60, extra=()):
     """Run `processes` WORKERs released at the same moment; their outputs."""
-    return released_together(WORKER, [[url, action, str(count)]] * processes, timeout)
+    return released_together(WORKER, [[url, action, str(count)] + list(extra)] * processes, timeout)
 
 
 # -- opening and the schema ------------------------------------------------------------------
@@ -303,3 +317,38 @@ def test_processes_opening_a_fresh_registry_at_once_all_succeed(url):
     assert [row[0] for row in query(url, 'SELECT version FROM schema_version ORDER BY version')] == list(range(1, SCHEMA_VERSION + 1))
     if url.startswith('sqlite:'):
         assert sqlite_path(url).stat().st_mode & 0o777 == 0o600
+
+
+# -- leases ------------------------------------------------------------------------------------
+
+
+def test_lease_is_held_renewed_released_and_taken_over_when_expired(url):
+    with Registry.open(url) as registry:
+        assert registry.acquire_lease('image:tick', 'a', 30) is True
+        assert registry.acquire_lease('image:tick', 'b', 30) is False
+        assert registry.lease_holder('image:tick')['owner'] == 'a'
+        assert registry.acquire_lease('image:tick', 'a', 30) is True  # renewed
+        assert registry.release_lease('image:tick', 'b') is False
+        assert registry.release_lease('image:tick', 'a') is True
+        assert registry.lease_holder('image:tick') is None
+        assert registry.acquire_lease('image:tick', 'b', 0.05) is True
+        assert registry.acquire_lease('image:tick', 'a', 30) is False
+        time.sleep(0.1)
+        assert registry.acquire_lease('image:tick', 'a', 30) is True  # b died: its lease ran out
+
+
+def test_held_lease_that_never_comes_free_names_its_holder(url):
+    from ansible_collections.multihv.cloud.plugins.module_utils import _leases
+    with Registry.open(url) as registry:
+        registry.acquire_lease('migrate:x', 'someone-else', 60)
+        with pytest.raises(errors.MultihvError, match='lease migrate:x is held by someone-else until .*; nothing moved'):
+            with _leases.held(registry, 'migrate:x', 0.2, 'nothing moved'):
+                pytest.fail('the block ran without the lease')
+
+
+@pytest.mark.parametrize('url', ENGINES, indirect=True)
+def test_lease_keeps_processes_out_of_each_other(url, tmp_path):
+    counter = tmp_path / 'counter'
+    counter.write_text('0')
+    assert workers(url, 'lease', processes=6, count=15, extra=[str(counter)], timeout=120) == ['done'] * 6
+    assert counter.read_text() == '90'
