@@ -262,3 +262,24 @@ def volume_xml(name, capacity, disk_format='raw', mode=None, backing_path=None, 
         _sub(backing, 'path', _text('backing file', backing_path))
         _sub(backing, 'format', type=backing_format or 'raw')
     return ET.tostring(volume, encoding='unicode')
+
+
+@dataclasses.dataclass
+class VolumeInfo:
+    """What a volume's XML says of its size, format and backing file."""
+
+    capacity: int
+    format: str
+    backing_path: str | None = None
+    backing_format: str | None = None
+
+
+def parse_volume(xml):
+    """VolumeInfo from a storage volume's XML (virStorageVolGetXMLDesc)."""
+    root = ET.fromstring(xml)
+    backing = root.find('backingStore')
+    return VolumeInfo(
+        capacity=int(root.findtext('capacity') or 0),
+        format=(root.find('target/format').get('type') if root.find('target/format') is not None else 'raw'),
+        backing_path=backing.findtext('path') if backing is not None else None,
+        backing_format=(backing.find('format').get('type') if backing is not None and backing.find('format') is not None else None))

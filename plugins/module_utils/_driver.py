@@ -178,6 +178,39 @@ class InstanceState:
     disk_paths: list = dataclasses.field(default_factory=list)
 
 
+MIGRATION_MODES = ('live', 'block', 'cold')
+COMPLETION_ACTIONS = ('abort', 'force_complete')
+
+
+@dataclasses.dataclass
+class MigrationControls:
+    """How a live or block migration runs (Nova's libvirt live_migration_* options).
+
+    bandwidth_mib: MiB/s, None for the hypervisor's default. max_downtime_ms: the pause
+    the switch-over may take. completion_timeout: seconds after which completion_action
+    applies: abort (the instance stays on the source: errors.MigrationCancelled) or
+    force_complete (switch to post-copy when allowed, else pause the guest so that its
+    memory stops changing). None: no such timeout (work_timeout still bounds the move).
+    """
+
+    bandwidth_mib: int | None = None
+    max_downtime_ms: int | None = None
+    auto_converge: bool = False
+    post_copy: bool = False
+    completion_timeout: float | None = None
+    completion_action: str = 'abort'
+
+
+@dataclasses.dataclass
+class MigrationTarget:
+    """Where a migration goes: the destination's driver (same hypervisor type, and for
+    vSphere the same vCenter), node and, inside a vSphere cluster, ESXi host."""
+
+    driver: object
+    node: str
+    host: str | None = None
+
+
 class ComputeDriver(abc.ABC):
     """What the core may ask of a hypervisor endpoint (one vCenter, one KVM host).
 
@@ -223,6 +256,21 @@ class ComputeDriver(abc.ABC):
 
     def set_power(self, uuid, node, action):
         """action: start, stop (hard), shutdown (ACPI), reboot. Returns the InstanceState after."""
+        raise NotImplementedError
+
+    # Migration (issue: migration). progress(stats) is called from the caller's thread while a
+    # move runs, with the hypervisor's job statistics (see the drivers for the keys).
+
+    def shares_storage(self, target, storage):
+        """True when the instance directory for storage ('local' / 'shared') on this endpoint is
+        the same directory on target's (checked by writing a marker, never assumed from names)."""
+        raise NotImplementedError
+
+    def migrate(self, uuid, node, target, mode, controls, progress=None):
+        """Move the instance to a MigrationTarget: mode live (memory only, shared disk), block
+        (live, the disk's top layer copied), cold (stopped, disk moved, started again if it ran).
+        Returns (InstanceState on the target, stats dict). On failure the instance stays on the
+        source and runs as before; errors.MigrationCancelled when the completion timeout aborted it."""
         raise NotImplementedError
 
     def close(self):

@@ -33,6 +33,10 @@ class Unreachable(DriverError):
     """A hypervisor endpoint did not answer (in time)."""
 
 
+class MigrationCancelled(DriverError):
+    """A migration was aborted on purpose (its completion timeout ran out): the instance stayed where it was."""
+
+
 class AuthenticationFailed(DriverError):
     """A hypervisor endpoint refused the credentials."""
 

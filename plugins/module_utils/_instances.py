@@ -12,6 +12,7 @@ before it, so no instance record, allocation, disk or VM is left behind.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import hashlib
 import uuid as uuidlib
@@ -117,6 +118,20 @@ class Cloud:
         for driver in self.drivers:
             driver.close()
 
+    @contextlib.contextmanager
+    def apart(self):
+        """A Cloud for a worker thread, with a registry connection and drivers of its own: neither
+        sqlite3 nor a pyVmomi session may be shared between threads. The node views are."""
+        from ansible_collections.multihv.cloud.plugins.module_utils._registry import Registry
+        views = self.views()
+        worker = Cloud(self.cloud, Registry.open(self.cloud.registry_url), timeout=self.timeout)
+        worker._views = views  # pylint: disable=protected-access
+        try:
+            yield worker
+        finally:
+            worker.close()
+            worker.registry.close()
+
 
 def _hint_nodes(registry, hints):
     """Scheduler hints name instances (uuids or names); the scheduler wants their nodes."""
@@ -205,7 +220,7 @@ def _image_ref(image):
     return image['name']
 
 
-def _ensure_image(registry, driver, image):
+def ensure_image_on(registry, driver, image):
     """A KVM image's base volume on the driver's host: uploaded, or checked against the file."""
     props = image.get('properties') or {}
     if driver.hypervisor_type == HYPERVISOR_KVM and props.get('source'):
@@ -219,7 +234,7 @@ def prepare_images(ctx, placed):
     failed = {}
     for (node, name), image in dict(((item[3], item[2]['name']), item[2]) for item in placed).items():
         try:
-            _ensure_image(ctx.registry, ctx.driver_for(node), image)
+            ensure_image_on(ctx.registry, ctx.driver_for(node), image)
         except errors.MultihvError as exc:
             failed[(node, name)] = exc
     return failed
@@ -254,7 +269,7 @@ def boot(ctx, params, flavor, image, node, host, req):
             raise errors.MultihvError('cannot place instance %s: %s; nothing was created' % (params['name'], exc))
         driver = ctx.driver_for(node)
         if node != planned:  # prepare_images readied the planned node only
-            _ensure_image(registry, driver, image)
+            ensure_image_on(registry, driver, image)
         spec = _spec(inst_uuid, params['name'], node, host, flavor, image, params.get('storage') or 'local', identity,
                      params.get('user_data'))
         try:
@@ -299,7 +314,7 @@ def rebuild(ctx, record, image_name=None, user_data=None):
                                   % (image['name'], image['hypervisor_type'], record['name'], kind, record['node']))
     request_for(flavor, image, {})  # the image's min_ram / min_disk against the flavor
     driver = ctx.driver_for(record['node'])
-    _ensure_image(registry, driver, image)
+    ensure_image_on(registry, driver, image)
     driver.destroy(record['uuid'], record['node'])
     try:
         state = driver.spawn(_spec(record['uuid'], record['name'], record['node'], record.get('host'), flavor, image,
@@ -322,16 +337,8 @@ def _destroy_quietly(driver, inst_uuid, node):
 
 
 def _boot_apart(ctx, item):
-    """boot() on a worker thread with a registry connection and drivers of its own: neither
-    sqlite3 nor a pyVmomi session may be shared between threads. The node views are."""
-    from ansible_collections.multihv.cloud.plugins.module_utils._registry import Registry
-    worker = Cloud(ctx.cloud, Registry.open(ctx.cloud.registry_url), timeout=ctx.timeout)
-    worker._views = ctx.views()  # pylint: disable=protected-access
-    try:
+    with ctx.apart() as worker:
         return boot(worker, *item)
-    finally:
-        worker.close()
-        worker.registry.close()
 
 
 def boot_many(ctx, specs, concurrency=4):
@@ -401,5 +408,5 @@ def info(cloud, registry, filters):
     return records
 
 
-__all__ = ['CLAIM_RETRIES', 'Cloud', 'boot', 'boot_many', 'boot_one', 'candidates', 'delete', 'info', 'plan', 'prepare_images',
+__all__ = ['CLAIM_RETRIES', 'Cloud', 'boot', 'boot_many', 'boot_one', 'candidates', 'delete', 'ensure_image_on', 'info', 'plan', 'prepare_images',
            'rebuild', 'request_for', 'set_power', 'stable_mac']

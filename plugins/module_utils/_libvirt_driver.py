@@ -732,6 +732,51 @@ class LibvirtDriver(ComputeDriver):
             domain.reset(0)
         return self._state_of(domain)
 
+    # Migration --------------------------------------------------------------------------
+
+    def shares_storage(self, target, storage):
+        """True when this host's instance directory for storage is target's too (a marker test)."""
+        from ansible_collections.multihv.cloud.plugins.module_utils import _libvirt_migration as moving
+        directory = self.instance_dir(storage)
+        if storage not in target._storages() or target.instance_dir(storage) != directory:  # pylint: disable=protected-access
+            return False
+        moving.connect_both(self, target)
+        return self._run('checking whether %s is shared with %s' % (directory, target.host.name),
+                         lambda _conn: moving.shares_directory(self, target, directory))
+
+    def migrate(self, uuid, node, target, mode, controls, progress=None):
+        """live: memory only, the disk stays on storage both hosts share; block: live, with the
+        disks' top layers copied to the target (NON_SHARED_INC; their base must be there);
+        cold: stop, copy the disks unless shared, define and start on the target. The target
+        driver must be a LibvirtDriver of another host; (InstanceState on it, stats)."""
+        from ansible_collections.multihv.cloud.plugins.module_utils import _libvirt_migration as moving
+        self._check_node(node)
+        if not isinstance(target.driver, LibvirtDriver) or target.driver.host.uri == self.host.uri:
+            raise errors.DriverError('instance %s: the target of a KVM migration must be another KVM host; nothing moved' % uuid)
+        dest = target.driver
+        moving.connect_both(self, dest)
+        deadline = time.monotonic() + self.work_timeout
+        doing = '%s migration of instance %s to %s' % (mode, uuid, dest.host.name)
+        # On this thread, not under call_within: the move watches its own deadline, and progress
+        # reaches the caller's registry, which may not be used from another thread.
+        try:
+            if mode == 'cold':
+                domain, stats = moving.cold(self, dest, uuid, self._disks_shared(self._connect(), dest, uuid), deadline)
+            else:
+                domain, stats = moving.live(self, dest, uuid, mode == 'block', controls, deadline, progress)
+            return dest._state_of(domain), stats  # pylint: disable=protected-access
+        except libvirt.libvirtError as exc:
+            raise errors.DriverError('%s failed %s: %s' % (self._what(), doing, exc.get_error_message())) from exc
+
+    def _disks_shared(self, conn, target, uuid):
+        """True when the instance's disks lie in one instance directory that target shares."""
+        from ansible_collections.multihv.cloud.plugins.module_utils import _libvirt_migration as moving
+        _domain, info = self._managed_domain(conn, uuid)
+        directories = set(posixpath.dirname(p) for p in (info.disk_paths if info else []))
+        if len(directories) != 1 or directories != set(posixpath.normpath(self.instance_dir(s)) for s in self._storages()) & directories:
+            return False
+        return moving.shares_directory(self, target, directories.pop())
+
     def close(self):
         if self._conn is not None:
             try:

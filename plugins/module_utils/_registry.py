@@ -231,6 +231,12 @@ INSTANCES = _Table('instances', 'instance', 'uuid', {
     'name': 'str', 'node': 'str', 'host': 'str', 'flavor': 'str', 'image': 'str', 'storage': 'str', 'identity': dict,
     'ha': 'bool', 'restart_priority': 'int', 'server_group': 'str', 'state': 'str',
 }, required=('name', 'flavor', 'image', 'storage', 'state'))
+# Nova's migration statuses; the last three are final.
+MIGRATION_STATUSES = ('accepted', 'preparing', 'running', 'completed', 'failed', 'cancelled')
+MIGRATIONS_TABLE = _Table('migrations', 'migration', 'id', {
+    'instance_uuid': 'str', 'migration_type': 'str', 'status': 'str', 'source_node': 'str', 'source_host': 'str',
+    'dest_node': 'str', 'dest_host': 'str', 'error': 'str', 'stats': dict, 'started_at': 'str', 'finished_at': 'str',
+}, required=('instance_uuid', 'migration_type', 'status'))
 
 
 class _Dialect:
@@ -919,6 +925,49 @@ class Registry:
             with self._failing('delete instance %s' % uuid):
                 return self._delete(INSTANCES, uuid)
 
+    # -- migrations -------------------------------------------------------------------------
+
+    def create_migration(self, **fields):
+        """Record a move of an instance (instance_uuid, migration_type, status and the optional
+        MIGRATIONS_TABLE fields); returns it, with a new uuid4 id."""
+        stored = _encode_fields(MIGRATIONS_TABLE, fields)
+        missing = [field for field in MIGRATIONS_TABLE.required if field not in stored]
+        if missing:
+            raise TypeError('create_migration needs %s' % ', '.join(missing))
+        _check_migration_status(stored)
+        migration_id = str(uuidlib.uuid4())
+        now = utcnow()
+        columns = ('id',) + tuple(stored) + ('created_at', 'updated_at')
+        with self.transaction():
+            with self._failing('record a migration of instance %s' % stored['instance_uuid']):
+                self._execute('INSERT INTO migrations (%s) VALUES (%s)' % (', '.join(columns), ', '.join('?' * len(columns))),
+                              (migration_id,) + tuple(stored.values()) + (now, now))
+                return self._get(MIGRATIONS_TABLE, migration_id)
+
+    def update_migration(self, migration_id, **fields):
+        """Change the fields given of migration migration_id; the record after."""
+        stored = _encode_fields(MIGRATIONS_TABLE, fields)
+        _check_migration_status(stored)
+        with self.transaction():
+            with self._failing('update migration %s' % migration_id):
+                if self._get(MIGRATIONS_TABLE, migration_id, lock=True) is None:
+                    raise errors.NotFound('no migration %s in the registry; nothing was changed' % migration_id)
+                self._write(MIGRATIONS_TABLE, migration_id, stored)
+                return self._get(MIGRATIONS_TABLE, migration_id)
+
+    def get_migration(self, migration_id):
+        with self._failing('read migration %s' % migration_id):
+            return self._get(MIGRATIONS_TABLE, migration_id)
+
+    def list_migrations(self, instance_uuid=None, status=None):
+        """Migrations of the instance / with the status given, oldest first."""
+        filters = [(column, value) for column, value in (('instance_uuid', instance_uuid), ('status', status)) if value is not None]
+        where = ' AND '.join('%s = ?' % column for column, _value in filters)
+        sql = 'SELECT %s FROM migrations%s ORDER BY created_at, id' % (
+            ', '.join(MIGRATIONS_TABLE.columns), ' WHERE ' + where if where else '')
+        with self._failing('list migrations'):
+            return [_decode(MIGRATIONS_TABLE, row) for row in self._rows(sql, [value for _column, value in filters])]
+
     # -- leases ---------------------------------------------------------------------------
 
     def acquire_lease(self, name, owner, seconds):
@@ -1036,6 +1085,11 @@ class Registry:
         return dict((row['node'], dict((key, int(row[key])) for key in ALLOCATION_RESOURCES + ('instances',))) for row in rows)
 
 
+def _check_migration_status(stored):
+    if 'status' in stored and stored['status'] not in MIGRATION_STATUSES:
+        raise ValueError('migration status must be one of %s, got %r' % (', '.join(MIGRATION_STATUSES), stored['status']))
+
+
 def _check_storage(stored):
     if 'storage' in stored and stored['storage'] not in STORAGE_MODES:
         raise ValueError('instance storage must be one of %s, got %r' % (', '.join(STORAGE_MODES), stored['storage']))
@@ -1113,4 +1167,4 @@ def _one_line(text):
     return ' '.join(str(text).split())
 
 
-__all__ = ['Registry', 'MIGRATIONS', 'SCHEMA_VERSION', 'SERVER_GROUP_POLICIES', 'mask_url', 'parse_url']
+__all__ = ['Registry', 'MIGRATIONS', 'MIGRATION_STATUSES', 'SCHEMA_VERSION', 'SERVER_GROUP_POLICIES', 'mask_url', 'parse_url']

@@ -493,24 +493,42 @@ def pick_template(vcenter_name, objects, name, datacenter=None, untouched=''):
     return found[0]
 
 
-def choose_host(node, wanted, instance):
-    """The HostResources of node to clone onto: `wanted` (the scheduler's choice) when it is a
-    usable host of the node, else the usable host with the most free RAM (the first by name
-    of equals). Errors say why there is none."""
+def choose_host(node, wanted, instance, untouched='nothing was created', avoid=None):
+    """The HostResources of node to place onto: `wanted` (the scheduler's choice) when it is a
+    usable host of the node, else the usable host other than `avoid` with the most free RAM
+    (the first by name of equals). Errors say why there is none, then `untouched`."""
     if wanted:
         host = next((h for h in node.hosts if h.name == wanted), None)
         if host is None:
-            raise errors.NotFound('node %s has no host %s (its hosts: %s) for instance %s; nothing was created' % (
-                node.name, wanted, ', '.join(h.name for h in node.hosts) or 'none', instance))
+            raise errors.NotFound('node %s has no host %s (its hosts: %s) for instance %s; %s' % (
+                node.name, wanted, ', '.join(h.name for h in node.hosts) or 'none', instance, untouched))
         if not host.usable:
             why = 'in maintenance' if host.in_maintenance else host.connection_state
-            raise errors.DriverError('host %s of node %s cannot take instance %s: it is %s; nothing was created' % (
-                wanted, node.name, instance, why))
+            raise errors.DriverError('host %s of node %s cannot take instance %s: it is %s; %s' % (
+                wanted, node.name, instance, why, untouched))
         return host
-    usable = [h for h in node.hosts if h.usable]
+    usable = [h for h in node.hosts if h.usable and h.name != avoid]
     if not usable:
-        raise errors.DriverError('node %s has %s for instance %s; nothing was created' % (node.name, NO_USABLE_HOST, instance))
+        raise errors.DriverError('node %s has %s for instance %s; %s' % (
+            node.name, NO_USABLE_HOST + (' other than %s' % avoid if avoid else ''), instance, untouched))
     return max(usable, key=lambda h: h.memory_mb_free)  # node.hosts are sorted by name; max keeps the first
+
+
+def plan_relocate(vcenter, records, node_name, wanted, instance, current_host):
+    """(host moid, host name, resource pool moid) to relocate an instance to on node_name: the
+    wanted host, else the usable host with the most free RAM that is not the current one."""
+    untouched = 'nothing moved'
+    node = next((n for n in build_nodes(vcenter, records) if n.name == node_name), None)
+    if node is None:
+        raise errors.NotFound('vCenter %s has no node %s for instance %s; %s' % (vcenter.name, node_name, instance, untouched))
+    host = choose_host(node, wanted, instance, untouched, avoid=current_host)
+    if host.name == current_host:
+        raise errors.DriverError('instance %s already runs on host %s of node %s; %s' % (instance, host.name, node_name, untouched))
+    objects = by_kind(records)
+    cluster_id = node.extra['moid']
+    host_id = next(moid for moid, props in sorted(objects['HostSystem'].items())
+                   if props.get('parent') == cluster_id and props.get('name') == host.name)
+    return host_id, host.name, objects['ClusterComputeResource'][cluster_id].get('resourcePool')
 
 
 def pick_datastore(objects, cluster, host, where):
@@ -963,6 +981,56 @@ class VSphereDriver(ComputeDriver):
         except (errors.DriverError, vmodl.MethodFault) + _NETWORK_ERRORS as exc:
             return 'the half-made VM %s (%s) could not be destroyed and is left behind: %s' % (
                 spec.name, plain(made[0]) if made else 'not found', _fault_text(exc) if isinstance(exc, vmodl.MethodFault) else exc)
+
+    def shares_storage(self, target, storage):
+        """vMotion and relocation move or keep the disks themselves: the core need not know."""
+        return True
+
+    def migrate(self, uuid, node, target, mode, controls, progress=None):
+        """vMotion (RelocateVM_Task) to target.host in the same cluster node, or relocation into
+        another cluster node of this vCenter (its host target.host or the usable one with the
+        most free RAM). live and block move a running VM as it runs (vCenter copies the disks
+        when the target host does not mount their datastore); cold powers it off first and on
+        again after. (InstanceState after, stats)."""
+        _require_pyvmomi(self.vcenter)
+        instance = normal_uuid(uuid)
+        if instance is None:
+            raise errors.NotFound('instance uuid %r is not a UUID; nothing moved' % (uuid,))
+        if not isinstance(target.driver, VSphereDriver) or target.driver.vcenter.name != self.vcenter.name:
+            raise errors.DriverError('instance %s: the target is not a cluster of vCenter %s (moves between vCenters are not '
+                                     'supported); nothing moved' % (instance, self.vcenter.name))
+        return self._with_session(lambda content: self._migrate(content, instance, node, target, mode),
+                                  'the migration of instance %s' % instance)
+
+    def _migrate(self, content, instance, node, target, mode):
+        located = self._locate(content, instance)
+        if located is None:
+            raise errors.NotFound('vCenter %s has no instance %s (node %s); nothing moved' % (self.vcenter.name, instance, node))
+        vm, state = located
+        self._check_node(state, node, 'moved')
+        host_id, host_name, pool = plan_relocate(self.vcenter, retrieve_inventory(content, SPAWN_PROPERTIES), target.node,
+                                                 target.host, instance, state.host)
+        started = time.monotonic()
+        deadline = started + self.work_timeout
+        what = 'RelocateVM_Task of instance %s to host %s' % (instance, host_name)
+        was_running = state.power_state == 'running'
+        if mode == 'cold' and was_running:
+            self._power(content, vm, 'PowerOffVM_Task', 'poweredOff', deadline, what)
+        stub = _stub(content)
+        spec = vim.vm.RelocateSpec(host=vim.HostSystem(host_id, stub), pool=vim.ResourcePool(pool, stub))
+        try:
+            wait_task(content.propertyCollector, vm.RelocateVM_Task(spec=spec, priority='defaultPriority'), deadline, what)
+        except errors.DriverError as exc:
+            if mode == 'cold' and was_running:
+                self._power(content, vm, 'PowerOnVM_Task', 'poweredOn', deadline, what)
+            raise errors.DriverError('vCenter %s could not move instance %s from host %s to %s: %s; it stays on %s' % (
+                self.vcenter.name, instance, state.host, host_name, exc, state.host)) from exc
+        if mode == 'cold' and was_running:
+            self._power(content, vm, 'PowerOnVM_Task', 'poweredOn', deadline, what)
+        after = self._describe(content, vm)
+        if after is None:
+            raise errors.DriverError('instance %s does not read back after its move to host %s' % (instance, host_name))
+        return after, {'time_elapsed_ms': int((time.monotonic() - started) * 1000)}
 
     def _find_by_uuid(self, content, instance, name):
         """The VM with the instance uuid (as instance uuid, else as BIOS uuid) and name `name`, or None."""

@@ -1,0 +1,327 @@
+# Copyright: multihv.cloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Moving instances between two KVM hosts: live, block and cold migration, and the check
+that two hosts really share a directory. Private to multihv.cloud: do not import.
+
+Live and block migrations are client-managed (the controller holds a connection to each
+libvirtd, as `virsh migrate` without --p2p): the controller's migrate3 call runs on a
+worker thread while this thread reads the job's statistics, reports progress and applies
+the completion timeout (Nova's libvirt driver does the same in _live_migration_monitor).
+A failure at any point leaves the instance running on the source: libvirt resumes the
+source guest when the destination fails, and what this module created on the
+destination (the disks of a block migration) is removed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import posixpath
+import threading
+import time
+import uuid as uuidlib
+
+from ansible_collections.multihv.cloud.plugins.module_utils import _domain_xml as domxml
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._driver import call_within
+from ansible_collections.multihv.cloud.plugins.module_utils._libvirt_driver import (
+    UPLOAD_CHUNK, _delete, _physical_size, _refresh, _remove_domain, _volume, instance_pool,
+)
+
+try:
+    import libvirt
+except ImportError:  # pragma: no cover - the driver reports it first
+    libvirt = None
+
+POLL_SECONDS = 0.25
+# The job statistics reported, as libvirt names them (typed parameters of virDomainGetJobStats).
+STATS_KEYS = (('data_total', 'data_total'), ('data_processed', 'data_processed'), ('data_remaining', 'data_remaining'),
+              ('memory_total', 'memory_total'), ('memory_processed', 'memory_processed'),
+              ('memory_remaining', 'memory_remaining'), ('memory_dirty_rate', 'memory_dirty_rate'),
+              ('disk_total', 'disk_total'), ('disk_processed', 'disk_processed'), ('disk_remaining', 'disk_remaining'),
+              ('downtime_ms', 'downtime'), ('time_elapsed_ms', 'time_elapsed'), ('setup_time_ms', 'setup_time'),
+              ('auto_converge_throttle', 'auto_converge_throttle'))
+
+
+def job_stats(params):
+    """The migration statistics we report, from virDomainGetJobStats' typed parameters."""
+    return dict((ours, int(params[theirs])) for ours, theirs in STATS_KEYS if theirs in params)
+
+
+def shares_directory(source, target, directory):
+    """True when `directory` on the source host is the same directory on the target host:
+    a marker volume made through the source's pool is looked up through the target's."""
+    sconn, tconn = source._connect(), target._connect()  # pylint: disable=protected-access
+    marker = '.multihv-shared-check-%s' % uuidlib.uuid4().hex
+    spool = instance_pool(sconn, directory)
+    _refresh(spool)
+    spool.createXML(domxml.volume_xml(marker, 0, 'raw', mode='0600'), 0)
+    try:
+        try:
+            tpool = instance_pool(tconn, directory)
+        except errors.DriverError:
+            return False  # the target has no such directory
+        _refresh(tpool)
+        return _volume(tpool, marker) is not None
+    finally:
+        _refresh(spool)
+        _delete(spool, marker)
+
+
+def live(source, target, inst_uuid, block, controls, deadline, progress):
+    """A live (block=False: shared disks) or block (block=True: the disks' top layers copied)
+    migration; (target domain, stats)."""
+    sconn, tconn = source._connect(), target._connect()  # pylint: disable=protected-access
+    domain, info = source._managed_domain(sconn, inst_uuid)  # pylint: disable=protected-access
+    what = 'instance %s (%s) from %s to %s' % (info.name if info else inst_uuid, inst_uuid, source.host.name, target.host.name)
+    if domain is None:
+        raise errors.NotFound('instance %s is not defined on %s; nothing moved' % (inst_uuid, source.host.name))
+    if not domain.isActive():
+        raise errors.DriverError('%s: a %s migration needs a running instance and it is stopped; migrate it cold; nothing moved'
+                                 % (what, 'block' if block else 'live'))
+    made = _precreate_disks(sconn, tconn, info.disk_paths) if block else []
+    try:
+        stats = _run_live(domain, tconn, target, block, controls, deadline, progress, what)
+    except BaseException:
+        _remove_volumes(made)
+        raise
+    if block:
+        source._delete_files(sconn, info.disk_paths + ([info.console_log] if info.console_log else []))  # pylint: disable=protected-access
+    return tconn.lookupByUUIDString(inst_uuid), stats
+
+
+def _flags(block, controls):
+    flags = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
+    if block:
+        flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC  # a qcow2 overlay: its top layer only (Nova's choice)
+    else:
+        # The core checked that the disk's directory is one on both hosts; libvirt only believes
+        # that of cluster filesystems and NFS, or with cache='none'.
+        flags |= libvirt.VIR_MIGRATE_UNSAFE
+    if controls.auto_converge:
+        flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
+    if controls.post_copy:
+        flags |= libvirt.VIR_MIGRATE_POSTCOPY
+    return flags
+
+
+def _params(target, controls):
+    params = {}
+    address = target.host.migration_address
+    if address:
+        # libvirt refuses loopback addresses in qemu.conf: give them per call.
+        host = '[%s]' % address if ':' in address else address
+        params[libvirt.VIR_MIGRATE_PARAM_URI] = 'tcp://%s' % host
+        params[libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS] = address
+    if controls.bandwidth_mib:
+        params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(controls.bandwidth_mib)
+    return params
+
+
+def _run_live(domain, tconn, target, block, controls, deadline, progress, what):
+    if controls.max_downtime_ms:
+        domain.migrateSetMaxDowntime(int(controls.max_downtime_ms), 0)
+    result = concurrent.futures.Future()
+
+    def perform():
+        try:
+            result.set_result(domain.migrate3(tconn, _params(target, controls), _flags(block, controls)))
+        except Exception as exc:  # pylint: disable=broad-exception-caught  # re-raised below
+            result.set_exception(exc)
+
+    threading.Thread(target=perform, name='multihv-migrate', daemon=True).start()
+    started = time.monotonic()
+    last, acted = {}, None
+    while True:
+        try:
+            result.result(timeout=POLL_SECONDS)
+            break
+        except concurrent.futures.TimeoutError:
+            pass
+        except libvirt.libvirtError as exc:
+            if acted == 'abort':
+                raise errors.MigrationCancelled('%s was aborted after its completion timeout of %s s; it runs on the source '
+                                                'as before' % (what, controls.completion_timeout)) from exc
+            raise errors.DriverError('%s failed: %s; it runs on the source as before' % (what, exc.get_error_message())) from exc
+        last = _poll(domain, last, progress)
+        elapsed = time.monotonic() - started
+        if controls.completion_timeout and elapsed > controls.completion_timeout and acted is None:
+            acted = _complete_or_abort(domain, controls)
+        if time.monotonic() > deadline and acted != 'abort':
+            acted = 'abort'
+            _ignore_no_job(domain.abortJob)
+    stats = dict(last)
+    stats.update(_completed_stats(tconn, domain.UUIDString()))
+    stats.setdefault('time_elapsed_ms', int((time.monotonic() - started) * 1000))
+    if acted:
+        stats['completion_action'] = acted
+    return stats
+
+
+def _poll(domain, last, progress):
+    try:
+        current = job_stats(domain.jobStats(0))
+    except libvirt.libvirtError:
+        return last  # the job ended (or the domain left) between two polls
+    if current and progress is not None:
+        progress(current)
+    return current or last
+
+
+def _complete_or_abort(domain, controls):
+    """Nova's live_migration_timeout_action: abort, or force the completion (post-copy when
+    allowed, else pause the guest; libvirt resumes it on the target)."""
+    if controls.completion_action == 'abort':
+        _ignore_no_job(domain.abortJob)
+        return 'abort'
+    if controls.post_copy:
+        _ignore_no_job(lambda: domain.migrateStartPostCopy(0))
+        return 'post_copy'
+    _ignore_no_job(domain.suspend)
+    return 'pause'
+
+
+def _ignore_no_job(call):
+    try:
+        call()
+    except libvirt.libvirtError:
+        pass  # the job finished meanwhile: nothing to abort or force
+
+
+def _completed_stats(tconn, inst_uuid):
+    """The finished job's statistics as the target keeps them (downtime included)."""
+    try:
+        return job_stats(tconn.lookupByUUIDString(inst_uuid).jobStats(libvirt.VIR_DOMAIN_JOB_STATS_COMPLETED))
+    except libvirt.libvirtError:
+        return {}
+
+
+def _precreate_disks(sconn, tconn, paths):
+    """Empty copies of the instance's qcow2 overlays at the same paths on the target, on the
+    same backing files (which the core placed there first): what NON_SHARED_INC copies into."""
+    made = []
+    try:
+        for path in paths:
+            volume = sconn.storageVolLookupByPath(path)
+            desc = domxml.parse_volume(volume.XMLDesc(0))
+            pool = instance_pool(tconn, posixpath.dirname(path))
+            _refresh(pool)
+            name = posixpath.basename(path)
+            if _volume(pool, name) is not None:
+                raise errors.DriverError('the target already has a disk %s; nothing moved' % path)
+            made.append(pool.createXML(domxml.volume_xml(name, desc.capacity, desc.format, backing_path=desc.backing_path,
+                                                         backing_format=desc.backing_format), 0))
+    except BaseException:
+        _remove_volumes(made)
+        raise
+    return made
+
+
+def _remove_volumes(volumes):
+    for volume in volumes:
+        try:
+            volume.delete(0)
+        except libvirt.libvirtError:
+            pass  # a target that died keeps it; its next spawn at that path refuses, naming it
+
+
+def cold(source, target, inst_uuid, shared, deadline):
+    """Stop the instance, give the target its definition (and, unless its disks are on a directory
+    both hosts share, copies of them), then start it there if it ran; (target domain, stats)."""
+    sconn, tconn = source._connect(), target._connect()  # pylint: disable=protected-access
+    domain, info = source._managed_domain(sconn, inst_uuid)  # pylint: disable=protected-access
+    if domain is None:
+        raise errors.NotFound('instance %s is not defined on %s; nothing moved' % (inst_uuid, source.host.name))
+    started = time.monotonic()
+    was_running = bool(domain.isActive())
+    xml = domain.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
+    files = info.disk_paths + ([info.console_log] if info.console_log else [])
+    if was_running:
+        domain.destroy()  # a hard stop: the lab guest ignores ACPI; Nova tries a graceful one first
+    copied, moved = [], False
+    try:
+        if not shared:
+            for path in info.disk_paths:
+                copied.append(_copy_file(sconn, tconn, path, deadline))
+        moved_domain = tconn.defineXML(xml)
+        moved = True
+        if was_running:
+            moved_domain.create()
+    except BaseException:
+        if moved:
+            _ignore_no_domain(lambda: _remove_domain(tconn.lookupByUUIDString(inst_uuid)))
+        _remove_volumes(copied)
+        if was_running:
+            domain.create()  # back as it was
+        raise
+    _remove_domain(domain)
+    if not shared:
+        source._delete_files(sconn, files)  # pylint: disable=protected-access
+    stats = {'time_elapsed_ms': int((time.monotonic() - started) * 1000),
+             'disk_total': sum(_physical_size(v) for v in copied)}
+    return moved_domain, stats
+
+
+def _ignore_no_domain(call):
+    try:
+        call()
+    except libvirt.libvirtError:
+        pass
+
+
+def _copy_file(sconn, tconn, path, deadline):
+    """The volume at path on the source copied byte for byte to the same path on the target
+    (a qcow2 overlay keeps its backing file's path, which the target has too); the new volume."""
+    volume = sconn.storageVolLookupByPath(path)
+    size = _physical_size(volume)
+    pool = instance_pool(tconn, posixpath.dirname(path))
+    _refresh(pool)
+    name = posixpath.basename(path)
+    if _volume(pool, name) is not None:
+        raise errors.DriverError('the target already has a disk %s; nothing moved' % path)
+    # Created raw: the bytes sent are the whole file, qcow2 header and all.
+    copy = pool.createXML(domxml.volume_xml(name, size, 'raw', mode='0600'), 0)
+    try:
+        _stream_copy(sconn, volume, tconn, copy, size, deadline)
+    except BaseException:
+        _remove_volumes([copy])
+        raise
+    return copy
+
+
+def _stream_copy(sconn, volume, tconn, copy, size, deadline):
+    down, up = sconn.newStream(0), tconn.newStream(0)
+    volume.download(down, 0, size, 0)
+    copy.upload(up, 0, size, 0)
+    try:
+        sent = 0
+        while sent < size:
+            if time.monotonic() > deadline:
+                raise errors.DriverError('copying %s did not finish in time (%d of %d bytes)' % (volume.path(), sent, size))
+            chunk = down.recv(UPLOAD_CHUNK)
+            if not chunk:
+                break
+            view = memoryview(chunk)
+            while view:
+                count = up.send(view.tobytes())
+                view = view[count:]
+            sent += len(chunk)
+        down.finish()
+        up.finish()
+    except BaseException:
+        for stream in (down, up):
+            try:
+                stream.abort()
+            except libvirt.libvirtError:
+                pass  # already failed: the error being raised says why
+        raise
+    if sent != size:
+        raise errors.DriverError('copying %s stopped after %d of %d bytes' % (volume.path(), sent, size))
+
+
+def connect_both(source, target):
+    """Both hosts' connections within their probe timeouts: a dead target is named at once."""
+    for driver in (source, target):
+        call_within(driver.host.timeout, driver._what(), driver._connect)  # pylint: disable=protected-access
+
+
+__all__ = ['cold', 'connect_both', 'job_stats', 'live', 'shares_directory']

@@ -1,0 +1,242 @@
+# Copyright: multihv.cloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Migrations: move one instance to another node or host, or drain a node.
+Private to multihv.cloud: do not import.
+
+The order is Nova's: check the request, choose the target (the scheduler, without the
+source node, honouring server groups and capacity), claim the instance's resources on
+the target (so that a node without room refuses before anything moves), record the
+migration (accepted, preparing, running), let the source's driver move it, then
+either move the instance's record and free the source's allocation (completed) or free
+the target's (failed / cancelled). One move per instance at a time: a registry lease.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import time
+
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors, _instances, _leases, _nodes
+from ansible_collections.multihv.cloud.plugins.module_utils._driver import HYPERVISOR_KVM, MigrationControls, MigrationTarget
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import utcnow
+from ansible_collections.multihv.cloud.plugins.module_utils._scheduler import NoValidHost, Scheduler
+
+MODES = ('auto', 'live', 'block', 'cold')
+# How long a move waits for another run's move of the same instance to finish.
+LEASE_WAIT_SECONDS = 5.0
+# Progress reaches the registry at most this often.
+PROGRESS_EVERY_SECONDS = 1.0
+
+
+@dataclasses.dataclass
+class Move:
+    """A checked request: the instance, where it goes, and how."""
+
+    record: dict
+    mode: str
+    source_node: str
+    target_node: str
+    target_host: str | None
+
+
+def _untouched(record):
+    return 'instance %s was not moved' % record['name']
+
+
+def find_instance(registry, ref):
+    """The instance named ref (or whose uuid is ref); errors.NotFound otherwise."""
+    record = registry.get_instance(name=ref) or registry.get_instance(uuid=ref)
+    if record is None:
+        raise errors.NotFound('instance %s does not exist; nothing moved' % ref)
+    return record
+
+
+def plan(ctx, record, mode, target_node=None, target_host=None):
+    """Check a move and choose its target: a Move. Every refusal happens here, before anything moves."""
+    untouched = _untouched(record)
+    if mode not in MODES:
+        raise errors.MultihvError('mode must be one of %s, not %s; %s' % (', '.join(MODES), mode, untouched))
+    if record['state'] not in ('running', 'stopped'):
+        raise errors.MultihvError('instance %s is %s, not running or stopped; %s' % (record['name'], record['state'], untouched))
+    source = record['node']
+    kind = _nodes.hypervisor_type_of(ctx.cloud, source)
+    if kind == HYPERVISOR_KVM:
+        target_node, target_host = target_node or target_host, None  # a KVM host is its own node
+    if mode in ('live', 'block') and record['state'] != 'running':
+        raise errors.MultihvError('instance %s is stopped: a %s migration moves a running instance; use mode cold (or auto); %s'
+                                  % (record['name'], mode, untouched))
+    if target_node:
+        target_kind = _nodes.hypervisor_type_of(ctx.cloud, target_node)
+        if target_kind is None:
+            raise errors.NotFound('node %s is not in the cloud file; %s' % (target_node, untouched))
+        if target_kind != kind:
+            raise errors.MultihvError('node %s is a %s node and instance %s is on %s node %s: instances do not move between '
+                                      'hypervisor types; %s' % (target_node, target_kind, record['name'], kind, source, untouched))
+    if kind != HYPERVISOR_KVM and target_host and target_node in (None, source):
+        # vMotion inside the cluster node: the allocation stays on the node.
+        if target_host == record.get('host'):
+            raise errors.MultihvError('instance %s already runs on host %s of node %s; %s' % (record['name'], target_host, source, untouched))
+        return Move(record, mode, source, source, target_host)
+    if target_node == source:
+        raise errors.MultihvError('instance %s is already on node %s; %s' % (record['name'], source, untouched))
+    node, host = _schedule(ctx, record, target_node, untouched)
+    return Move(record, mode, source, node, target_host or host)
+
+
+def _schedule(ctx, record, target_node, untouched):
+    """(node, host) from the scheduler: the source excluded, the instance's server group and
+    scheduler filters applied, capacity as the registry's allocations say now."""
+    registry = ctx.registry
+    flavor = registry.get_flavor(record['flavor'])
+    image = registry.get_image(record['image']) or {'name': record['image']}
+    group, group_nodes = None, {}
+    if record.get('server_group'):
+        group = registry.get_server_group(record['server_group'])
+        for member in registry.list_instances(server_group=record['server_group']):
+            if member['uuid'] != record['uuid'] and member.get('node'):
+                group_nodes[member['node']] = group_nodes.get(member['node'], 0) + 1
+    request = _instances.request_for(flavor, image, {'node': target_node}, group, group_nodes)
+    request = dataclasses.replace(request, exclude=request.exclude | frozenset([record['node']]))
+    scheduler = Scheduler(_instances.candidates(ctx.views(), registry.allocations_by_node()))
+    try:
+        return scheduler.place(request)
+    except NoValidHost as exc:
+        raise errors.MultihvError('no node can take instance %s: %s; %s' % (record['name'], exc, untouched)) from None
+
+
+def migrate(ctx, ref, mode='auto', target_node=None, target_host=None, controls=None, check_mode=False):
+    """Move one instance (by name or uuid). Returns {changed, instance, migration}; errors say
+    what was refused or failed, and a failed move's record says so too."""
+    registry = ctx.registry
+    controls = controls or MigrationControls()
+    record = find_instance(registry, ref)
+    with _leases.held(registry, 'instance:%s' % record['uuid'], LEASE_WAIT_SECONDS,
+                      'another run is moving instance %s; %s' % (record['name'], _untouched(record))):
+        record = find_instance(registry, record['uuid'])  # as it is now that no other run moves it
+        move = plan(ctx, record, mode, target_node, target_host)
+        if check_mode:
+            return {'changed': True, 'instance': record, 'migration': {
+                'instance_uuid': record['uuid'], 'migration_type': move.mode, 'status': 'would run',
+                'source_node': move.source_node, 'source_host': record.get('host'),
+                'dest_node': move.target_node, 'dest_host': move.target_host}}
+        return run(ctx, move, controls)
+
+
+def run(ctx, move, controls):
+    record, registry = move.record, ctx.registry
+    untouched = _untouched(record)
+    flavor = registry.get_flavor(record['flavor'])
+    source_driver, target_driver = ctx.driver_for(move.source_node), ctx.driver_for(move.target_node)
+    claimed = move.target_node != move.source_node
+    if claimed:
+        view = next((v for v in ctx.views() if v['name'] == move.target_node), None)
+        resources = {'vcpus': flavor['vcpus'], 'memory_mb': flavor['ram_mb'], 'disk_gb': flavor['disk_gb']}
+        if view is None or not registry.claim(record['uuid'], move.target_node, view['hypervisor_type'], resources, view['capacity']):
+            raise errors.MultihvError('node %s has no room for instance %s any more (another run took it); %s'
+                                      % (move.target_node, record['name'], untouched))
+    migration = registry.create_migration(
+        instance_uuid=record['uuid'], migration_type=move.mode, status='accepted', source_node=move.source_node,
+        source_host=record.get('host'), dest_node=move.target_node, dest_host=move.target_host)
+    try:
+        registry.update_migration(migration['id'], status='preparing')
+        mode = _prepare(ctx, record, move, source_driver, target_driver)
+        registry.update_migration(migration['id'], status='running', migration_type=mode, started_at=utcnow())
+        state, stats = source_driver.migrate(record['uuid'], move.source_node, MigrationTarget(target_driver, move.target_node, move.target_host),
+                                             mode, controls, _progress(registry, migration['id']))
+    except errors.MultihvError as exc:
+        status = 'cancelled' if isinstance(exc, errors.MigrationCancelled) else 'failed'
+        if claimed:
+            registry.release(record['uuid'], node=move.target_node)
+        registry.update_migration(migration['id'], status=status, error=str(exc), finished_at=utcnow())
+        raise errors.MultihvError('migration %s of instance %s from %s to %s %s: %s' % (
+            migration['id'], record['name'], move.source_node, move.target_node, status, exc)) from exc
+    instance = registry.update_instance(record['uuid'], node=move.target_node, host=state.host)[1]
+    if claimed:
+        registry.release(record['uuid'], node=move.source_node)
+    migration = registry.update_migration(migration['id'], status='completed', stats=stats, dest_host=state.host, finished_at=utcnow())
+    return {'changed': True, 'instance': instance, 'migration': migration}
+
+
+def _prepare(ctx, record, move, source_driver, target_driver):
+    """The mode the move really takes, after the checks only the hypervisors can answer:
+    auto is live when the instance's disk directory is really shared with the target
+    (a marker test), block when not, cold for a stopped instance; a KVM target gets the
+    image's base before a block or cold move, whose overlays need it."""
+    mode = move.mode
+    if source_driver.hypervisor_type != HYPERVISOR_KVM:
+        return 'cold' if mode == 'auto' and record['state'] == 'stopped' else ('live' if mode == 'auto' else mode)
+    if mode == 'auto' and record['state'] == 'stopped':
+        mode = 'cold'
+    if mode in ('auto', 'live'):
+        shared = source_driver.shares_storage(target_driver, record['storage'])
+        if mode == 'live' and not shared:
+            raise errors.MultihvError('instance %s has %s storage that %s does not share with %s: live migration needs the disk '
+                                      'on storage both hosts see; use mode block; %s' % (
+                                          record['name'], record['storage'], move.source_node, move.target_node, _untouched(record)))
+        mode = 'live' if shared else 'block'
+    if mode in ('block', 'cold'):
+        image = ctx.registry.get_image(record['image'])
+        if image is not None:
+            _instances.ensure_image_on(ctx.registry, target_driver, image)
+    return mode
+
+
+def _progress(registry, migration_id):
+    """A driver's progress callback that writes the statistics to the record now and then."""
+    last = [0.0]
+
+    def report(stats):
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_EVERY_SECONDS:
+            last[0] = now
+            registry.update_migration(migration_id, stats=stats)
+    return report
+
+
+def drain(ctx, node, mode='auto', controls=None, concurrency=2, check_mode=False, reason=None):
+    """Disable node for scheduling and move every instance off it: running ones in `mode`,
+    stopped ones cold, `concurrency` at a time. One that fails stays where it was and is
+    reported; the others go on. Returns {changed, node, migrations, failures}."""
+    kind = _nodes.hypervisor_type_of(ctx.cloud, node) or next((v['hypervisor_type'] for v in ctx.views() if v['name'] == node), None)
+    if kind is None:
+        raise errors.NotFound('node %s is not in the cloud; nothing was changed' % node)
+    registry = ctx.registry
+    admin = registry.get_node(node)
+    disable = admin is None or admin.get('enabled', True)
+    if disable and not check_mode:
+        registry.set_node(node, kind, enabled=False, disabled_reason=reason or 'drained by multihv.cloud.migrate')
+    instances = [i for i in registry.list_instances(node=node) if i['state'] in ('running', 'stopped')]
+    result = {'changed': disable or bool(instances), 'node': node, 'migrations': [], 'failures': []}
+    if check_mode:
+        for record in instances:
+            try:
+                planned = migrate(ctx, record['uuid'], _mode_for(record, mode), controls=controls, check_mode=True)
+                result['migrations'].append(planned['migration'])
+            except errors.MultihvError as exc:
+                result['failures'].append({'name': record['name'], 'msg': str(exc)})
+        return result
+    ctx.views()  # read once, before the workers share them
+    workers = max(1, min(concurrency, len(instances)))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = dict((pool.submit(_migrate_apart, ctx, record['uuid'], _mode_for(record, mode), controls), record)
+                       for record in instances)
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                result['migrations'].append(future.result()['migration'])
+            except errors.MultihvError as exc:
+                result['failures'].append({'name': futures[future]['name'], 'msg': str(exc)})
+    result['migrations'].sort(key=lambda m: m['created_at'])
+    return result
+
+
+def _mode_for(record, mode):
+    return 'cold' if record['state'] == 'stopped' and mode in ('auto', 'live', 'block') else mode
+
+
+def _migrate_apart(ctx, ref, mode, controls):
+    with ctx.apart() as worker:
+        return migrate(worker, ref, mode, controls=controls)
+
+
+__all__ = ['MODES', 'Move', 'drain', 'find_instance', 'migrate', 'plan', 'run']
