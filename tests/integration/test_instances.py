@@ -9,42 +9,8 @@ import sqlite3
 import pytest
 import yaml
 
+from support.cloud import allocations, domain_active, domains, vcsim_vm
 from support.lab import ansible_module, run, serial, wait_for
-
-
-@pytest.fixture
-def cloud(lab, tmp_path):
-    """Module options for the lab's cloud with a registry of this test's own, a tiny flavor and the lab image."""
-    options = {'cloud_file': str(lab.dir / 'multihv-cloud.yml'), 'registry_url': f'sqlite:///{tmp_path}/registry.sqlite'}
-    ansible_module('multihv.cloud.flavor', dict(options, name='tiny', vcpus=1, ram_mb=32, disk_gb=1))
-    ansible_module('multihv.cloud.image', dict(options, name='tick', hypervisor_type='kvm', source=lab.info['images']['tick_qcow2']))
-    yield options
-    # Whatever a test booted goes, so that the lab hosts stay empty for the next one.
-    with sqlite3.connect(tmp_path / 'registry.sqlite') as db:
-        names = [row[0] for row in db.execute('SELECT name FROM instances')]
-    for name in names:
-        ansible_module('multihv.cloud.instance', dict(options, name=name, state='absent'))
-
-
-def allocations(tmp_path):
-    with sqlite3.connect(tmp_path / 'registry.sqlite') as db:
-        return dict(db.execute('SELECT node, sum(memory_mb) FROM allocations GROUP BY node').fetchall())
-
-
-def domain_active(lab, host, name):
-    conn = lab.connect(host)
-    try:
-        return conn.lookupByName(name).isActive() == 1
-    finally:
-        conn.close()
-
-
-def domains(lab, host):
-    conn = lab.connect(host)
-    try:
-        return [d.name() for d in conn.listAllDomains()]
-    finally:
-        conn.close()
 
 
 def test_boot_pinned_idempotent_power_cycle_and_delete(lab, cloud, tmp_path):
@@ -185,37 +151,6 @@ def test_bad_boots_leave_nothing_behind(lab, cloud, tmp_path, args, message):
     assert 'it-bad' not in domains(lab, 'kvm1') + domains(lab, 'kvm2')
 
 
-def _name(vm):
-    from pyVmomi import vmodl  # pylint: disable=import-outside-toplevel
-    try:
-        return vm.name
-    except vmodl.fault.ManagedObjectNotFound:
-        return ''  # another test's VM, destroyed meanwhile
-
-
-@pytest.fixture
-def template(lab):
-    """A lab VM turned into a template (a vSphere image), turned back afterwards."""
-    from pyVim.connect import Disconnect, SmartConnect  # pylint: disable=import-outside-toplevel
-    from pyVim.task import WaitForTask  # pylint: disable=import-outside-toplevel
-    from pyVmomi import vim  # pylint: disable=import-outside-toplevel
-    vcsim = lab.info['vcsim']
-    si = SmartConnect(host=vcsim['host'], port=vcsim['port'], user=vcsim['username'], pwd='lab-only-secret',
-                      disableSslCertValidation=True)
-    view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
-    vm = sorted((v for v in view.view if _name(v).startswith('DC0_')), key=_name)[-1]  # a lab VM, not a test's
-    host, pool = vm.runtime.host, vm.resourcePool
-    if vm.runtime.powerState == 'poweredOn':
-        WaitForTask(vm.PowerOffVM_Task())
-    vm.MarkAsTemplate()
-    try:
-        yield vm.name
-    finally:
-        vm.MarkAsVirtualMachine(pool=pool, host=host)
-        WaitForTask(vm.PowerOnVM_Task())
-        Disconnect(si)
-
-
 def test_fits_a_cluster_total_but_no_single_esxi_host(lab, cloud, template):
     cluster = ansible_module('multihv.cloud.compute_node_info', dict(cloud, hypervisor_type='vsphere'))['nodes'][0]
     largest = cluster['largest_host_free']['memory_mb']
@@ -226,29 +161,6 @@ def test_fits_a_cluster_total_but_no_single_esxi_host(lab, cloud, template):
                             expect_failure=True)
     assert f'ClusterHostFitFilter removed {cluster["name"]}' in result['msg']
     assert 'nothing was created' in result['msg']
-
-
-def vcsim_vm(lab, name):
-    """(power state, host name) of the vcsim VM called name, or None."""
-    from pyVim.connect import Disconnect, SmartConnect  # pylint: disable=import-outside-toplevel
-    from pyVmomi import vim, vmodl  # pylint: disable=import-outside-toplevel
-    vcsim = lab.info['vcsim']
-    si = SmartConnect(host=vcsim['host'], port=vcsim['port'], user=vcsim['username'], pwd='lab-only-secret',
-                      disableSslCertValidation=True)
-    try:
-        collector = vmodl.query.PropertyCollector
-        view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
-        spec = collector.FilterSpec(
-            objectSet=[collector.ObjectSpec(obj=view, skip=True, selectSet=[
-                collector.TraversalSpec(name='v', type=vim.view.ContainerView, path='view', skip=False)])],
-            propSet=[collector.PropertySpec(type=vim.VirtualMachine, pathSet=['name', 'runtime.powerState', 'runtime.host'])])
-        for obj in si.content.propertyCollector.RetrieveContents([spec]):
-            props = {p.name: p.val for p in obj.propSet}
-            if props.get('name') == name:
-                return str(props['runtime.powerState']), props['runtime.host'].name
-        return None
-    finally:
-        Disconnect(si)
 
 
 def test_boot_power_and_delete_on_vsphere_through_the_module(lab, cloud, template):
