@@ -31,7 +31,7 @@ options:
       - C(present) and C(started) boot it when missing and make it run; C(stopped) boots it stopped or stops it;
         C(restarted) reboots it; C(absent) deletes it, its disk and its allocation.
       - C(rebuilt) makes it again from O(image) (its own image when not given) on the same node and host, keeping its
-        uuid, name, MACs, flavor and allocation: its disk starts afresh, as Nova's rebuild. It always changes. A rebuild
+        uuid, name, MACs, flavor and allocation; its disk starts afresh, as with Nova's rebuild. It always changes. A rebuild
         that fails after the old VM went leaves the instance in state C(error); run it again or delete the instance.
         A missing instance is booted.
     type: str
@@ -92,7 +92,7 @@ options:
       - Seconds the hypervisor may take for one instance's boot, power change, rebuild or deletion once it answered
         (a vCenter task, a libvirt call). A boot that runs out of time is rolled back.
       - The module always waits for what it asked to be done, so that the result and the registry say what the
-        hypervisor did. To go on with a play meanwhile, use Ansible's C(async) with C(poll: 0).
+        hypervisor did. To go on with a play meanwhile, use Ansible's C(async) with C(poll) set to 0.
     type: int
     default: 600
 extends_documentation_fragment:

@@ -23,7 +23,7 @@ description:
     without room refuses at once.
   - Each move has a migration record (accepted, preparing, running, then completed, failed or cancelled) with the
     hypervisor's job statistics; it is returned. A move that fails leaves the instance running where it was.
-  - The module waits for the moves it starts; use Ansible's C(async) with C(poll: 0) to go on meanwhile.
+  - The module waits for the moves it starts; use Ansible's C(async) with C(poll) set to 0 to go on meanwhile.
 options:
   instance:
     description: The instance to move, by name or uuid.

@@ -295,6 +295,27 @@ def test_choose_host_prefers_the_first_by_name_among_equals():
         vsphere.choose_host(node, None, UUID)
 
 
+def test_plan_relocate_inside_the_cluster_and_to_another():
+    records = spawn_records()
+    # C0_H1 runs it: without a wanted host, the usable other one (C0_H2 is in maintenance).
+    assert vsphere.plan_relocate(vcenter(), records, 'vc1/DC0/C0', None, UUID, 'C0_H1') == ('host-1', 'C0_H0', 'resgroup-1')
+    assert vsphere.plan_relocate(vcenter(), records, 'vc1/DC0/C1', None, UUID, 'C0_H1') == ('host-4', 'C1_H0', 'resgroup-2')
+    assert vsphere.plan_relocate(vcenter(), records, 'vc1/DC0/C0', 'C0_H0', UUID, 'C0_H1')[1] == 'C0_H0'
+
+
+@pytest.mark.parametrize('node, wanted, current, message', [
+    ('vc1/DC0/C0', 'C0_H1', 'C0_H1', 'instance %s already runs on host C0_H1 of node vc1/DC0/C0; nothing moved' % UUID),
+    ('vc1/DC0/C0', 'C0_H2', 'C0_H1', 'host C0_H2 of node vc1/DC0/C0 cannot take instance %s: it is in maintenance; nothing moved' % UUID),
+    ('vc1/DC0/C9', None, 'C0_H1', 'vCenter vc1 has no node vc1/DC0/C9 for instance %s; nothing moved' % UUID),
+    ('vc1/DC0/C1', None, 'C1_H0', 'node vc1/DC0/C1 has no connected host out of maintenance other than C1_H0 for instance %s; '
+     'nothing moved' % UUID),
+])
+def test_plan_relocate_refuses(node, wanted, current, message):
+    with pytest.raises(errors.MultihvError) as caught:
+        vsphere.plan_relocate(vcenter(), spawn_records(), node, wanted, UUID, current)
+    assert str(caught.value) == message
+
+
 # ------------------------------------------------------------------ spec -> ConfigSpec
 
 def placement(networks=()):
