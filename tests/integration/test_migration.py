@@ -13,6 +13,7 @@ import pathlib
 import re
 import signal
 import sqlite3
+import time
 
 import pytest
 
@@ -188,6 +189,30 @@ def test_killing_the_target_mid_migration_leaves_the_guest_on_the_source(lab, cl
     assert domain_active(lab, 'kvm1', 'mig-kill')
     wait_ticks(log, after=ticks(log)[-1])
     assert len(serial(log)) == 1, 'the guest was restarted instead of resumed'
+
+
+def test_completion_timeout_aborts_and_the_guest_stays(lab, cloud, tmp_path):
+    record = boot(cloud, 'mig-abort')
+    log = console_log(lab, record)
+    wait_ticks(log)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        moving = pool.submit(migrate, cloud, instance='mig-abort', target_node='kvm2', mode='live', bandwidth=1,
+                             completion_timeout=2, completion_action='abort', expect_failure=True)
+        pid = wait_for(lambda: incoming_qemu('mig-abort'), 60, 'the target QEMU of the migration', interval=0.01)
+        os.kill(pid, signal.SIGSTOP)  # a migration that cannot finish
+        try:
+            wait_for(lambda: registry_rows(tmp_path, "SELECT count(*) FROM migrations WHERE status = 'running'") == [(1,)], 30,
+                     'the migration to run')
+            time.sleep(3)  # past the completion timeout: the abort was asked for
+        finally:
+            os.kill(pid, signal.SIGCONT)  # let the target's QEMU see the end and go
+        cancelled = moving.result(timeout=120)
+    assert 'cancelled' in cancelled['msg'] and 'aborted after its completion timeout of 2 s' in cancelled['msg']
+    assert registry_rows(tmp_path, 'SELECT status FROM migrations') == [('cancelled',)]
+    assert registry_rows(tmp_path, 'SELECT node FROM instances') == [('kvm1',)] and allocations(tmp_path) == {'kvm1': 32}
+    assert domain_active(lab, 'kvm1', 'mig-abort') and 'mig-abort' not in domains(lab, 'kvm2')
+    wait_ticks(log, after=ticks(log)[-1])
+    assert len(serial(log)) == 1
 
 
 def test_draining_a_node_moves_everything_that_can_move(lab, cloud, tmp_path):
