@@ -66,7 +66,7 @@ options:
     default: false
   completion_timeout:
     description:
-      - Seconds after which a KVM live or block migration that has not finished gets O(completion_action). C(0): none.
+      - Seconds after which a KVM live or block migration that has not finished gets O(completion_action); C(0) means never.
     type: int
     default: 0
   completion_action:

@@ -11,10 +11,7 @@ Run: .venv/bin/python tests/benchmarks/boot_instances.py [--count 20 --concurren
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
-import json
-import os
 import pathlib
 import shutil
 import subprocess
@@ -23,18 +20,12 @@ import tempfile
 import time
 import uuid
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-LAB = pathlib.Path(os.environ.get('MULTIHV_LAB_DIR', REPO / '.lab'))
-sys.path.insert(0, str(REPO / 'tests'))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from support import guest  # noqa: E402  pylint: disable=wrong-import-position
+from support.bench import domain_type as lab_domain_type, lab_run, playbook, remove_domains  # noqa: E402  pylint: disable=wrong-import-position
 
 import libvirt  # noqa: E402  pylint: disable=wrong-import-position
-
-
-def ansible(playbook, env):
-    subprocess.run([str(REPO / '.venv' / 'bin' / 'ansible-playbook'), str(playbook)], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def ours(lab, tmp, count, concurrency, env):
@@ -46,15 +37,13 @@ def ours(lab, tmp, count, concurrency, env):
     boot = [{'multihv.cloud.instance': dict(options, flavor='tiny', image='tick', concurrency=concurrency,
                                             instances=[{'name': 'bench-%02d' % i} for i in range(count)])}]
     teardown = [{'multihv.cloud.instance': dict(options, state='absent', instances=[{'name': 'bench-%02d' % i} for i in range(count)])}]
-    for name, tasks in (('setup', setup), ('boot', boot), ('teardown', teardown)):
-        (tmp / (name + '.yml')).write_text(json.dumps([{'hosts': 'localhost', 'gather_facts': False, 'tasks': tasks}]))
-    ansible(tmp / 'setup.yml', env)
+    playbook(tmp / 'setup.yml', setup, env)
     start = time.perf_counter()
     try:
-        ansible(tmp / 'boot.yml', env)
+        playbook(tmp / 'boot.yml', boot, env)
         return time.perf_counter() - start
     finally:
-        ansible(tmp / 'teardown.yml', env)
+        playbook(tmp / 'teardown.yml', teardown, env)
 
 
 def raw_one(lab, host, index, domain_type):
@@ -72,41 +61,23 @@ def raw_one(lab, host, index, domain_type):
 
 
 def raw(lab, count, concurrency):
-    conn = libvirt.open(lab['kvm_hosts'][0]['uri'])
-    try:
-        conn.getDomainCapabilities(None, 'x86_64', None, 'kvm')
-        domain_type = 'kvm'
-    except libvirt.libvirtError:
-        domain_type = 'qemu'
-    finally:
-        conn.close()
+    domain_type = lab_domain_type(lab['kvm_hosts'][0]['uri'])
     hosts = lab['kvm_hosts']
     start = time.perf_counter()
     with concurrent.futures.ThreadPoolExecutor(concurrency) as pool:
         made = list(pool.map(lambda i: raw_one(lab, hosts[i % len(hosts)], i, domain_type), range(count)))
     elapsed = time.perf_counter() - start
-    for uri, name, path in made:
-        conn = libvirt.open(uri)
-        try:
-            dom = conn.lookupByName(name)
-            dom.destroy()
-            dom.undefine()
-        finally:
-            conn.close()
+    remove_domains(sorted(set(uri for uri, _name, _path in made)), [name for _uri, name, _path in made])
+    for _uri, _name, path in made:
         shutil.rmtree(path)
     return elapsed
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
-    parser.add_argument('--count', type=int, default=20)
-    parser.add_argument('--concurrency', type=int, default=4)
-    args = parser.parse_args()
-    if not (LAB / 'lab.json').is_file():
-        print('the lab is not up: run `make install lab-up` first')
+    setting = lab_run(__doc__, count=20, concurrency=4)
+    if setting is None:
         return 2
-    lab = json.loads((LAB / 'lab.json').read_text())
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.environ.get('ANSIBLE_COLLECTIONS_PATH', str(REPO / '.build' / 'collections')))
+    args, lab, env = setting
     with tempfile.TemporaryDirectory(prefix='multihv-bench-boot-') as tmp:
         limit = raw(lab, args.count, args.concurrency)
         mine = ours(lab, pathlib.Path(tmp), args.count, args.concurrency, env)

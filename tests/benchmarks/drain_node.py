@@ -12,10 +12,8 @@ Run: .venv/bin/python tests/benchmarks/drain_node.py [--count 10 --concurrency 2
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import json
-import os
 import pathlib
 import shutil
 import sqlite3
@@ -26,25 +24,16 @@ import tempfile
 import time
 import uuid
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
-LAB = pathlib.Path(os.environ.get('MULTIHV_LAB_DIR', REPO / '.lab'))
-sys.path.insert(0, str(REPO / 'tests'))
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from support import guest  # noqa: E402  pylint: disable=wrong-import-position
+from support.bench import domain_type, lab_run, playbook, remove_domains  # noqa: E402  pylint: disable=wrong-import-position
 
 import libvirt  # noqa: E402  pylint: disable=wrong-import-position
-
-libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # lookups of gone domains are expected
 
 FLAGS = (libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
          | libvirt.VIR_MIGRATE_UNSAFE)
 PARAMS = {libvirt.VIR_MIGRATE_PARAM_URI: 'tcp://127.0.0.1', libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS: '127.0.0.1'}
-
-
-def playbook(path, tasks, env):
-    path.write_text(json.dumps([{'hosts': 'localhost', 'gather_facts': False, 'tasks': tasks}]))
-    subprocess.run([str(REPO / '.venv' / 'bin' / 'ansible-playbook'), str(path)], env=env, check=True,
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def ours(lab, tmp, count, concurrency, env):
@@ -70,13 +59,9 @@ def ours(lab, tmp, count, concurrency, env):
 
 def raw(lab, count, concurrency):
     source, target = lab['kvm_hosts'][0]['uri'], lab['kvm_hosts'][1]['uri']
+    kind = domain_type(source)
     conn = libvirt.open(source)
     try:
-        try:
-            conn.getDomainCapabilities(None, 'x86_64', None, 'kvm')
-            domain_type = 'kvm'
-        except libvirt.libvirtError:
-            domain_type = 'qemu'
         made = []
         for index in range(count):
             name = 'rawdrain-%02d-%s' % (index, uuid.uuid4().hex[:6])
@@ -84,7 +69,7 @@ def raw(lab, count, concurrency):
             path.mkdir()
             subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', '-F', 'qcow2', '-b', lab['images']['tick_qcow2'],
                             str(path / 'disk.qcow2')], check=True)
-            conn.defineXML(guest.domain_xml(name, str(path / 'disk.qcow2'), str(path / 'serial.log'), domain_type=domain_type)).create()
+            conn.defineXML(guest.domain_xml(name, str(path / 'disk.qcow2'), str(path / 'serial.log'), domain_type=kind)).create()
             made.append((name, path))
     finally:
         conn.close()
@@ -104,19 +89,7 @@ def raw(lab, count, concurrency):
             downtimes = list(pool.map(move, [name for name, _path in made]))
         return time.perf_counter() - start, downtimes
     finally:
-        for uri in (source, target):
-            conn = libvirt.open(uri)
-            try:
-                for name, _path in made:
-                    try:
-                        dom = conn.lookupByName(name)
-                    except libvirt.libvirtError:
-                        continue
-                    if dom.isActive():
-                        dom.destroy()
-                    dom.undefine()
-            finally:
-                conn.close()
+        remove_domains((source, target), [name for name, _path in made])
         for _name, path in made:
             shutil.rmtree(path)
 
@@ -129,15 +102,10 @@ def describe(downtimes):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
-    parser.add_argument('--count', type=int, default=10)
-    parser.add_argument('--concurrency', type=int, default=2)
-    args = parser.parse_args()
-    if not (LAB / 'lab.json').is_file():
-        print('the lab is not up: run `make install lab-up` first')
+    setting = lab_run(__doc__, count=10, concurrency=2)
+    if setting is None:
         return 2
-    lab = json.loads((LAB / 'lab.json').read_text())
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.environ.get('ANSIBLE_COLLECTIONS_PATH', str(REPO / '.build' / 'collections')))
+    args, lab, env = setting
     with tempfile.TemporaryDirectory(prefix='multihv-bench-drain-') as tmp:
         limit, raw_downtimes = raw(lab, args.count, args.concurrency)
         mine, our_downtimes = ours(lab, pathlib.Path(tmp), args.count, args.concurrency, env)
