@@ -108,6 +108,10 @@ class Cloud:
             self._views = _nodes.list_nodes(self.cloud, self.registry, list(self.drivers))
         return self._views
 
+    def scheduler(self):
+        """A Scheduler over the node views and the registry's allocations as they are now."""
+        return Scheduler(candidates(self.views(), self.registry.allocations_by_node()))
+
     def driver_for(self, node):
         for driver in self.drivers:
             if node in driver.node_names() or driver.endpoint_name() == node or node.startswith(driver.endpoint_name() + '/'):
@@ -147,15 +151,17 @@ def _hint_nodes(registry, hints):
     return result
 
 
-def _group_nodes(registry, group_name):
+def group_nodes(registry, group_name, without=None, untouched='nothing was created'):
+    """(server group, {node: members on it}) for a scheduler Request; (None, {}) without a group.
+    without: an instance uuid not to count (the one being moved)."""
     if not group_name:
         return None, {}
     group = registry.get_server_group(group_name)
     if group is None:
-        raise errors.NotFound('server group %s does not exist; nothing was created' % group_name)
+        raise errors.NotFound('server group %s does not exist; %s' % (group_name, untouched))
     counts = {}
     for member in registry.list_instances(server_group=group_name):
-        if member.get('node'):
+        if member.get('node') and member['uuid'] != without:
             counts[member['node']] = counts.get(member['node'], 0) + 1
     return group, counts
 
@@ -164,7 +170,7 @@ def plan(ctx, specs):
     """Place each instance to boot: [(params, flavor, image, node, host, request)], sequentially on one
     Scheduler so that the placements of one batch see each other. NoValidHost names the filters."""
     registry = ctx.registry
-    scheduler = Scheduler(candidates(ctx.views(), registry.allocations_by_node()))
+    scheduler = ctx.scheduler()
     placed = []
     for params in specs:
         flavor = registry.get_flavor(params['flavor'])
@@ -178,11 +184,11 @@ def plan(ctx, specs):
             if kind and image.get('hypervisor_type') and kind != image['hypervisor_type']:
                 raise errors.MultihvError('image %s is for %s nodes; node %s is %s; nothing was created'
                                           % (image['name'], image['hypervisor_type'], params['node'], kind))
-        group, group_nodes = _group_nodes(registry, params.get('server_group'))
+        group, members = group_nodes(registry, params.get('server_group'))
         for earlier in placed:  # members of this batch count for the group too
             if group and earlier[0].get('server_group') == group['name']:
-                group_nodes[earlier[3]] = group_nodes.get(earlier[3], 0) + 1
-        req = request_for(flavor, image, params, group, group_nodes, _hint_nodes(registry, params.get('scheduler_hints')))
+                members[earlier[3]] = members.get(earlier[3], 0) + 1
+        req = request_for(flavor, image, params, group, members, _hint_nodes(registry, params.get('scheduler_hints')))
         try:
             node, host = scheduler.place(req)
         except NoValidHost as exc:
@@ -191,8 +197,11 @@ def plan(ctx, specs):
     return placed
 
 
-def _claim(ctx, flavor, node, inst_uuid):
-    view = next(v for v in ctx.views() if v['name'] == node)
+def claim_on(ctx, flavor, node, inst_uuid):
+    """Claim the flavor's resources on node for the instance (atomic, see Registry.claim); True when they fit."""
+    view = next((v for v in ctx.views() if v['name'] == node), None)
+    if view is None:
+        return False
     resources = {'vcpus': flavor['vcpus'], 'memory_mb': flavor['ram_mb'], 'disk_gb': flavor['disk_gb']}
     return ctx.registry.claim(inst_uuid, node, view['hypervisor_type'], resources, view['capacity'])
 
@@ -202,13 +211,12 @@ def claim_somewhere(ctx, flavor, inst_uuid, node, host, req):
     on the registry's current allocations without the nodes already tried (Nova's retry).
     Returns the (node, host) claimed on; NoValidHost when no node has room any more."""
     tried = []
-    while not _claim(ctx, flavor, node, inst_uuid):
+    while not claim_on(ctx, flavor, node, inst_uuid):
         tried.append(node)
         if len(tried) >= CLAIM_RETRIES:
             raise errors.MultihvError('could not claim resources for instance %s on %s: other runs kept taking them'
                                       % (inst_uuid, ', '.join(tried)))
-        scheduler = Scheduler(candidates(ctx.views(), ctx.registry.allocations_by_node()))
-        node, host = scheduler.place(dataclasses.replace(req, exclude=req.exclude | frozenset(tried)))
+        node, host = ctx.scheduler().place(dataclasses.replace(req, exclude=req.exclude | frozenset(tried)))
         ctx.registry.update_instance(inst_uuid, node=node, host=host)
     return node, host
 
@@ -408,5 +416,6 @@ def info(cloud, registry, filters):
     return records
 
 
-__all__ = ['CLAIM_RETRIES', 'Cloud', 'boot', 'boot_many', 'boot_one', 'candidates', 'delete', 'ensure_image_on', 'info', 'plan', 'prepare_images',
+__all__ = ['CLAIM_RETRIES', 'Cloud', 'boot', 'boot_many', 'boot_one', 'candidates', 'claim_on', 'delete', 'ensure_image_on',
+           'group_nodes', 'info', 'plan', 'prepare_images',
            'rebuild', 'request_for', 'set_power', 'stable_mac']

@@ -23,6 +23,7 @@ host of KvmHost.shared_with):
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -168,13 +169,26 @@ def _physical_size(volume):
     return volume.infoFlags(libvirt.VIR_STORAGE_VOL_GET_PHYSICAL)[2]
 
 
+@contextlib.contextmanager
+def _aborting(stream):
+    """Abort the stream when the block fails, then let the failure through."""
+    try:
+        yield stream
+    except BaseException:
+        try:
+            stream.abort()
+        except libvirt.libvirtError:
+            pass  # the stream already failed; the error that matters is being raised
+        raise
+
+
 def _upload(conn, volume, data_source, size):
-    """Write `size` bytes from data_source (a binary file object) into volume, in chunks
-    through a stream; return the number of bytes sent."""
+    """Write `size` bytes from data_source (anything with read(n), such as a binary file) into
+    volume, in chunks through a stream; return the number of bytes sent."""
     stream = conn.newStream(0)
     volume.upload(stream, 0, size, 0)
     sent = 0
-    try:
+    with _aborting(stream):
         while True:
             chunk = memoryview(data_source.read(UPLOAD_CHUNK))
             if not chunk:
@@ -184,12 +198,6 @@ def _upload(conn, volume, data_source, size):
                 sent += count
                 chunk = chunk[count:]
         stream.finish()
-    except BaseException:
-        try:
-            stream.abort()
-        except libvirt.libvirtError:
-            pass  # the stream already failed; the error that matters is being raised
-        raise
     return sent
 
 
@@ -198,19 +206,13 @@ def _download(conn, volume, limit=4096):
     stream = conn.newStream(0)
     volume.download(stream, 0, limit, 0)
     data = b''
-    try:
+    with _aborting(stream):
         while len(data) < limit:
             chunk = stream.recv(limit - len(data))
             if not chunk:
                 break
             data += chunk
         stream.finish()
-    except BaseException:
-        try:
-            stream.abort()
-        except libvirt.libvirtError:
-            pass  # the stream already failed; the error that matters is being raised
-        raise
     return data
 
 

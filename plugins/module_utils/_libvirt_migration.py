@@ -24,7 +24,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils import _domain_xml a
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._driver import call_within
 from ansible_collections.multihv.cloud.plugins.module_utils._libvirt_driver import (
-    UPLOAD_CHUNK, _delete, _physical_size, _refresh, _remove_domain, _volume, instance_pool,
+    _aborting, _delete, _physical_size, _refresh, _remove_domain, _upload, _volume, instance_pool,
 )
 
 try:
@@ -67,14 +67,21 @@ def shares_directory(source, target, directory):
         _delete(spool, marker)
 
 
+def _both_and_domain(source, target, inst_uuid):
+    """(source connection, target connection, domain, DomainInfo) of an instance to move;
+    errors.NotFound when the source does not have it."""
+    sconn, tconn = source._connect(), target._connect()  # pylint: disable=protected-access
+    domain, info = source._managed_domain(sconn, inst_uuid)  # pylint: disable=protected-access
+    if domain is None:
+        raise errors.NotFound('instance %s is not defined on %s; nothing moved' % (inst_uuid, source.host.name))
+    return sconn, tconn, domain, info
+
+
 def live(source, target, inst_uuid, block, controls, deadline, progress):
     """A live (block=False: shared disks) or block (block=True: the disks' top layers copied)
     migration; (target domain, stats)."""
-    sconn, tconn = source._connect(), target._connect()  # pylint: disable=protected-access
-    domain, info = source._managed_domain(sconn, inst_uuid)  # pylint: disable=protected-access
-    what = 'instance %s (%s) from %s to %s' % (info.name if info else inst_uuid, inst_uuid, source.host.name, target.host.name)
-    if domain is None:
-        raise errors.NotFound('instance %s is not defined on %s; nothing moved' % (inst_uuid, source.host.name))
+    sconn, tconn, domain, info = _both_and_domain(source, target, inst_uuid)
+    what = 'instance %s (%s) from %s to %s' % (info.name, inst_uuid, source.host.name, target.host.name)
     if not domain.isActive():
         raise errors.DriverError('%s: a %s migration needs a running instance and it is stopped; migrate it cold; nothing moved'
                                  % (what, 'block' if block else 'live'))
@@ -227,10 +234,7 @@ def _remove_volumes(volumes):
 def cold(source, target, inst_uuid, shared, deadline):
     """Stop the instance, give the target its definition (and, unless its disks are on a directory
     both hosts share, copies of them), then start it there if it ran; (target domain, stats)."""
-    sconn, tconn = source._connect(), target._connect()  # pylint: disable=protected-access
-    domain, info = source._managed_domain(sconn, inst_uuid)  # pylint: disable=protected-access
-    if domain is None:
-        raise errors.NotFound('instance %s is not defined on %s; nothing moved' % (inst_uuid, source.host.name))
+    sconn, tconn, domain, info = _both_and_domain(source, target, inst_uuid)
     started = time.monotonic()
     was_running = bool(domain.isActive())
     xml = domain.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
@@ -288,32 +292,27 @@ def _copy_file(sconn, tconn, path, deadline):
     return copy
 
 
+class _Received:
+    """A read(n) source over a download stream, for _upload, that gives up at the deadline."""
+
+    def __init__(self, stream, path, size, deadline):
+        self.stream, self.path, self.size, self.deadline = stream, path, size, deadline
+        self.received = 0
+
+    def read(self, count):
+        if time.monotonic() > self.deadline:
+            raise errors.DriverError('copying %s did not finish in time (%d of %d bytes)' % (self.path, self.received, self.size))
+        chunk = self.stream.recv(count)
+        self.received += len(chunk)
+        return chunk
+
+
 def _stream_copy(sconn, volume, tconn, copy, size, deadline):
-    down, up = sconn.newStream(0), tconn.newStream(0)
+    down = sconn.newStream(0)
     volume.download(down, 0, size, 0)
-    copy.upload(up, 0, size, 0)
-    try:
-        sent = 0
-        while sent < size:
-            if time.monotonic() > deadline:
-                raise errors.DriverError('copying %s did not finish in time (%d of %d bytes)' % (volume.path(), sent, size))
-            chunk = down.recv(UPLOAD_CHUNK)
-            if not chunk:
-                break
-            view = memoryview(chunk)
-            while view:
-                count = up.send(view.tobytes())
-                view = view[count:]
-            sent += len(chunk)
+    with _aborting(down):
+        sent = _upload(tconn, copy, _Received(down, volume.path(), size, deadline), size)
         down.finish()
-        up.finish()
-    except BaseException:
-        for stream in (down, up):
-            try:
-                stream.abort()
-            except libvirt.libvirtError:
-                pass  # already failed: the error being raised says why
-        raise
     if sent != size:
         raise errors.DriverError('copying %s stopped after %d of %d bytes' % (volume.path(), sent, size))
 

@@ -20,7 +20,7 @@ import time
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors, _instances, _leases, _nodes
 from ansible_collections.multihv.cloud.plugins.module_utils._driver import HYPERVISOR_KVM, MigrationControls, MigrationTarget
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import utcnow
-from ansible_collections.multihv.cloud.plugins.module_utils._scheduler import NoValidHost, Scheduler
+from ansible_collections.multihv.cloud.plugins.module_utils._scheduler import NoValidHost
 
 MODES = ('auto', 'live', 'block', 'cold')
 # How long a move waits for another run's move of the same instance to finish.
@@ -90,17 +90,11 @@ def _schedule(ctx, record, target_node, untouched):
     registry = ctx.registry
     flavor = registry.get_flavor(record['flavor'])
     image = registry.get_image(record['image']) or {'name': record['image']}
-    group, group_nodes = None, {}
-    if record.get('server_group'):
-        group = registry.get_server_group(record['server_group'])
-        for member in registry.list_instances(server_group=record['server_group']):
-            if member['uuid'] != record['uuid'] and member.get('node'):
-                group_nodes[member['node']] = group_nodes.get(member['node'], 0) + 1
-    request = _instances.request_for(flavor, image, {'node': target_node}, group, group_nodes)
+    group, members = _instances.group_nodes(registry, record.get('server_group'), without=record['uuid'], untouched=untouched)
+    request = _instances.request_for(flavor, image, {'node': target_node}, group, members)
     request = dataclasses.replace(request, exclude=request.exclude | frozenset([record['node']]))
-    scheduler = Scheduler(_instances.candidates(ctx.views(), registry.allocations_by_node()))
     try:
-        return scheduler.place(request)
+        return ctx.scheduler().place(request)
     except NoValidHost as exc:
         raise errors.MultihvError('no node can take instance %s: %s; %s' % (record['name'], exc, untouched)) from None
 
@@ -129,12 +123,9 @@ def run(ctx, move, controls):
     flavor = registry.get_flavor(record['flavor'])
     source_driver, target_driver = ctx.driver_for(move.source_node), ctx.driver_for(move.target_node)
     claimed = move.target_node != move.source_node
-    if claimed:
-        view = next((v for v in ctx.views() if v['name'] == move.target_node), None)
-        resources = {'vcpus': flavor['vcpus'], 'memory_mb': flavor['ram_mb'], 'disk_gb': flavor['disk_gb']}
-        if view is None or not registry.claim(record['uuid'], move.target_node, view['hypervisor_type'], resources, view['capacity']):
-            raise errors.MultihvError('node %s has no room for instance %s any more (another run took it); %s'
-                                      % (move.target_node, record['name'], untouched))
+    if claimed and not _instances.claim_on(ctx, flavor, move.target_node, record['uuid']):
+        raise errors.MultihvError('node %s has no room for instance %s any more (another run took it); %s'
+                                  % (move.target_node, record['name'], untouched))
     migration = registry.create_migration(
         instance_uuid=record['uuid'], migration_type=move.mode, status='accepted', source_node=move.source_node,
         source_host=record.get('host'), dest_node=move.target_node, dest_host=move.target_host)

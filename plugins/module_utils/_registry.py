@@ -577,10 +577,11 @@ class Registry:
         sql = 'SELECT %s FROM %s WHERE %s = ?' % (', '.join(table.columns), table.name, table.key)
         return _decode(table, self._row(sql + (self._dialect.for_update if lock else ''), (key,)))
 
-    def _list(self, table, filters=()):
-        """Rows whose columns equal the (column, value) filters, by name."""
+    def _list(self, table, filters=(), order='name'):
+        """Rows whose columns equal the (column, value) filters whose value is not None, in `order`."""
+        filters = [(column, value) for column, value in filters if value is not None]
         where = ' AND '.join('%s = ?' % column for column, _value in filters)
-        sql = 'SELECT %s FROM %s%s ORDER BY name' % (', '.join(table.columns), table.name, ' WHERE ' + where if where else '')
+        sql = 'SELECT %s FROM %s%s ORDER BY %s' % (', '.join(table.columns), table.name, ' WHERE ' + where if where else '', order)
         return [_decode(table, row) for row in self._rows(sql, [value for _column, value in filters])]
 
     def _changes(self, table, key, stored):
@@ -833,10 +834,8 @@ class Registry:
 
     def list_instances(self, node=None, server_group=None, flavor=None):
         """The instances on node, in server_group, of flavor (the filters given), by name."""
-        filters = [(column, value) for column, value in (('node', node), ('server_group', server_group), ('flavor', flavor))
-                   if value is not None]
         with self._failing('list instances'):
-            return self._list(INSTANCES, filters)
+            return self._list(INSTANCES, (('node', node), ('server_group', server_group), ('flavor', flavor)))
 
     def create_instance(self, **fields):
         """Record a new instance; returns it.
@@ -961,12 +960,8 @@ class Registry:
 
     def list_migrations(self, instance_uuid=None, status=None):
         """Migrations of the instance / with the status given, oldest first."""
-        filters = [(column, value) for column, value in (('instance_uuid', instance_uuid), ('status', status)) if value is not None]
-        where = ' AND '.join('%s = ?' % column for column, _value in filters)
-        sql = 'SELECT %s FROM migrations%s ORDER BY created_at, id' % (
-            ', '.join(MIGRATIONS_TABLE.columns), ' WHERE ' + where if where else '')
         with self._failing('list migrations'):
-            return [_decode(MIGRATIONS_TABLE, row) for row in self._rows(sql, [value for _column, value in filters])]
+            return self._list(MIGRATIONS_TABLE, (('instance_uuid', instance_uuid), ('status', status)), order='created_at, id')
 
     # -- leases ---------------------------------------------------------------------------
 

@@ -1021,12 +1021,11 @@ class VSphereDriver(ComputeDriver):
         try:
             wait_task(content.propertyCollector, vm.RelocateVM_Task(spec=spec, priority='defaultPriority'), deadline, what)
         except errors.DriverError as exc:
-            if mode == 'cold' and was_running:
-                self._power(content, vm, 'PowerOnVM_Task', 'poweredOn', deadline, what)
             raise errors.DriverError('vCenter %s could not move instance %s from host %s to %s: %s; it stays on %s' % (
                 self.vcenter.name, instance, state.host, host_name, exc, state.host)) from exc
-        if mode == 'cold' and was_running:
-            self._power(content, vm, 'PowerOnVM_Task', 'poweredOn', deadline, what)
+        finally:
+            if mode == 'cold' and was_running:  # running again, moved or not
+                self._power(content, vm, 'PowerOnVM_Task', 'poweredOn', deadline, what)
         after = self._describe(content, vm)
         if after is None:
             raise errors.DriverError('instance %s does not read back after its move to host %s' % (instance, host_name))

@@ -23,7 +23,8 @@ import uuid
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 
 from support import guest  # noqa: E402  pylint: disable=wrong-import-position
-from support.bench import domain_type as lab_domain_type, lab_run, playbook, remove_domains  # noqa: E402  pylint: disable=wrong-import-position
+from support.bench import lab_run, playbook  # noqa: E402  pylint: disable=wrong-import-position
+from support.lab import domain_type as lab_domain_type, remove_domains  # noqa: E402  pylint: disable=wrong-import-position
 
 import libvirt  # noqa: E402  pylint: disable=wrong-import-position
 

@@ -1,10 +1,8 @@
 """Fixtures for tests against the running lab (`make lab-up`; `make test` starts it)."""
 
-import sqlite3
-
 import pytest
 
-from support.cloud import vm_name
+from support.cloud import registry_rows, vm_name
 from support.lab import LAB_DIR, Guests, Lab, ansible_module
 
 
@@ -30,9 +28,7 @@ def cloud(lab, tmp_path):  # pylint: disable=redefined-outer-name
     ansible_module('multihv.cloud.image', dict(options, name='tick', hypervisor_type='kvm', source=lab.info['images']['tick_qcow2']))
     yield options
     # Whatever a test booted goes, so that the lab hosts stay empty for the next one.
-    with sqlite3.connect(tmp_path / 'registry.sqlite') as db:
-        names = [row[0] for row in db.execute('SELECT name FROM instances')]
-    for name in names:
+    for (name,) in registry_rows(tmp_path, 'SELECT name FROM instances'):
         ansible_module('multihv.cloud.instance', dict(options, name=name, state='absent'))
 
 

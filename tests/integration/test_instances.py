@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import concurrent.futures
 import pathlib
-import sqlite3
 
 import pytest
 import yaml
 
-from support.cloud import allocations, domain_active, domains, vcsim_vm
+from support.cloud import allocations, domain_active, domains, registry_rows, vcsim_vm
 from support.lab import ansible_module, run, serial, wait_for
 
 
@@ -74,8 +73,7 @@ def test_a_name_clash_changes_nothing(lab, cloud, tmp_path):
         assert 'instance it-clash exists with' in refused['msg'] and 'Nothing was changed' in refused['msg']
     again = ansible_module('multihv.cloud.instance', dict(cloud, name='it-clash', state='absent'), check=True)
     assert again['changed'] is True  # still there, still the first one
-    with sqlite3.connect(tmp_path / 'registry.sqlite') as db:
-        assert db.execute('SELECT uuid, flavor, image FROM instances').fetchall() == [(first['uuid'], 'tiny', 'tick')]
+    assert registry_rows(tmp_path, 'SELECT uuid, flavor, image FROM instances') == [(first['uuid'], 'tiny', 'tick')]
     assert allocations(tmp_path) == {'kvm1': 32}
     assert domains(lab, 'kvm1').count('it-clash') == 1
 
@@ -125,9 +123,8 @@ def test_concurrent_runs_never_overcommit(lab, cloud, tmp_path):
         playbooks.append(path)
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
         list(pool.map(lambda p: run('ansible-playbook', str(p), check=False), playbooks))
-    with sqlite3.connect(tmp_path / 'registry.sqlite') as db:
-        booted = db.execute("SELECT node, count(*) FROM instances WHERE state = 'running' GROUP BY node").fetchall()
-        left = db.execute("SELECT count(*) FROM instances WHERE state != 'running'").fetchone()[0]
+    booted = registry_rows(tmp_path, "SELECT node, count(*) FROM instances WHERE state = 'running' GROUP BY node")
+    left = registry_rows(tmp_path, "SELECT count(*) FROM instances WHERE state != 'running'")[0][0]
     assert dict(booted) == {'kvm1': 2, 'kvm2': 1}
     assert left == 0, 'a failed boot left its record behind'
     assert allocations(tmp_path) == {'kvm1': 64, 'kvm2': 32}
@@ -145,8 +142,7 @@ def test_bad_boots_leave_nothing_behind(lab, cloud, tmp_path, args, message):
     result = ansible_module('multihv.cloud.instance', {**cloud, 'name': 'it-bad', 'flavor': 'tiny', 'image': 'tick', **args},
                             expect_failure=True)
     assert message in result['msg']
-    with sqlite3.connect(tmp_path / 'registry.sqlite') as db:
-        assert db.execute('SELECT count(*) FROM instances').fetchone() == (0,)
+    assert registry_rows(tmp_path, 'SELECT count(*) FROM instances') == [(0,)]
     assert allocations(tmp_path) == {}
     assert 'it-bad' not in domains(lab, 'kvm1') + domains(lab, 'kvm2')
 

@@ -12,14 +12,13 @@ import os
 import pathlib
 import re
 import signal
-import sqlite3
 import time
 
 import pytest
 
 from support import guest
-from support.cloud import allocations, domain_active, domains, vcsim_vm
-from support.lab import ansible_module, serial, wait_for
+from support.cloud import allocations, domain_active, domains, registry_rows, vcsim_vm
+from support.lab import ansible_module, qemu_processes, serial, wait_for
 
 TICK = re.compile(r'tick (\d+)')
 
@@ -52,11 +51,6 @@ def wait_ticks(log, count=3, after=None, timeout=30):
         return len(seen) >= count and (after is None or seen[-1] > after + 1)
     wait_for(enough, timeout, f'ticks in {log}')
     return ticks(log)
-
-
-def registry_rows(tmp_path, sql):
-    with sqlite3.connect(tmp_path / 'registry.sqlite') as db:
-        return db.execute(sql).fetchall()
 
 
 def test_live_migration_keeps_the_guest_running(lab, cloud, tmp_path):
@@ -156,14 +150,7 @@ def test_check_mode_says_where_it_would_go(lab, cloud, tmp_path):
 
 def incoming_qemu(name):
     """The pid of the QEMU waiting for an incoming migration of guest `name`, or None."""
-    for pid in filter(str.isdigit, os.listdir('/proc')):
-        try:
-            args = pathlib.Path(f'/proc/{pid}/cmdline').read_bytes().split(b'\0')
-        except OSError:
-            continue
-        if args and b'qemu' in args[0] and b'-incoming' in args and f'guest={name}'.encode() in b','.join(args):
-            return int(pid)
-    return None
+    return next((pid for pid, args in qemu_processes(name).items() if b'-incoming' in args), None)
 
 
 def test_killing_the_target_mid_migration_leaves_the_guest_on_the_source(lab, cloud, tmp_path):

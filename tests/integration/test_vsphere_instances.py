@@ -17,12 +17,13 @@ import uuid
 import pytest
 from pyVim.connect import Disconnect, SmartConnect
 from pyVim.task import WaitForTask
-from pyVmomi import vim, vmodl
+from pyVmomi import vim
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _config
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._driver import InstanceSpec
 from ansible_collections.multihv.cloud.plugins.module_utils._vsphere_driver import MARKER, VSphereDriver, parse_annotation
+from support.cloud import vm_name
 
 GIB = 1024 ** 3
 DEVICE = vim.vm.device
@@ -63,16 +64,8 @@ def all_vms(si):
         view.Destroy()
 
 
-def name_of(vm):
-    """A VM's name; None when another user of the lab destroyed it since it was listed."""
-    try:
-        return vm.name
-    except vmodl.fault.ManagedObjectNotFound:
-        return None
-
-
 def vm_named(si, name):
-    found = [vm for vm in all_vms(si) if name_of(vm) == name]
+    found = [vm for vm in all_vms(si) if vm_name(vm) == name]
     assert len(found) <= 1, found
     return found[0] if found else None
 
@@ -171,7 +164,7 @@ def test_find_template(driver, template, si):
         driver.find_template('no-such-template')
     assert str(caught.value) == ('vCenter vcsim has no template VM no-such-template; a vSphere image is a template VM, '
                                  'cloned for each instance')
-    lab_vm = next(name for name in map(name_of, all_vms(si)) if name and LAB_VM.match(name))
+    lab_vm = next(name for name in map(vm_name, all_vms(si)) if name and LAB_VM.match(name))
     with pytest.raises(errors.NotFound, match='has that name but is not marked as a template'):
         driver.find_template(lab_vm)
 

@@ -1,5 +1,5 @@
 """What the lab benchmarks share: their command line, the lab and Ansible's environment,
-running a playbook of tasks, and lab guests made and removed with raw libvirt-python."""
+and running a playbook of tasks (raw lab guests: support.lab's domain_type and remove_domains)."""
 
 from __future__ import annotations
 
@@ -32,35 +32,3 @@ def playbook(path, tasks, env):
     path.write_text(json.dumps([{'hosts': 'localhost', 'gather_facts': False, 'tasks': tasks}]))
     subprocess.run([str(REPO / '.venv' / 'bin' / 'ansible-playbook'), str(path)], env=env, check=True,
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
-def domain_type(uri):
-    """kvm where the host runs KVM guests, qemu (TCG) otherwise."""
-    import libvirt  # pylint: disable=import-outside-toplevel
-    conn = libvirt.open(uri)
-    try:
-        conn.getDomainCapabilities(None, 'x86_64', None, 'kvm')
-        return 'kvm'
-    except libvirt.libvirtError:
-        return 'qemu'
-    finally:
-        conn.close()
-
-
-def remove_domains(uris, names):
-    """Destroy and undefine the domains called names wherever they are among the hosts at uris."""
-    import libvirt  # pylint: disable=import-outside-toplevel
-    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # lookups of domains elsewhere fail, as expected
-    for uri in uris:
-        conn = libvirt.open(uri)
-        try:
-            for name in names:
-                try:
-                    dom = conn.lookupByName(name)
-                except libvirt.libvirtError:
-                    continue
-                if dom.isActive():
-                    dom.destroy()
-                dom.undefine()
-        finally:
-            conn.close()

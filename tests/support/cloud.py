@@ -5,9 +5,15 @@ from __future__ import annotations
 import sqlite3
 
 
-def allocations(tmp_path):
+def registry_rows(tmp_path, sql):
+    """The rows a query returns from the test's own registry (the `cloud` fixture's, in tmp_path)."""
     with sqlite3.connect(tmp_path / 'registry.sqlite') as db:
-        return dict(db.execute('SELECT node, sum(memory_mb) FROM allocations GROUP BY node').fetchall())
+        return db.execute(sql).fetchall()
+
+
+def allocations(tmp_path):
+    """{node: MB of RAM allocated on it} in the test's registry."""
+    return dict(registry_rows(tmp_path, 'SELECT node, sum(memory_mb) FROM allocations GROUP BY node'))
 
 
 def domain_active(lab, host, name):

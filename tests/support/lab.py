@@ -55,16 +55,7 @@ class Lab:
         return libvirt.open(self.uri(host))
 
     def domain_type(self) -> str:
-        """kvm where the hosts can run KVM guests (/dev/kvm works), qemu (TCG) otherwise."""
-        import libvirt  # pylint: disable=import-outside-toplevel
-        conn = self.connect(next(iter(self.hosts)))
-        try:
-            conn.getDomainCapabilities(None, 'x86_64', None, 'kvm')
-            return 'kvm'
-        except libvirt.libvirtError:
-            return 'qemu'
-        finally:
-            conn.close()
+        return domain_type(self.uri(next(iter(self.hosts))))
 
     def role_vars(self) -> list[str]:
         """-e options that bring the lab role back to this lab's size and ports."""
@@ -115,25 +106,45 @@ class Guests:
         return name, inst / 'serial.log'
 
     def cleanup(self):
-        import libvirt  # pylint: disable=import-outside-toplevel
-        for host in self.lab.hosts:
-            try:
-                conn = libvirt.open(self.lab.uri(host))
-            except libvirt.libvirtError:
-                continue  # a host a test left down has nothing to clean
-            try:
-                for name, inst in self.made:
-                    try:
-                        dom = conn.lookupByName(name)
-                    except libvirt.libvirtError:
-                        continue
-                    if dom.isActive():
-                        dom.destroy()
-                    dom.undefine()
-            finally:
-                conn.close()
-        for name, inst in self.made:
+        remove_domains([self.lab.uri(host) for host in self.lab.hosts], [name for name, _inst in self.made])
+        for _name, inst in self.made:
             shutil.rmtree(inst, ignore_errors=True)
+
+
+def domain_type(uri: str) -> str:
+    """kvm where the host at uri can run KVM guests (/dev/kvm works), qemu (TCG) otherwise."""
+    import libvirt  # pylint: disable=import-outside-toplevel
+    conn = libvirt.open(uri)
+    try:
+        conn.getDomainCapabilities(None, 'x86_64', None, 'kvm')
+        return 'kvm'
+    except libvirt.libvirtError:
+        return 'qemu'
+    finally:
+        conn.close()
+
+
+def remove_domains(uris, names):
+    """Destroy and undefine the domains called names wherever they are among the hosts at uris;
+    a host that is down has nothing to remove."""
+    import libvirt  # pylint: disable=import-outside-toplevel
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # lookups of domains elsewhere fail, as expected
+    for uri in uris:
+        try:
+            conn = libvirt.open(uri)
+        except libvirt.libvirtError:
+            continue
+        try:
+            for name in names:
+                try:
+                    dom = conn.lookupByName(name)
+                except libvirt.libvirtError:
+                    continue
+                if dom.isActive():
+                    dom.destroy()
+                dom.undefine()
+        finally:
+            conn.close()
 
 
 def serial(log: pathlib.Path) -> list[guest.Boot]:
@@ -145,16 +156,23 @@ def last_tick(log: pathlib.Path) -> int:
     return boots[-1].ticks[-1] if boots and boots[-1].ticks else 0
 
 
-def qemu_running(name: str) -> bool:
-    """Is a QEMU process for domain `name` alive on this machine (in any namespace)?"""
+def qemu_processes(name: str) -> dict[int, list[bytes]]:
+    """{pid: arguments} of the QEMU processes of domain `name` on this machine (in any namespace):
+    one, or two while it migrates between lab hosts (the target's has -incoming)."""
+    found = {}
     for cmdline in pathlib.Path('/proc').glob('[0-9]*/cmdline'):
         try:
             args = cmdline.read_bytes().split(b'\0')
         except OSError:
             continue
         if args and b'qemu-system' in args[0] and f'guest={name},'.encode() in b','.join(args) + b',':
-            return True
-    return False
+            found[int(cmdline.parent.name)] = args
+    return found
+
+
+def qemu_running(name: str) -> bool:
+    """Is a QEMU process for domain `name` alive on this machine (in any namespace)?"""
+    return bool(qemu_processes(name))
 
 
 def ansible_module(module: str, args: dict, *, check: bool = False, diff: bool = False, env: dict | None = None,
