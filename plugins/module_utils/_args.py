@@ -52,9 +52,11 @@ def session(module):
             registry.close()
 
 
-def exit_with(module, changed, key, before, after):
-    """exit_json with the object as it is after the task under `key`; its before/after only in diff mode."""
-    result = {'changed': changed, key: after}
+def exit_with(module, changed, key, before, after, **extra):
+    """exit_json with the object as it is after the task under `key` (and the extra results); its
+    before/after only in diff mode."""
+    result = dict(extra, changed=changed)
+    result[key] = after
     if module._diff:  # pylint: disable=protected-access  # AnsibleModule's own flag for --diff
         result['diff'] = {'before': before or {}, 'after': after or {}}
     module.exit_json(**result)

@@ -145,6 +145,9 @@ class InstanceSpec:
     networks: [{'network': a libvirt network / bridge:NAME / vSphere port group,
     'mac': a fixed MAC}]. metadata is stored with the instance (KVM: domain
     <metadata>; vSphere: annotation) so that a node alone can tell what it runs.
+    reuse_disk: the instance's disk exists already where storage puts it and is used as it
+    is (evacuation on shared storage: the same disk, data and password kept); spawn fails
+    when it is not there and never deletes it.
     """
 
     uuid: str
@@ -160,6 +163,7 @@ class InstanceSpec:
     hostname: str = ''
     user_data: str = ''
     metadata: dict = dataclasses.field(default_factory=dict)
+    reuse_disk: bool = False
 
 
 @dataclasses.dataclass

@@ -303,6 +303,12 @@ def _spec(inst_uuid, name, node, host, flavor, image, storage, identity, user_da
                         user_data=user_data or '', metadata=identity.get('metadata') or {})
 
 
+def spec_for(record, node, host, flavor, image, user_data=None):
+    """The InstanceSpec that makes a recorded instance again on node (rebuild, evacuation):
+    its uuid, name, storage and identity (hostname, MACs, networks, metadata) kept."""
+    return _spec(record['uuid'], record['name'], node, host, flavor, image, record['storage'], record.get('identity') or {}, user_data)
+
+
 def rebuild(ctx, record, image_name=None, user_data=None):
     """Nova's rebuild: the instance made again from its image (or image_name, of the node's
     hypervisor type) on the same node and host, keeping its uuid, name, MACs, flavor and
@@ -325,8 +331,7 @@ def rebuild(ctx, record, image_name=None, user_data=None):
     ensure_image_on(registry, driver, image)
     driver.destroy(record['uuid'], record['node'])
     try:
-        state = driver.spawn(_spec(record['uuid'], record['name'], record['node'], record.get('host'), flavor, image,
-                                   record['storage'], record.get('identity') or {}, user_data))
+        state = driver.spawn(spec_for(record, record['node'], record.get('host'), flavor, image, user_data))
     except errors.MultihvError as exc:
         registry.update_instance(record['uuid'], state='error')
         raise errors.MultihvError('rebuild of instance %s on %s failed after its old VM was destroyed: %s; the instance is '
@@ -418,4 +423,4 @@ def info(cloud, registry, filters):
 
 __all__ = ['CLAIM_RETRIES', 'Cloud', 'boot', 'boot_many', 'boot_one', 'candidates', 'claim_on', 'delete', 'ensure_image_on',
            'group_nodes', 'info', 'plan', 'prepare_images',
-           'rebuild', 'request_for', 'set_power', 'stable_mac']
+           'rebuild', 'request_for', 'set_power', 'spec_for', 'stable_mac']

@@ -573,7 +573,8 @@ class LibvirtDriver(ComputeDriver):
             raise errors.DriverError('%s: %s; nothing was created' % (failed, _message(exc))) from exc
         made = {}
         try:
-            made['volume'] = plan['pool'].createXML(plan['volume_xml'], 0)
+            if plan['volume_xml'] is not None:  # None: the disk exists and is reused, never removed
+                made['volume'] = plan['pool'].createXML(plan['volume_xml'], 0)
             made['domain'] = conn.defineXML(plan['domain_xml'])
             made['domain'].create()
             return self._state_of(made['domain'])
@@ -590,11 +591,17 @@ class LibvirtDriver(ComputeDriver):
             if exists is not None:
                 raise errors.DriverError('a domain %s (%s) is already defined there' % (exists.name(), exists.UUIDString()))
         disk_name, log_name = inst_uuid + '.qcow2', inst_uuid + '.console.log'
-        if _volume(pool, disk_name) is not None:
-            raise errors.DriverError('its disk %s already exists' % posixpath.join(directory, disk_name))
-        base_path, base_format, virtual_size = self._base_volume(conn, spec.storage, spec.image)
-        capacity = max(int(spec.disk_gb or 0) * GIB, virtual_size)
         disk_path = posixpath.join(directory, disk_name)
+        volume_xml = None
+        if spec.reuse_disk:
+            if _volume(pool, disk_name) is None:
+                raise errors.DriverError('its disk %s is not there (is %s storage really shared with this host?)' % (disk_path, spec.storage))
+        else:
+            if _volume(pool, disk_name) is not None:
+                raise errors.DriverError('its disk %s already exists' % disk_path)
+            base_path, base_format, virtual_size = self._base_volume(conn, spec.storage, spec.image)
+            capacity = max(int(spec.disk_gb or 0) * GIB, virtual_size)
+            volume_xml = domxml.volume_xml(disk_name, capacity, 'qcow2', backing_path=base_path, backing_format=base_format)
         log_path = posixpath.join(directory, log_name)
         kind = domxml.domain_type(conn.getCapabilities())
         domain_spec = _with_uuid(spec, inst_uuid)
@@ -602,7 +609,7 @@ class LibvirtDriver(ComputeDriver):
             'pool': pool,
             'log_name': log_name,
             'log_existed': _volume(pool, log_name) is not None,
-            'volume_xml': domxml.volume_xml(disk_name, capacity, 'qcow2', backing_path=base_path, backing_format=base_format),
+            'volume_xml': volume_xml,
             'domain_xml': domxml.build_domain(domain_spec, disk_path, log_path, kind, 'qcow2'),
         }
 

@@ -172,6 +172,13 @@ MIGRATIONS = [
         'CREATE INDEX instances_flavor ON instances (flavor)',
         'CREATE INDEX instances_server_group ON instances (server_group)',
     ]),
+    (3, [
+        # When instance HA first saw the node unreachable (NULL: reachable, or never watched):
+        # its grace period counts from there, across passes and controllers.
+        'ALTER TABLE nodes ADD COLUMN down_since TEXT',
+        # Evacuations whose stale copies wait for their node to come back are found by source.
+        'CREATE INDEX migrations_source ON migrations (source_node)',
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
@@ -180,7 +187,7 @@ SCHEMA_VERSION_TABLE = 'CREATE TABLE IF NOT EXISTS schema_version (version INTEG
 
 # Admin-state columns of nodes besides name and hypervisor_type, by kind of value.
 NODE_FIELDS = ('enabled', 'disabled_reason', 'forced_down', 'availability_zone', 'aggregates',
-               'allocation_ratios', 'reserved', 'reserved_for_failover')
+               'allocation_ratios', 'reserved', 'reserved_for_failover', 'down_since')
 NODE_BOOLS = ('enabled', 'forced_down', 'reserved_for_failover')
 NODE_JSON = {'aggregates': list, 'allocation_ratios': dict, 'reserved': dict}
 NODE_COLUMNS = ('name', 'hypervisor_type') + NODE_FIELDS + ('created_at', 'updated_at')
@@ -231,8 +238,10 @@ INSTANCES = _Table('instances', 'instance', 'uuid', {
     'name': 'str', 'node': 'str', 'host': 'str', 'flavor': 'str', 'image': 'str', 'storage': 'str', 'identity': dict,
     'ha': 'bool', 'restart_priority': 'int', 'server_group': 'str', 'state': 'str',
 }, required=('name', 'flavor', 'image', 'storage', 'state'))
-# Nova's migration statuses; the last three are final.
-MIGRATION_STATUSES = ('accepted', 'preparing', 'running', 'completed', 'failed', 'cancelled')
+# Nova's migration statuses; the last three are final. 'done' is Nova's too: an evacuation whose
+# instance runs on the destination while its stale copy on the failed source still waits to be
+# destroyed (then it becomes completed).
+MIGRATION_STATUSES = ('accepted', 'preparing', 'running', 'done', 'completed', 'failed', 'cancelled')
 MIGRATIONS_TABLE = _Table('migrations', 'migration', 'id', {
     'instance_uuid': 'str', 'migration_type': 'str', 'status': 'str', 'source_node': 'str', 'source_host': 'str',
     'dest_node': 'str', 'dest_host': 'str', 'error': 'str', 'stats': dict, 'started_at': 'str', 'finished_at': 'str',
@@ -958,10 +967,11 @@ class Registry:
         with self._failing('read migration %s' % migration_id):
             return self._get(MIGRATIONS_TABLE, migration_id)
 
-    def list_migrations(self, instance_uuid=None, status=None):
-        """Migrations of the instance / with the status given, oldest first."""
+    def list_migrations(self, instance_uuid=None, status=None, source_node=None, migration_type=None):
+        """Migrations matching the filters given, oldest first."""
+        filters = (('instance_uuid', instance_uuid), ('status', status), ('source_node', source_node), ('migration_type', migration_type))
         with self._failing('list migrations'):
-            return self._list(MIGRATIONS_TABLE, (('instance_uuid', instance_uuid), ('status', status)), order='created_at, id')
+            return self._list(MIGRATIONS_TABLE, filters, order='created_at, id')
 
     # -- leases ---------------------------------------------------------------------------
 

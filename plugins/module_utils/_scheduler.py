@@ -22,7 +22,9 @@ import heapq
 
 RESOURCES = ('vcpus', 'memory_mb', 'disk_gb')
 GROUP_POLICIES = ('affinity', 'anti-affinity', 'soft-affinity', 'soft-anti-affinity')
-DEFAULT_WEIGHERS = {'ram': 1.0, 'cpu': 0.0, 'disk': 0.0, 'instances': -1.0, 'group': 1.0}
+# failover: a node reserved for failover comes first for a failover request (evacuation, HA):
+# the other terms are fractions of 1, so 10 puts every reserved node ahead.
+DEFAULT_WEIGHERS = {'ram': 1.0, 'cpu': 0.0, 'disk': 0.0, 'instances': -1.0, 'group': 1.0, 'failover': 10.0}
 
 
 @dataclasses.dataclass
@@ -200,6 +202,8 @@ class Weigher:
                   + m['cpu'] * node.free('vcpus') / self.scale['vcpus']
                   + m['disk'] * node.free('disk_gb') / self.scale['disk_gb']
                   + m['instances'] * node.instances / self.scale['instances'])
+        if req.for_failover and node.reserved_for_failover:
+            weight += m['failover']
         members = req.group_nodes.get(node.name, 0)
         if req.group_policy == 'soft-affinity':
             weight += m['group'] * members

@@ -915,6 +915,9 @@ class VSphereDriver(ComputeDriver):
         instance = normal_uuid(spec.uuid)
         if instance is None:
             raise errors.DriverError('instance uuid %r is not a UUID; nothing was created' % (spec.uuid,))
+        if spec.reuse_disk:  # vSphere HA restarts a VM on its datastore; the core never asks this of a cluster
+            raise errors.DriverError('instance %s: a vSphere node clones a template, it does not adopt an existing disk; '
+                                     'nothing was created' % spec.name)
         spec = dataclasses.replace(spec, uuid=instance)
         return self._with_session(lambda content: self._spawn(content, spec), 'the build of instance %s' % instance)
 

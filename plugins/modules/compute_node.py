@@ -13,6 +13,11 @@ description:
     allocation ratios, reserved resources and whether it is kept free for failover.
   - A node is one KVM host, named as in the cloud file, or one vSphere cluster, named C(vcenter/datacenter/cluster).
   - Only the options given are changed; the others keep their value in the registry.
+  - A node asked back into service (O(enabled=true) or O(forced_down=false)) whose instances were evacuated
+    (M(multihv.cloud.evacuate), M(multihv.cloud.instance_ha)) first loses their stale copies, before the admin state
+    changes; RV(cleaned) says which. A stale copy on shared storage is undefined and its disk, which the rebuilt
+    instance uses, is kept; one on local storage goes with its disk. While the node does not answer this is refused and
+    nothing changes, so a node never takes instances with stale copies left on it.
 options:
   name:
     description: The compute node.
@@ -108,6 +113,14 @@ node:
     allocation_ratios: null
     reserved: null
     reserved_for_failover: false
+cleaned:
+  description:
+    - The stale copies of evacuated instances destroyed on the node before it was enabled (in check mode, those that
+      would be), each with C(name), C(uuid), C(migration) (the evacuation record's id, now C(completed)), C(destroyed)
+      (a domain was there) and C(disks_removed) (its local disk went too).
+  returned: always
+  type: list
+  elements: dict
 diff:
   description: Admin state before and after, in diff mode.
   returned: when diff mode is on
@@ -115,7 +128,7 @@ diff:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.multihv.cloud.plugins.module_utils import _args, _nodes
+from ansible_collections.multihv.cloud.plugins.module_utils import _args, _evacuation, _nodes
 
 OPTIONS = {
     'name': {'type': 'str', 'required': True},
@@ -146,9 +159,9 @@ def main():
     module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
                            mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
     with _args.session(module) as (cloud, registry):
-        changed, before, after = _nodes.set_admin_state(cloud, registry, module.params['name'], requested(module.params),
-                                                        check_mode=module.check_mode)
-    _args.exit_with(module, changed, 'node', before, after)
+        changed, before, after, cleaned = _evacuation.set_admin_state(cloud, registry, module.params['name'], requested(module.params),
+                                                                      check_mode=module.check_mode)
+    _args.exit_with(module, changed, 'node', before, after, cleaned=cleaned)
 
 
 if __name__ == '__main__':

@@ -69,13 +69,17 @@ def catalog(registry):  # pylint: disable=redefined-outer-name
 
 
 @pytest.mark.parametrize('url', ENGINES, indirect=True)
-def test_version_1_registry_is_upgraded_to_2_keeping_its_rows(url, monkeypatch):  # pylint: disable=redefined-outer-name
+def test_version_1_registry_is_upgraded_to_the_latest_keeping_its_rows(url, monkeypatch):  # pylint: disable=redefined-outer-name
     with monkeypatch.context() as patched:
         patched.setattr(_registry, 'MIGRATIONS', _registry.MIGRATIONS[:1])
         patched.setattr(_registry, 'SCHEMA_VERSION', 1)
         with Registry.open(url) as old:
             assert old.schema_version() == 1
-            old.set_node('kvm1', 'kvm', enabled=False)
+            # What a version-1 collection wrote (raw SQL: today's code knows columns v1 had not).
+            with old.transaction():
+                old._execute(  # pylint: disable=protected-access
+                    "INSERT INTO nodes (name, hypervisor_type, enabled, created_at, updated_at) "
+                    "VALUES ('kvm1', 'kvm', 0, '2024-01-01T00:00:00.000000Z', '2024-01-01T00:00:00.000000Z')")
             # What a version-1 collection wrote: a flavor and an instance naming a group v1 had no table for.
             old.set_flavor('m1', vcpus=1, ram_mb=64, disk_gb=0)
             with old.transaction():
@@ -85,8 +89,9 @@ def test_version_1_registry_is_upgraded_to_2_keeping_its_rows(url, monkeypatch):
                     "'2024-01-01T00:00:00.000000Z')")
     assert 'server_groups' not in _tables(url)
     with Registry.open(url) as upgraded:
-        assert upgraded.schema_version() == SCHEMA_VERSION == 2
+        assert upgraded.schema_version() == SCHEMA_VERSION == 3
         assert upgraded.get_node('kvm1')['enabled'] is False
+        assert upgraded.get_node('kvm1')['down_since'] is None  # version 3's column, empty for old rows
         assert upgraded.get_flavor('m1')['ram_mb'] == 64
         assert upgraded.get_instance(uuid='u1')['server_group'] == 'legacy'
         assert upgraded.list_server_groups() == []

@@ -1,0 +1,316 @@
+# Copyright: multihv.cloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""Evacuation of a failed KVM node, and the clean-up of its stale copies when it comes back.
+Private to multihv.cloud: do not import.
+
+Nova's evacuate: the instances of a node that is down are rebuilt elsewhere from their
+records. Its safety rule is ours: a node that still answers, or that is neither forced
+down nor fenced, is refused, because a second copy of a VM on shared storage corrupts
+its disk. On shared storage the rebuilt instance adopts the same disk (data and password
+kept); on local storage it gets a new disk from its image (data lost, identity kept:
+uuid, name, hostname, MACs and IPs) and a new password. Each evacuation is a migration
+record of type evacuation that ends in Nova's 'done': the instance runs on the target,
+its stale copy on the failed node waits. When that node answers again, clean_stale()
+destroys the stale copies (their local disks too) before the node may take instances,
+and the records become completed. The lab restores a host with its guests shut off, and
+the node stays forced down until clean-up ran: two copies never run at once.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+import secrets
+import shlex
+import subprocess
+
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors, _instances, _leases, _nodes
+from ansible_collections.multihv.cloud.plugins.module_utils._driver import HYPERVISOR_KVM, STATE_UP
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import utcnow
+from ansible_collections.multihv.cloud.plugins.module_utils._scheduler import NoValidHost
+
+EVACUATION = 'evacuation'
+# States of an instance that evacuation rebuilds; building ones never ran, error ones have no VM.
+EVACUABLE = ('running', 'stopped')
+FENCE_TIMEOUT_SECONDS = 120
+LEASE_WAIT_SECONDS = 5.0
+# Characters of a generated password: URL-safe base64 of this many random bytes.
+PASSWORD_BYTES = 15
+
+
+class Unplaced(errors.MultihvError):
+    """No node has room for the instance: reported, never forced onto an overcommitted node."""
+
+
+def restart_order(record):
+    """HA instances first, then by restart priority (higher first), then by name."""
+    return (not record.get('ha'), -(record.get('restart_priority') or 0), record['name'])
+
+
+def _kvm_host(cloud, node):
+    return next((h for h in cloud.kvm_hosts if h.name == node), None)
+
+
+def check_failed(ctx, node, check_mode=False):
+    """Refuse unless node is a KVM node that does not answer AND is forced down or fenced now
+    by its fence_command (then it is forced down too, so that nothing is scheduled on it until
+    clean_stale ran). Returns 'forced_down' (it was already), 'fenced' or 'would fence'."""
+    kind = _nodes.hypervisor_type_of(ctx.cloud, node) or next((v['hypervisor_type'] for v in ctx.views() if v['name'] == node), None)
+    if kind is None:
+        raise errors.NotFound('node %s is not in the cloud; nothing was evacuated' % node)
+    if kind != HYPERVISOR_KVM:
+        raise errors.MultihvError(
+            'node %s is a vSphere cluster: vSphere HA restarts the VMs of a failed ESXi host on the other hosts of the '
+            'cluster by itself, and a VM cannot be rebuilt outside its vCenter; configure the cluster\'s HA with '
+            'multihv.cloud.vsphere_cluster instead. Nothing was evacuated' % node)
+    view = next(v for v in ctx.views() if v['name'] == node)
+    if view['state'] == STATE_UP:
+        raise errors.MultihvError(
+            'node %s answers (its hypervisor is reachable): evacuation starts second copies of its instances, and two copies '
+            'of one VM on shared storage corrupt its disk; move them with multihv.cloud.migrate (from_node) instead. '
+            'Nothing was evacuated' % node)
+    admin = ctx.registry.get_node(node) or {}
+    if admin.get('forced_down'):
+        return 'forced_down'
+    host = _kvm_host(ctx.cloud, node)
+    if not host.fence_command:
+        raise errors.MultihvError(
+            'node %s does not answer (%s) but is neither forced down nor fenceable: it may still run its instances behind a '
+            'network fault. Make sure it is off, then set forced_down with multihv.cloud.compute_node, or give it a '
+            'fence_command in the cloud file. Nothing was evacuated' % (node, view.get('reason') or 'down'))
+    if check_mode:
+        return 'would fence'
+    fence(host)
+    ctx.registry.set_node(node, kind, forced_down=True)
+    return 'fenced'
+
+
+def fence(host):
+    """Run the host's fence_command (no shell; MULTIHV_NODE names the host); errors.MultihvError unless it exits 0."""
+    argv = shlex.split(host.fence_command)
+    env = dict(os.environ, MULTIHV_NODE=host.name)
+    try:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=FENCE_TIMEOUT_SECONDS, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise errors.MultihvError('fencing node %s failed (%s: %s); nothing was evacuated' % (host.name, argv[0], exc)) from None
+    if done.returncode != 0:
+        said = (done.stderr or done.stdout or '').strip().splitlines()[-1:] or ['no output']
+        raise errors.MultihvError('fencing node %s failed: %s exited %d (%s); nothing was evacuated'
+                                  % (host.name, argv[0], done.returncode, said[0]))
+
+
+def _selected(registry, node, refs):
+    """The node's instances to evacuate, in restart order; refs (names or uuids) narrow them."""
+    records = [r for r in registry.list_instances(node=node) if r['state'] in EVACUABLE]
+    if refs:
+        wanted = set(refs)
+        found = [r for r in records if r['name'] in wanted or r['uuid'] in wanted]
+        missing = wanted - set(r['name'] for r in found) - set(r['uuid'] for r in found)
+        if missing:
+            raise errors.NotFound('node %s has no running or stopped instance %s; nothing was evacuated'
+                                  % (node, ', '.join(sorted(missing))))
+        records = found
+    return sorted(records, key=restart_order)
+
+
+def _check_target(ctx, node, target_node):
+    if target_node is None:
+        return
+    if target_node == node:
+        raise errors.MultihvError('target_node %s is the failed node itself; nothing was evacuated' % node)
+    kind = _nodes.hypervisor_type_of(ctx.cloud, target_node)
+    if kind is None:
+        raise errors.NotFound('target node %s is not in the cloud file; nothing was evacuated' % target_node)
+    if kind != HYPERVISOR_KVM:
+        raise errors.MultihvError('target node %s is a %s node: KVM instances are rebuilt on KVM nodes only; nothing was evacuated'
+                                  % (target_node, kind))
+
+
+def evacuate(ctx, node, target_node=None, instances=None, concurrency=4, check_mode=False):
+    """Rebuild the instances of failed `node` elsewhere. Returns {changed, node, fencing,
+    evacuations, unplaced, failures}; one instance that fails stays recorded on node and the
+    others go on. A refusal (see check_failed) raises before anything happens."""
+    _check_target(ctx, node, target_node)
+    records = _selected(ctx.registry, node, instances)
+    fencing = check_failed(ctx, node, check_mode)
+    result = {'changed': bool(records) or fencing == 'fenced', 'node': node, 'fencing': fencing,
+              'evacuations': [], 'unplaced': [], 'failures': []}
+    if check_mode:
+        scheduler = ctx.scheduler()
+        for record in records:
+            try:
+                dest, _host = scheduler.place(_request(ctx, record, target_node))
+                result['evacuations'].append({'name': record['name'], 'uuid': record['uuid'], 'status': 'would run',
+                                              'source_node': node, 'dest_node': dest, 'storage': record['storage']})
+            except (NoValidHost, errors.MultihvError) as exc:
+                result['unplaced' if isinstance(exc, NoValidHost) else 'failures'].append(
+                    {'name': record['name'], 'uuid': record['uuid'], 'msg': str(exc)})
+        return result
+    ctx.views()  # read once, before the workers share them
+    workers = max(1, min(concurrency, len(records) or 1))
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        # Submitted in restart order: the pool starts them in that order.
+        futures = dict((pool.submit(_evacuate_apart, ctx, record['uuid'], node, target_node), record) for record in records)
+        for future in concurrent.futures.as_completed(futures):
+            record = futures[future]
+            try:
+                result['evacuations'].append(future.result())
+            except Unplaced as exc:
+                result['unplaced'].append({'name': record['name'], 'uuid': record['uuid'], 'msg': str(exc)})
+            except errors.MultihvError as exc:
+                result['failures'].append({'name': record['name'], 'uuid': record['uuid'], 'msg': str(exc)})
+    order = dict((record['uuid'], index) for index, record in enumerate(records))
+    result['evacuations'].sort(key=lambda e: order[e['uuid']])
+    return result
+
+
+def _evacuate_apart(ctx, inst_uuid, node, target_node):
+    with ctx.apart() as worker:
+        return evacuate_one(worker, inst_uuid, node, target_node)
+
+
+def _request(ctx, record, target_node):
+    """The scheduler request that rebuilds record elsewhere: its flavor, image and server group, a
+    failover request (reserved failover nodes first), on a node that shares its disk when shared."""
+    registry = ctx.registry
+    untouched = 'instance %s was not evacuated' % record['name']
+    flavor = registry.get_flavor(record['flavor'])
+    image = registry.get_image(record['image']) or {'name': record['image']}
+    group, members = _instances.group_nodes(registry, record.get('server_group'), without=record['uuid'], untouched=untouched)
+    request = _instances.request_for(flavor, image, {'node': target_node}, group, members)
+    exclude = {record['node']}
+    source = _kvm_host(ctx.cloud, record['node'])
+    if record['storage'] == 'shared' and source is not None and source.shared_with:
+        # Its disk is only on the hosts that share the directory: elsewhere it would be lost.
+        exclude |= set(v['name'] for v in ctx.views()) - set(source.shared_with)
+    return dataclasses.replace(request, exclude=request.exclude | frozenset(exclude), for_failover=True)
+
+
+def _claim_target(ctx, record, target_node, untouched):
+    """(node, host) scheduled and claimed for record; Unplaced when no node has room."""
+    flavor = ctx.registry.get_flavor(record['flavor'])
+    request = _request(ctx, record, target_node)
+    tried = set()
+    for _attempt in range(_instances.CLAIM_RETRIES):
+        try:
+            dest, host = ctx.scheduler().place(dataclasses.replace(request, exclude=request.exclude | frozenset(tried)))
+        except NoValidHost as exc:
+            raise Unplaced('no node can take instance %s: %s; %s' % (record['name'], exc, untouched)) from None
+        if _instances.claim_on(ctx, flavor, dest, record['uuid']):
+            return dest, host
+        tried.add(dest)  # another run took the room meanwhile
+    raise Unplaced('other runs kept taking the room on %s; %s' % (', '.join(sorted(tried)), untouched))
+
+
+def evacuate_one(ctx, inst_uuid, node, target_node=None):
+    """Rebuild one instance of failed node on a scheduled (or the given) node; check_failed ran.
+    Returns {name, uuid, status, source_node, dest_node, dest_host, storage, disk, instance,
+    migration} and, after a new disk, admin_password (never logged or stored)."""
+    registry = ctx.registry
+    untouched = 'instance %s was not evacuated' % inst_uuid
+    with _leases.held(registry, 'instance:%s' % inst_uuid, LEASE_WAIT_SECONDS, 'another run is moving it; ' + untouched):
+        record = registry.get_instance(uuid=inst_uuid)
+        if record is None or record['node'] != node:
+            raise errors.MultihvError('instance %s is not on node %s any more (another run moved or deleted it); %s'
+                                      % (inst_uuid, node, untouched))
+        untouched = 'instance %s was not evacuated and is still recorded on %s' % (record['name'], node)
+        dest, host = _claim_target(ctx, record, target_node, untouched)
+        keep = record['storage'] == 'shared'
+        migration = registry.create_migration(
+            instance_uuid=inst_uuid, migration_type=EVACUATION, status='accepted', source_node=node,
+            source_host=record.get('host'), dest_node=dest, dest_host=host, stats={'storage': record['storage']})
+        password = None if keep else secrets.token_urlsafe(PASSWORD_BYTES)
+        try:
+            registry.update_migration(migration['id'], status='preparing')
+            state = _rebuild_on(ctx, record, dest, host, keep, migration['id'])
+        except errors.MultihvError as exc:
+            registry.release(inst_uuid, node=dest)
+            registry.update_migration(migration['id'], status='failed', error=str(exc), finished_at=utcnow())
+            raise errors.MultihvError('evacuation %s of instance %s from %s to %s failed: %s; %s'
+                                      % (migration['id'], record['name'], node, dest, exc, untouched)) from exc
+        instance = registry.update_instance(inst_uuid, node=dest, host=state.host)[1]
+        registry.release(inst_uuid, node=node)
+        migration = registry.update_migration(migration['id'], status='done', dest_host=state.host, finished_at=utcnow(),
+                                              stats={'storage': record['storage'], 'disk': 'kept' if keep else 'rebuilt'})
+    result = {'name': record['name'], 'uuid': inst_uuid, 'status': 'done', 'source_node': node, 'dest_node': dest,
+              'dest_host': state.host, 'storage': record['storage'], 'disk': 'kept' if keep else 'rebuilt',
+              'instance': instance, 'migration': migration}
+    if password is not None:
+        result['admin_password'] = password
+    return result
+
+
+def _rebuild_on(ctx, record, dest, host, keep, migration_id):
+    """Spawn the instance from its record on dest: its own disk when keep, else a new one from its image."""
+    registry = ctx.registry
+    driver = ctx.driver_for(dest)
+    flavor = registry.get_flavor(record['flavor'])
+    image = registry.get_image(record['image'])
+    if image is None:
+        raise errors.NotFound('its image %s is no longer in the registry' % record['image'])
+    if not keep:
+        _instances.ensure_image_on(registry, driver, image)
+    registry.update_migration(migration_id, status='running', started_at=utcnow())
+    spec = _instances.spec_for(record, dest, host, flavor, image)
+    state = driver.spawn(dataclasses.replace(spec, reuse_disk=keep))
+    if record['state'] == 'stopped':
+        state = driver.set_power(record['uuid'], dest, 'stop')
+    return state
+
+
+def stale_copies(registry, node):
+    """The evacuations from node whose stale copies wait for clean-up (status done)."""
+    return registry.list_migrations(source_node=node, migration_type=EVACUATION, status='done')
+
+
+def clean_stale(ctx, node, check_mode=False):
+    """Destroy the stale copies the evacuations from node left there (their disks too when local:
+    a shared disk is the one the rebuilt instance uses) and complete those records. Returns
+    [{name, uuid, migration, destroyed, disks_removed}]; [] when there is nothing to clean.
+    Refuses while node does not answer: it must not come back with its copies."""
+    pending = stale_copies(ctx.registry, node)
+    if not pending:
+        return []
+    view = next((v for v in ctx.views() if v['name'] == node), None)
+    if view is None or view['state'] != STATE_UP:
+        raise errors.MultihvError(
+            'node %s has %d evacuated instances whose stale copies must be destroyed before it takes instances again, '
+            'and it does not answer (%s); it was left as it was' % (node, len(pending), (view or {}).get('reason') or 'down'))
+    driver = ctx.driver_for(node)
+    present = set(s.uuid for s in driver.list_instances())
+    cleaned = []
+    for migration in pending:
+        inst_uuid = migration['instance_uuid']
+        record = ctx.registry.get_instance(uuid=inst_uuid)
+        storage = (record or {}).get('storage') or (migration.get('stats') or {}).get('storage') or 'shared'
+        back_here = record is not None and record['node'] == node
+        local = storage == 'local' and not back_here
+        entry = {'name': (record or {}).get('name'), 'uuid': inst_uuid, 'migration': migration['id'],
+                 'destroyed': inst_uuid in present and not back_here, 'disks_removed': local}
+        if not check_mode:
+            if entry['destroyed'] or local:
+                driver.destroy(inst_uuid, node, destroy_disks=local)
+            ctx.registry.update_migration(migration['id'], status='completed')
+        cleaned.append(entry)
+    return cleaned
+
+
+def set_admin_state(cloud, registry, name, changes, check_mode=False):
+    """compute_node's work: _nodes.set_admin_state, but a node asked back into service (enabled,
+    or no longer forced down) first loses the stale copies its evacuations left there.
+    Returns (changed, before, after, cleaned)."""
+    cleaned = []
+    if changes.get('enabled') is True or changes.get('forced_down') is False:
+        ctx = _instances.Cloud(cloud, registry)
+        try:
+            if stale_copies(registry, name):
+                cleaned = clean_stale(ctx, name, check_mode)
+        finally:
+            ctx.close()
+    changed, before, after = _nodes.set_admin_state(cloud, registry, name, changes, check_mode=check_mode)
+    return changed or bool(cleaned), before, after, cleaned
+
+
+__all__ = ['EVACUATION', 'Unplaced', 'check_failed', 'clean_stale', 'set_admin_state', 'evacuate', 'evacuate_one', 'fence', 'restart_order',
+           'stale_copies']
