@@ -10,47 +10,18 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import pathlib
-import re
 import signal
 import time
 
 import pytest
 
 from support import guest
-from support.cloud import allocations, domain_active, domains, registry_rows, vcsim_vm
+from support.cloud import allocations, boot, console_log, domain_active, domains, registry_rows, ticks, vcsim_vm, wait_ticks
 from support.lab import ansible_module, qemu_processes, serial, wait_for
-
-TICK = re.compile(r'tick (\d+)')
-
-
-def boot(cloud, name, node='kvm1', storage='shared', state='present', **extra):
-    return ansible_module('multihv.cloud.instance', dict(cloud, name=name, flavor='tiny', image='tick', node=node, storage=storage,
-                                                         state=state, **extra))['instance']
-
 
 def migrate(cloud, expect_failure=False, **args):
     return ansible_module('multihv.cloud.migrate', dict(cloud, **args), expect_failure=expect_failure)
 
-
-def console_log(lab, record, node=None):
-    """The instance's serial log as this machine sees it, on its node (or on `node`)."""
-    name = f"{record['uuid']}.console.log"
-    if record['storage'] == 'shared':
-        return pathlib.Path(lab.info['shared_instance_path']) / name
-    return pathlib.Path(lab.hosts[node or record['node']]['local_dir']) / name
-
-
-def ticks(log):
-    """Every tick number in a serial log, boot lines or not (a log a migration's target began has none)."""
-    return [int(n) for n in TICK.findall(log.read_text(errors='replace'))] if log.exists() else []
-
-
-def wait_ticks(log, count=3, after=None, timeout=30):
-    def enough():
-        seen = ticks(log)
-        return len(seen) >= count and (after is None or seen[-1] > after + 1)
-    wait_for(enough, timeout, f'ticks in {log}')
-    return ticks(log)
 
 
 def test_live_migration_keeps_the_guest_running(lab, cloud, tmp_path):

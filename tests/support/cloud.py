@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import pathlib
+import re
 import sqlite3
+
+from support.lab import ansible_module, wait_for
+
+TICK = re.compile(r'tick (\d+)')
 
 
 def registry_rows(tmp_path, sql):
@@ -61,3 +67,32 @@ def vcsim_vm(lab, name):
         return None
     finally:
         Disconnect(si)
+
+
+# -- lab guests booted through the instance module ---------------------------------------------
+
+
+def boot(cloud, name, node='kvm1', storage='shared', state='present', **extra):
+    return ansible_module('multihv.cloud.instance', dict(cloud, name=name, flavor='tiny', image='tick', node=node, storage=storage,
+                                                         state=state, **extra))['instance']
+
+
+def console_log(lab, record, node=None):
+    """The instance's serial log as this machine sees it, on its node (or on `node`)."""
+    name = f"{record['uuid']}.console.log"
+    if record['storage'] == 'shared':
+        return pathlib.Path(lab.info['shared_instance_path']) / name
+    return pathlib.Path(lab.hosts[node or record['node']]['local_dir']) / name
+
+
+def ticks(log):
+    """Every tick number in a serial log, boot lines or not (a log a migration's target began has none)."""
+    return [int(n) for n in TICK.findall(log.read_text(errors='replace'))] if log.exists() else []
+
+
+def wait_ticks(log, count=3, after=None, timeout=30):
+    def enough():
+        seen = ticks(log)
+        return len(seen) >= count and (after is None or seen[-1] > after + 1)
+    wait_for(enough, timeout, f'ticks in {log}')
+    return ticks(log)

@@ -1,0 +1,215 @@
+"""evacuate, the clean-up of a node that comes back (compute_node), and instance_ha, against the lab:
+kvm2 loses power (`make lab-fail`) with instances on it, they are rebuilt on kvm1, kvm2 comes
+back (`make lab-restore`, its domains defined and shut off) and loses its stale copies.
+
+The lab's cloud file gives each KVM host a fence_command that kills it (`kvm-host kill`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pathlib
+import subprocess
+
+import pytest
+import yaml
+
+from support.cloud import allocations, boot, console_log, domain_active, domains, registry_rows, ticks, wait_ticks
+from support.lab import ansible_module, serial, wait_for
+
+
+# A Linux bridge for the guests' NICs, so that their MACs are there to compare. It stays down
+# and has no address and no uplink: nothing leaves it.
+BRIDGE = 'mhv-evac0'
+
+
+@pytest.fixture
+def bridge():
+    subprocess.run(['ip', 'link', 'add', BRIDGE, 'type', 'bridge'], check=True)
+    try:
+        yield 'bridge:' + BRIDGE
+    finally:
+        subprocess.run(['ip', 'link', 'del', BRIDGE], check=False)
+
+
+def evacuate(cloud, expect_failure=False, **args):
+    return ansible_module('multihv.cloud.evacuate', dict(cloud, **args), expect_failure=expect_failure)
+
+
+def ha_pass(cloud, expect_failure=False, check=False, **args):
+    return ansible_module('multihv.cloud.instance_ha', dict(cloud, **args), expect_failure=expect_failure, check=check)
+
+
+def bring_back(cloud, check=False):
+    return ansible_module('multihv.cloud.compute_node', dict(cloud, name='kvm2', enabled=True, forced_down=False), check=check)
+
+
+@contextlib.contextmanager
+def failed(lab, host='kvm2'):
+    """The host loses power for the block; it is booted again after (guests shut off)."""
+    lab.make('lab-fail', f'HOST={host}')
+    try:
+        yield
+    finally:
+        lab.make('lab-restore', f'HOST={host}')
+
+
+def running_copies(lab, name):
+    """The lab hosts on which a domain called name runs."""
+    return [host for host in lab.hosts if name in domains(lab, host) and domain_active(lab, host, name)]
+
+
+def domain_macs(lab, host, name):
+    conn = lab.connect(host)
+    try:
+        import xml.etree.ElementTree as ET  # pylint: disable=import-outside-toplevel
+        root = ET.fromstring(conn.lookupByName(name).XMLDesc(0))
+        return [mac.get('address') for mac in root.iter('mac')]
+    finally:
+        conn.close()
+
+
+def without_fencing(lab, tmp_path):
+    """A copy of the lab's cloud file whose hosts have no fence_command."""
+    data = yaml.safe_load((lab.dir / 'multihv-cloud.yml').read_text())
+    for host in data['kvm_hosts']:
+        host.pop('fence_command', None)
+    path = tmp_path / 'unfenced.yml'
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+@pytest.mark.parametrize('args, message', [
+    ({'node': 'kvm2'}, 'node kvm2 answers (its hypervisor is reachable): evacuation starts second copies'),
+    ({'node': 'vcsim/DC0/DC0_C0'}, 'vSphere HA restarts the VMs of a failed ESXi host'),
+    ({'node': 'kvm9'}, 'node kvm9 is not in the cloud'),
+    ({'node': 'kvm2', 'target_node': 'kvm2'}, 'target_node kvm2 is the failed node itself'),
+    ({'node': 'kvm2', 'target_node': 'vcsim/DC0/DC0_C0'}, 'KVM instances are rebuilt on KVM nodes only'),
+])
+def test_refused_evacuations_change_nothing(lab, cloud, tmp_path, args, message):
+    boot(cloud, 'ev-refused', node='kvm2')
+    refused = evacuate(cloud, expect_failure=True, **args)
+    assert message in refused['msg'] and 'othing was evacuated' in refused['msg']
+    assert registry_rows(tmp_path, 'SELECT count(*) FROM migrations') == [(0,)]
+    assert registry_rows(tmp_path, 'SELECT node, state FROM instances') == [('kvm2', 'running')]
+    assert domain_active(lab, 'kvm2', 'ev-refused')
+
+
+def test_evacuation_then_recovery_of_the_failed_host(lab, cloud, tmp_path, bridge):  # pylint: disable=redefined-outer-name
+    shared = [boot(cloud, f'ev-shared-{n}', node='kvm2', restart_priority=n, ha=(n == 1)) for n in range(3)]
+    local = boot(cloud, 'ev-local', node='kvm2', storage='local', networks=[{'network': bridge}])
+    logs = dict((r['name'], console_log(lab, r)) for r in shared)
+    for log in logs.values():
+        wait_ticks(log, count=4)
+    wait_ticks(console_log(lab, local), count=2)
+
+    with failed(lab):
+        last = dict((name, ticks(log)[-1]) for name, log in logs.items())
+        # Down, but not fenced nor forced down: refused.
+        unfenced = evacuate(dict(cloud, cloud_file=without_fencing(lab, tmp_path)), node='kvm2', expect_failure=True)
+        assert 'neither forced down nor fenceable' in unfenced['msg']
+        planned = ansible_module('multihv.cloud.evacuate', dict(cloud, node='kvm2'), check=True)
+        assert planned['changed'] is True and planned['fencing'] == 'would fence'
+        assert [e['name'] for e in planned['evacuations']] == ['ev-shared-1', 'ev-shared-2', 'ev-local', 'ev-shared-0']
+        assert set(e['dest_node'] for e in planned['evacuations']) == {'kvm1'}
+        assert registry_rows(tmp_path, 'SELECT count(*) FROM migrations') == [(0,)]
+
+        result = evacuate(cloud, node='kvm2', concurrency=2)
+        assert result['changed'] is True and result['fencing'] == 'fenced'
+        assert result['failures'] == [] and result['unplaced'] == []
+        by_name = dict((e['name'], e) for e in result['evacuations'])
+        assert [e['name'] for e in result['evacuations']] == ['ev-shared-1', 'ev-shared-2', 'ev-local', 'ev-shared-0']
+        assert set((e['status'], e['dest_node']) for e in result['evacuations']) == {('done', 'kvm1')}
+        assert [by_name[r['name']]['disk'] for r in shared] == ['kept'] * 3 and by_name['ev-local']['disk'] == 'rebuilt'
+        assert all('admin_password' not in by_name[r['name']] for r in shared)
+        password = by_name['ev-local']['admin_password']
+        assert len(password) >= 16
+        assert password.encode() not in (tmp_path / 'registry.sqlite').read_bytes(), 'the new password was stored'
+
+        # Every instance runs on kvm1 with its identity; the shared ones found their disk's data.
+        assert dict(registry_rows(tmp_path, 'SELECT name, node FROM instances')) == dict.fromkeys(by_name, 'kvm1')
+        assert allocations(tmp_path) == {'kvm1': 4 * 32}
+        assert registry_rows(tmp_path, "SELECT DISTINCT migration_type, status, source_node FROM migrations") == [
+            ('evacuation', 'done', 'kvm2')]
+        for record in shared:
+            log = logs[record['name']]
+            wait_for(lambda log=log: len(serial(log)) == 2 and serial(log)[-1].ticks, 60, f'the restart of {record["name"]}')
+            persisted = serial(log)[-1].persisted
+            assert persisted is not None and persisted >= last[record['name']] - 2, 'the shared disk\'s data was lost'
+        local_log = console_log(lab, local, 'kvm1')
+        wait_for(lambda: serial(local_log) and serial(local_log)[-1].ticks, 60, 'the rebuild of ev-local')
+        assert serial(local_log)[-1].persisted is None, 'the local instance kept data it cannot have'
+        assert by_name['ev-local']['instance']['uuid'] == local['uuid']
+        assert domain_macs(lab, 'kvm1', 'ev-local') == local['identity']['macs'] and local['identity']['macs']
+        node = ansible_module('multihv.cloud.compute_node_info', dict(cloud, names=['kvm2']))['nodes'][0]
+        assert (node['state'], node['forced_down']) == ('down', True)
+
+        again = evacuate(cloud, node='kvm2')
+        assert again['changed'] is False and again['evacuations'] == [] and again['fencing'] == 'forced_down'
+        # While kvm2 is still down it cannot be brought back: its stale copies are there.
+        early = ansible_module('multihv.cloud.compute_node', dict(cloud, name='kvm2', enabled=True, forced_down=False),
+                               expect_failure=True)
+        assert 'stale copies must be destroyed' in early['msg'] and 'it does not answer' in early['msg']
+
+    # kvm2 is back with its old domains defined (shut off): one running copy of each, on kvm1.
+    names = sorted(by_name)
+    assert sorted(domains(lab, 'kvm2')) == names
+    assert all(running_copies(lab, name) == ['kvm1'] for name in names)
+    stale_local = pathlib.Path(lab.hosts['kvm2']['local_dir']) / (local['uuid'] + '.qcow2')
+    assert stale_local.exists()
+
+    checked = bring_back(cloud, check=True)
+    assert checked['changed'] is True and sorted(c['name'] for c in checked['cleaned']) == names
+    assert sorted(domains(lab, 'kvm2')) == names
+
+    back = bring_back(cloud)
+    assert back['changed'] is True and (back['node']['enabled'], back['node']['forced_down']) == (True, False)
+    cleaned = dict((c['name'], c) for c in back['cleaned'])
+    assert sorted(cleaned) == names and all(c['destroyed'] for c in cleaned.values())
+    assert [n for n, c in cleaned.items() if c['disks_removed']] == ['ev-local']
+    assert domains(lab, 'kvm2') == [] and not stale_local.exists()
+    assert all(running_copies(lab, name) == ['kvm1'] for name in names)
+    for record in shared:  # their shared disks stayed: the rebuilt instances go on
+        log = logs[record['name']]
+        wait_ticks(log, after=ticks(log)[-1])
+    assert registry_rows(tmp_path, 'SELECT DISTINCT status FROM migrations') == [('completed',)]
+    assert bring_back(cloud)['changed'] is False
+
+
+def test_one_instance_ha_pass_recovers_a_failed_host(lab, cloud, tmp_path):
+    first = boot(cloud, 'ha-first', node='kvm2', ha=True, restart_priority=10)
+    boot(cloud, 'ha-second', node='kvm2', ha=True, restart_priority=5)
+    boot(cloud, 'ha-not', node='kvm2')
+    quiet = ha_pass(cloud, grace_period=0)
+    assert quiet['changed'] is False and quiet['down'] == [] and quiet['waiting'] == []
+    # kvm1 has room for one more instance only: the higher priority gets it.
+    node = ansible_module('multihv.cloud.compute_node_info', dict(cloud, names=['kvm1']))['nodes'][0]
+    ansible_module('multihv.cloud.compute_node', dict(cloud, name='kvm1', reserved={'memory_mb': node['physical']['memory_mb'] - 48}))
+    log = console_log(lab, first)
+    wait_ticks(log, count=3)
+
+    with failed(lab):
+        waiting = ha_pass(cloud, grace_period=600)
+        assert waiting['changed'] is False and [w['node'] for w in waiting['waiting']] == ['kvm2']
+        assert registry_rows(tmp_path, "SELECT forced_down FROM nodes WHERE name = 'kvm2'") == [(0,)]
+        assert ha_pass(cloud, grace_period=0, check=True)['changed'] is True
+        assert registry_rows(tmp_path, 'SELECT count(*) FROM migrations') == [(0,)]
+
+        result = ha_pass(cloud, grace_period=1)
+        assert result['changed'] is True
+        assert [(d['node'], d['fencing']) for d in result['down']] == [('kvm2', 'fenced')]
+        assert [(r['name'], r['dest_node']) for r in result['recovered']] == [('ha-first', 'kvm1')]
+        assert [u['name'] for u in result['unplaced']] == ['ha-second'] and 'no node can take' in result['unplaced'][0]['msg']
+        assert dict(registry_rows(tmp_path, 'SELECT name, node FROM instances')) == {
+            'ha-first': 'kvm1', 'ha-second': 'kvm2', 'ha-not': 'kvm2'}
+        assert allocations(tmp_path) == {'kvm1': 32, 'kvm2': 64}  # kvm1 holds no more than its capacity
+        wait_for(lambda: len(serial(log)) == 2 and serial(log)[-1].ticks, 60, 'the restart of ha-first')
+
+        second = ha_pass(cloud, grace_period=1)
+        assert second['changed'] is False and second['recovered'] == [] and [u['name'] for u in second['unplaced']] == ['ha-second']
+
+    back = bring_back(cloud)
+    assert [c['name'] for c in back['cleaned']] == ['ha-first'] and running_copies(lab, 'ha-first') == ['kvm1']
+    cleared = ha_pass(cloud, grace_period=0)
+    assert cleared['changed'] is False and cleared['cleared'] == ['kvm2']
+    assert registry_rows(tmp_path, "SELECT down_since FROM nodes WHERE name = 'kvm2'") == [(None,)]
