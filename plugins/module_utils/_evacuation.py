@@ -19,6 +19,7 @@ the node stays forced down until clean-up ran: two copies never run at once.
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import dataclasses
 import os
 import secrets
@@ -134,7 +135,7 @@ def evacuate(ctx, node, target_node=None, instances=None, concurrency=4, check_m
     _check_target(ctx, node, target_node)
     records = _selected(ctx.registry, node, instances)
     fencing = check_failed(ctx, node, check_mode)
-    result = {'changed': bool(records) or fencing == 'fenced', 'node': node, 'fencing': fencing,
+    result = {'changed': fencing in ('fenced', 'would fence'), 'node': node, 'fencing': fencing,
               'evacuations': [], 'unplaced': [], 'failures': []}
     if check_mode:
         scheduler = ctx.scheduler()
@@ -143,31 +144,60 @@ def evacuate(ctx, node, target_node=None, instances=None, concurrency=4, check_m
                 dest, _host = scheduler.place(_request(ctx, record, target_node))
                 result['evacuations'].append({'name': record['name'], 'uuid': record['uuid'], 'status': 'would run',
                                               'source_node': node, 'dest_node': dest, 'storage': record['storage']})
+                result['changed'] = True
             except (NoValidHost, errors.MultihvError) as exc:
                 result['unplaced' if isinstance(exc, NoValidHost) else 'failures'].append(
                     {'name': record['name'], 'uuid': record['uuid'], 'msg': str(exc)})
         return result
     ctx.views()  # read once, before the workers share them
-    workers = max(1, min(concurrency, len(records) or 1))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        # Submitted in restart order: the pool starts them in that order.
-        futures = dict((pool.submit(_evacuate_apart, ctx, record['uuid'], node, target_node), record) for record in records)
-        for future in concurrent.futures.as_completed(futures):
-            record = futures[future]
+    with contextlib.ExitStack() as leases:
+        # Placed one by one in restart order, so that when room is short the first get it;
+        # then rebuilt concurrently. Each instance's lease is held until its rebuild ended.
+        placed = []
+        for record in records:
             try:
-                result['evacuations'].append(future.result())
+                placed.append(_place(ctx, leases, record['uuid'], node, target_node))
             except Unplaced as exc:
                 result['unplaced'].append({'name': record['name'], 'uuid': record['uuid'], 'msg': str(exc)})
             except errors.MultihvError as exc:
                 result['failures'].append({'name': record['name'], 'uuid': record['uuid'], 'msg': str(exc)})
+        workers = max(1, min(concurrency, len(placed) or 1))
+        with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+            futures = dict((pool.submit(_rebuild_apart, ctx, *item), item[0]) for item in placed)
+            for future in concurrent.futures.as_completed(futures):
+                record = futures[future]
+                try:
+                    result['evacuations'].append(future.result())
+                except errors.MultihvError as exc:
+                    result['failures'].append({'name': record['name'], 'uuid': record['uuid'], 'msg': str(exc)})
     order = dict((record['uuid'], index) for index, record in enumerate(records))
     result['evacuations'].sort(key=lambda e: order[e['uuid']])
+    # Changed is what happened: instances that fit nowhere again change nothing.
+    result['changed'] = result['changed'] or bool(result['evacuations'])
     return result
 
 
-def _evacuate_apart(ctx, inst_uuid, node, target_node):
+def _place(ctx, leases, inst_uuid, node, target_node):
+    """(record, dest, host, migration): the instance's lease taken (into the ExitStack leases), its
+    record checked, a target scheduled and claimed, the evacuation recorded as accepted."""
+    registry = ctx.registry
+    untouched = 'instance %s was not evacuated' % inst_uuid
+    leases.enter_context(_leases.held(registry, 'instance:%s' % inst_uuid, LEASE_WAIT_SECONDS, 'another run is moving it; ' + untouched))
+    record = registry.get_instance(uuid=inst_uuid)
+    if record is None or record['node'] != node:
+        raise errors.MultihvError('instance %s is not on node %s any more (another run moved or deleted it); %s'
+                                  % (inst_uuid, node, untouched))
+    dest, host = _claim_target(ctx, record, target_node, 'instance %s was not evacuated and is still recorded on %s'
+                               % (record['name'], node))
+    migration = registry.create_migration(
+        instance_uuid=inst_uuid, migration_type=EVACUATION, status='accepted', source_node=node,
+        source_host=record.get('host'), dest_node=dest, dest_host=host, stats={'storage': record['storage']})
+    return record, dest, host, migration
+
+
+def _rebuild_apart(ctx, record, dest, host, migration):
     with ctx.apart() as worker:
-        return evacuate_one(worker, inst_uuid, node, target_node)
+        return rebuild(worker, record, dest, host, migration)
 
 
 def _request(ctx, record, target_node):
@@ -203,36 +233,26 @@ def _claim_target(ctx, record, target_node, untouched):
     raise Unplaced('other runs kept taking the room on %s; %s' % (', '.join(sorted(tried)), untouched))
 
 
-def evacuate_one(ctx, inst_uuid, node, target_node=None):
-    """Rebuild one instance of failed node on a scheduled (or the given) node; check_failed ran.
+def rebuild(ctx, record, dest, host, migration):
+    """Rebuild one placed instance of the failed node on dest (see _place) and move its record there.
     Returns {name, uuid, status, source_node, dest_node, dest_host, storage, disk, instance,
     migration} and, after a new disk, admin_password (never logged or stored)."""
     registry = ctx.registry
-    untouched = 'instance %s was not evacuated' % inst_uuid
-    with _leases.held(registry, 'instance:%s' % inst_uuid, LEASE_WAIT_SECONDS, 'another run is moving it; ' + untouched):
-        record = registry.get_instance(uuid=inst_uuid)
-        if record is None or record['node'] != node:
-            raise errors.MultihvError('instance %s is not on node %s any more (another run moved or deleted it); %s'
-                                      % (inst_uuid, node, untouched))
-        untouched = 'instance %s was not evacuated and is still recorded on %s' % (record['name'], node)
-        dest, host = _claim_target(ctx, record, target_node, untouched)
-        keep = record['storage'] == 'shared'
-        migration = registry.create_migration(
-            instance_uuid=inst_uuid, migration_type=EVACUATION, status='accepted', source_node=node,
-            source_host=record.get('host'), dest_node=dest, dest_host=host, stats={'storage': record['storage']})
-        password = None if keep else secrets.token_urlsafe(PASSWORD_BYTES)
-        try:
-            registry.update_migration(migration['id'], status='preparing')
-            state = _rebuild_on(ctx, record, dest, host, keep, migration['id'])
-        except errors.MultihvError as exc:
-            registry.release(inst_uuid, node=dest)
-            registry.update_migration(migration['id'], status='failed', error=str(exc), finished_at=utcnow())
-            raise errors.MultihvError('evacuation %s of instance %s from %s to %s failed: %s; %s'
-                                      % (migration['id'], record['name'], node, dest, exc, untouched)) from exc
-        instance = registry.update_instance(inst_uuid, node=dest, host=state.host)[1]
-        registry.release(inst_uuid, node=node)
-        migration = registry.update_migration(migration['id'], status='done', dest_host=state.host, finished_at=utcnow(),
-                                              stats={'storage': record['storage'], 'disk': 'kept' if keep else 'rebuilt'})
+    inst_uuid, node = record['uuid'], record['node']
+    keep = record['storage'] == 'shared'
+    password = None if keep else secrets.token_urlsafe(PASSWORD_BYTES)
+    try:
+        registry.update_migration(migration['id'], status='preparing')
+        state = _rebuild_on(ctx, record, dest, host, keep, migration['id'])
+    except errors.MultihvError as exc:
+        registry.release(inst_uuid, node=dest)
+        registry.update_migration(migration['id'], status='failed', error=str(exc), finished_at=utcnow())
+        raise errors.MultihvError('evacuation %s of instance %s from %s to %s failed: %s; instance %s was not evacuated and is '
+                                  'still recorded on %s' % (migration['id'], record['name'], node, dest, exc, record['name'], node)) from exc
+    instance = registry.update_instance(inst_uuid, node=dest, host=state.host)[1]
+    registry.release(inst_uuid, node=node)
+    migration = registry.update_migration(migration['id'], status='done', dest_host=state.host, finished_at=utcnow(),
+                                          stats={'storage': record['storage'], 'disk': 'kept' if keep else 'rebuilt'})
     result = {'name': record['name'], 'uuid': inst_uuid, 'status': 'done', 'source_node': node, 'dest_node': dest,
               'dest_host': state.host, 'storage': record['storage'], 'disk': 'kept' if keep else 'rebuilt',
               'instance': instance, 'migration': migration}
@@ -312,5 +332,5 @@ def set_admin_state(cloud, registry, name, changes, check_mode=False):
     return changed or bool(cleaned), before, after, cleaned
 
 
-__all__ = ['EVACUATION', 'Unplaced', 'check_failed', 'clean_stale', 'set_admin_state', 'evacuate', 'evacuate_one', 'fence', 'restart_order',
+__all__ = ['EVACUATION', 'Unplaced', 'check_failed', 'clean_stale', 'set_admin_state', 'evacuate', 'rebuild', 'fence', 'restart_order',
            'stale_copies']

@@ -334,13 +334,13 @@ class ClusterSettingsDriver(VSphereDriver):
                                       'the HA/DRS reconfiguration of %s' % where)
         except errors.DriverError as exc:
             if 'sent' not in progress:
-                raise type(exc)('%s; the HA/DRS settings of %s were not changed' % (exc, node)) from exc
+                raise type(exc)('%s; the HA/DRS settings of %s were not changed' % (exc, where)) from exc
             # vCenter may have changed settings: the module reports the failure as changed.
             if 'done' in progress:
                 exc.changes_sent = True
                 raise
             failure = type(exc)('%s; the reconfiguration of %s was sent, whether vCenter applied it is not known: '
-                                'run the task again to see' % (exc, node))
+                                'run the task again to see' % (exc, where))
             failure.changes_sent = True
             raise failure from exc
 

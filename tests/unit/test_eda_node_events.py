@@ -103,7 +103,7 @@ def test_a_read_that_fails_is_logged_and_the_watch_goes_on(monkeypatch, caplog):
     queue = asyncio.Queue()
     with pytest.raises(asyncio.CancelledError):
         asyncio.run(node_events.main(queue, {'interval': '0.01'}))
-    events = [queue.get_nowait() for _ in range(queue.qsize())]
+    events = [queue.get_nowait() for _index in range(queue.qsize())]
     assert summary(events) == [('node_down', 'kvm2'), ('node_up', 'kvm2')]
     assert events[0]['multihv']['reason'] == 'no answer' and events[0]['multihv']['at']
     assert set(seen) == {'/etc/multihv/from-env.yml'}
