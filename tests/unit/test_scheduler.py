@@ -50,6 +50,14 @@ def test_failover_requests_may_use_failover_nodes():
     assert Scheduler([kvm('spare', reserved_for_failover=True)]).place(Request(1, 1, for_failover=True))[0] == 'spare'
 
 
+def test_failover_requests_go_to_reserved_failover_nodes_first():
+    # The reserved node has less room than the other; a failover request takes it all the same,
+    # until it is full; an ordinary request never does.
+    sched = Scheduler([kvm('spare', memory_mb=2048, reserved_for_failover=True), kvm('busy', memory_mb=8192)])
+    assert [sched.place(Request(1, 1024, for_failover=True))[0] for _i in range(3)] == ['spare', 'spare', 'busy']
+    assert Scheduler([kvm('spare', reserved_for_failover=True), kvm('busy', memory_mb=1024)]).place(Request(1, 512))[0] == 'busy'
+
+
 def test_cluster_total_fits_but_no_single_host_does():
     fragmented = cluster('vc/dc/frag', [Host('h1', True, 8, 3000), Host('h2', True, 8, 3000)])
     req = Request(2, 4096)
