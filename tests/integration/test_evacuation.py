@@ -97,19 +97,24 @@ def without_fencing(lab, tmp_path):
     return str(path)
 
 
-@pytest.mark.parametrize('args, message', [
+REFUSED = [
     ({'node': 'kvm2'}, 'node kvm2 answers (its hypervisor is reachable): evacuation starts second copies'),
     ({'node': 'vcsim/DC0/DC0_C0'}, 'vSphere HA restarts the VMs of a failed ESXi host'),
     ({'node': 'kvm9'}, 'node kvm9 is not in the cloud'),
     ({'node': 'kvm2', 'target_node': 'kvm2'}, 'target_node kvm2 is the failed node itself'),
     ({'node': 'kvm2', 'target_node': 'vcsim/DC0/DC0_C0'}, 'KVM instances are rebuilt on KVM nodes only'),
-])
-def test_refused_evacuations_change_nothing(lab, cloud, tmp_path, args, message):
+    ({'node': 'kvm2', 'instances': ['nobody']}, 'node kvm2 has no running or stopped instance nobody'),
+]
+
+
+def test_refused_evacuations_change_nothing(lab, cloud, tmp_path):
     boot(cloud, 'ev-refused', node='kvm2')
-    refused = evacuate(cloud, expect_failure=True, **args)
-    assert message in refused['msg'] and 'othing was evacuated' in refused['msg']
+    for args, message in REFUSED:
+        refused = evacuate(cloud, expect_failure=True, **args)
+        assert message in refused['msg'] and 'othing was evacuated' in refused['msg'], args
     assert registry_rows(tmp_path, 'SELECT count(*) FROM migrations') == [(0,)]
     assert registry_rows(tmp_path, 'SELECT node, state FROM instances') == [('kvm2', 'running')]
+    assert registry_rows(tmp_path, 'SELECT count(*) FROM nodes WHERE forced_down = 1') == [(0,)]
     assert domain_active(lab, 'kvm2', 'ev-refused')
 
 
