@@ -65,3 +65,16 @@ attributes:
     support: full
     description: Reads only.
 '''
+
+    # The evacuation option group (_args.EVACUATION_ARGS): evacuate and instance_ha.
+    EVACUATION = r'''
+options:
+  concurrency:
+    description: How many instances of one node are rebuilt at once (they are placed one by one first, in restart order).
+    type: int
+    default: 4
+  timeout:
+    description: The longest, in seconds, one instance's rebuild may take on its target.
+    type: int
+    default: 600
+'''

@@ -19,6 +19,12 @@ CLOUD_ARGS = {
 }
 CLOUD_MUTUALLY_EXCLUSIVE = [('cloud_file', 'cloud')]
 
+# How evacuation rebuilds (evacuate, instance_ha): documented by multihv.cloud.cloud.evacuation.
+EVACUATION_ARGS = {
+    'concurrency': {'type': 'int', 'default': 4},
+    'timeout': {'type': 'int', 'default': 600},
+}
+
 
 def argument_spec(**options):
     """The cloud option group plus a module's own options."""
@@ -50,6 +56,33 @@ def session(module):
     finally:
         if registry is not None:
             registry.close()
+
+
+@contextlib.contextmanager
+def cloud_session(module, timeout=None):
+    """session(module) as one Cloud (the core's view of the cloud: config, registry, drivers)
+    whose hypervisor work may take up to timeout seconds; its drivers are closed at the end."""
+    from ansible_collections.multihv.cloud.plugins.module_utils._instances import Cloud  # pylint: disable=import-outside-toplevel
+    with session(module) as (cloud, registry):
+        ctx = Cloud(cloud, registry, timeout=timeout)
+        try:
+            yield ctx
+        finally:
+            ctx.close()
+
+
+def run_evacuation(module, options, work, failures):
+    """The body of an evacuating module: the cloud and evacuation option groups plus options,
+    work(ctx, params, check_mode) -> result, fail_json with failures(result) when it gives a message."""
+    spec = argument_spec(**options)
+    spec.update(EVACUATION_ARGS)
+    module = module(argument_spec=spec, supports_check_mode=True, mutually_exclusive=CLOUD_MUTUALLY_EXCLUSIVE)
+    with cloud_session(module, module.params['timeout']) as ctx:
+        result = work(ctx, module.params, module.check_mode)
+    message = failures(result)
+    if message:
+        module.fail_json(msg=message, **result)
+    module.exit_json(**result)
 
 
 def exit_with(module, changed, key, before, after, **extra):

@@ -40,21 +40,14 @@ options:
     description: Only these instances of O(node) (names or uuids); all of them when left out.
     type: list
     elements: str
-  concurrency:
-    description: How many instances are rebuilt at once.
-    type: int
-    default: 4
-  timeout:
-    description: The longest, in seconds, one instance's rebuild may take on its target.
-    type: int
-    default: 600
 extends_documentation_fragment:
   - multihv.cloud.cloud
+  - multihv.cloud.cloud.evacuation
 notes:
   - Check mode runs every safety check except the fence command, and says where each instance would go.
   - A task that prints its result shows the new passwords; give it C(no_log) when the log is read by others.
 author:
-  - multihv.cloud developers
+  - multihv.cloud developers (@multihv)
 '''
 
 EXAMPLES = r'''
@@ -101,32 +94,27 @@ failures:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.multihv.cloud.plugins.module_utils import _args, _evacuation, _instances
+from ansible_collections.multihv.cloud.plugins.module_utils import _args, _evacuation
 
 OPTIONS = {
     'node': {'type': 'str', 'required': True},
     'target_node': {'type': 'str'},
     'instances': {'type': 'list', 'elements': 'str'},
-    'concurrency': {'type': 'int', 'default': 4},
-    'timeout': {'type': 'int', 'default': 600},
 }
 
 
-def main():
-    module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
-                           mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
-    p = module.params
-    with _args.session(module) as (cloud, registry):
-        ctx = _instances.Cloud(cloud, registry, timeout=p['timeout'])
-        try:
-            result = _evacuation.evacuate(ctx, p['node'], p['target_node'], p['instances'], p['concurrency'], module.check_mode)
-        finally:
-            ctx.close()
+def evacuate(ctx, p, check_mode):
+    return _evacuation.evacuate(ctx, p['node'], p['target_node'], p['instances'], p['concurrency'], check_mode)
+
+
+def failures(result):
     left = result['unplaced'] + result['failures']
-    if left:
-        module.fail_json(msg='%d instance(s) of node %s were not evacuated: %s' % (
-            len(left), p['node'], '; '.join('%s: %s' % (f['name'], f['msg']) for f in left)), **result)
-    module.exit_json(**result)
+    return left and '%d instance(s) of node %s were not evacuated: %s' % (
+        len(left), result['node'], '; '.join('%s: %s' % (f['name'], f['msg']) for f in left))
+
+
+def main():
+    _args.run_evacuation(AnsibleModule, OPTIONS, evacuate, failures)
 
 
 if __name__ == '__main__':

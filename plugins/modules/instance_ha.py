@@ -33,16 +33,9 @@ options:
     description: Evacuate the instances that are not HA too, after the HA ones.
     type: bool
     default: false
-  concurrency:
-    description: How many instances of one node are rebuilt at once.
-    type: int
-    default: 4
-  timeout:
-    description: The longest, in seconds, one instance's rebuild may take on its target.
-    type: int
-    default: 600
 extends_documentation_fragment:
   - multihv.cloud.cloud
+  - multihv.cloud.cloud.evacuation
 notes:
   - In check mode nothing is recorded, fenced or rebuilt; the result says what a pass would do.
   - Evacuated local-storage instances get new passwords, returned in RV(recovered); give the task C(no_log) when the
@@ -50,7 +43,7 @@ notes:
 seealso:
   - module: multihv.cloud.evacuate
 author:
-  - multihv.cloud developers
+  - multihv.cloud developers (@multihv)
 '''
 
 EXAMPLES = r'''
@@ -96,30 +89,25 @@ cleared:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.multihv.cloud.plugins.module_utils import _args, _instance_ha, _instances
+from ansible_collections.multihv.cloud.plugins.module_utils import _args, _instance_ha
 
 OPTIONS = {
     'grace_period': {'type': 'int', 'default': 60},
     'evacuate_all': {'type': 'bool', 'default': False},
-    'concurrency': {'type': 'int', 'default': 4},
-    'timeout': {'type': 'int', 'default': 600},
 }
 
 
+def run_pass(ctx, p, check_mode):
+    return _instance_ha.run_pass(ctx, p['grace_period'], p['evacuate_all'], p['concurrency'], check_mode)
+
+
+def failures(result):
+    return result['failures'] and 'instance HA pass: %s' % '; '.join(
+        '%s%s: %s' % (f['node'], ' ' + f['name'] if f.get('name') else '', f['msg']) for f in result['failures'])
+
+
 def main():
-    module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
-                           mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
-    p = module.params
-    with _args.session(module) as (cloud, registry):
-        ctx = _instances.Cloud(cloud, registry, timeout=p['timeout'])
-        try:
-            result = _instance_ha.run_pass(ctx, p['grace_period'], p['evacuate_all'], p['concurrency'], module.check_mode)
-        finally:
-            ctx.close()
-    if result['failures']:
-        module.fail_json(msg='instance HA pass: %s' % '; '.join(
-            '%s%s: %s' % (f['node'], ' ' + f['name'] if f.get('name') else '', f['msg']) for f in result['failures']), **result)
-    module.exit_json(**result)
+    _args.run_evacuation(AnsibleModule, OPTIONS, run_pass, failures)
 
 
 if __name__ == '__main__':

@@ -142,7 +142,7 @@ failures:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.multihv.cloud.plugins.module_utils import _args, _instances, _migrations
+from ansible_collections.multihv.cloud.plugins.module_utils import _args, _migrations
 from ansible_collections.multihv.cloud.plugins.module_utils._driver import COMPLETION_ACTIONS, MigrationControls
 
 OPTIONS = {
@@ -171,17 +171,13 @@ def main():
     controls = MigrationControls(bandwidth_mib=p['bandwidth'], max_downtime_ms=p['max_downtime_ms'], auto_converge=p['auto_converge'],
                                  post_copy=p['post_copy'], completion_timeout=p['completion_timeout'] or None,
                                  completion_action=p['completion_action'])
-    with _args.session(module) as (cloud, registry):
-        ctx = _instances.Cloud(cloud, registry, timeout=p['timeout'])
-        try:
-            if p['instance']:
-                result = _migrations.migrate(ctx, p['instance'], p['mode'], p['target_node'], p['target_host'], controls,
-                                             module.check_mode)
-            else:
-                result = _migrations.drain(ctx, p['from_node'], p['mode'], controls, p['concurrency'], module.check_mode,
-                                           p['disabled_reason'])
-        finally:
-            ctx.close()
+    with _args.cloud_session(module, p['timeout']) as ctx:
+        if p['instance']:
+            result = _migrations.migrate(ctx, p['instance'], p['mode'], p['target_node'], p['target_host'], controls,
+                                         module.check_mode)
+        else:
+            result = _migrations.drain(ctx, p['from_node'], p['mode'], controls, p['concurrency'], module.check_mode,
+                                       p['disabled_reason'])
     if result.get('failures'):
         module.fail_json(msg='%d instance(s) of node %s did not move: %s' % (
             len(result['failures']), p['from_node'], '; '.join('%s: %s' % (f['name'], f['msg']) for f in result['failures'])), **result)

@@ -19,9 +19,9 @@ from support import guest
 from support.cloud import allocations, boot, console_log, domain_active, domains, registry_rows, ticks, vcsim_vm, wait_ticks
 from support.lab import ansible_module, qemu_processes, serial, wait_for
 
+
 def migrate(cloud, expect_failure=False, **args):
     return ansible_module('multihv.cloud.migrate', dict(cloud, **args), expect_failure=expect_failure)
-
 
 
 def test_live_migration_keeps_the_guest_running(lab, cloud, tmp_path):
