@@ -298,7 +298,8 @@ def find_cluster(vcenter, records, node):
         raise errors.NotFound('vCenter %s has no cluster node %s; its cluster nodes: %s; nothing was changed' % (
             vcenter.name, node, ', '.join(sorted(names.values())) or 'none'))
     if len(found) > 1:
-        raise errors.DriverError('node %s names %d clusters of vCenter %s (%s, in different host folders); rename all but one' % (node, len(found), vcenter.name, ', '.join(found)))
+        raise errors.DriverError('node %s names %d clusters of vCenter %s (%s, in different host folders); rename all but one' % (
+            node, len(found), vcenter.name, ', '.join(found)))
     return found[0], objects['ClusterComputeResource'][found[0]]
 
 

@@ -1,7 +1,9 @@
 // Command vcsim-lab runs the govmomi vCenter simulator (vcsim, govmomi 0.24.2)
 // for the lab role: a configurable inventory, loopback-only listeners, real
 // credential checking and a small plain-HTTP control API for fault injection
-// (ESXi host "not responding"), SOAP latency and SOAP call statistics.
+// (ESXi host "not responding"), SOAP latency and SOAP call statistics. It
+// also completes ReconfigureComputeResource_Task, whose HA and DRS settings
+// 0.24.2 drops (see serveReconfigure).
 //
 // It is built in GOPATH mode against the Debian packaged govmomi:
 //
@@ -26,6 +28,7 @@ import (
 	"os/signal"
 	"path"
 	"path/filepath"
+	"reflect"
 	"strconv"
 	"strings"
 	"sync"
@@ -286,9 +289,10 @@ func (l *lab) soapHandler(next http.Handler) http.Handler {
 			}
 			r.Body = io.NopCloser(bytes.NewReader(body))
 
+			method := soapMethod(body)
 			l.mu.Lock()
 			l.calls++
-			l.byMethod[soapMethod(body)]++
+			l.byMethod[method]++
 			l.mu.Unlock()
 
 			if d := l.delayMS.Load(); d > 0 {
@@ -298,9 +302,169 @@ func (l *lab) soapHandler(next http.Handler) http.Handler {
 					return
 				}
 			}
+			if method == reconfigureMethod {
+				serveReconfigure(next, w, r, body)
+				return
+			}
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// reconfigureMethod is the SOAP method serveReconfigure completes.
+const reconfigureMethod = "ReconfigureComputeResource_Task"
+
+// serveReconfigure serves ReconfigureComputeResource_Task. The 0.24.2
+// simulator applies a ClusterConfigSpecEx's rules, groups and VM overrides
+// but drops its dasConfig and drsConfig: the task succeeds and the cluster's
+// HA and DRS settings read back as they were. So the call is served by the
+// simulator into a buffer and, once its task has succeeded, the spec's
+// dasConfig and drsConfig are applied to the cluster's configurationEx the
+// way vCenter does (applyClusterConfig) before the client gets the answer:
+// a client that sees the task sees the settings. Any other request (a
+// malformed one, a standalone host's ComputeResource, a failed task) is left
+// entirely to the simulator.
+func serveReconfigure(next http.Handler, w http.ResponseWriter, r *http.Request, body []byte) {
+	var req *types.ReconfigureComputeResource_Task
+	if method, err := simulator.UnmarshalBody(vimType, body); err == nil {
+		req, _ = method.Body.(*types.ReconfigureComputeResource_Task)
+	}
+	if req == nil || req.This.Type != "ClusterComputeResource" {
+		next.ServeHTTP(w, r)
+		return
+	}
+	rec := &bufferedResponse{header: make(http.Header), code: http.StatusOK}
+	next.ServeHTTP(rec, r)
+	if rec.code == http.StatusOK && taskSucceeded(rec.body.Bytes()) {
+		if err := applyClusterConfig(req); err != nil {
+			log.Printf("%s of %s: %v", reconfigureMethod, req.This.Value, err)
+		}
+	}
+	for key, values := range rec.header {
+		w.Header()[key] = values
+	}
+	w.WriteHeader(rec.code)
+	_, _ = w.Write(rec.body.Bytes())
+}
+
+// vimType resolves the xsi:type names of a request, with or without a
+// namespace prefix (as the simulator's own decoder does).
+func vimType(name string) (reflect.Type, bool) {
+	if t, ok := types.TypeFunc()(name); ok {
+		return t, ok
+	}
+	if i := strings.IndexByte(name, ':'); i >= 0 {
+		return types.TypeFunc()(name[i+1:])
+	}
+	return nil, false
+}
+
+// bufferedResponse is an http.ResponseWriter that keeps the response.
+type bufferedResponse struct {
+	header http.Header
+	code   int
+	body   bytes.Buffer
+}
+
+func (b *bufferedResponse) Header() http.Header         { return b.header }
+func (b *bufferedResponse) Write(p []byte) (int, error) { return b.body.Write(p) }
+func (b *bufferedResponse) WriteHeader(code int)        { b.code = code }
+
+// taskSucceeded tells whether the task a *_Task response returns (its
+// returnval) has succeeded. The simulator runs a task to its end inside
+// the call, so its state is final here.
+func taskSucceeded(response []byte) bool {
+	d := xml.NewDecoder(bytes.NewReader(response))
+	for {
+		tok, err := d.Token()
+		if err != nil {
+			return false
+		}
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "returnval" {
+			var id string
+			if d.DecodeElement(&id, &se) != nil {
+				return false
+			}
+			task, ok := simulator.Map.Get(types.ManagedObjectReference{Type: "Task", Value: strings.TrimSpace(id)}).(*simulator.Task)
+			if !ok {
+				return false
+			}
+			var state types.TaskInfoState
+			simulator.Map.WithLock(task, func() { state = task.Info.State })
+			return state == types.TaskInfoStateSuccess
+		}
+	}
+}
+
+// applyClusterConfig applies the dasConfig and drsConfig of a
+// ClusterConfigSpecEx to the cluster, as vCenter does: with modify true only
+// the properties the spec sets change (nested data objects such as
+// defaultVmSettings property by property, anything else, the admission
+// control policy included, replaced whole); with modify false a given
+// dasConfig or drsConfig replaces the cluster's. The new configuration is a
+// copy (readers of the old one see no partial change), set through
+// Registry.Update so that PropertyCollector updates report it.
+func applyClusterConfig(req *types.ReconfigureComputeResource_Task) error {
+	spec, ok := req.Spec.(*types.ClusterConfigSpecEx)
+	if !ok || (spec.DasConfig == nil && spec.DrsConfig == nil) {
+		return nil
+	}
+	cluster, ok := simulator.Map.Get(req.This).(*simulator.ClusterComputeResource)
+	if !ok {
+		return fmt.Errorf("no cluster %s", req.This.Value)
+	}
+	var err error
+	simulator.Map.WithLock(cluster, func() {
+		current, ok := cluster.ConfigurationEx.(*types.ClusterConfigInfoEx)
+		if !ok {
+			err = fmt.Errorf("configurationEx is a %T, not a ClusterConfigInfoEx", cluster.ConfigurationEx)
+			return
+		}
+		config := *current
+		if spec.DasConfig != nil {
+			config.DasConfig = *spec.DasConfig
+			if req.Modify {
+				config.DasConfig = merged(current.DasConfig, *spec.DasConfig).(types.ClusterDasConfigInfo)
+			}
+		}
+		if spec.DrsConfig != nil {
+			config.DrsConfig = *spec.DrsConfig
+			if req.Modify {
+				config.DrsConfig = merged(current.DrsConfig, *spec.DrsConfig).(types.ClusterDrsConfigInfo)
+			}
+		}
+		simulator.Map.Update(cluster, []types.PropertyChange{{Name: "configurationEx", Val: &config}})
+	})
+	return err
+}
+
+// merged returns a copy of the data object dst with every property that src
+// sets (a non-zero value: unset ones are nil, "" or 0 in govmomi) taken from
+// src. Data objects, inline or behind a pointer that dst also sets, are
+// merged property by property; anything else is replaced. Neither dst nor
+// what it points to is modified.
+func merged(dst, src interface{}) interface{} {
+	return mergeValue(reflect.ValueOf(dst), reflect.ValueOf(src)).Interface()
+}
+
+func mergeValue(dst, src reflect.Value) reflect.Value {
+	out := reflect.New(dst.Type()).Elem()
+	out.Set(dst)
+	for i := 0; i < src.NumField(); i++ {
+		s, d := src.Field(i), out.Field(i)
+		switch {
+		case s.IsZero():
+		case s.Kind() == reflect.Struct:
+			d.Set(mergeValue(d, s))
+		case s.Kind() == reflect.Ptr && s.Elem().Kind() == reflect.Struct && !d.IsNil():
+			p := reflect.New(s.Elem().Type())
+			p.Elem().Set(mergeValue(d.Elem(), s.Elem()))
+			d.Set(p)
+		default:
+			d.Set(s)
+		}
+	}
+	return out
 }
 
 // soapMethod returns the name of the first element inside soap:Body.
