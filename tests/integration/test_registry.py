@@ -372,7 +372,7 @@ def test_migration_records_follow_a_move(url):
         assert registry.list_migrations(instance_uuid='u-2') == [other]
         assert registry.list_migrations(status='completed') == [done]
         with pytest.raises(ValueError, match='migration status must be one of'):
-            registry.update_migration(first['id'], status='done')
+            registry.update_migration(first['id'], status='finished')
         with pytest.raises(errors.NotFound, match='no migration nope'):
             registry.update_migration('nope', status='failed')
         assert registry.get_migration(first['id'])['status'] == 'completed'
