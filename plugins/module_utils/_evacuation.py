@@ -57,7 +57,7 @@ def check_failed(ctx, node, check_mode=False):
     """Refuse unless node is a KVM node that does not answer AND is forced down or fenced now
     by its fence_command (then it is forced down too, so that nothing is scheduled on it until
     clean_stale ran). Returns 'forced_down' (it was already), 'fenced' or 'would fence'."""
-    kind = _nodes.hypervisor_type_of(ctx.cloud, node) or next((v['hypervisor_type'] for v in ctx.views() if v['name'] == node), None)
+    kind = ctx.hypervisor_type(node)
     if kind is None:
         raise errors.NotFound('node %s is not in the cloud; nothing was evacuated' % node)
     if kind != HYPERVISOR_KVM:
@@ -141,7 +141,7 @@ def evacuate(ctx, node, target_node=None, instances=None, concurrency=4, check_m
         scheduler = ctx.scheduler()
         for record in records:
             try:
-                dest, _host = scheduler.place(_request(ctx, record, target_node))
+                dest, _host = scheduler.place(_request(ctx, record, target_node, 'instance %s was not evacuated' % record['name']))
                 result['evacuations'].append({'name': record['name'], 'uuid': record['uuid'], 'status': 'would run',
                                               'source_node': node, 'dest_node': dest, 'storage': record['storage']})
                 result['changed'] = True
@@ -200,37 +200,27 @@ def _rebuild_apart(ctx, record, dest, host, migration):
         return rebuild(worker, record, dest, host, migration)
 
 
-def _request(ctx, record, target_node):
-    """The scheduler request that rebuilds record elsewhere: its flavor, image and server group, a
+def _request(ctx, record, target_node, untouched):
+    """The scheduler request that rebuilds record elsewhere (see _instances.move_request), as a
     failover request (reserved failover nodes first), on a node that shares its disk when shared."""
-    registry = ctx.registry
-    untouched = 'instance %s was not evacuated' % record['name']
-    flavor = registry.get_flavor(record['flavor'])
-    image = registry.get_image(record['image']) or {'name': record['image']}
-    group, members = _instances.group_nodes(registry, record.get('server_group'), without=record['uuid'], untouched=untouched)
-    request = _instances.request_for(flavor, image, {'node': target_node}, group, members)
-    exclude = {record['node']}
+    request = _instances.move_request(ctx, record, target_node, untouched)
     source = _kvm_host(ctx.cloud, record['node'])
     if record['storage'] == 'shared' and source is not None and source.shared_with:
         # Its disk is only on the hosts that share the directory: elsewhere it would be lost.
-        exclude |= set(v['name'] for v in ctx.views()) - set(source.shared_with)
-    return dataclasses.replace(request, exclude=request.exclude | frozenset(exclude), for_failover=True)
+        request = dataclasses.replace(request, exclude=request.exclude | (frozenset(v['name'] for v in ctx.views()) - set(source.shared_with)))
+    return dataclasses.replace(request, for_failover=True)
 
 
 def _claim_target(ctx, record, target_node, untouched):
     """(node, host) scheduled and claimed for record; Unplaced when no node has room."""
-    flavor = ctx.registry.get_flavor(record['flavor'])
-    request = _request(ctx, record, target_node)
-    tried = set()
-    for _attempt in range(_instances.CLAIM_RETRIES):
-        try:
-            dest, host = ctx.scheduler().place(dataclasses.replace(request, exclude=request.exclude | frozenset(tried)))
-        except NoValidHost as exc:
-            raise Unplaced('no node can take instance %s: %s; %s' % (record['name'], exc, untouched)) from None
-        if _instances.claim_on(ctx, flavor, dest, record['uuid']):
-            return dest, host
-        tried.add(dest)  # another run took the room meanwhile
-    raise Unplaced('other runs kept taking the room on %s; %s' % (', '.join(sorted(tried)), untouched))
+    request = _request(ctx, record, target_node, untouched)
+    try:
+        dest, host = ctx.scheduler().place(request)
+        return _instances.claim_somewhere(ctx, ctx.registry.get_flavor(record['flavor']), record['uuid'], dest, host, request)
+    except NoValidHost as exc:
+        raise Unplaced('no node can take instance %s: %s; %s' % (record['name'], exc, untouched)) from None
+    except _instances.ClaimContended as exc:
+        raise Unplaced('%s; %s' % (exc, untouched)) from None
 
 
 def rebuild(ctx, record, dest, host, migration):
@@ -240,6 +230,7 @@ def rebuild(ctx, record, dest, host, migration):
     registry = ctx.registry
     inst_uuid, node = record['uuid'], record['node']
     keep = record['storage'] == 'shared'
+    disk = 'kept' if keep else 'rebuilt'
     password = None if keep else secrets.token_urlsafe(PASSWORD_BYTES)
     try:
         registry.update_migration(migration['id'], status='preparing')
@@ -252,9 +243,9 @@ def rebuild(ctx, record, dest, host, migration):
     instance = registry.update_instance(inst_uuid, node=dest, host=state.host)[1]
     registry.release(inst_uuid, node=node)
     migration = registry.update_migration(migration['id'], status='done', dest_host=state.host, finished_at=utcnow(),
-                                          stats={'storage': record['storage'], 'disk': 'kept' if keep else 'rebuilt'})
+                                          stats={'storage': record['storage'], 'disk': disk})
     result = {'name': record['name'], 'uuid': inst_uuid, 'status': 'done', 'source_node': node, 'dest_node': dest,
-              'dest_host': state.host, 'storage': record['storage'], 'disk': 'kept' if keep else 'rebuilt',
+              'dest_host': state.host, 'storage': record['storage'], 'disk': disk,
               'instance': instance, 'migration': migration}
     if password is not None:
         result['admin_password'] = password
@@ -322,10 +313,9 @@ def set_admin_state(cloud, registry, name, changes, check_mode=False):
     Returns (changed, before, after, cleaned)."""
     cleaned = []
     if changes.get('enabled') is True or changes.get('forced_down') is False:
-        ctx = _instances.Cloud(cloud, registry)
+        ctx = _instances.Cloud(cloud, registry)  # drivers connect only when there is something to clean
         try:
-            if stale_copies(registry, name):
-                cleaned = clean_stale(ctx, name, check_mode)
+            cleaned = clean_stale(ctx, name, check_mode)
         finally:
             ctx.close()
     changed, before, after = _nodes.set_admin_state(cloud, registry, name, changes, check_mode=check_mode)

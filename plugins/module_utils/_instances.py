@@ -112,6 +112,11 @@ class Cloud:
         """A Scheduler over the node views and the registry's allocations as they are now."""
         return Scheduler(candidates(self.views(), self.registry.allocations_by_node()))
 
+    def hypervisor_type(self, node):
+        """The node's hypervisor type: from the cloud file when its name says it, else from the live
+        views (a vSphere cluster the file does not name); None for a node the cloud does not have."""
+        return _nodes.hypervisor_type_of(self.cloud, node) or next((v['hypervisor_type'] for v in self.views() if v['name'] == node), None)
+
     def driver_for(self, node):
         for driver in self.drivers:
             if node in driver.node_names() or driver.endpoint_name() == node or node.startswith(driver.endpoint_name() + '/'):
@@ -166,6 +171,18 @@ def group_nodes(registry, group_name, without=None, untouched='nothing was creat
     return group, counts
 
 
+def move_request(ctx, record, target_node, untouched):
+    """The scheduler Request that places an existing instance elsewhere (a migration, an evacuation):
+    its flavor, image and server group (itself not counted), optionally pinned to target_node, its
+    current node excluded."""
+    registry = ctx.registry
+    flavor = registry.get_flavor(record['flavor'])
+    image = registry.get_image(record['image']) or {'name': record['image']}
+    group, members = group_nodes(registry, record.get('server_group'), without=record['uuid'], untouched=untouched)
+    request = request_for(flavor, image, {'node': target_node}, group, members)
+    return dataclasses.replace(request, exclude=request.exclude | frozenset([record['node']]))
+
+
 def plan(ctx, specs):
     """Place each instance to boot: [(params, flavor, image, node, host, request)], sequentially on one
     Scheduler so that the placements of one batch see each other. NoValidHost names the filters."""
@@ -197,6 +214,10 @@ def plan(ctx, specs):
     return placed
 
 
+class ClaimContended(errors.MultihvError):
+    """Other runs kept taking the room on every node a claim was tried on (see claim_somewhere)."""
+
+
 def claim_on(ctx, flavor, node, inst_uuid):
     """Claim the flavor's resources on node for the instance (atomic, see Registry.claim); True when they fit."""
     view = next((v for v in ctx.views() if v['name'] == node), None)
@@ -214,10 +235,9 @@ def claim_somewhere(ctx, flavor, inst_uuid, node, host, req):
     while not claim_on(ctx, flavor, node, inst_uuid):
         tried.append(node)
         if len(tried) >= CLAIM_RETRIES:
-            raise errors.MultihvError('could not claim resources for instance %s on %s: other runs kept taking them'
-                                      % (inst_uuid, ', '.join(tried)))
+            raise ClaimContended('could not claim resources for instance %s on %s: other runs kept taking them'
+                                 % (inst_uuid, ', '.join(tried)))
         node, host = ctx.scheduler().place(dataclasses.replace(req, exclude=req.exclude | frozenset(tried)))
-        ctx.registry.update_instance(inst_uuid, node=node, host=host)
     return node, host
 
 
@@ -275,6 +295,8 @@ def boot(ctx, params, flavor, image, node, host, req):
             node, host = claim_somewhere(ctx, flavor, inst_uuid, node, host, req)
         except NoValidHost as exc:
             raise errors.MultihvError('cannot place instance %s: %s; nothing was created' % (params['name'], exc))
+        if node != planned:  # another run took the planned room: the record follows the claim
+            registry.update_instance(inst_uuid, node=node, host=host)
         driver = ctx.driver_for(node)
         if node != planned:  # prepare_images readied the planned node only
             ensure_image_on(registry, driver, image)
@@ -421,6 +443,6 @@ def info(cloud, registry, filters):
     return records
 
 
-__all__ = ['CLAIM_RETRIES', 'Cloud', 'boot', 'boot_many', 'boot_one', 'candidates', 'claim_on', 'delete', 'ensure_image_on',
-           'group_nodes', 'info', 'plan', 'prepare_images',
+__all__ = ['CLAIM_RETRIES', 'ClaimContended', 'Cloud', 'boot', 'boot_many', 'boot_one', 'candidates', 'claim_on', 'delete', 'ensure_image_on',
+           'group_nodes', 'info', 'move_request', 'plan', 'prepare_images',
            'rebuild', 'request_for', 'set_power', 'spec_for', 'stable_mac']

@@ -87,14 +87,8 @@ def plan(ctx, record, mode, target_node=None, target_host=None):
 def _schedule(ctx, record, target_node, untouched):
     """(node, host) from the scheduler: the source excluded, the instance's server group and
     scheduler filters applied, capacity as the registry's allocations say now."""
-    registry = ctx.registry
-    flavor = registry.get_flavor(record['flavor'])
-    image = registry.get_image(record['image']) or {'name': record['image']}
-    group, members = _instances.group_nodes(registry, record.get('server_group'), without=record['uuid'], untouched=untouched)
-    request = _instances.request_for(flavor, image, {'node': target_node}, group, members)
-    request = dataclasses.replace(request, exclude=request.exclude | frozenset([record['node']]))
     try:
-        return ctx.scheduler().place(request)
+        return ctx.scheduler().place(_instances.move_request(ctx, record, target_node, untouched))
     except NoValidHost as exc:
         raise errors.MultihvError('no node can take instance %s: %s; %s' % (record['name'], exc, untouched)) from None
 
@@ -189,7 +183,7 @@ def drain(ctx, node, mode='auto', controls=None, concurrency=2, check_mode=False
     """Disable node for scheduling and move every instance off it: running ones in `mode`,
     stopped ones cold, `concurrency` at a time. One that fails stays where it was and is
     reported; the others go on. Returns {changed, node, migrations, failures}."""
-    kind = _nodes.hypervisor_type_of(ctx.cloud, node) or next((v['hypervisor_type'] for v in ctx.views() if v['name'] == node), None)
+    kind = ctx.hypervisor_type(node)
     if kind is None:
         raise errors.NotFound('node %s is not in the cloud; nothing was changed' % node)
     registry = ctx.registry
