@@ -21,8 +21,8 @@ import time
 import pytest
 import yaml
 
-from support.cloud import boot, console_log, domain_active, domains, registry_rows, wait_ticks
-from support.lab import REPO, ansible_module, run, serial
+from support.cloud import boot, bring_back, console_log, domain_active, domains, registry_rows, wait_ticks
+from support.lab import REPO, serial
 
 FAILED_HOST, OTHER_HOST = 'kvm2', 'kvm1'
 
@@ -97,23 +97,6 @@ def rulebook(tmp_path, cloud, name, **variables):
         rb.stop()
 
 
-def lab_host(lab, action, host=FAILED_HOST):
-    """Power loss (fail) or boot (restore) of a lab host, through the lab playbook."""
-    run('ansible-playbook', 'multihv.cloud.lab', '-e', f'lab_dir={lab.dir}', '-e', f'lab_action={action}', '-e', f'lab_host={host}')
-    status = subprocess.run([str(lab.dir / 'bin' / 'kvm-host'), 'status', lab.hosts[host]['dir']], capture_output=True, text=True,
-                            check=False, timeout=60).stdout.strip()
-    assert status == ('down' if action == 'fail' else 'running'), f'{host} is {status} after lab_action={action}'
-
-
-@contextlib.contextmanager
-def failed(lab, host=FAILED_HOST):
-    lab_host(lab, 'fail', host)
-    try:
-        yield
-    finally:
-        lab_host(lab, 'restore', host)
-
-
 def test_the_source_sends_node_down_and_node_up(lab, cloud, tmp_path):
     watch = tmp_path / 'watch.yml'
     watch.write_text(yaml.safe_dump([{
@@ -125,18 +108,13 @@ def test_the_source_sends_node_down_and_node_up(lab, cloud, tmp_path):
     with rulebook(tmp_path, cloud, str(watch), interval=1) as rb:
         rb.wait(lambda: f"'event': 'node_up', 'node': '{FAILED_HOST}'" in rb.output(), 120, f'the initial node_up of {FAILED_HOST}')
         assert "'initial': True" in rb.output()
-        with failed(lab):
+        with lab.power_loss(FAILED_HOST):
             rb.wait(lambda: f"'event': 'node_down', 'node': '{FAILED_HOST}'" in rb.output(), 60, f'node_down {FAILED_HOST}')
         rb.wait(lambda: rb.output().count(f"'event': 'node_up', 'node': '{FAILED_HOST}'") == 2, 60, f'node_up {FAILED_HOST}')
     out = rb.output()
     down = next(line for line in out.splitlines() if f"'event': 'node_down', 'node': '{FAILED_HOST}'" in line)
     assert "'hypervisor_type': 'kvm'" in down and "'initial': False" in down and 'did not answer' in down
     assert f"'event': 'node_down', 'node': '{OTHER_HOST}'" not in out
-
-
-def bring_back(cloud):
-    """The failed host back in service, as an operator does it: its stale copies are destroyed first."""
-    return ansible_module('multihv.cloud.compute_node', dict(cloud, name=FAILED_HOST, enabled=True, forced_down=False))
 
 
 def test_the_rulebook_rebuilds_the_ha_instances_of_a_failed_host(lab, cloud, tmp_path):
@@ -151,7 +129,7 @@ def test_the_rulebook_rebuilds_the_ha_instances_of_a_failed_host(lab, cloud, tmp
         with rulebook(tmp_path, cloud, 'multihv.cloud.instance_ha', interval=1, grace_period=3) as rb:
             # The first read of the nodes is done (the rulebook sends the initial states, which start nothing when up).
             rb.wait(lambda: f'node_events: node_up {FAILED_HOST}' in rb.output(), 120, 'the first read of the nodes')
-            with failed(lab):
+            with lab.power_loss(FAILED_HOST):
                 rb.wait(lambda: registry_rows(tmp_path, "SELECT node FROM instances WHERE name = 'eda-ha'") == [(OTHER_HOST,)],
                         240, f'eda-ha recorded on {OTHER_HOST}')
                 rb.wait(lambda: 'eda-ha' in domains(lab, OTHER_HOST) and domain_active(lab, OTHER_HOST, 'eda-ha'), 60,
@@ -171,15 +149,15 @@ def test_the_rulebook_rebuilds_the_ha_instances_of_a_failed_host(lab, cloud, tmp
             ('evacuation', FAILED_HOST, OTHER_HOST)]
 
         # Back in service by hand: the stale copy on the failed host goes first.
-        back = bring_back(cloud)
+        back = bring_back(cloud, FAILED_HOST)
         brought_back = True
         assert 'eda-ha' in [c['name'] for c in back['cleaned']]
         assert 'eda-ha' not in domains(lab, FAILED_HOST) and domain_active(lab, OTHER_HOST, 'eda-ha')
     finally:
         if not brought_back:  # whatever failed, the lab host keeps no stale copy for the next test
             with contextlib.suppress(BaseException):
-                lab_host(lab, 'restore')
-                bring_back(cloud)
+                lab.host_action('restore', FAILED_HOST)
+                bring_back(cloud, FAILED_HOST)
 
 
 def test_the_collection_ships_the_eda_content():

@@ -1,21 +1,21 @@
 """evacuate, the clean-up of a node that comes back (compute_node), and instance_ha, against the lab:
-kvm2 loses power (`make lab-fail`) with instances on it, they are rebuilt on kvm1, kvm2 comes
-back (`make lab-restore`, its domains defined and shut off) and loses its stale copies.
+kvm2 loses power (Lab.power_loss: the lab's fail action) with instances on it, they are rebuilt on
+kvm1, kvm2 comes back (its domains defined and shut off) and loses its stale copies.
 
 The lab's cloud file gives each KVM host a fence_command that kills it (`kvm-host kill`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import pathlib
 import subprocess
 
 import pytest
 import yaml
 
-from support.cloud import allocations, boot, console_log, domain_active, domains, registry_rows, ticks, wait_ticks
-from support.lab import ansible_module, remove_domains, serial, wait_for
+from ansible_collections.multihv.cloud.plugins.module_utils import _domain_xml as domxml
+from support.cloud import allocations, boot, bring_back, console_log, domain_active, domains, registry_rows, ticks, wait_ticks
+from support.lab import ansible_module, serial, wait_for
 
 
 # A Linux bridge for the guests' NICs, so that their MACs are there to compare. It stays down
@@ -40,49 +40,15 @@ def ha_pass(cloud, expect_failure=False, check=False, **args):
     return ansible_module('multihv.cloud.instance_ha', dict(cloud, **args), expect_failure=expect_failure, check=check)
 
 
-def bring_back(cloud, check=False):
-    return ansible_module('multihv.cloud.compute_node', dict(cloud, name='kvm2', enabled=True, forced_down=False), check=check)
-
-
-@contextlib.contextmanager
-def failed(lab, host='kvm2'):
-    """The host loses power for the block; it is booted again after (guests shut off), and when the
-    block failed before the clean-up under test, the stale copies go so that the next test starts clean."""
-    lab.make('lab-fail', f'HOST={host}')
-    try:
-        yield
-    except BaseException:
-        restore(lab, host)
-        remove_domains([lab.uri(host)], domains(lab, host))
-        raise
-    restore(lab, host)
-
-
-def restore(lab, host):
-    lab.make('lab-restore', f'HOST={host}')
-    wait_for(lambda: answers(lab, host), 30, f'{host} to answer')
-
-
-def answers(lab, host):
-    import libvirt  # pylint: disable=import-outside-toplevel
-    try:
-        lab.connect(host).close()
-        return True
-    except libvirt.libvirtError:
-        return False
-
-
 def running_copies(lab, name):
     """The lab hosts on which a domain called name runs (a host that is down runs nothing)."""
-    return [host for host in lab.hosts if answers(lab, host) and name in domains(lab, host) and domain_active(lab, host, name)]
+    return [host for host in lab.hosts if lab.answers(host) and name in domains(lab, host) and domain_active(lab, host, name)]
 
 
 def domain_macs(lab, host, name):
     conn = lab.connect(host)
     try:
-        import xml.etree.ElementTree as ET  # pylint: disable=import-outside-toplevel
-        root = ET.fromstring(conn.lookupByName(name).XMLDesc(0))
-        return [mac.get('address') for mac in root.iter('mac')]
+        return domxml.parse_domain(conn.lookupByName(name).XMLDesc(0)).macs
     finally:
         conn.close()
 
@@ -126,7 +92,7 @@ def test_evacuation_then_recovery_of_the_failed_host(lab, cloud, tmp_path, bridg
         wait_ticks(log, count=4)
     wait_ticks(console_log(lab, local), count=2)
 
-    with failed(lab):
+    with lab.power_loss('kvm2'):
         last = dict((name, ticks(log)[-1]) for name, log in logs.items())
         # Down, but not fenced nor forced down: refused.
         unfenced = evacuate(dict(cloud, cloud_file=without_fencing(lab, tmp_path)), node='kvm2', expect_failure=True)
@@ -181,11 +147,11 @@ def test_evacuation_then_recovery_of_the_failed_host(lab, cloud, tmp_path, bridg
     stale_local = pathlib.Path(lab.hosts['kvm2']['local_dir']) / (local['uuid'] + '.qcow2')
     assert stale_local.exists()
 
-    checked = bring_back(cloud, check=True)
+    checked = bring_back(cloud, 'kvm2', check=True)
     assert checked['changed'] is True and sorted(c['name'] for c in checked['cleaned']) == names
     assert sorted(domains(lab, 'kvm2')) == names
 
-    back = bring_back(cloud)
+    back = bring_back(cloud, 'kvm2')
     assert back['changed'] is True and (back['node']['enabled'], back['node']['forced_down']) == (True, False)
     cleaned = dict((c['name'], c) for c in back['cleaned'])
     assert sorted(cleaned) == names and all(c['destroyed'] for c in cleaned.values())
@@ -196,7 +162,7 @@ def test_evacuation_then_recovery_of_the_failed_host(lab, cloud, tmp_path, bridg
         log = logs[record['name']]
         wait_ticks(log, after=ticks(log)[-1])
     assert registry_rows(tmp_path, 'SELECT DISTINCT status FROM migrations') == [('completed',)]
-    assert bring_back(cloud)['changed'] is False
+    assert bring_back(cloud, 'kvm2')['changed'] is False
 
 
 def test_one_instance_ha_pass_recovers_a_failed_host(lab, cloud, tmp_path):
@@ -211,7 +177,7 @@ def test_one_instance_ha_pass_recovers_a_failed_host(lab, cloud, tmp_path):
     log = console_log(lab, first)
     wait_ticks(log, count=3)
 
-    with failed(lab):
+    with lab.power_loss('kvm2'):
         waiting = ha_pass(cloud, grace_period=600)
         assert waiting['changed'] is False and [w['node'] for w in waiting['waiting']] == ['kvm2']
         assert registry_rows(tmp_path, "SELECT forced_down FROM nodes WHERE name = 'kvm2'") == [(0,)]
@@ -232,7 +198,7 @@ def test_one_instance_ha_pass_recovers_a_failed_host(lab, cloud, tmp_path):
         second = ha_pass(cloud, grace_period=1)
         assert second['changed'] is False and second['recovered'] == [] and [u['name'] for u in second['unplaced']] == ['ha-second']
 
-    back = bring_back(cloud)
+    back = bring_back(cloud, 'kvm2')
     assert [c['name'] for c in back['cleaned']] == ['ha-first'] and running_copies(lab, 'ha-first') == ['kvm1']
     cleared = ha_pass(cloud, grace_period=0)
     assert cleared['changed'] is False and cleared['cleared'] == ['kvm2']

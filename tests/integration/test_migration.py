@@ -134,12 +134,9 @@ def test_killing_the_target_mid_migration_leaves_the_guest_on_the_source(lab, cl
         # surely under way when the host dies.
         pid = wait_for(lambda: incoming_qemu('mig-kill'), 60, 'the target QEMU of the migration', interval=0.01)
         os.kill(pid, signal.SIGSTOP)
-        try:
-            assert registry_rows(tmp_path, 'SELECT status FROM migrations') == [('running',)]
-            lab.make('lab-fail', 'HOST=kvm2')
+        assert registry_rows(tmp_path, 'SELECT status FROM migrations') == [('running',)]
+        with lab.power_loss('kvm2'):
             failed = moving.result(timeout=120)
-        finally:
-            lab.make('lab-restore', 'HOST=kvm2')
     assert 'failed' in failed['msg'] and 'instance mig-kill' in failed['msg']
     assert registry_rows(tmp_path, 'SELECT status, source_node, dest_node FROM migrations') == [('failed', 'kvm1', 'kvm2')]
     assert registry_rows(tmp_path, 'SELECT node FROM instances') == [('kvm1',)]

@@ -77,6 +77,11 @@ def boot(cloud, name, node='kvm1', storage='shared', state='present', **extra):
                                                          state=state, **extra))['instance']
 
 
+def bring_back(cloud, node, check=False):
+    """A failed node back in service, as an operator does it: its stale copies are destroyed first."""
+    return ansible_module('multihv.cloud.compute_node', dict(cloud, name=node, enabled=True, forced_down=False), check=check)
+
+
 def console_log(lab, record, node=None):
     """The instance's serial log as this machine sees it, on its node (or on `node`)."""
     name = f"{record['uuid']}.console.log"

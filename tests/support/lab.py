@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -70,6 +71,44 @@ class Lab:
 
     def make(self, *targets: str, timeout: float = 300) -> subprocess.CompletedProcess:
         return run('make', '--no-print-directory', *targets, f'LAB_DIR={self.dir}', timeout=timeout)
+
+    def host_action(self, action: str, host: str):
+        """Power loss (fail) or boot (restore) of a KVM lab host through the lab playbook itself: `make lab-fail`
+        runs `make install` first, which would replace the installed collection under running processes.
+        Checked with kvm-host status, and after a restore until its libvirtd answers."""
+        run('ansible-playbook', 'multihv.cloud.lab', '-e', f'lab_dir={self.dir}', '-e', f'lab_action={action}', '-e', f'lab_host={host}')
+        status = subprocess.run([str(self.dir / 'bin' / 'kvm-host'), 'status', self.hosts[host]['dir']], capture_output=True, text=True,
+                                check=False, timeout=60).stdout.strip()
+        assert status == ('down' if action == 'fail' else 'running'), f'{host} is {status} after lab_action={action}'
+        if action == 'restore':
+            wait_for(lambda: self.answers(host), 30, f'{host} to answer')
+
+    def answers(self, host: str) -> bool:
+        """Does the host's libvirtd take connections?"""
+        import libvirt  # pylint: disable=import-outside-toplevel
+        try:
+            self.connect(host).close()
+            return True
+        except libvirt.libvirtError:
+            return False
+
+    @contextlib.contextmanager
+    def power_loss(self, host: str):
+        """The host loses power for the block and boots again after (its guests shut off). When the block
+        fails, every domain left on the host goes too, so that the next test finds it empty."""
+        self.host_action('fail', host)
+        try:
+            yield
+        except BaseException:
+            self.host_action('restore', host)
+            conn = self.connect(host)
+            try:
+                names = [d.name() for d in conn.listAllDomains()]
+            finally:
+                conn.close()
+            remove_domains([self.uri(host)], names)
+            raise
+        self.host_action('restore', host)
 
 
 class Guests:

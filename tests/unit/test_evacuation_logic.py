@@ -8,7 +8,7 @@ import datetime
 
 import pytest
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors, _evacuation, _instance_ha
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors, _evacuation, _instance_ha, _instances
 from ansible_collections.multihv.cloud.plugins.module_utils._config import KvmHost
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import TIMESTAMP_FORMAT
 
@@ -42,17 +42,11 @@ class FakeCloudFile:
         return [h.name for h in self.kvm_hosts]
 
 
-class FakeCtx:
-    def __init__(self, views, hosts, registry=None):
-        self._views = views
-        self.cloud = FakeCloudFile(hosts)
-        self.registry = registry or FakeRegistry()
-
-    def views(self):
-        return self._views
-
-    def close(self):
-        pass
+def core_cloud(views, hosts, registry=None):
+    """The core's own Cloud over a fake registry, with no drivers and the node views given."""
+    ctx = _instances.Cloud(FakeCloudFile(hosts), registry or FakeRegistry(), drivers=[])
+    ctx._views = views  # pylint: disable=protected-access
+    return ctx
 
 
 def kvm_view(name, state):
@@ -67,7 +61,7 @@ def kvm_view(name, state):
 ])
 def test_refusals_touch_nothing(state, forced, fence_command, expected):
     registry = FakeRegistry({'kvm2': {'forced_down': forced}})
-    ctx = FakeCtx([kvm_view('kvm2', state)], [KvmHost('kvm2', 'qemu:///system', fence_command=fence_command)], registry)
+    ctx = core_cloud([kvm_view('kvm2', state)], [KvmHost('kvm2', 'qemu:///system', fence_command=fence_command)], registry)
     with pytest.raises(errors.MultihvError, match='nothing was evacuated|Nothing was evacuated') as refused:
         _evacuation.check_failed(ctx, 'kvm2')
     assert expected in str(refused.value)
@@ -75,19 +69,19 @@ def test_refusals_touch_nothing(state, forced, fence_command, expected):
 
 
 def test_forced_down_needs_no_fence_and_a_fence_forces_down(tmp_path):
-    forced = FakeCtx([kvm_view('kvm2', 'down')], [KvmHost('kvm2', 'qemu:///system')], FakeRegistry({'kvm2': {'forced_down': True}}))
+    forced = core_cloud([kvm_view('kvm2', 'down')], [KvmHost('kvm2', 'qemu:///system')], FakeRegistry({'kvm2': {'forced_down': True}}))
     assert _evacuation.check_failed(forced, 'kvm2') == 'forced_down' and forced.registry.set == []
 
     mark = tmp_path / 'fenced'
     host = KvmHost('kvm2', 'qemu:///system', fence_command='sh -c "echo $MULTIHV_NODE > %s"' % mark)
-    ctx = FakeCtx([kvm_view('kvm2', 'down')], [host])
+    ctx = core_cloud([kvm_view('kvm2', 'down')], [host])
     assert _evacuation.check_failed(ctx, 'kvm2', check_mode=True) == 'would fence' and not mark.exists()
     assert _evacuation.check_failed(ctx, 'kvm2') == 'fenced'
     assert mark.read_text() == 'kvm2\n' and ctx.registry.set == [('kvm2', 'kvm', {'forced_down': True})]
 
 
 def test_vsphere_nodes_are_left_to_vsphere_ha():
-    ctx = FakeCtx([{'name': 'vc/dc/c1', 'hypervisor_type': 'vsphere', 'state': 'down'}], [])
+    ctx = core_cloud([{'name': 'vc/dc/c1', 'hypervisor_type': 'vsphere', 'state': 'down'}], [])
     with pytest.raises(errors.MultihvError, match='vSphere HA restarts the VMs'):
         _evacuation.check_failed(ctx, 'vc/dc/c1')
 
@@ -96,7 +90,8 @@ def test_only_a_return_to_service_cleans_stale_copies(monkeypatch):
     asked = []
     monkeypatch.setattr(_evacuation, 'stale_copies', lambda registry, name: asked.append(name) or [])
     monkeypatch.setattr(_evacuation._nodes, 'set_admin_state', lambda *args, **kwargs: (False, {}, {}))  # pylint: disable=protected-access
-    monkeypatch.setattr(_evacuation._instances, 'Cloud', lambda cloud, registry: FakeCtx([], []))  # pylint: disable=protected-access
+    ctx = core_cloud([], [])
+    monkeypatch.setattr(_evacuation._instances, 'Cloud', lambda cloud, registry: ctx)  # pylint: disable=protected-access
     for changes, cleans in (({'enabled': True}, True), ({'forced_down': False}, True), ({'enabled': False}, False),
                             ({'aggregates': ['a']}, False), ({'forced_down': True}, False)):
         asked.clear()
@@ -108,8 +103,8 @@ def test_the_grace_period_counts_from_the_first_pass_that_saw_the_node_down():
     since = (datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=30)).strftime(TIMESTAMP_FORMAT)
     registry = FakeRegistry({'kvm2': {'down_since': since}, 'kvm1': {'down_since': since}})
     registry.list_instances = lambda node: []
-    ctx = FakeCtx([kvm_view('kvm2', 'down'), kvm_view('kvm1', 'up')], [KvmHost('kvm2', 'qemu:///system'), KvmHost('kvm1', 'qemu:///system')],
-                  registry)
+    ctx = core_cloud([kvm_view('kvm2', 'down'), kvm_view('kvm1', 'up')], [KvmHost('kvm2', 'qemu:///system'), KvmHost('kvm1', 'qemu:///system')],
+                     registry)
     result = _instance_ha.run_pass(ctx, grace_period=60)
     assert [w['node'] for w in result['waiting']] == ['kvm2'] and 25 < result['waiting'][0]['seconds_left'] <= 30
     assert result['cleared'] == ['kvm1'] and registry.nodes['kvm1']['down_since'] is None
