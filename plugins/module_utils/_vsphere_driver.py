@@ -69,8 +69,10 @@ PROPERTIES = collections.OrderedDict([
         'name', 'parent', 'datastore',
         'configurationEx.dasConfig.enabled', 'configurationEx.drsConfig.enabled',
     )),
+    # A host's datastore (the datastores it mounts) tells which hosts of a cluster can
+    # use each of the cluster's datastores.
     ('HostSystem', (
-        'name', 'parent', 'runtime.connectionState', 'runtime.inMaintenanceMode',
+        'name', 'parent', 'datastore', 'runtime.connectionState', 'runtime.inMaintenanceMode',
         'summary.hardware.numCpuThreads', 'summary.hardware.memorySize',
         'summary.quickStats.overallMemoryUsage',
     )),
@@ -253,14 +255,27 @@ def memory_free(host, quick_stats_usage_mb):
     return max(host.memory_mb - max(int(quick_stats_usage_mb or 0), host.memory_mb_used), 0)
 
 
-def datastore_entry(props):
+def datastore_entry(props, hosts=()):
+    """One datastore of a cluster node as compute_node_info shows it; hosts are the names of
+    the cluster's ESXi hosts that mount it (sorted here), whatever their state."""
     return {
         'name': props.get('summary.name', ''),
         'capacity_gb': int(props.get('summary.capacity') or 0) // GIB,
         'free_gb': int(props.get('summary.freeSpace') or 0) // GIB,
         # An inaccessible datastore (NFS server gone, LUN lost) reports stale numbers.
         'accessible': props.get('summary.accessible') is not False,
+        'hosts': sorted(hosts),
     }
+
+
+def mounted_by(host_props):
+    """{datastore moid: [names of the hosts that mount it]} of some hosts' props (their
+    datastore and name), each host once per datastore."""
+    mounts = collections.defaultdict(list)
+    for props in host_props:
+        for datastore in sorted(set(props.get('datastore') or ())):
+            mounts[datastore].append(props.get('name', ''))
+    return mounts
 
 
 def disk_totals(datastores):
@@ -290,10 +305,12 @@ def build_nodes(vcenter, records):
 
     hosts = {}
     members = collections.defaultdict(list)
+    member_props = collections.defaultdict(list)
     for moid, props in objects['HostSystem'].items():
         if props.get('parent') in kept:  # standalone hosts and filtered-out clusters are no node
             hosts[moid] = host_resources(props)
             members[props['parent']].append(hosts[moid])
+            member_props[props['parent']].append(props)
     for props in objects['VirtualMachine'].values():
         host = hosts.get(props.get('runtime.host'))
         if host is not None and not props.get('summary.config.template'):  # a template is an image, not an instance
@@ -304,9 +321,10 @@ def build_nodes(vcenter, records):
     nodes = []
     for moid in kept:
         props = clusters[moid]
-        datastores = [objects['Datastore'][ds] for ds in sorted(set(props.get('datastore') or ()))
-                      if ds in objects['Datastore']]
+        attached = [ds for ds in sorted(set(props.get('datastore') or ())) if ds in objects['Datastore']]
+        datastores = [objects['Datastore'][ds] for ds in attached]
         disk_gb, disk_gb_free = disk_totals(datastores)
+        mounts = mounted_by(member_props[moid])
         datacenter, name = where[moid]
         node = NodeResources(
             name=vcenter.node_name(datacenter, name),
@@ -321,7 +339,8 @@ def build_nodes(vcenter, records):
                 'cluster': name,
                 'ha_enabled': bool(props.get('configurationEx.dasConfig.enabled')),
                 'drs_enabled': bool(props.get('configurationEx.drsConfig.enabled')),
-                'datastores': sorted((datastore_entry(ds) for ds in datastores), key=lambda d: d['name']),
+                'datastores': sorted((datastore_entry(objects['Datastore'][ds], mounts.get(ds, ())) for ds in attached),
+                                     key=lambda d: d['name']),
             },
         )
         if not any(h.usable for h in node.hosts):

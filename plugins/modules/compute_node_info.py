@@ -124,6 +124,42 @@ nodes:
       description: Per hypervisor host (each ESXi host of a cluster; the KVM host itself) resources and connection state.
       type: list
       elements: dict
+    ha_enabled:
+      description: Whether vSphere HA is on for the cluster (see M(multihv.cloud.vsphere_cluster)).
+      type: bool
+      returned: for a vSphere node that answered
+    drs_enabled:
+      description: Whether vSphere DRS is on for the cluster.
+      type: bool
+      returned: for a vSphere node that answered
+    datastores:
+      description:
+        - The datastores attached to the cluster, by name, read in the same PropertyCollector retrieval as the rest of
+          the node; C(physical.disk_gb) sums the accessible ones.
+        - A KVM node has no such key; its instance storage is its instance path's filesystem.
+      type: list
+      elements: dict
+      returned: for a vSphere node that answered
+      contains:
+        name:
+          description: The datastore's name.
+          type: str
+        capacity_gb:
+          description: Its capacity in GiB, rounded down.
+          type: int
+        free_gb:
+          description: Its free space in GiB, rounded down.
+          type: int
+        accessible:
+          description:
+            - Whether vCenter can reach it; the sizes of an inaccessible datastore (NFS server gone, LUN lost) are stale.
+          type: bool
+        hosts:
+          description:
+            - The names of the cluster's ESXi hosts that mount it, sorted, whatever their connection state; a VM on the
+              datastore can only run on these hosts.
+          type: list
+          elements: str
   sample:
     - name: kvm1
       hypervisor_type: kvm
@@ -138,6 +174,28 @@ nodes:
       used: {vcpus: 1, memory_mb: 32, disk_gb: 23}
       free: {vcpus: 7, memory_mb: 5306, disk_gb: 228}
       instances: 1
+    - name: vcsim/DC0/DC0_C1
+      hypervisor_type: vsphere
+      endpoint: https://127.0.0.1:8989/sdk
+      state: up
+      reason: null
+      enabled: false
+      disabled_reason: storage maintenance
+      forced_down: false
+      availability_zone: vsphere
+      aggregates: [legacy]
+      capacity: {vcpus: 24, memory_mb: 12288, disk_gb: 250}
+      used: {vcpus: 6, memory_mb: 192, disk_gb: 10}
+      free: {vcpus: 18, memory_mb: 12096, disk_gb: 240}
+      instances: 6
+      ha_enabled: true
+      drs_enabled: true
+      datastores:
+        - name: LocalDS_0
+          capacity_gb: 250
+          free_gb: 240
+          accessible: true
+          hosts: [DC0_C1_H0, DC0_C1_H1, DC0_C1_H2]
 '''
 
 from ansible.module_utils.basic import AnsibleModule

@@ -237,6 +237,44 @@ def test_resources_match_an_independent_retrieval(driver, lab_si):
     assert all(n.vcpus > 0 and n.memory_mb > 0 and n.disk_gb > 0 for n in nodes)
 
 
+def independent_datastores(si, vcenter_name):
+    """{node name: its datastores as compute_node_info shows them}, read object by object:
+    the cluster's datastore list and each of its hosts' own."""
+    content = si.RetrieveContent()
+    result = {}
+    for dc in content.rootFolder.childEntity:
+        if not isinstance(dc, vim.Datacenter):
+            continue
+        for cluster in _clusters(dc.hostFolder):
+            mounts = {}
+            for host in cluster.host:
+                for ds in host.datastore:
+                    mounts.setdefault(ds._moId, set()).add(host.name)  # pylint: disable=protected-access
+            result['%s/%s/%s' % (vcenter_name, dc.name, cluster.name)] = sorted((
+                {'name': ds.summary.name, 'capacity_gb': ds.summary.capacity // GIB, 'free_gb': ds.summary.freeSpace // GIB,
+                 'accessible': bool(ds.summary.accessible), 'hosts': sorted(mounts.get(ds._moId, ()))}  # pylint: disable=protected-access
+                for ds in cluster.datastore), key=lambda d: d['name'])
+    return result
+
+
+def test_datastores_match_an_independent_retrieval(lab, driver, lab_si):
+    """Each cluster node's datastores, with the hosts that mount them, from get_nodes' one retrieval."""
+    for _attempt in range(5):  # others' clones change the free space meanwhile
+        before = independent_datastores(lab_si, 'vcsim')
+        nodes = dict((n.name, n.extra['datastores']) for n in driver.get_nodes())
+        if independent_datastores(lab_si, 'vcsim') == before:
+            break
+        time.sleep(0.5)
+    assert nodes == before
+    hosts = lab.info['vcsim']['hosts_per_cluster']
+    for name, datastores in nodes.items():
+        cluster = name.rsplit('/', 1)[1]
+        # The lab's launcher gives every host of every cluster the one datastore LocalDS_0.
+        assert [(d['name'], d['accessible'], d['hosts']) for d in datastores] == [
+            ('LocalDS_0', True, ['%s_H%d' % (cluster, i) for i in range(hosts)])]
+        assert datastores[0]['capacity_gb'] >= datastores[0]['free_gb'] > 0
+
+
 def test_soap_calls_of_get_nodes_on_the_lab(lab, lab_vcenter):
     """6 calls for a first get_nodes (3 of them the login), 3 for each later one. Others
     may use the lab at the same time and only ever add calls: the fewest seen counts."""

@@ -25,12 +25,15 @@ def vcenter(**kwargs):
     return VCenter(name='vc1', hostname='vc1.example.com', username='svc@vsphere.local', password='s3cret', **kwargs)
 
 
-def host(moid, name, cluster, threads=16, memory_mb=65536, usage_mb=1000, state='connected', maintenance=False):
-    return Record('HostSystem', moid, {
+def host(moid, name, cluster, threads=16, memory_mb=65536, usage_mb=1000, state='connected', maintenance=False, datastores=None):
+    props = {
         'name': name, 'parent': cluster, 'runtime.connectionState': state, 'runtime.inMaintenanceMode': maintenance,
         'summary.hardware.numCpuThreads': threads, 'summary.hardware.memorySize': memory_mb * MIB,
         'summary.quickStats.overallMemoryUsage': usage_mb,
-    })
+    }
+    if datastores is not None:  # unset like any property without a value
+        props['datastore'] = datastores
+    return Record('HostSystem', moid, props)
 
 
 def vm(moid, on_host, cpus=2, memory_mb=4096, power='poweredOn', template=False):
@@ -61,12 +64,14 @@ def inventory():
         Record('ClusterComputeResource', 'domain-c2', {'name': 'B', 'parent': 'folder-h1', 'datastore': ['ds-shared', 'ds-dead']}),
         Record('ClusterComputeResource', 'domain-c3', {'name': 'A', 'parent': 'folder-h2', 'datastore': []}),
         Record('ComputeResource', 'domain-s1', {}),
-        host('host-1', 'esx1', 'domain-c1', usage_mb=1000),
-        host('host-2', 'esx2', 'domain-c1', threads=8, memory_mb=32768, usage_mb=30000),
-        host('host-3', 'esx3', 'domain-c1', state='notResponding', usage_mb=None),
-        host('host-4', 'esx4', 'domain-c2', maintenance=True),
+        # Which hosts mount which datastore: esx2 does not mount local1; esx5 mounts nothing
+        # (property unset); the standalone host mounts shared, but belongs to no cluster.
+        host('host-1', 'esx1', 'domain-c1', usage_mb=1000, datastores=['ds-local1', 'ds-shared']),
+        host('host-2', 'esx2', 'domain-c1', threads=8, memory_mb=32768, usage_mb=30000, datastores=['ds-shared', 'ds-shared']),
+        host('host-3', 'esx3', 'domain-c1', state='notResponding', usage_mb=None, datastores=['ds-shared']),
+        host('host-4', 'esx4', 'domain-c2', maintenance=True, datastores=['ds-shared', 'ds-dead']),
         host('host-5', 'esx5', 'domain-c2', state='disconnected'),
-        host('host-9', 'esx-standalone', 'domain-s1'),
+        host('host-9', 'esx-standalone', 'domain-s1', datastores=['ds-shared']),
         datastore('ds-shared', 'shared', 1000, 400),
         datastore('ds-local1', 'local1', 100.5, 50.5),
         datastore('ds-dead', 'dead', 500, 500, accessible=False),
@@ -98,8 +103,8 @@ def test_one_node_per_cluster_named_vcenter_datacenter_cluster():
     assert a.extra == {
         'moid': 'domain-c1', 'vcenter': 'vc1', 'datacenter': 'prod', 'cluster': 'A', 'ha_enabled': True, 'drs_enabled': False,
         'datastores': [
-            {'name': 'local1', 'capacity_gb': 100, 'free_gb': 50, 'accessible': True},
-            {'name': 'shared', 'capacity_gb': 1000, 'free_gb': 400, 'accessible': True},
+            {'name': 'local1', 'capacity_gb': 100, 'free_gb': 50, 'accessible': True, 'hosts': ['esx1']},
+            {'name': 'shared', 'capacity_gb': 1000, 'free_gb': 400, 'accessible': True, 'hosts': ['esx1', 'esx2', 'esx3']},
         ],
     }
 
@@ -141,6 +146,27 @@ def test_datastores_count_once_each_and_inaccessible_ones_not_at_all():
     assert (b.disk_gb, b.disk_gb_free) == (1000, 400)
     assert [d['accessible'] for d in b.extra['datastores']] == [False, True]
     assert (nodes['vc1/lab/A'].disk_gb, nodes['vc1/lab/A'].extra['datastores']) == (0, [])
+
+
+def test_datastores_name_the_cluster_hosts_that_mount_them():
+    nodes = nodes_by_name()
+    # Every host of the cluster whatever its state, each once, the standalone host not at all.
+    assert [(d['name'], d['hosts']) for d in nodes['vc1/prod/A'].extra['datastores']] == [
+        ('local1', ['esx1']), ('shared', ['esx1', 'esx2', 'esx3'])]
+    assert [(d['name'], d['accessible'], d['hosts']) for d in nodes['vc1/prod/B'].extra['datastores']] == [
+        ('dead', False, ['esx4']), ('shared', True, ['esx4'])]
+    # A datastore attached to the cluster that no host reports mounting still shows, with no hosts.
+    records = [r for r in inventory() if r.moid not in ('host-1',)]
+    (a,) = build_nodes(vcenter(clusters=['prod/A']), records)
+    assert [(d['name'], d['hosts']) for d in a.extra['datastores']] == [('local1', []), ('shared', ['esx2', 'esx3'])]
+
+
+def test_mounted_by_lists_each_host_once_per_datastore():
+    assert vsphere.mounted_by([
+        {'name': 'h2', 'datastore': ['ds-b', 'ds-a', 'ds-a']}, {'name': 'h1', 'datastore': ['ds-a']}, {'name': 'h3'},
+    ]) == {'ds-a': ['h2', 'h1'], 'ds-b': ['h2']}
+    assert vsphere.datastore_entry({'summary.name': 'x'}, ['h2', 'h1']) == {
+        'name': 'x', 'capacity_gb': 0, 'free_gb': 0, 'accessible': True, 'hosts': ['h1', 'h2']}
 
 
 def test_a_cluster_without_a_usable_host_is_up_with_no_capacity_and_says_why():
@@ -197,6 +223,8 @@ def test_every_property_kind_used_is_retrieved():
     assert set(vsphere.PROPERTIES) == {'Datacenter', 'Folder', 'ClusterComputeResource', 'HostSystem', 'VirtualMachine', 'Datastore'}
     # Whole objects (configurationEx, summary) would multiply what crosses the wire.
     assert all('.' in path or path in ('name', 'parent', 'datastore') for paths in vsphere.PROPERTIES.values() for path in paths)
+    # Which hosts mount a datastore comes with the hosts, in the same retrieval.
+    assert 'datastore' in vsphere.PROPERTIES['HostSystem'] and 'datastore' in vsphere.PROPERTIES['ClusterComputeResource']
 
 
 def test_node_names_come_from_qualified_filter_entries_only():
