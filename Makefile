@@ -23,11 +23,11 @@ export MULTIHV_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:55432/multih
 LAB_VARS ?=
 LAB := $(BIN)/ansible-playbook multihv.cloud.lab -e lab_dir=$(LAB_DIR) $(LAB_VARS)
 
-.PHONY: help deps install demo test unit integration sanity lab-up lab-down lab-fail lab-restore lab-clean postgres-up postgres-down
+.PHONY: help deps install demo test unit integration molecule sanity lab-up lab-down lab-fail lab-restore lab-clean postgres-up postgres-down
 
 help:
 	@echo "make demo          install everything, start the local lab, run the main job"
-	@echo "make test          run the whole suite (unit, integration on the lab, ansible-test sanity)"
+	@echo "make test          run the whole suite (unit, integration on the lab, Molecule, ansible-test sanity)"
 	@echo "make lab-up | lab-down | lab-clean | lab-fail HOST=kvm2 | lab-restore HOST=kvm2"
 
 # System packages (what bindep.txt says is missing), then the virtualenv.
@@ -49,8 +49,9 @@ install: deps
 	$(BIN)/ansible-galaxy collection build --force --output-path $(BUILD) .
 	$(BIN)/ansible-galaxy collection install --force -p $(BUILD)/collections $(TARBALL)
 
-demo: install
-	$(BIN)/ansible-playbook multihv.cloud.demo -e lab_dir=$(LAB_DIR)
+# The lab writes the inventory the demo builds its cloud from.
+demo: lab-up
+	$(BIN)/ansible-playbook -i $(LAB_DIR)/inventory.yml multihv.cloud.demo
 
 lab-up: install
 	$(LAB) -e lab_action=up
@@ -81,6 +82,11 @@ unit: deps
 integration: install
 	$(BIN)/pytest -q tests/integration
 
+# A Molecule scenario per role (extensions/molecule/<role>): converge, idempotence, verify. Needs the lab
+# (and PostgreSQL for the controller's) up.
+molecule: install
+	$(BIN)/molecule test --all
+
 sanity: deps
 	tests/sanity.sh
 
@@ -88,7 +94,8 @@ sanity: deps
 test: install
 	$(BIN)/pytest -q tests/unit
 	status=0; \
-	{ $(MAKE) --no-print-directory lab-up postgres-up && $(BIN)/pytest -q tests/integration; } || status=$$?; \
+	{ $(MAKE) --no-print-directory lab-up postgres-up && $(BIN)/pytest -q tests/integration \
+	  && $(BIN)/molecule test --all; } || status=$$?; \
 	$(MAKE) --no-print-directory lab-down postgres-down || true; \
 	[ $$status -eq 0 ]
 	tests/sanity.sh
