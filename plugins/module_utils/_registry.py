@@ -448,15 +448,23 @@ class Registry:
         return self._dialect.name
 
     @classmethod
-    def open(cls, url):
-        """Connect to the registry at url, creating or upgrading its schema."""
+    def open(cls, url, upgrade=True):
+        """Connect to the registry at url, creating or upgrading its schema.
+
+        upgrade=False leaves the schema as it is (a reader that must not write, such as
+        check mode; schema_version() says what it is, upgrade_schema() upgrades it later).
+        A schema newer than the collection's is refused either way.
+        """
         engine, target = parse_url(url)
         if engine == 'sqlite':
             registry = cls(_connect_sqlite(url, target), SQLITE, url)
         else:
             registry = cls(_connect_postgresql(url), POSTGRESQL, url)
         try:
-            registry._ensure_schema()
+            if upgrade:
+                registry._ensure_schema()
+            else:
+                registry._refuse_newer(registry.schema_version(), SCHEMA_VERSION)
         except BaseException:
             registry.close()
             raise
@@ -547,14 +555,20 @@ class Registry:
             return 0
         return self._row('SELECT max(version) AS version FROM schema_version')['version'] or 0
 
+    def upgrade_schema(self):
+        """Create or upgrade the schema (what open() does unless upgrade=False); the version
+        it had before (0: none), the current one when nothing was done."""
+        return self._ensure_schema()
+
     def _ensure_schema(self):
-        """Create or upgrade the schema; a no-op (no write, no lock) when it is current."""
+        """Create or upgrade the schema; a no-op (no write, no lock) when it is current.
+        The version found (under the lock when it upgraded)."""
         migrations, latest = MIGRATIONS, SCHEMA_VERSION  # read once: tests patch them
         with self._failing('read the schema version'):
             version = self._schema_version()
         self._refuse_newer(version, latest)
         if version == latest:
-            return
+            return version
         with self.transaction():
             with self._failing('upgrade the schema from version %d to %d' % (version, latest)):
                 if self._dialect is POSTGRESQL:
@@ -572,6 +586,7 @@ class Registry:
                     for statement in statements:
                         self._execute(statement)
                     self._execute('INSERT INTO schema_version (version, applied_at) VALUES (?, ?)', (target, utcnow()))
+        return version
 
     def _refuse_newer(self, version, latest):
         if version > latest:
