@@ -79,7 +79,8 @@ from ansible.errors import AnsibleError, AnsibleParserError
 from ansible.plugins.inventory import BaseInventoryPlugin, Cacheable, Constructable
 from ansible.utils.unsafe_proxy import wrap_var
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors, _nodes
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
 
 
 def _group(prefix, value):
@@ -118,7 +119,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             env['MULTIHV_VCENTER_PASSWORD'] = self.get_option('vcenter_password')
         # Imported here: the registry needs sqlite3 or psycopg only when the plugin runs.
         from ansible_collections.multihv.cloud.plugins.module_utils import _config  # pylint: disable=import-outside-toplevel
-        from ansible_collections.multihv.cloud.plugins.module_utils._registry import Registry  # pylint: disable=import-outside-toplevel
+        from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry  # pylint: disable=import-outside-toplevel
         try:
             if self.get_option('cloud') is not None:
                 cloud = _config.parse(self.get_option('cloud'), 'the inline cloud definition', env)

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import contextlib
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _config, _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils import _config
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 
 # Where the cloud is: documented by multihv.cloud.cloud.
 CLOUD_ARGS = {
@@ -45,7 +46,7 @@ def load_cloud(params):
 def session(module):
     """(cloud, registry) for one module run; any core error becomes fail_json(msg)."""
     # Imported late: the registry pulls in sqlite3/psycopg only when a module runs.
-    from ansible_collections.multihv.cloud.plugins.module_utils._registry import Registry
+    from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
     registry = None
     try:
         cloud = load_cloud(module.params)
@@ -62,7 +63,7 @@ def session(module):
 def cloud_session(module, timeout=None):
     """session(module) as one Cloud (the core's view of the cloud: config, registry, drivers)
     whose hypervisor work may take up to timeout seconds; its drivers are closed at the end."""
-    from ansible_collections.multihv.cloud.plugins.module_utils._instances import Cloud  # pylint: disable=import-outside-toplevel
+    from ansible_collections.multihv.cloud.plugins.module_utils._compute.instances import Cloud  # pylint: disable=import-outside-toplevel
     with session(module) as (cloud, registry):
         ctx = Cloud(cloud, registry, timeout=timeout)
         try:

@@ -128,7 +128,9 @@ diff:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.multihv.cloud.plugins.module_utils import _args, _evacuation, _nodes
+from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
 
 OPTIONS = {
     'name': {'type': 'str', 'required': True},

@@ -199,7 +199,8 @@ nodes:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.multihv.cloud.plugins.module_utils import _args, _nodes
+from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
 
 OPTIONS = {
     'names': {'type': 'list', 'elements': 'str'},

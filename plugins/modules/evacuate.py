@@ -94,7 +94,8 @@ failures:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.multihv.cloud.plugins.module_utils import _args, _evacuation
+from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
 
 OPTIONS = {
     'node': {'type': 'str', 'required': True},

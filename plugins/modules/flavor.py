@@ -106,7 +106,8 @@ diff:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.multihv.cloud.plugins.module_utils import _args, _catalog
+from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import catalog as _catalog
 
 OPTIONS = {
     'name': {'type': 'str', 'required': True},

@@ -76,7 +76,9 @@ image:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.multihv.cloud.plugins.module_utils import _args, _images, _instances
+from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import images as _images
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 
 OPTIONS = {
     'name': {'type': 'str', 'required': True},

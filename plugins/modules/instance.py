@@ -149,7 +149,8 @@ failures:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.multihv.cloud.plugins.module_utils import _args, _instance_tasks
+from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import instance_tasks as _instance_tasks
 
 OPTIONS = {
     'name': {'type': 'str'},

@@ -89,7 +89,8 @@ cleared:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.multihv.cloud.plugins.module_utils import _args, _instance_ha
+from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import instance_ha as _instance_ha
 
 OPTIONS = {
     'grace_period': {'type': 'int', 'default': 60},

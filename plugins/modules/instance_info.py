@@ -49,7 +49,8 @@ instances:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.multihv.cloud.plugins.module_utils import _args, _instances
+from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 
 OPTIONS = {
     'names': {'type': 'list', 'elements': 'str'},

@@ -142,8 +142,9 @@ failures:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.multihv.cloud.plugins.module_utils import _args, _migrations
-from ansible_collections.multihv.cloud.plugins.module_utils._driver import COMPLETION_ACTIONS, MigrationControls
+from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import migrations as _migrations
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import COMPLETION_ACTIONS, MigrationControls
 
 OPTIONS = {
     'instance': {'type': 'str'},

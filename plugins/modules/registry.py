@@ -72,7 +72,9 @@ previous_version:
 import os
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.multihv.cloud.plugins.module_utils import _args, _errors as errors, _registry
+from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import registry as _registry
 
 DIRECTORY_MODE = 0o750
 

@@ -79,8 +79,9 @@ diff:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.multihv.cloud.plugins.module_utils import _args, _catalog
-from ansible_collections.multihv.cloud.plugins.module_utils._registry import SERVER_GROUP_POLICIES
+from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import catalog as _catalog
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import SERVER_GROUP_POLICIES
 
 OPTIONS = {
     'name': {'type': 'str', 'required': True},

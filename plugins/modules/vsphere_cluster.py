@@ -225,7 +225,9 @@ diff:
 '''
 
 from ansible.module_utils.basic import AnsibleModule
-from ansible_collections.multihv.cloud.plugins.module_utils import _args, _errors as errors, _vsphere_cluster as core
+from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import cluster as core
 
 OPTIONS = {
     'name': {'type': 'str', 'required': True},

@@ -19,7 +19,7 @@ import tracemalloc
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
 import conftest  # noqa: E402,F401  pylint: disable=unused-import,wrong-import-position  # makes the checkout importable
 
-from ansible_collections.multihv.cloud.plugins.module_utils._scheduler import (  # noqa: E402  pylint: disable=wrong-import-position
+from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import (  # noqa: E402  pylint: disable=wrong-import-position
     FILTERS, Candidate, Host, Request, Scheduler,
 )
 

@@ -13,7 +13,7 @@ import subprocess
 import pytest
 import yaml
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _domain_xml as domxml
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
 from support.cloud import allocations, boot, bring_back, console_log, domain_active, domains, registry_rows, ticks, wait_ticks
 from support.lab import ansible_module, serial, wait_for
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from ansible_collections.multihv.cloud.plugins.module_utils._registry import Registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
 from support.lab import ansible_module
 
 

@@ -185,7 +185,7 @@ def test_runs_placing_one_image_at_once_take_turns(lab, cloud, tmp_path):
     """Three processes ready one new image on both hosts at once: without the registry lease one
     replaces the base another is still uploading, and that upload fails."""
     from ansible_collections.multihv.cloud.plugins.module_utils import _config  # pylint: disable=import-outside-toplevel
-    from ansible_collections.multihv.cloud.plugins.module_utils._libvirt_driver import LibvirtDriver  # pylint: disable=import-outside-toplevel
+    from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.driver import LibvirtDriver  # pylint: disable=import-outside-toplevel
     source = tmp_path / 'race.raw'  # large enough for the uploads to overlap
     source.write_bytes(pathlib.Path(lab.info['images']['tick_raw']).read_bytes().ljust(96 * 1024 * 1024, b'\0'))
     args = dict(cloud, name='it-race', hypervisor_type='kvm', source=str(source), format='raw')

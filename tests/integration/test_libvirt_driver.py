@@ -5,8 +5,9 @@ import dataclasses
 
 import pytest
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _config, _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._libvirt_driver import LibvirtDriver
+from ansible_collections.multihv.cloud.plugins.module_utils import _config
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.driver import LibvirtDriver
 
 
 @pytest.fixture

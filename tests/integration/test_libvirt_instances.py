@@ -14,9 +14,11 @@ import uuid
 
 import pytest
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _config, _domain_xml as domxml, _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._driver import InstanceSpec
-from ansible_collections.multihv.cloud.plugins.module_utils._libvirt_driver import LibvirtDriver
+from ansible_collections.multihv.cloud.plugins.module_utils import _config
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import InstanceSpec
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.driver import LibvirtDriver
 from support.lab import qemu_running, serial, wait_for
 
 

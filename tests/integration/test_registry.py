@@ -15,8 +15,8 @@ import time
 import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils import _registry
-from ansible_collections.multihv.cloud.plugins.module_utils._registry import SCHEMA_VERSION, Registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import registry as _registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import SCHEMA_VERSION, Registry
 from support.registries import ENGINES, PG_URL, private_url, query, raw, released_together
 
 TABLES = {'schema_version', 'nodes', 'flavors', 'images', 'instances', 'migrations', 'allocations', 'locks'}
@@ -26,7 +26,7 @@ SECRET = 'S3cret-pw'
 # "ready", then waits for a line on stdin, so that all of them start at once.
 WORKER = r'''
 import sys
-from ansible_collections.multihv.cloud.plugins.module_utils._registry import Registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
 
 url, action, count = sys.argv[1], sys.argv[2], int(sys.argv[3])
 if action == 'open':
@@ -37,7 +37,7 @@ if action == 'open':
 elif action == 'lease':
     # A read-modify-write of a plain file that only the lease keeps whole.
     import time
-    from ansible_collections.multihv.cloud.plugins.module_utils import _leases
+    from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
     counter = sys.argv[4]
     with Registry.open(url) as registry:
         print('ready', flush=True)
@@ -338,7 +338,7 @@ def test_lease_is_held_renewed_released_and_taken_over_when_expired(url):
 
 
 def test_held_lease_that_never_comes_free_names_its_holder(url):
-    from ansible_collections.multihv.cloud.plugins.module_utils import _leases
+    from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
     with Registry.open(url) as registry:
         registry.acquire_lease('migrate:x', 'someone-else', 60)
         with pytest.raises(errors.MultihvError, match='lease migrate:x is held by someone-else until .*; nothing moved'):

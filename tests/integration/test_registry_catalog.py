@@ -13,8 +13,8 @@ import uuid
 import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils import _registry
-from ansible_collections.multihv.cloud.plugins.module_utils._registry import SCHEMA_VERSION, Registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import registry as _registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import SCHEMA_VERSION, Registry
 from support.registries import ENGINES, private_url, query, released_together
 
 KVM_CAPACITY = {'vcpus': 8, 'memory_mb': 4096, 'disk_gb': 100}
@@ -24,7 +24,7 @@ KVM_CAPACITY = {'vcpus': 8, 'memory_mb': 4096, 'disk_gb': 100}
 # and after each claim reads the node's total: the largest total any process ever saw is printed.
 CLAIMER = r'''
 import json, sys
-from ansible_collections.multihv.cloud.plugins.module_utils._registry import Registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
 
 url, node, capacity = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 uuids = sys.argv[4:]

@@ -9,8 +9,8 @@ import pathlib
 
 import pytest
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _registry
-from ansible_collections.multihv.cloud.plugins.module_utils._registry import SCHEMA_VERSION, Registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import registry as _registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import SCHEMA_VERSION, Registry
 from support.lab import ansible_module
 from support.registries import ENGINES, private_url, query
 

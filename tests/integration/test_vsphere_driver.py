@@ -19,7 +19,7 @@ from pyVmomi import vim, vmodl
 from ansible_collections.multihv.cloud.plugins.module_utils import _config
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._config import VCenter
-from ansible_collections.multihv.cloud.plugins.module_utils._vsphere_driver import (
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import (
     NO_USABLE_HOST, PAGE_SIZE, VSphereDriver,
 )
 

@@ -4,8 +4,8 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _domain_xml as domxml
-from ansible_collections.multihv.cloud.plugins.module_utils._driver import InstanceSpec
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import InstanceSpec
 
 UUID = '6f1c2b9e-4a55-4c1e-9a57-0d4f5f6e7a81'
 NS = {'m': domxml.NAMESPACE}

@@ -132,4 +132,4 @@ def test_run_as_ansible_rulebook_runs_it_from_an_installed_tree_it_imports_that_
     result = subprocess.run([sys.executable, '-c', code, str(source)], capture_output=True, text=True, cwd=tmp_path, env=env,
                             timeout=60, check=False)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == str(tree / 'ansible_collections/multihv/cloud/plugins/module_utils/_nodes.py')
+    assert result.stdout.strip() == str(tree / 'ansible_collections/multihv/cloud/plugins/module_utils/_compute/nodes.py')

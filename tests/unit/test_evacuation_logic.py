@@ -8,9 +8,12 @@ import datetime
 
 import pytest
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors, _evacuation, _instance_ha, _instances
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import instance_ha as _instance_ha
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 from ansible_collections.multihv.cloud.plugins.module_utils._config import KvmHost
-from ansible_collections.multihv.cloud.plugins.module_utils._registry import TIMESTAMP_FORMAT
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import TIMESTAMP_FORMAT
 
 
 def test_restart_order_is_ha_first_then_priority_then_name():

@@ -2,7 +2,8 @@
 
 import pytest
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _instance_tasks, _instances
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import instance_tasks as _instance_tasks
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 from ansible_collections.multihv.cloud.plugins.module_utils._errors import MultihvError
 
 FLAVOR = {'name': 'm1', 'vcpus': 2, 'ram_mb': 2048, 'disk_gb': 10, 'extra_specs': {}}

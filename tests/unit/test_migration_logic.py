@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _domain_xml as domxml
-from ansible_collections.multihv.cloud.plugins.module_utils._libvirt_migration import job_stats
-from ansible_collections.multihv.cloud.plugins.module_utils._migrations import _mode_for
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.migration import job_stats
+from ansible_collections.multihv.cloud.plugins.module_utils._compute.migrations import _mode_for
 
 
 def test_job_stats_keeps_the_reported_keys_under_our_names():

@@ -1,7 +1,8 @@
 """Node views: capacity, usage and placement from live resources, admin state and the cloud file (pure logic)."""
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _config, _nodes
-from ansible_collections.multihv.cloud.plugins.module_utils._driver import HostResources, NodeResources
+from ansible_collections.multihv.cloud.plugins.module_utils import _config
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import HostResources, NodeResources
 
 CLOUD = _config.parse({
     'registry': {'url': 'sqlite:////x'},

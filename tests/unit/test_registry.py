@@ -7,7 +7,7 @@ import re
 import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils import _registry as registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import registry
 
 
 @pytest.mark.parametrize('url, expected', [

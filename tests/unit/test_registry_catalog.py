@@ -11,10 +11,10 @@ import re
 
 import pytest
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _catalog as catalog
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import catalog
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils import _registry as registry
-from ansible_collections.multihv.cloud.plugins.module_utils import _scheduler as scheduler
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import registry
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import scheduler
 
 # sha256 of json.dumps(MIGRATIONS[0]) as released: a released version never changes.
 V1_SHA256 = '2a12f5ec283ad2a89c934e462b9cc1f5c1fc12a70485dfdff347fc7776f40b60'

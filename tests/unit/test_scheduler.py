@@ -2,7 +2,7 @@
 
 import pytest
 
-from ansible_collections.multihv.cloud.plugins.module_utils._scheduler import (
+from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import (
     Candidate, Host, NoValidHost, Request, Scheduler, explain,
 )
 

@@ -10,9 +10,9 @@ import pytest
 from pyVmomi import SoapAdapter, VmomiSupport, vim
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils import _vsphere_cluster as cluster
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import cluster
 from ansible_collections.multihv.cloud.plugins.module_utils._config import Cloud, KvmHost, VCenter
-from ansible_collections.multihv.cloud.plugins.module_utils._vsphere_driver import Record
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import Record
 
 WHERE = 'node vc1/prod/A'
 

@@ -10,10 +10,10 @@ import time
 import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils import _vsphere_driver as vsphere
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import driver as vsphere
 from ansible_collections.multihv.cloud.plugins.module_utils._config import VCenter
-from ansible_collections.multihv.cloud.plugins.module_utils._driver import call_within
-from ansible_collections.multihv.cloud.plugins.module_utils._vsphere_driver import (
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import call_within
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import (
     NO_USABLE_HOST, Record, VSphereDriver, build_nodes,
 )
 

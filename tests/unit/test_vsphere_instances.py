@@ -10,10 +10,10 @@ import pytest
 from pyVmomi import vim, vmodl
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils import _vsphere_driver as vsphere
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import driver as vsphere
 from ansible_collections.multihv.cloud.plugins.module_utils._config import VCenter
-from ansible_collections.multihv.cloud.plugins.module_utils._driver import InstanceSpec
-from ansible_collections.multihv.cloud.plugins.module_utils._vsphere_driver import Record
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import InstanceSpec
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import Record
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2

@@ -171,8 +171,9 @@ def _import_core():
 
 def _core_modules():
     # pylint: disable=import-outside-toplevel
-    from ansible_collections.multihv.cloud.plugins.module_utils import _config, _nodes
-    from ansible_collections.multihv.cloud.plugins.module_utils._registry import Registry
+    from ansible_collections.multihv.cloud.plugins.module_utils import _config
+    from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
+    from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
     return _config, _nodes, Registry
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._driver import (
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
     HYPERVISOR_KVM, HYPERVISOR_VSPHERE, NodeResources,
 )
 
@@ -26,10 +26,10 @@ def drivers_for(cloud):
     # Imported only when used: a cloud of one kind never loads the other kind's library.
     drivers = []
     if cloud.vcenters:
-        from ansible_collections.multihv.cloud.plugins.module_utils._vsphere_driver import VSphereDriver
+        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import VSphereDriver
         drivers.extend(VSphereDriver(v) for v in cloud.vcenters)
     if cloud.kvm_hosts:
-        from ansible_collections.multihv.cloud.plugins.module_utils._libvirt_driver import LibvirtDriver
+        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.driver import LibvirtDriver
         drivers.extend(LibvirtDriver(h) for h in cloud.kvm_hosts)
     return drivers
 

@@ -5,7 +5,8 @@ Private to multihv.cloud: do not import."""
 
 from __future__ import annotations
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors, _instances
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 
 PER_INSTANCE = ('flavor', 'image', 'node', 'availability_zone', 'scheduler_hints', 'server_group', 'storage', 'networks',
                 'hostname', 'user_data', 'metadata', 'ha', 'restart_priority', 'state')

@@ -34,7 +34,7 @@ import time
 import uuid as uuidlib
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._driver import (
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
     HYPERVISOR_VSPHERE, ComputeDriver, HostResources, InstanceState, NodeResources, call_within,
 )
 

@@ -20,10 +20,10 @@ import threading
 import time
 import uuid as uuidlib
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _domain_xml as domxml
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._driver import call_within
-from ansible_collections.multihv.cloud.plugins.module_utils._libvirt_driver import (
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import call_within
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.driver import (
     _aborting, _delete, _physical_size, _refresh, _remove_domain, _upload, _volume, instance_pool,
 )
 

@@ -24,7 +24,7 @@ import copy
 import time
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._vsphere_driver import (
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import (
     HAS_PYVMOMI, VSphereDriver, _stub, by_kind, cluster_nodes, retrieve_inventory, retrieve_objects, wait_task,
 )
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import os
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors, _leases
-from ansible_collections.multihv.cloud.plugins.module_utils._driver import HYPERVISOR_KVM, HYPERVISOR_VSPHERE
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import HYPERVISOR_KVM, HYPERVISOR_VSPHERE
 
 
 def disk_format(source, given=None):

@@ -17,10 +17,13 @@ import concurrent.futures
 import dataclasses
 import time
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors, _instances, _leases, _nodes
-from ansible_collections.multihv.cloud.plugins.module_utils._driver import HYPERVISOR_KVM, MigrationControls, MigrationTarget
-from ansible_collections.multihv.cloud.plugins.module_utils._registry import utcnow
-from ansible_collections.multihv.cloud.plugins.module_utils._scheduler import NoValidHost
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import HYPERVISOR_KVM, MigrationControls, MigrationTarget
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import utcnow
+from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import NoValidHost
 
 MODES = ('auto', 'live', 'block', 'cold')
 # How long a move waits for another run's move of the same instance to finish.

@@ -13,7 +13,7 @@ checks here make check mode fail the way the real run would.
 from __future__ import annotations
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._registry import (
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import (
     FLAVOR_RESOURCES, SERVER_GROUP_POLICIES, name_list,
 )
 

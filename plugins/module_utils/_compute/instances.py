@@ -17,9 +17,11 @@ import dataclasses
 import hashlib
 import uuid as uuidlib
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors, _images, _nodes
-from ansible_collections.multihv.cloud.plugins.module_utils._driver import HYPERVISOR_KVM, HYPERVISOR_VSPHERE, InstanceSpec
-from ansible_collections.multihv.cloud.plugins.module_utils._scheduler import (
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import images as _images
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import HYPERVISOR_KVM, HYPERVISOR_VSPHERE, InstanceSpec
+from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import (
     Candidate, Host, NoValidHost, Request, Scheduler,
 )
 
@@ -131,7 +133,7 @@ class Cloud:
     def apart(self):
         """A Cloud for a worker thread, with a registry connection and drivers of its own: neither
         sqlite3 nor a pyVmomi session may be shared between threads. The node views are."""
-        from ansible_collections.multihv.cloud.plugins.module_utils._registry import Registry
+        from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
         views = self.views()
         worker = Cloud(self.cloud, Registry.open(self.cloud.registry_url), timeout=self.timeout)
         worker._views = views  # pylint: disable=protected-access

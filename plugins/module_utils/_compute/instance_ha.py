@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import datetime
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors, _evacuation
-from ansible_collections.multihv.cloud.plugins.module_utils._driver import HYPERVISOR_KVM, STATE_UP
-from ansible_collections.multihv.cloud.plugins.module_utils._registry import TIMESTAMP_FORMAT, utcnow
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import HYPERVISOR_KVM, STATE_UP
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import TIMESTAMP_FORMAT, utcnow
 
 
 def _seconds_since(stamp, now):

@@ -26,10 +26,13 @@ import secrets
 import shlex
 import subprocess
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors, _instances, _leases, _nodes
-from ansible_collections.multihv.cloud.plugins.module_utils._driver import HYPERVISOR_KVM, STATE_UP
-from ansible_collections.multihv.cloud.plugins.module_utils._registry import utcnow
-from ansible_collections.multihv.cloud.plugins.module_utils._scheduler import NoValidHost
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import HYPERVISOR_KVM, STATE_UP
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import utcnow
+from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import NoValidHost
 
 EVACUATION = 'evacuation'
 # States of an instance that evacuation rebuilds; building ones never ran, error ones have no VM.

@@ -34,10 +34,10 @@ import time
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
 
-from ansible_collections.multihv.cloud.plugins.module_utils import _domain_xml as domxml
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._config import NAME
-from ansible_collections.multihv.cloud.plugins.module_utils._driver import (
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
     HYPERVISOR_KVM, ComputeDriver, HostResources, InstanceState, NodeResources, call_within,
 )
 
@@ -745,7 +745,7 @@ class LibvirtDriver(ComputeDriver):
 
     def shares_storage(self, target, storage):
         """True when this host's instance directory for storage is target's too (a marker test)."""
-        from ansible_collections.multihv.cloud.plugins.module_utils import _libvirt_migration as moving
+        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import migration as moving
         directory = self.instance_dir(storage)
         if storage not in target._storages() or target.instance_dir(storage) != directory:  # pylint: disable=protected-access
             return False
@@ -758,7 +758,7 @@ class LibvirtDriver(ComputeDriver):
         disks' top layers copied to the target (NON_SHARED_INC; their base must be there);
         cold: stop, copy the disks unless shared, define and start on the target. The target
         driver must be a LibvirtDriver of another host; (InstanceState on it, stats)."""
-        from ansible_collections.multihv.cloud.plugins.module_utils import _libvirt_migration as moving
+        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import migration as moving
         self._check_node(node)
         if not isinstance(target.driver, LibvirtDriver) or target.driver.host.uri == self.host.uri:
             raise errors.DriverError('instance %s: the target of a KVM migration must be another KVM host; nothing moved' % uuid)
@@ -779,7 +779,7 @@ class LibvirtDriver(ComputeDriver):
 
     def _disks_shared(self, conn, target, uuid):
         """True when the instance's disks lie in one instance directory that target shares."""
-        from ansible_collections.multihv.cloud.plugins.module_utils import _libvirt_migration as moving
+        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import migration as moving
         _domain, info = self._managed_domain(conn, uuid)
         directories = set(posixpath.dirname(p) for p in (info.disk_paths if info else []))
         if len(directories) != 1 or directories != set(posixpath.normpath(self.instance_dir(s)) for s in self._storages()) & directories:
