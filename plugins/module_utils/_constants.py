@@ -1,0 +1,31 @@
+# Copyright: multihv.cloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The cloud's fixed vocabulary, written once for every layer (registry, core, drivers,
+modules). Private to multihv.cloud: do not import. No imports, no I/O.
+"""
+
+from __future__ import annotations
+
+# What an allocation holds on a node, and what a scheduler request needs (Nova's placement classes).
+RESOURCES = ('vcpus', 'memory_mb', 'disk_gb')
+# A flavor's sizes, Nova's names; fixed once instances use the flavor.
+FLAVOR_RESOURCES = ('vcpus', 'ram_mb', 'disk_gb')
+# Where an instance's disk lives on a KVM host: the host's own directory or one others see too.
+STORAGE_MODES = ('shared', 'local')
+# Nova's server group policies; the soft ones weigh, the others filter.
+GROUP_POLICIES = ('affinity', 'anti-affinity', 'soft-affinity', 'soft-anti-affinity')
+# What a driver's set_power does: start, stop (hard), shutdown (ACPI), reboot.
+POWER_ACTIONS = ('start', 'stop', 'shutdown', 'reboot')
+# A node that answers, and one that does not.
+STATE_UP = 'up'
+STATE_DOWN = 'down'
+# How a running or stopped instance moves between nodes or hosts.
+MIGRATION_MODES = ('live', 'block', 'cold')
+# What a live migration does when its completion timeout runs out.
+COMPLETION_ACTIONS = ('abort', 'force_complete')
+# Nova's migration statuses; the last three are final. 'done' is Nova's too: an evacuation whose
+# instance runs on the destination while its stale copy on the failed source still waits to be
+# destroyed (then it becomes completed).
+MIGRATION_STATUSES = ('accepted', 'preparing', 'running', 'done', 'completed', 'failed', 'cancelled')
+# How long a run waits for another run's move of the same instance (migration, evacuation) to end.
+INSTANCE_LEASE_WAIT_SECONDS = 5.0
