@@ -18,12 +18,50 @@ import dataclasses
 import threading
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import (
+    COMPLETION_ACTIONS, MIGRATION_MODES, STATE_DOWN, STATE_UP,
+)
 
-HYPERVISOR_KVM = 'kvm'
-HYPERVISOR_VSPHERE = 'vsphere'
+IMAGE_FILE = 'file'
+IMAGE_TEMPLATE = 'template'
 
-STATE_UP = 'up'
-STATE_DOWN = 'down'
+
+@dataclasses.dataclass(frozen=True)
+class Capabilities:
+    """What a hypervisor type can do, declared by its driver (Nova's ComputeDriver.capabilities).
+    The core asks these, never a hypervisor's name: a new hypervisor type is a new driver.
+
+    label: how messages name the type (KVM, vSphere); node_noun: what one node of it is.
+    live_migration: a running instance moves with its memory while its disk stays (shared
+    storage, vMotion). block_migration: a running instance moves with its disk copied; a driver
+    that has it answers shares_storage, so that auto picks live or block. cold_migration: a
+    stopped instance moves with its disk. evacuation: when a node fails, the core rebuilds its
+    instances elsewhere from their records (fenced first); a type without it recovers by
+    itself, and self_recovery says how, for the refusal. hosts_in_node: a node is several
+    hosts (a cluster): an instance must fit one host, and may move between hosts of its node.
+    image_kind: IMAGE_FILE (a disk file the driver uploads to each host: ensure_image) or
+    IMAGE_TEMPLATE (a template VM the endpoint has: find_template).
+    """
+
+    label: str
+    node_noun: str
+    live_migration: bool = False
+    block_migration: bool = False
+    cold_migration: bool = False
+    evacuation: bool = False
+    self_recovery: str = ''
+    hosts_in_node: bool = False
+    image_kind: str = IMAGE_FILE
+
+
+@dataclasses.dataclass(frozen=True)
+class NodePlacement:
+    """Where the cloud file puts one node: its availability zone, its aggregates, and the
+    URL of the endpoint that serves it."""
+
+    availability_zone: str | None = None
+    aggregates: tuple = ()
+    endpoint: str | None = None
 
 
 @dataclasses.dataclass
@@ -182,10 +220,6 @@ class InstanceState:
     disk_paths: list = dataclasses.field(default_factory=list)
 
 
-MIGRATION_MODES = ('live', 'block', 'cold')
-COMPLETION_ACTIONS = ('abort', 'force_complete')
-
-
 @dataclasses.dataclass
 class MigrationControls:
     """How a live or block migration runs (Nova's libvirt live_migration_* options).
@@ -218,67 +252,116 @@ class MigrationTarget:
 class ComputeDriver(abc.ABC):
     """What the core may ask of a hypervisor endpoint (one vCenter, one KVM host).
 
-    Drivers are cheap to create and connect lazily; close() releases the
-    connection. Unreachable endpoints raise errors.Unreachable, refused
-    credentials errors.AuthenticationFailed; nothing else is swallowed.
+    Drivers are cheap to create and connect lazily; close() releases the connection.
+    Unreachable endpoints raise errors.Unreachable, refused credentials
+    errors.AuthenticationFailed, other refusals errors.DriverError (or errors.NotFound for
+    a named object that is not there); nothing else is swallowed. Every method that changes
+    the hypervisor is idempotent where its docstring says so, and bounded by work_timeout.
+    The questions about configuration (node_names, serves, placement, fence_command,
+    storage_peers) are answered from the cloud file alone, without I/O.
     """
 
     hypervisor_type: str = ''
+    capabilities: Capabilities = Capabilities(label='', node_noun='node')
     # Seconds one piece of work (a spawn, a power change, a destroy, a migration) may take
     # once the endpoint answered; the core sets it from a task's timeout option.
     work_timeout: float = 600.0
 
+    # ------------------------------------------------------------ configuration (no I/O)
+
+    @abc.abstractmethod
+    def endpoint_name(self):
+        """The endpoint's name in the cloud file (a vCenter's or a KVM host's)."""
+
     @abc.abstractmethod
     def node_names(self):
         """Names of the nodes this endpoint is expected to provide, from configuration
-        alone (no I/O), so that an unreachable endpoint's nodes can be reported down."""
+        alone, so that an unreachable endpoint's nodes can be reported down. May be
+        incomplete (a vCenter without a cluster filter names none)."""
 
-    def endpoint_name(self):
-        """The endpoint's name in the cloud file (a vCenter's or a KVM host's)."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def serves(self, node):
+        """True when a node of that name would be this endpoint's, by its name alone."""
+
+    @abc.abstractmethod
+    def placement(self, node):
+        """The NodePlacement the cloud file gives node (one this endpoint serves)."""
+
+    def fence_command(self, node):
+        """The command that powers node off for good before its instances are evacuated
+        ('' when the cloud file gives none). Only asked of drivers with evacuation."""
+        return ''
+
+    def storage_peers(self, node):
+        """Names of the nodes that see node's shared instance directory, or None when the
+        cloud file does not restrict it. Only asked of drivers with evacuation."""
+        return None
+
+    # ------------------------------------------------------------ nodes
 
     @abc.abstractmethod
     def get_nodes(self):
-        """Live NodeResources of every node of this endpoint, in as few round trips
-        as the hypervisor allows (one PropertyCollector retrieval for a vCenter)."""
+        """Live NodeResources of every node of this endpoint, in as few round trips as the
+        hypervisor allows (one PropertyCollector retrieval for a vCenter). errors.Unreachable
+        when the endpoint does not answer; the core then reports its nodes down."""
 
-    # Instances (issue: flavors, images, instances). A driver that cannot do one of
-    # these raises errors.DriverError saying so; the core never guesses.
+    # ------------------------------------------------------------ images
 
+    def ensure_image(self, name, source, disk_format):
+        """IMAGE_FILE drivers: make image `name` (the controller's file `source`, qcow2 or raw)
+        the base that instance disks of this endpoint are made from. Idempotent: an identical
+        base is left alone, a different one replaced. True when it uploaded."""
+        raise errors.DriverError('%s images are not files; nothing was uploaded' % self.capabilities.label)
+
+    def find_template(self, name, datacenter=None):
+        """IMAGE_TEMPLATE drivers: the template VM `name` as {'name', 'moid', ...}; errors.NotFound
+        naming the templates there are when there is none. Read-only."""
+        raise errors.DriverError('%s images are not templates' % self.capabilities.label)
+
+    # ------------------------------------------------------------ instances
+
+    @abc.abstractmethod
     def list_instances(self):
-        """InstanceState of every instance on this endpoint's nodes (templates excluded)."""
-        raise NotImplementedError
+        """InstanceState of every instance on this endpoint's nodes (templates excluded). Read-only."""
 
+    @abc.abstractmethod
     def spawn(self, spec):
-        """Build and start the instance described by an InstanceSpec; return its InstanceState.
-        On failure, remove whatever it created (disk, domain, VM) before raising."""
-        raise NotImplementedError
+        """Build and start the instance an InstanceSpec describes; return its InstanceState.
+        With spec.reuse_disk, use the instance's existing disk (never delete it; DriverError
+        when it is missing). On failure remove whatever it created (disk, domain, VM) before
+        raising. Not idempotent: an instance of that uuid already there is an error."""
 
-    def destroy(self, uuid, node):
-        """Power off and delete the instance and its disks; no error when it is already gone."""
-        raise NotImplementedError
+    @abc.abstractmethod
+    def destroy(self, uuid, node, destroy_disks=True):
+        """Power off and delete the instance, and its disks unless destroy_disks is False (a
+        stale copy whose shared disk another node now uses). Idempotent: no error when it is
+        already gone."""
 
+    @abc.abstractmethod
     def set_power(self, uuid, node, action):
-        """action: start, stop (hard), shutdown (ACPI), reboot. Returns the InstanceState after."""
-        raise NotImplementedError
+        """action: one of POWER_ACTIONS (start, stop (hard), shutdown (ACPI), reboot); returns
+        the InstanceState after. Idempotent: starting a running instance changes nothing."""
 
-    # Migration (issue: migration). progress(stats) is called from the caller's thread while a
-    # move runs, with the hypervisor's job statistics (see the drivers for the keys).
+    # ------------------------------------------------------------ migration
+    # progress(stats) is called from the caller's thread while a move runs, with the
+    # hypervisor's job statistics (see the drivers for the keys).
 
     def shares_storage(self, target, storage):
-        """True when the instance directory for storage ('local' / 'shared') on this endpoint is
-        the same directory on target's (checked by writing a marker, never assumed from names)."""
-        raise NotImplementedError
+        """block_migration drivers: True when the instance directory for storage ('local' / 'shared')
+        on this endpoint is the same directory on target's (checked by writing a marker, never
+        assumed from names). Leaves nothing behind."""
+        raise errors.DriverError('%s does not tell shared storage apart' % self.capabilities.label)
 
+    @abc.abstractmethod
     def migrate(self, uuid, node, target, mode, controls, progress=None):
         """Move the instance to a MigrationTarget: mode live (memory only, shared disk), block
-        (live, the disk's top layer copied), cold (stopped, disk moved, started again if it ran).
-        Returns (InstanceState on the target, stats dict). On failure the instance stays on the
-        source and runs as before; errors.MigrationCancelled when the completion timeout aborted it."""
-        raise NotImplementedError
+        (live, the disk's top layer copied), cold (stopped, disk moved, started again if it ran),
+        each only when the capabilities say so. Returns (InstanceState on the target, stats dict).
+        On failure the instance stays on the source and runs as before; errors.MigrationCancelled
+        when the completion timeout aborted it."""
 
     def close(self):
-        """Release the connection, if any."""
+        """Release the connection, if any. Idempotent."""
 
 
 def call_within(seconds, what, call):

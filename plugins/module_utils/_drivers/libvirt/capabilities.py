@@ -1,0 +1,24 @@
+# Copyright: multihv.cloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the KVM (libvirt) driver can do. Private to multihv.cloud: do not import.
+Light on purpose: read without loading libvirt-python."""
+
+from __future__ import annotations
+
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import IMAGE_FILE, Capabilities
+
+HYPERVISOR_TYPE = 'kvm'
+
+# A KVM host is its own node. Live migration needs the disk on storage both hosts see,
+# block migration copies the disk's top layer, and nothing restarts the guests of a failed
+# host: the core evacuates them. Images are files uploaded to each host's base pool.
+CAPABILITIES = Capabilities(
+    label='KVM',
+    node_noun='KVM host',
+    live_migration=True,
+    block_migration=True,
+    cold_migration=True,
+    evacuation=True,
+    hosts_in_node=False,
+    image_kind=IMAGE_FILE,
+)

@@ -1,0 +1,27 @@
+# Copyright: multihv.cloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""What the vSphere (pyVmomi) driver can do. Private to multihv.cloud: do not import.
+Light on purpose: read without loading pyVmomi."""
+
+from __future__ import annotations
+
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import IMAGE_TEMPLATE, Capabilities
+
+HYPERVISOR_TYPE = 'vsphere'
+
+# A node is a cluster of ESXi hosts: a VM must fit one host and may move between them
+# (vMotion). vCenter moves or copies the disks itself, live or cold. vSphere HA restarts
+# the VMs of a failed host, so the core never evacuates a cluster. Images are template VMs.
+CAPABILITIES = Capabilities(
+    label='vSphere',
+    node_noun='vSphere cluster',
+    live_migration=True,
+    block_migration=True,
+    cold_migration=True,
+    evacuation=False,
+    self_recovery=('vSphere HA restarts the VMs of a failed ESXi host on the other hosts of the cluster by itself, and a '
+                   'VM cannot be rebuilt outside its vCenter; configure the cluster\'s HA with multihv.cloud.vsphere_cluster '
+                   'instead'),
+    hosts_in_node=True,
+    image_kind=IMAGE_TEMPLATE,
+)
