@@ -35,16 +35,16 @@ def argument_spec(**options):
 
 
 def load_cloud(params):
-    """The Cloud the cloud options point at (errors.ConfigError when it cannot be had)."""
-    cloud = _config.load(cloud_file=params.get('cloud_file'), cloud=params.get('cloud'))
+    """The CloudConfig the cloud options point at (errors.ConfigError when it cannot be had)."""
+    config = _config.load(cloud_file=params.get('cloud_file'), cloud=params.get('cloud'))
     if params.get('registry_url'):
-        cloud.registry_url = params['registry_url']
-    return cloud
+        config.registry_url = params['registry_url']
+    return config
 
 
 @contextlib.contextmanager
 def session(module):
-    """(cloud, registry) for one module run; any core error becomes fail_json(msg)."""
+    """(config, registry) for one module run; any core error becomes fail_json(msg)."""
     # Imported late: the registry pulls in sqlite3/psycopg only when a module runs.
     from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
     registry = None
@@ -61,11 +61,11 @@ def session(module):
 
 @contextlib.contextmanager
 def cloud_session(module, timeout=None):
-    """session(module) as one Cloud (the core's view of the cloud: config, registry, drivers)
+    """session(module) as one Context (the core's view of the cloud: config, registry, drivers)
     whose hypervisor work may take up to timeout seconds; its drivers are closed at the end."""
-    from ansible_collections.multihv.cloud.plugins.module_utils._compute.instances import Cloud  # pylint: disable=import-outside-toplevel
-    with session(module) as (cloud, registry):
-        ctx = Cloud(cloud, registry, timeout=timeout)
+    from ansible_collections.multihv.cloud.plugins.module_utils._compute.context import Context  # pylint: disable=import-outside-toplevel
+    with session(module) as (config, registry):
+        ctx = Context(config, registry, timeout=timeout)
         try:
             yield ctx
         finally:

@@ -83,7 +83,9 @@ class Defaults:
 
 
 @dataclasses.dataclass
-class Cloud:
+class CloudConfig:
+    """The cloud file's contents: where the cloud is (its endpoints, the registry, defaults)."""
+
     source: str
     registry_url: str
     vcenters: list = dataclasses.field(default_factory=list)
@@ -229,8 +231,8 @@ def _kvm_host(source, index, data):
     return host
 
 
-def parse(data, source='the cloud definition', env=None) -> Cloud:
-    """Validate a cloud definition (the loaded YAML) into a Cloud."""
+def parse(data, source='the cloud definition', env=None) -> CloudConfig:
+    """Validate a cloud definition (the loaded YAML) into a CloudConfig."""
     env = os.environ if env is None else env
     r = _Reader(source, '', data)
     vcenters = [_vcenter(source, i, v, env) for i, v in enumerate(r.get('vcenters', list, []))]
@@ -258,7 +260,7 @@ def parse(data, source='the cloud definition', env=None) -> Cloud:
     duplicates = sorted(set(n for n in names if names.count(n) > 1))
     if duplicates:
         raise ConfigError('%s: the name %s is used twice (vCenter and KVM host names must be unique)' % (source, duplicates[0]))
-    return Cloud(source=source, registry_url=registry_url, vcenters=vcenters, kvm_hosts=kvm_hosts, defaults=defaults)
+    return CloudConfig(source=source, registry_url=registry_url, vcenters=vcenters, kvm_hosts=kvm_hosts, defaults=defaults)
 
 
 def find(cloud_file=None, env=None):
@@ -275,7 +277,7 @@ def find(cloud_file=None, env=None):
     return None
 
 
-def load(cloud_file=None, cloud=None, env=None) -> Cloud:
+def load(cloud_file=None, cloud=None, env=None) -> CloudConfig:
     """The cloud from an inline definition, or from the cloud file found."""
     if cloud is not None:
         return parse(cloud, 'the inline cloud definition', env)

@@ -160,8 +160,8 @@ def requested(params):
 def main():
     module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
                            mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
-    with _args.session(module) as (cloud, registry):
-        changed, before, after, cleaned = _evacuation.set_admin_state(cloud, registry, module.params['name'], requested(module.params),
+    with _args.cloud_session(module) as ctx:
+        changed, before, after, cleaned = _evacuation.set_admin_state(ctx, module.params['name'], requested(module.params),
                                                                       check_mode=module.check_mode)
     _args.exit_with(module, changed, 'node', before, after, cleaned=cleaned)
 

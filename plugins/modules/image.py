@@ -78,7 +78,6 @@ image:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.multihv.cloud.plugins.module_utils import _args
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import images as _images
-from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 
 OPTIONS = {
     'name': {'type': 'str', 'required': True},
@@ -97,12 +96,8 @@ def main():
     module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
                            mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE,
                            required_if=[('state', 'present', ['hypervisor_type'])])
-    with _args.session(module) as (cloud, registry):
-        ctx = _instances.Cloud(cloud, registry)
-        try:
-            changed, before, after = _images.ensure(ctx, module.params, module.check_mode)
-        finally:
-            ctx.close()
+    with _args.cloud_session(module) as ctx:
+        changed, before, after = _images.ensure(ctx, module.params, module.check_mode)
     _args.exit_with(module, changed, 'image', before, after)
 
 

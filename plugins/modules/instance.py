@@ -178,8 +178,8 @@ def main():
     module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
                            mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE + [('name', 'instances')],
                            required_one_of=[('name', 'instances')])
-    with _args.session(module) as (cloud, registry):
-        result = _instance_tasks.run(cloud, registry, module.params, module.check_mode)
+    with _args.cloud_session(module, module.params.get('timeout')) as ctx:
+        result = _instance_tasks.run(ctx, module.params, module.check_mode)
     if not module._diff:
         result.pop('diff', None)
     if result.get('failures'):

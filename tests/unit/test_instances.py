@@ -4,6 +4,7 @@ import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instance_tasks as _instance_tasks
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import scheduler as _scheduler
 from ansible_collections.multihv.cloud.plugins.module_utils._errors import MultihvError
 
 FLAVOR = {'name': 'm1', 'vcpus': 2, 'ram_mb': 2048, 'disk_gb': 10, 'extra_specs': {}}
@@ -27,7 +28,7 @@ def test_stable_macs_are_per_instance_and_nic_and_local():
 def test_candidates_take_allocations_from_the_registry_and_hosts_from_clusters():
     hosts = [{'name': 'h1', 'usable': True, 'vcpus': 8, 'vcpus_used': 4, 'memory_mb_free': 3000},
              {'name': 'h2', 'usable': False, 'vcpus': 8, 'vcpus_used': 0, 'memory_mb_free': 8000}]
-    found = _instances.candidates([view('kvm1'), view('vc/dc/c', 'vsphere', hosts=hosts)],
+    found = _scheduler.candidates([view('kvm1'), view('vc/dc/c', 'vsphere', hosts=hosts)],
                                   {'kvm1': {'vcpus': 3, 'memory_mb': 1024, 'disk_gb': 5, 'instances': 2}})
     kvm, cluster = found
     assert kvm.allocated == {'vcpus': 3, 'memory_mb': 1024, 'disk_gb': 5} and kvm.instances == 2 and kvm.hosts is None

@@ -2,6 +2,7 @@
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _config
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import HostResources, NodeResources
 
 CLOUD = _config.parse({
@@ -10,6 +11,11 @@ CLOUD = _config.parse({
                   'aggregates': ['ha'], 'cluster_settings': {'C2': {'availability_zone': 'gold'}}}],
     'kvm_hosts': [{'name': 'kvm1', 'uri': 'qemu:///system', 'availability_zone': 'cattle', 'aggregates': ['a']}],
 }, 'cloud.yml', {})
+DRIVERS = kinds.drivers_for(CLOUD)  # configuration only: they connect when asked something live
+
+
+def node_view(node, row):
+    return node_view(node, row, _nodes.placement_of(DRIVERS, node.name))
 
 
 def kvm_node(**host):
@@ -17,7 +23,7 @@ def kvm_node(**host):
 
 
 def test_kvm_capacity_is_physical_minus_reserved_times_ratio():
-    view = _nodes.node_view(CLOUD, kvm_node(vcpus=8, memory_mb=16384, vcpus_used=3, memory_mb_used=2048), None)
+    view = node_view(kvm_node(vcpus=8, memory_mb=16384, vcpus_used=3, memory_mb_used=2048), None)
     assert view['capacity'] == {'vcpus': 32, 'memory_mb': 16384 - 512, 'disk_gb': 100}
     assert view['used'] == {'vcpus': 3, 'memory_mb': 2048, 'disk_gb': 40}
     assert view['free'] == {'vcpus': 29, 'memory_mb': 16384 - 512 - 2048, 'disk_gb': 60}
@@ -28,7 +34,7 @@ def test_kvm_capacity_is_physical_minus_reserved_times_ratio():
 def test_registry_overrides_the_cloud_file():
     row = {'enabled': False, 'disabled_reason': 'x', 'availability_zone': 'gold', 'aggregates': [],
            'allocation_ratios': {'cpu': 1.0}, 'reserved': {'vcpus': 2, 'memory_mb': 0}}
-    view = _nodes.node_view(CLOUD, kvm_node(vcpus=8, memory_mb=1000), row)
+    view = node_view(kvm_node(vcpus=8, memory_mb=1000), row)
     assert view['capacity']['vcpus'] == 6 and view['capacity']['memory_mb'] == 1000
     assert (view['availability_zone'], view['aggregates'], view['enabled']) == ('gold', [], False)
 
@@ -38,7 +44,7 @@ def test_cluster_counts_only_usable_hosts_and_shows_the_largest_free_host():
              HostResources('h2', vcpus=16, memory_mb=1000, memory_mb_free=700),
              HostResources('h3', vcpus=16, memory_mb=1000, memory_mb_free=1000, in_maintenance=True),
              HostResources('h4', vcpus=16, memory_mb=1000, memory_mb_free=1000, connection_state='notResponding')]
-    view = _nodes.node_view(CLOUD, NodeResources('vc/DC/C2', 'vsphere', hosts=hosts), None)
+    view = node_view(NodeResources('vc/DC/C2', 'vsphere', hosts=hosts), None)
     assert view['physical']['memory_mb'] == 2000 and view['capacity']['vcpus'] == 128
     assert view['largest_host_free'] == {'memory_mb': 700, 'vcpus': 16}
     assert view['availability_zone'] == 'gold' and view['aggregates'] == ['ha']
@@ -46,13 +52,13 @@ def test_cluster_counts_only_usable_hosts_and_shows_the_largest_free_host():
 
 
 def test_down_node_has_no_capacity():
-    view = _nodes.node_view(CLOUD, NodeResources.down('kvm1', 'kvm', 'did not answer'), None)
+    view = node_view(NodeResources.down('kvm1', 'kvm', 'did not answer'), None)
     assert view['state'] == 'down' and view['reason'] == 'did not answer'
     assert view['capacity'] == {'vcpus': 0, 'memory_mb': 0, 'disk_gb': 0}
 
 
 def test_filters():
-    view = _nodes.node_view(CLOUD, kvm_node(vcpus=1, memory_mb=1), None)
+    view = node_view(kvm_node(vcpus=1, memory_mb=1), None)
     assert _nodes.matches(view, {'hypervisor_type': 'kvm', 'aggregate': 'a', 'state': 'up', 'enabled': True, 'names': None})
     assert not _nodes.matches(view, {'enabled': False})
     assert not _nodes.matches(view, {'aggregate': 'b'})
@@ -60,7 +66,7 @@ def test_filters():
 
 
 def test_hypervisor_type_from_the_name():
-    assert _nodes.hypervisor_type_of(CLOUD, 'kvm1') == 'kvm'
-    assert _nodes.hypervisor_type_of(CLOUD, 'vc/DC/C1') == 'vsphere'
-    assert _nodes.hypervisor_type_of(CLOUD, 'vc/C1') is None
-    assert _nodes.hypervisor_type_of(CLOUD, 'kvm9') is None
+    assert _nodes.hypervisor_type_of(DRIVERS, 'kvm1') == 'kvm'
+    assert _nodes.hypervisor_type_of(DRIVERS, 'vc/DC/C1') == 'vsphere'
+    assert _nodes.hypervisor_type_of(DRIVERS, 'vc/C1') is None
+    assert _nodes.hypervisor_type_of(DRIVERS, 'kvm9') is None

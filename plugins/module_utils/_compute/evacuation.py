@@ -1,6 +1,6 @@
 # Copyright: multihv.cloud developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Evacuation of a failed KVM node, and the clean-up of its stale copies when it comes back.
+"""Evacuation of a failed node, and the clean-up of its stale copies when it comes back.
 Private to multihv.cloud: do not import.
 
 Nova's evacuate: the instances of a node that is down are rebuilt elsewhere from their
@@ -30,7 +30,8 @@ from ansible_collections.multihv.cloud.plugins.module_utils import _errors as er
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import HYPERVISOR_KVM, STATE_UP
+from ansible_collections.multihv.cloud.plugins.module_utils._compute.records import Evacuation
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import INSTANCE_LEASE_WAIT_SECONDS, STATE_UP
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import utcnow
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import NoValidHost
 
@@ -38,7 +39,6 @@ EVACUATION = 'evacuation'
 # States of an instance that evacuation rebuilds; building ones never ran, error ones have no VM.
 EVACUABLE = ('running', 'stopped')
 FENCE_TIMEOUT_SECONDS = 120
-LEASE_WAIT_SECONDS = 5.0
 # Characters of a generated password: URL-safe base64 of this many random bytes.
 PASSWORD_BYTES = 15
 
@@ -52,23 +52,17 @@ def restart_order(record):
     return (not record.get('ha'), -(record.get('restart_priority') or 0), record['name'])
 
 
-def _kvm_host(cloud, node):
-    return next((h for h in cloud.kvm_hosts if h.name == node), None)
-
-
 def check_failed(ctx, node, check_mode=False):
-    """Refuse unless node is a KVM node that does not answer AND is forced down or fenced now
-    by its fence_command (then it is forced down too, so that nothing is scheduled on it until
-    clean_stale ran). Returns 'forced_down' (it was already), 'fenced' or 'would fence'."""
+    """Refuse unless node's hypervisor type has evacuation and node does not answer AND is forced
+    down or fenced now by its fence command (then it is forced down too, so that nothing is scheduled
+    on it until clean_stale ran). Returns 'forced_down' (it was already), 'fenced' or 'would fence'."""
     kind = ctx.hypervisor_type(node)
     if kind is None:
         raise errors.NotFound('node %s is not in the cloud; nothing was evacuated' % node)
-    if kind != HYPERVISOR_KVM:
-        raise errors.MultihvError(
-            'node %s is a vSphere cluster: vSphere HA restarts the VMs of a failed ESXi host on the other hosts of the '
-            'cluster by itself, and a VM cannot be rebuilt outside its vCenter; configure the cluster\'s HA with '
-            'multihv.cloud.vsphere_cluster instead. Nothing was evacuated' % node)
-    view = next(v for v in ctx.views() if v['name'] == node)
+    caps = ctx.capabilities(node)
+    if not caps.evacuation:
+        raise errors.MultihvError('node %s is a %s: %s. Nothing was evacuated' % (node, caps.node_noun, caps.self_recovery))
+    view = ctx.view(node)
     if view['state'] == STATE_UP:
         raise errors.MultihvError(
             'node %s answers (its hypervisor is reachable): evacuation starts second copies of its instances, and two copies '
@@ -77,31 +71,31 @@ def check_failed(ctx, node, check_mode=False):
     admin = ctx.registry.get_node(node) or {}
     if admin.get('forced_down'):
         return 'forced_down'
-    host = _kvm_host(ctx.cloud, node)
-    if not host.fence_command:
+    command = ctx.driver_for(node).fence_command(node)
+    if not command:
         raise errors.MultihvError(
             'node %s does not answer (%s) but is neither forced down nor fenceable: it may still run its instances behind a '
             'network fault. Make sure it is off, then set forced_down with multihv.cloud.compute_node, or give it a '
             'fence_command in the cloud file. Nothing was evacuated' % (node, view.get('reason') or 'down'))
     if check_mode:
         return 'would fence'
-    fence(host)
+    fence(node, command)
     ctx.registry.set_node(node, kind, forced_down=True)
     return 'fenced'
 
 
-def fence(host):
-    """Run the host's fence_command (no shell; MULTIHV_NODE names the host); errors.MultihvError unless it exits 0."""
-    argv = shlex.split(host.fence_command)
-    env = dict(os.environ, MULTIHV_NODE=host.name)
+def fence(node, command):
+    """Run node's fence command (no shell; MULTIHV_NODE names the node); errors.MultihvError unless it exits 0."""
+    argv = shlex.split(command)
+    env = dict(os.environ, MULTIHV_NODE=node)
     try:
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=FENCE_TIMEOUT_SECONDS, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
-        raise errors.MultihvError('fencing node %s failed (%s: %s); nothing was evacuated' % (host.name, argv[0], exc)) from None
+        raise errors.MultihvError('fencing node %s failed (%s: %s); nothing was evacuated' % (node, argv[0], exc)) from None
     if done.returncode != 0:
         said = (done.stderr or done.stdout or '').strip().splitlines()[-1:] or ['no output']
         raise errors.MultihvError('fencing node %s failed: %s exited %d (%s); nothing was evacuated'
-                                  % (host.name, argv[0], done.returncode, said[0]))
+                                  % (node, argv[0], done.returncode, said[0]))
 
 
 def _selected(registry, node, refs):
@@ -123,12 +117,13 @@ def _check_target(ctx, node, target_node):
         return
     if target_node == node:
         raise errors.MultihvError('target_node %s is the failed node itself; nothing was evacuated' % node)
-    kind = _nodes.hypervisor_type_of(ctx.cloud, target_node)
+    kind = _nodes.hypervisor_type_of(ctx.drivers, target_node)
     if kind is None:
         raise errors.NotFound('target node %s is not in the cloud file; nothing was evacuated' % target_node)
-    if kind != HYPERVISOR_KVM:
-        raise errors.MultihvError('target node %s is a %s node: KVM instances are rebuilt on KVM nodes only; nothing was evacuated'
-                                  % (target_node, kind))
+    source = ctx.capabilities(node)
+    if kind != ctx.hypervisor_type(node) and source is not None:
+        raise errors.MultihvError('target node %s is a %s node: %s instances are rebuilt on %s nodes only; nothing was evacuated'
+                                  % (target_node, kind, source.label, source.label))
 
 
 def evacuate(ctx, node, target_node=None, instances=None, concurrency=4, check_mode=False):
@@ -166,7 +161,7 @@ def evacuate(ctx, node, target_node=None, instances=None, concurrency=4, check_m
                 result['failures'].append({'name': record['name'], 'uuid': record['uuid'], 'msg': str(exc)})
         workers = max(1, min(concurrency, len(placed) or 1))
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = dict((pool.submit(_rebuild_apart, ctx, *item), item[0]) for item in placed)
+            futures = dict((pool.submit(_rebuild_apart, ctx, evacuation), evacuation.record) for evacuation in placed)
             for future in concurrent.futures.as_completed(futures):
                 record = futures[future]
                 try:
@@ -181,11 +176,12 @@ def evacuate(ctx, node, target_node=None, instances=None, concurrency=4, check_m
 
 
 def _place(ctx, leases, inst_uuid, node, target_node):
-    """(record, dest, host, migration): the instance's lease taken (into the ExitStack leases), its
-    record checked, a target scheduled and claimed, the evacuation recorded as accepted."""
+    """An Evacuation: the instance's lease taken (into the ExitStack leases), its record checked, a
+    target scheduled and claimed, the evacuation recorded as accepted."""
     registry = ctx.registry
     untouched = 'instance %s was not evacuated' % inst_uuid
-    leases.enter_context(_leases.held(registry, 'instance:%s' % inst_uuid, LEASE_WAIT_SECONDS, 'another run is moving it; ' + untouched))
+    leases.enter_context(_leases.held(registry, 'instance:%s' % inst_uuid, INSTANCE_LEASE_WAIT_SECONDS,
+                                      'another run is moving it; ' + untouched))
     record = registry.get_instance(uuid=inst_uuid)
     if record is None or record['node'] != node:
         raise errors.MultihvError('instance %s is not on node %s any more (another run moved or deleted it); %s'
@@ -195,22 +191,23 @@ def _place(ctx, leases, inst_uuid, node, target_node):
     migration = registry.create_migration(
         instance_uuid=inst_uuid, migration_type=EVACUATION, status='accepted', source_node=node,
         source_host=record.get('host'), dest_node=dest, dest_host=host, stats={'storage': record['storage']})
-    return record, dest, host, migration
+    return Evacuation(record, dest, host, migration)
 
 
-def _rebuild_apart(ctx, record, dest, host, migration):
+def _rebuild_apart(ctx, evacuation):
     with ctx.apart() as worker:
-        return rebuild(worker, record, dest, host, migration)
+        return rebuild(worker, evacuation)
 
 
 def _request(ctx, record, target_node, untouched):
     """The scheduler request that rebuilds record elsewhere (see _instances.move_request), as a
     failover request (reserved failover nodes first), on a node that shares its disk when shared."""
     request = _instances.move_request(ctx, record, target_node, untouched)
-    source = _kvm_host(ctx.cloud, record['node'])
-    if record['storage'] == 'shared' and source is not None and source.shared_with:
-        # Its disk is only on the hosts that share the directory: elsewhere it would be lost.
-        request = dataclasses.replace(request, exclude=request.exclude | (frozenset(v['name'] for v in ctx.views()) - set(source.shared_with)))
+    source = ctx.serving(record['node'])
+    peers = source.storage_peers(record['node']) if source is not None else None
+    if record['storage'] == 'shared' and peers:
+        # Its disk is only on the nodes that share the directory: elsewhere it would be lost.
+        request = dataclasses.replace(request, exclude=request.exclude | (frozenset(v['name'] for v in ctx.views()) - set(peers)))
     return dataclasses.replace(request, for_failover=True)
 
 
@@ -226,11 +223,12 @@ def _claim_target(ctx, record, target_node, untouched):
         raise Unplaced('%s; %s' % (exc, untouched)) from None
 
 
-def rebuild(ctx, record, dest, host, migration):
-    """Rebuild one placed instance of the failed node on dest (see _place) and move its record there.
-    Returns {name, uuid, status, source_node, dest_node, dest_host, storage, disk, instance,
-    migration} and, after a new disk, admin_password (never logged or stored)."""
+def rebuild(ctx, evacuation):
+    """Rebuild one placed instance of the failed node on its destination (see _place) and move its
+    record there. Returns {name, uuid, status, source_node, dest_node, dest_host, storage, disk,
+    instance, migration} and, after a new disk, admin_password (never logged or stored)."""
     registry = ctx.registry
+    record, dest, host, migration = evacuation.record, evacuation.dest, evacuation.host, evacuation.migration
     inst_uuid, node = record['uuid'], record['node']
     keep = record['storage'] == 'shared'
     disk = 'kept' if keep else 'rebuilt'
@@ -286,7 +284,7 @@ def clean_stale(ctx, node, check_mode=False):
     pending = stale_copies(ctx.registry, node)
     if not pending:
         return []
-    view = next((v for v in ctx.views() if v['name'] == node), None)
+    view = ctx.view(node)
     if view is None or view['state'] != STATE_UP:
         raise errors.MultihvError(
             'node %s has %d evacuated instances whose stale copies must be destroyed before it takes instances again, '
@@ -310,18 +308,16 @@ def clean_stale(ctx, node, check_mode=False):
     return cleaned
 
 
-def set_admin_state(cloud, registry, name, changes, check_mode=False):
+def set_admin_state(ctx, name, changes, check_mode=False):
     """compute_node's work: _nodes.set_admin_state, but a node asked back into service (enabled,
     or no longer forced down) first loses the stale copies its evacuations left there.
-    Returns (changed, before, after, cleaned)."""
+    Returns (changed, before, after, cleaned). The drivers connect only when there is something
+    to clean."""
     cleaned = []
     if changes.get('enabled') is True or changes.get('forced_down') is False:
-        ctx = _instances.Cloud(cloud, registry)  # drivers connect only when there is something to clean
-        try:
-            cleaned = clean_stale(ctx, name, check_mode)
-        finally:
-            ctx.close()
-    changed, before, after = _nodes.set_admin_state(cloud, registry, name, changes, check_mode=check_mode)
+        cleaned = clean_stale(ctx, name, check_mode)
+    changed, before, after = _nodes.set_admin_state(ctx.config, ctx.registry, name, changes, check_mode=check_mode,
+                                                    drivers=ctx.drivers)
     return changed or bool(cleaned), before, after, cleaned
 
 

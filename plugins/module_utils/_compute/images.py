@@ -13,7 +13,8 @@ import os
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import HYPERVISOR_KVM, HYPERVISOR_VSPHERE
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import IMAGE_FILE, IMAGE_TEMPLATE
 
 
 def disk_format(source, given=None):
@@ -36,15 +37,16 @@ def upload(registry, driver, name, source, disk_format_):
 def desired(params):
     """The registry fields an image task asks for."""
     kind = params['hypervisor_type']
+    caps = kinds.capabilities(kind)
     properties = dict(params.get('properties') or {})
     for key in ('min_ram', 'min_disk'):
         if params.get(key) is not None:
             properties[key] = params[key]
-    if kind == HYPERVISOR_KVM:
+    if caps.image_kind == IMAGE_FILE:
         source = params.get('source')
         if not source:
-            raise errors.MultihvError('image %s: a KVM image needs source (a qcow2 or raw file on the controller); nothing was changed'
-                                      % params['name'])
+            raise errors.MultihvError('image %s: a %s image needs source (a qcow2 or raw file on the controller); nothing was changed'
+                                      % (params['name'], caps.label))
         if not os.path.isfile(source):
             raise errors.MultihvError('image %s: source %s is not a file on the controller; nothing was changed' % (params['name'], source))
         properties.update(source=os.path.abspath(source), format=disk_format(source, params.get('format')),
@@ -62,7 +64,7 @@ def distribute(ctx, name, fields, check_mode):
     for driver in ctx.drivers:
         if driver.hypervisor_type != fields['hypervisor_type']:
             continue
-        if fields['hypervisor_type'] == HYPERVISOR_KVM:
+        if driver.capabilities.image_kind == IMAGE_FILE:
             if check_mode:
                 locations[driver.endpoint_name()] = 'unknown in check mode'
                 continue
@@ -73,7 +75,7 @@ def distribute(ctx, name, fields, check_mode):
                 continue
             changed = changed or uploaded
             locations[driver.endpoint_name()] = 'present'
-        elif fields['hypervisor_type'] == HYPERVISOR_VSPHERE:
+        elif driver.capabilities.image_kind == IMAGE_TEMPLATE:
             template = driver.find_template(props['template'])  # NotFound names it
             locations[driver.endpoint_name()] = template['moid']
     return changed, locations

@@ -1,7 +1,8 @@
 # Copyright: multihv.cloud developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""Instance HA: one unattended pass of what vSphere HA does for a cluster, for KVM nodes
-(Masakari's host-failure recovery). Private to multihv.cloud: do not import.
+"""Instance HA: one unattended pass of what vSphere HA does for a cluster, for the nodes whose
+hypervisor type has no such thing and whose instances the core evacuates (KVM hosts;
+Masakari's host-failure recovery). Private to multihv.cloud: do not import.
 
 A pass reads every node once. A KVM node that does not answer gets a down_since in the
 registry the first time a pass sees it (so that the grace period counts across passes,
@@ -10,7 +11,8 @@ it, forces it down and evacuates its HA instances, HA first and by restart prior
 the others when asked), onto reserved failover nodes first. What does not fit is
 reported and stays where it was: the scheduler never overcommits a node. A node that
 answers again loses its down_since; its stale copies are compute_node's to clean when it
-is enabled again. vSphere clusters are left to vSphere HA.
+is enabled again. Nodes whose hypervisor recovers by itself (vSphere clusters: vSphere HA)
+are left to it.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ import datetime
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import HYPERVISOR_KVM, STATE_UP
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import STATE_UP
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import TIMESTAMP_FORMAT, utcnow
 
 
@@ -37,21 +40,21 @@ def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode
     now = datetime.datetime.now(datetime.timezone.utc)
     result = {'changed': False, 'down': [], 'waiting': [], 'recovered': [], 'unplaced': [], 'failures': [], 'cleared': []}
     for view in ctx.views():
-        if view['hypervisor_type'] != HYPERVISOR_KVM:
+        if not kinds.capabilities(view['hypervisor_type']).evacuation:
             continue
-        name = view['name']
+        name, kind = view['name'], view['hypervisor_type']
         admin = registry.get_node(name) or {}
         since = admin.get('down_since')
         if view['state'] == STATE_UP:
             if since:
                 result['cleared'].append(name)
                 if not check_mode:  # bookkeeping of the watch, not a change of the cloud
-                    registry.set_node(name, HYPERVISOR_KVM, down_since=None)
+                    registry.set_node(name, kind, down_since=None)
             continue
         if since is None:
             since = utcnow()
             if not check_mode:
-                registry.set_node(name, HYPERVISOR_KVM, down_since=since)
+                registry.set_node(name, kind, down_since=since)
         down_for = _seconds_since(since, now)
         if down_for < grace_period:
             result['waiting'].append({'node': name, 'down_since': since, 'seconds_left': round(grace_period - down_for, 1),

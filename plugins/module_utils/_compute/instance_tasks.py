@@ -39,16 +39,9 @@ def _check_same(record, wanted):
                                       'supported: delete it first. Nothing was changed' % (record['name'], key, record[key], wanted[key]))
 
 
-def run(cloud, registry, params, check_mode):
+def run(ctx, params, check_mode):
+    """The instance task over a Context: boot, power, rebuild or delete each instance it names."""
     wanted = items(params)
-    ctx = _instances.Cloud(cloud, registry, timeout=params.get('timeout'))
-    try:
-        return _run(ctx, params, wanted, check_mode)
-    finally:
-        ctx.close()
-
-
-def _run(ctx, params, wanted, check_mode):
     registry = ctx.registry
     changed = False
     before, after, to_boot = {}, {}, []
@@ -88,9 +81,10 @@ def _run(ctx, params, wanted, check_mode):
     if to_boot:
         changed = True
         if check_mode:
-            for params_, flavor, image, node, host, _req in _instances.plan(ctx, to_boot):
-                after[params_['name']] = {'name': params_['name'], 'node': node, 'host': host, 'flavor': flavor['name'],
-                                          'image': image['name'], 'state': 'would be built'}
+            for placement in _instances.plan(ctx, to_boot):
+                after[placement.name] = {'name': placement.name, 'node': placement.node, 'host': placement.host,
+                                         'flavor': placement.flavor['name'], 'image': placement.image['name'],
+                                         'state': 'would be built'}
         elif len(to_boot) == 1 and params.get('instances') is None:
             item = to_boot[0]
             after[item['name']] = _instances.boot_one(ctx, item)

@@ -12,7 +12,6 @@ before it, so no instance record, allocation, disk or VM is left behind.
 from __future__ import annotations
 
 import concurrent.futures
-import contextlib
 import dataclasses
 import hashlib
 import uuid as uuidlib
@@ -20,13 +19,14 @@ import uuid as uuidlib
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import images as _images
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import HYPERVISOR_KVM, HYPERVISOR_VSPHERE, InstanceSpec
-from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import (
-    Candidate, Host, NoValidHost, Request, Scheduler,
-)
+from ansible_collections.multihv.cloud.plugins.module_utils._compute.records import Placement
+from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import NoValidHost, Request
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import IMAGE_FILE, IMAGE_TEMPLATE, InstanceSpec
 
 CLAIM_RETRIES = 5
-POWER_ACTIONS = {'started': 'start', 'stopped': 'stop', 'restarted': 'reboot'}
+# The driver's power action for each state an instance task asks for.
+POWER_ACTION_FOR = {'started': 'start', 'stopped': 'stop', 'restarted': 'reboot'}
 
 
 def stable_mac(instance_uuid, index):
@@ -34,34 +34,6 @@ def stable_mac(instance_uuid, index):
     derived from its uuid and the NIC's position, in QEMU's locally administered range."""
     digest = hashlib.sha256(('%s/%d' % (instance_uuid, index)).encode()).digest()
     return '52:54:00:%02x:%02x:%02x' % (digest[0], digest[1], digest[2])
-
-
-def candidates(views, allocations, hypervisor_free=True):
-    """Scheduler candidates from node views (compute_node_info's) and the registry's allocations.
-
-    Capacity is the view's (ratios and reserved applied); what is allocated comes
-    from the registry, so instances being built by another run count at once. On a
-    cluster node each ESXi host offers the vCPUs and RAM it has free now.
-    """
-    result = []
-    for view in views:
-        allocated = dict(allocations.get(view['name'], {}))
-        hosts = None
-        if view['hypervisor_type'] == HYPERVISOR_VSPHERE:
-            ratio = view['allocation_ratios']['cpu']
-            hosts = [Host(h['name'], h['usable'], int(h['vcpus'] * ratio) - h['vcpus_used'],
-                          h['memory_mb_free'] if hypervisor_free else h['memory_mb'] - h['memory_mb_used'])
-                     for h in view['hosts']]
-        result.append(Candidate(
-            name=view['name'], hypervisor_type=view['hypervisor_type'], up=view['state'] == 'up',
-            enabled=view['enabled'], forced_down=view['forced_down'], reserved_for_failover=view['reserved_for_failover'],
-            availability_zone=view['availability_zone'], aggregates=tuple(view['aggregates'] or ()),
-            capacity=dict(view['capacity']),
-            allocated={'vcpus': allocated.get('vcpus', 0), 'memory_mb': allocated.get('memory_mb', 0),
-                       'disk_gb': allocated.get('disk_gb', 0)},
-            instances=allocated.get('instances', view['instances']),
-            hosts=hosts))
-    return result
 
 
 def request_for(flavor, image, params, group=None, group_nodes=None, hints=None):
@@ -89,59 +61,6 @@ def request_for(flavor, image, params, group=None, group_nodes=None, hints=None)
         aggregates=tuple(aggregates), node=params.get('node'),
         group_policy=group['policy'] if group else None, group_nodes=dict(group_nodes or {}),
         different_host=frozenset(hints.get('different_host', ())), same_host=frozenset(hints.get('same_host', ())))
-
-
-class Cloud:
-    """One module run's view of the cloud: its config, registry and drivers, with the
-    node views read once and drivers looked up by node."""
-
-    def __init__(self, cloud, registry, drivers=None, timeout=None):
-        self.cloud = cloud
-        self.registry = registry
-        self.drivers = drivers if drivers is not None else _nodes.drivers_for(cloud)
-        self.timeout = timeout
-        if timeout:
-            for driver in self.drivers:
-                driver.work_timeout = float(timeout)
-        self._views = None
-
-    def views(self):
-        if self._views is None:
-            self._views = _nodes.list_nodes(self.cloud, self.registry, list(self.drivers))
-        return self._views
-
-    def scheduler(self):
-        """A Scheduler over the node views and the registry's allocations as they are now."""
-        return Scheduler(candidates(self.views(), self.registry.allocations_by_node()))
-
-    def hypervisor_type(self, node):
-        """The node's hypervisor type: from the cloud file when its name says it, else from the live
-        views (a vSphere cluster the file does not name); None for a node the cloud does not have."""
-        return _nodes.hypervisor_type_of(self.cloud, node) or next((v['hypervisor_type'] for v in self.views() if v['name'] == node), None)
-
-    def driver_for(self, node):
-        for driver in self.drivers:
-            if node in driver.node_names() or driver.endpoint_name() == node or node.startswith(driver.endpoint_name() + '/'):
-                return driver
-        raise errors.NotFound('no endpoint in the cloud file serves node %s' % node)
-
-    def close(self):
-        for driver in self.drivers:
-            driver.close()
-
-    @contextlib.contextmanager
-    def apart(self):
-        """A Cloud for a worker thread, with a registry connection and drivers of its own: neither
-        sqlite3 nor a pyVmomi session may be shared between threads. The node views are."""
-        from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
-        views = self.views()
-        worker = Cloud(self.cloud, Registry.open(self.cloud.registry_url), timeout=self.timeout)
-        worker._views = views  # pylint: disable=protected-access
-        try:
-            yield worker
-        finally:
-            worker.close()
-            worker.registry.close()
 
 
 def _hint_nodes(registry, hints):
@@ -186,8 +105,8 @@ def move_request(ctx, record, target_node, untouched):
 
 
 def plan(ctx, specs):
-    """Place each instance to boot: [(params, flavor, image, node, host, request)], sequentially on one
-    Scheduler so that the placements of one batch see each other. NoValidHost names the filters."""
+    """Place each instance to boot: [Placement], sequentially on one Scheduler so that the
+    placements of one batch see each other. NoValidHost names the filters."""
     registry = ctx.registry
     scheduler = ctx.scheduler()
     placed = []
@@ -199,20 +118,20 @@ def plan(ctx, specs):
         if image is None:
             raise errors.NotFound('image %s does not exist; nothing was created' % params['image'])
         if params.get('node'):
-            kind = _nodes.hypervisor_type_of(ctx.cloud, params['node'])
+            kind = _nodes.hypervisor_type_of(ctx.drivers, params['node'])
             if kind and image.get('hypervisor_type') and kind != image['hypervisor_type']:
                 raise errors.MultihvError('image %s is for %s nodes; node %s is %s; nothing was created'
                                           % (image['name'], image['hypervisor_type'], params['node'], kind))
         group, members = group_nodes(registry, params.get('server_group'))
         for earlier in placed:  # members of this batch count for the group too
-            if group and earlier[0].get('server_group') == group['name']:
-                members[earlier[3]] = members.get(earlier[3], 0) + 1
+            if group and earlier.params.get('server_group') == group['name']:
+                members[earlier.node] = members.get(earlier.node, 0) + 1
         req = request_for(flavor, image, params, group, members, _hint_nodes(registry, params.get('scheduler_hints')))
         try:
             node, host = scheduler.place(req)
         except NoValidHost as exc:
             raise errors.MultihvError('cannot place instance %s: %s; nothing was created' % (params['name'], exc))
-        placed.append((params, flavor, image, node, host, req))
+        placed.append(Placement(params, flavor, image, node, host, req))
     return placed
 
 
@@ -244,16 +163,17 @@ def claim_somewhere(ctx, flavor, inst_uuid, node, host, req):
 
 
 def _image_ref(image):
-    """What a driver boots: a KVM image by its name (its base volume), a vSphere one by its template."""
-    if image.get('hypervisor_type') == HYPERVISOR_VSPHERE:
+    """What a driver boots: a file image by its name (its base volume), a template image by its template."""
+    kind = image.get('hypervisor_type')
+    if kind and kinds.capabilities(kind).image_kind == IMAGE_TEMPLATE:
         return (image.get('properties') or {}).get('template') or image['name']
     return image['name']
 
 
 def ensure_image_on(registry, driver, image):
-    """A KVM image's base volume on the driver's host: uploaded, or checked against the file."""
+    """A file image's base on the driver's host: uploaded, or checked against the file."""
     props = image.get('properties') or {}
-    if driver.hypervisor_type == HYPERVISOR_KVM and props.get('source'):
+    if driver.capabilities.image_kind == IMAGE_FILE and props.get('source'):
         _images.upload(registry, driver, image['name'], props['source'], props.get('format', 'qcow2'))
 
 
@@ -262,7 +182,7 @@ def prepare_images(ctx, placed):
     whole image file, which must not happen once per instance. Returns {(node, image name): error}
     for the pairs that failed."""
     failed = {}
-    for (node, name), image in dict(((item[3], item[2]['name']), item[2]) for item in placed).items():
+    for (node, name), image in dict((p.image_on_node, p.image) for p in placed).items():
         try:
             ensure_image_on(ctx.registry, ctx.driver_for(node), image)
         except errors.MultihvError as exc:
@@ -275,13 +195,14 @@ def boot_one(ctx, params):
     placed = plan(ctx, [params])
     for error in prepare_images(ctx, placed).values():
         raise error
-    return boot(ctx, *placed[0])
+    return boot(ctx, placed[0])
 
 
-def boot(ctx, params, flavor, image, node, host, req):
+def boot(ctx, placement):
     """Record, claim, spawn one placed instance whose image prepare_images readied on its node;
     undo everything on failure. Returns the record."""
     registry = ctx.registry
+    params, flavor, image, node, host = placement.params, placement.flavor, placement.image, placement.node, placement.host
     inst_uuid = params.get('uuid') or str(uuidlib.uuid4())
     networks = [{'network': net['network'], 'mac': net.get('mac') or stable_mac(inst_uuid, index)}
                 for index, net in enumerate(params.get('networks') or [])]
@@ -294,7 +215,7 @@ def boot(ctx, params, flavor, image, node, host, req):
     try:
         planned = node
         try:
-            node, host = claim_somewhere(ctx, flavor, inst_uuid, node, host, req)
+            node, host = claim_somewhere(ctx, flavor, inst_uuid, node, host, placement.request)
         except NoValidHost as exc:
             raise errors.MultihvError('cannot place instance %s: %s; nothing was created' % (params['name'], exc))
         if node != planned:  # another run took the planned room: the record follows the claim
@@ -346,7 +267,7 @@ def rebuild(ctx, record, image_name=None, user_data=None):
     if image is None:
         raise errors.NotFound('image %s does not exist; instance %s was left untouched' % (image_name or record['image'], record['name']))
     flavor = registry.get_flavor(record['flavor'])
-    kind = _nodes.hypervisor_type_of(ctx.cloud, record['node'])
+    kind = _nodes.hypervisor_type_of(ctx.drivers, record['node'])
     if image.get('hypervisor_type') and kind and image['hypervisor_type'] != kind:
         raise errors.MultihvError('image %s is for %s nodes; instance %s is on %s node %s; it was left untouched'
                                   % (image['name'], image['hypervisor_type'], record['name'], kind, record['node']))
@@ -373,9 +294,9 @@ def _destroy_quietly(driver, inst_uuid, node):
         pass  # the boot's own error is the one to report
 
 
-def _boot_apart(ctx, item):
+def _boot_apart(ctx, placement):
     with ctx.apart() as worker:
-        return boot(worker, *item)
+        return boot(worker, placement)
 
 
 def boot_many(ctx, specs, concurrency=4):
@@ -384,12 +305,11 @@ def boot_many(ctx, specs, concurrency=4):
     placed = plan(ctx, specs)
     unready = prepare_images(ctx, placed)
     records = []
-    failures = [{'name': item[0]['name'], 'msg': '%s; nothing was created' % unready[(item[3], item[2]['name'])]}
-                for item in placed if (item[3], item[2]['name']) in unready]
-    placed = [item for item in placed if (item[3], item[2]['name']) not in unready]
+    failures = [{'name': p.name, 'msg': '%s; nothing was created' % unready[p.image_on_node]} for p in placed if p.image_on_node in unready]
+    placed = [p for p in placed if p.image_on_node not in unready]
     workers = max(1, min(concurrency, len(placed)))
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = dict((pool.submit(_boot_apart, ctx, item), item[0]['name']) for item in placed)
+        futures = dict((pool.submit(_boot_apart, ctx, p), p.name) for p in placed)
         for future in concurrent.futures.as_completed(futures):
             try:
                 records.append(future.result())
@@ -413,7 +333,7 @@ def set_power(ctx, record, state):
     if state == 'stopped' and current == 'stopped':
         return False, record
     driver = ctx.driver_for(record['node'])
-    driver.set_power(record['uuid'], record['node'], POWER_ACTIONS[state])
+    driver.set_power(record['uuid'], record['node'], POWER_ACTION_FOR[state])
     return True, ctx.registry.update_instance(record['uuid'], state='stopped' if state == 'stopped' else 'running')[1]
 
 
@@ -430,13 +350,13 @@ def _live_states(drivers):
         return dict((s.uuid, s) for found in pool.map(states, drivers) for s in found)
 
 
-def info(cloud, registry, filters):
+def info(config, registry, filters):
     """Registry records matching the filters, with the hypervisors' power state when asked."""
     records = registry.list_instances(node=filters.get('node'), server_group=filters.get('server_group'))
     if filters.get('names'):
         records = [r for r in records if r['name'] in filters['names']]
     if filters.get('live', True) and records:
-        live = _live_states(_nodes.drivers_for(cloud))
+        live = _live_states(kinds.drivers_for(config))
         for record in records:
             state = live.get(record['uuid'])
             record['power_state'] = state.power_state if state else 'unknown'
@@ -445,6 +365,6 @@ def info(cloud, registry, filters):
     return records
 
 
-__all__ = ['CLAIM_RETRIES', 'ClaimContended', 'Cloud', 'boot', 'boot_many', 'boot_one', 'candidates', 'claim_on', 'delete', 'ensure_image_on',
+__all__ = ['CLAIM_RETRIES', 'ClaimContended', 'boot', 'boot_many', 'boot_one', 'claim_on', 'delete', 'ensure_image_on',
            'group_nodes', 'info', 'move_request', 'plan', 'prepare_images',
            'rebuild', 'request_for', 'set_power', 'spec_for', 'stable_mac']

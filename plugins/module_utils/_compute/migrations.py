@@ -14,33 +14,21 @@ the target's (failed / cancelled). One move per instance at a time: a registry l
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
 import time
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import HYPERVISOR_KVM, MigrationControls, MigrationTarget
+from ansible_collections.multihv.cloud.plugins.module_utils._compute.records import Move
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import INSTANCE_LEASE_WAIT_SECONDS, MIGRATION_MODES
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import IMAGE_FILE, MigrationControls, MigrationTarget
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import utcnow
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import NoValidHost
 
-MODES = ('auto', 'live', 'block', 'cold')
-# How long a move waits for another run's move of the same instance to finish.
-LEASE_WAIT_SECONDS = 5.0
+MODES = ('auto',) + MIGRATION_MODES
 # Progress reaches the registry at most this often.
 PROGRESS_EVERY_SECONDS = 1.0
-
-
-@dataclasses.dataclass
-class Move:
-    """A checked request: the instance, where it goes, and how."""
-
-    record: dict
-    mode: str
-    source_node: str
-    target_node: str
-    target_host: str | None
 
 
 def _untouched(record):
@@ -63,21 +51,25 @@ def plan(ctx, record, mode, target_node=None, target_host=None):
     if record['state'] not in ('running', 'stopped'):
         raise errors.MultihvError('instance %s is %s, not running or stopped; %s' % (record['name'], record['state'], untouched))
     source = record['node']
-    kind = _nodes.hypervisor_type_of(ctx.cloud, source)
-    if kind == HYPERVISOR_KVM:
-        target_node, target_host = target_node or target_host, None  # a KVM host is its own node
+    kind = _nodes.hypervisor_type_of(ctx.drivers, source)
+    caps = ctx.capabilities(source)
+    if caps is not None and mode != 'auto' and not getattr(caps, '%s_migration' % mode):
+        raise errors.MultihvError('%s nodes have no %s migration; %s' % (caps.label, mode, untouched))
+    hosts_in_node = caps is not None and caps.hosts_in_node
+    if not hosts_in_node:
+        target_node, target_host = target_node or target_host, None  # the node is its own host
     if mode in ('live', 'block') and record['state'] != 'running':
         raise errors.MultihvError('instance %s is stopped: a %s migration moves a running instance; use mode cold (or auto); %s'
                                   % (record['name'], mode, untouched))
     if target_node:
-        target_kind = _nodes.hypervisor_type_of(ctx.cloud, target_node)
+        target_kind = _nodes.hypervisor_type_of(ctx.drivers, target_node)
         if target_kind is None:
             raise errors.NotFound('node %s is not in the cloud file; %s' % (target_node, untouched))
         if target_kind != kind:
             raise errors.MultihvError('node %s is a %s node and instance %s is on %s node %s: instances do not move between '
                                       'hypervisor types; %s' % (target_node, target_kind, record['name'], kind, source, untouched))
-    if kind != HYPERVISOR_KVM and target_host and target_node in (None, source):
-        # vMotion inside the cluster node: the allocation stays on the node.
+    if hosts_in_node and target_host and target_node in (None, source):
+        # A move between hosts of the node (vMotion inside a cluster): the allocation stays on the node.
         if target_host == record.get('host'):
             raise errors.MultihvError('instance %s already runs on host %s of node %s; %s' % (record['name'], target_host, source, untouched))
         return Move(record, mode, source, source, target_host)
@@ -102,7 +94,7 @@ def migrate(ctx, ref, mode='auto', target_node=None, target_host=None, controls=
     registry = ctx.registry
     controls = controls or MigrationControls()
     record = find_instance(registry, ref)
-    with _leases.held(registry, 'instance:%s' % record['uuid'], LEASE_WAIT_SECONDS,
+    with _leases.held(registry, 'instance:%s' % record['uuid'], INSTANCE_LEASE_WAIT_SECONDS,
                       'another run is moving instance %s; %s' % (record['name'], _untouched(record))):
         record = find_instance(registry, record['uuid'])  # as it is now that no other run moves it
         move = plan(ctx, record, mode, target_node, target_host)
@@ -148,22 +140,23 @@ def run(ctx, move, controls):
 
 def _prepare(ctx, record, move, source_driver, target_driver):
     """The mode the move really takes, after the checks only the hypervisors can answer:
-    auto is live when the instance's disk directory is really shared with the target
-    (a marker test), block when not, cold for a stopped instance; a KVM target gets the
-    image's base before a block or cold move, whose overlays need it."""
+    auto is cold for a stopped instance; for a running one it is live, unless the driver also
+    has block migration and says the instance's disk directory is not shared with the target
+    (a marker test), then block. A target whose images are files gets the image's base before
+    a block or cold move, whose overlays need it."""
     mode = move.mode
-    if source_driver.hypervisor_type != HYPERVISOR_KVM:
-        return 'cold' if mode == 'auto' and record['state'] == 'stopped' else ('live' if mode == 'auto' else mode)
+    caps = source_driver.capabilities
     if mode == 'auto' and record['state'] == 'stopped':
         mode = 'cold'
-    if mode in ('auto', 'live'):
+    if mode in ('auto', 'live') and caps.block_migration:
         shared = source_driver.shares_storage(target_driver, record['storage'])
         if mode == 'live' and not shared:
             raise errors.MultihvError('instance %s has %s storage that %s does not share with %s: live migration needs the disk '
                                       'on storage both hosts see; use mode block; %s' % (
                                           record['name'], record['storage'], move.source_node, move.target_node, _untouched(record)))
         mode = 'live' if shared else 'block'
-    if mode in ('block', 'cold'):
+    mode = 'live' if mode == 'auto' else mode
+    if mode in ('block', 'cold') and target_driver.capabilities.image_kind == IMAGE_FILE:
         image = ctx.registry.get_image(record['image'])
         if image is not None:
             _instances.ensure_image_on(ctx.registry, target_driver, image)

@@ -9,29 +9,15 @@ from __future__ import annotations
 import concurrent.futures
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
-    HYPERVISOR_KVM, HYPERVISOR_VSPHERE, NodeResources,
-)
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import RESOURCES
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import NodePlacement, NodeResources
 
 # Bounded: each KVM host is a thread blocked on the network for up to its timeout.
 MAX_PARALLEL_ENDPOINTS = 32
-RESOURCES = ('vcpus', 'memory_mb', 'disk_gb')
 RATIO_OF = {'vcpus': 'cpu', 'memory_mb': 'ram', 'disk_gb': 'disk'}
 ADMIN_FIELDS = ('enabled', 'disabled_reason', 'forced_down', 'availability_zone', 'aggregates',
                 'allocation_ratios', 'reserved', 'reserved_for_failover')
-
-
-def drivers_for(cloud):
-    """One driver per endpoint: each vCenter, each KVM host."""
-    # Imported only when used: a cloud of one kind never loads the other kind's library.
-    drivers = []
-    if cloud.vcenters:
-        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import VSphereDriver
-        drivers.extend(VSphereDriver(v) for v in cloud.vcenters)
-    if cloud.kvm_hosts:
-        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.driver import LibvirtDriver
-        drivers.extend(LibvirtDriver(h) for h in cloud.kvm_hosts)
-    return drivers
 
 
 def _endpoint_nodes(driver, known):
@@ -66,34 +52,39 @@ def collect(drivers, known=None):
     return [node for nodes in results for node in nodes]
 
 
-def _placement(cloud, node):
-    """(availability_zone, aggregates, endpoint) from the cloud file."""
-    for host in cloud.kvm_hosts:
-        if host.name == node.name:
-            return host.availability_zone, list(host.aggregates), host.uri
-    for vcenter in cloud.vcenters:
-        if node.name.startswith(vcenter.name + '/'):
-            zone, aggregates = vcenter.placement(node.name.rsplit('/', 1)[-1])
-            return zone, aggregates, 'https://%s:%d/sdk' % (vcenter.hostname, vcenter.port)
-    return None, [], None
+def serving(drivers, name):
+    """The driver whose endpoint would serve a node of that name (by its name alone), or None."""
+    return next((d for d in drivers if d.serves(name)), None)
 
 
-def view(cloud, live, admin_rows):
+def hypervisor_type_of(drivers, name):
+    """The hypervisor type a node name implies from the cloud file alone, or None."""
+    driver = serving(drivers, name)
+    return driver.hypervisor_type if driver else None
+
+
+def view(config, live, admin_rows, drivers):
     """What a node is, as users see it: one dict per live node (down ones included).
 
     capacity = (physical - reserved) * allocation ratio, as Nova's placement counts it;
     used = what the hypervisor's instances hold; free = capacity - used.
     """
     admin = dict((row['name'], row) for row in admin_rows)
-    return [node_view(cloud, node, admin.get(node.name)) for node in live]
+    return [node_view(config, node, admin.get(node.name), placement_of(drivers, node.name)) for node in live]
 
 
-def node_view(cloud, node, row):
+def placement_of(drivers, name):
+    """The NodePlacement the cloud file gives a node (an empty one for a node no endpoint serves)."""
+    driver = serving(drivers, name)
+    return driver.placement(name) if driver else NodePlacement()
+
+
+def node_view(config, node, row, placement):
     row = row or {}
-    zone, aggregates, endpoint = _placement(cloud, node)
-    ratios = dict(cloud.defaults.allocation_ratios)
+    zone, aggregates, endpoint = placement.availability_zone, list(placement.aggregates), placement.endpoint
+    ratios = dict(config.defaults.allocation_ratios)
     ratios.update(row.get('allocation_ratios') or {})
-    reserved = {'vcpus': 0, 'memory_mb': cloud.defaults.reserved_host_memory_mb.get(node.hypervisor_type, 0), 'disk_gb': 0}
+    reserved = {'vcpus': 0, 'memory_mb': config.defaults.reserved_host_memory_mb.get(node.hypervisor_type, 0), 'disk_gb': 0}
     reserved.update(row.get('reserved') or {})
     physical = {'vcpus': node.vcpus, 'memory_mb': node.memory_mb, 'disk_gb': node.disk_gb}
     used = {'vcpus': node.vcpus_used, 'memory_mb': node.memory_mb_used, 'disk_gb': max(node.disk_gb - node.disk_gb_free, 0)}
@@ -124,20 +115,22 @@ def node_view(cloud, node, row):
     return result
 
 
-def list_nodes(cloud, registry, drivers=None):
+def list_nodes(config, registry, drivers=None):
     """Every node of the cloud with live resources and admin state."""
+    drivers = drivers if drivers is not None else kinds.drivers_for(config)
     rows = registry.list_nodes()
     known = {}
-    for row in rows:
-        if row['hypervisor_type'] == HYPERVISOR_VSPHERE:
-            known.setdefault(row['name'].split('/', 1)[0], []).append(row['name'])
-    live = collect(drivers if drivers is not None else drivers_for(cloud), known)
-    return view(cloud, live, rows)
+    for row in rows:  # nodes the registry knows are reported down with their endpoint
+        driver = serving(drivers, row['name'])
+        if driver is not None:
+            known.setdefault(driver.endpoint_name(), []).append(row['name'])
+    live = collect(drivers, known)
+    return view(config, live, rows, drivers)
 
 
-def find_node(cloud, registry, name):
+def find_node(config, registry, name, drivers=None):
     """One node's view; errors.NotFound naming the known nodes when there is none by that name."""
-    nodes = list_nodes(cloud, registry)
+    nodes = list_nodes(config, registry, drivers)
     for node in nodes:
         if node['name'] == name:
             return node
@@ -145,21 +138,12 @@ def find_node(cloud, registry, name):
     raise errors.NotFound('no compute node named %s; the cloud has %s' % (name, ', '.join(known) or 'none'))
 
 
-def hypervisor_type_of(cloud, name):
-    """The hypervisor type a node name implies from the cloud file alone, or None."""
-    if name in cloud.node_names():
-        return HYPERVISOR_KVM
-    if any(name.startswith(v.name + '/') and name.count('/') == 2 for v in cloud.vcenters):
-        return HYPERVISOR_VSPHERE
-    return None
-
-
-def set_admin_state(cloud, registry, name, changes, check_mode=False):
+def set_admin_state(config, registry, name, changes, check_mode=False, drivers=None):
     """Apply the admin-state `changes` (only the keys given) to node `name`.
 
     Returns (changed, before, after) with before/after the admin state. The node
-    must exist: a KVM host of the cloud file, or a cluster its vCenter reports
-    (a cluster already in the registry is accepted while its vCenter is down).
+    must exist: one the cloud file names (a KVM host), or one its endpoint reports (a
+    vCenter's cluster; one already in the registry is accepted while its vCenter is down).
     """
     unknown = set(changes) - set(ADMIN_FIELDS)
     if unknown:
@@ -170,11 +154,13 @@ def set_admin_state(cloud, registry, name, changes, check_mode=False):
     for key, value in (changes.get('reserved') or {}).items():
         if value < 0:
             raise errors.MultihvError('reserved.%s must not be negative, got %s; node %s left unchanged' % (key, value, name))
-    kind = hypervisor_type_of(cloud, name)
+    drivers = drivers if drivers is not None else kinds.drivers_for(config)
+    driver = serving(drivers, name)
     current = registry.get_node(name)
-    if kind is None or (kind == HYPERVISOR_VSPHERE and current is None):
-        node = find_node(cloud, registry, name)  # raises NotFound with the known names
-        kind = node['hypervisor_type']
+    if driver is not None and (name in driver.node_names() or current is not None):
+        kind = driver.hypervisor_type
+    else:  # a name the cloud file does not list: the endpoint must report it
+        kind = find_node(config, registry, name, drivers)['hypervisor_type']  # raises NotFound with the known names
     before = admin_state(current)
     after = dict(before)
     after.update(changes)
@@ -214,4 +200,4 @@ def matches(node, filters):
     return True
 
 
-__all__ = ['collect', 'drivers_for', 'find_node', 'list_nodes', 'matches', 'set_admin_state', 'view']
+__all__ = ['collect', 'find_node', 'hypervisor_type_of', 'list_nodes', 'matches', 'placement_of', 'serving', 'set_admin_state', 'view']

@@ -20,8 +20,8 @@ from __future__ import annotations
 import dataclasses
 import heapq
 
-RESOURCES = ('vcpus', 'memory_mb', 'disk_gb')
-GROUP_POLICIES = ('affinity', 'anti-affinity', 'soft-affinity', 'soft-anti-affinity')
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import GROUP_POLICIES, RESOURCES  # noqa: F401  pylint: disable=unused-import
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds
 # failover: a node reserved for failover comes first for a failover request (evacuation, HA):
 # the other terms are fractions of 1, so 10 puts every reserved node ahead.
 DEFAULT_WEIGHERS = {'ram': 1.0, 'cpu': 0.0, 'disk': 0.0, 'instances': -1.0, 'group': 1.0, 'failover': 10.0}
@@ -96,6 +96,36 @@ class NoValidHost(Exception):
         reasons = '; '.join('%s removed %s' % (name, ', '.join(nodes)) for name, nodes in rejected.items() if nodes)
         super().__init__('no node can take %s vCPUs, %s MB RAM, %s GB disk: %s' % (
             request.vcpus, request.memory_mb, request.disk_gb, reasons or 'the cloud has no compute node'))
+
+
+# ------------------------------------------------------------------ candidates
+
+def candidates(views, allocations, hypervisor_free=True):
+    """Scheduler candidates from node views (compute_node_info's) and the registry's allocations.
+
+    Capacity is the view's (ratios and reserved applied); what is allocated comes
+    from the registry, so instances being built by another run count at once. On a
+    cluster node each ESXi host offers the vCPUs and RAM it has free now.
+    """
+    result = []
+    for view in views:
+        allocated = dict(allocations.get(view['name'], {}))
+        hosts = None
+        if kinds.capabilities(view['hypervisor_type']).hosts_in_node:
+            ratio = view['allocation_ratios']['cpu']
+            hosts = [Host(h['name'], h['usable'], int(h['vcpus'] * ratio) - h['vcpus_used'],
+                          h['memory_mb_free'] if hypervisor_free else h['memory_mb'] - h['memory_mb_used'])
+                     for h in view['hosts']]
+        result.append(Candidate(
+            name=view['name'], hypervisor_type=view['hypervisor_type'], up=view['state'] == 'up',
+            enabled=view['enabled'], forced_down=view['forced_down'], reserved_for_failover=view['reserved_for_failover'],
+            availability_zone=view['availability_zone'], aggregates=tuple(view['aggregates'] or ()),
+            capacity=dict(view['capacity']),
+            allocated={'vcpus': allocated.get('vcpus', 0), 'memory_mb': allocated.get('memory_mb', 0),
+                       'disk_gb': allocated.get('disk_gb', 0)},
+            instances=allocated.get('instances', view['instances']),
+            hosts=hosts))
+    return result
 
 
 # ------------------------------------------------------------------ filters

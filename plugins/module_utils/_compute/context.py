@@ -1,0 +1,102 @@
+# Copyright: multihv.cloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""One run's context: the cloud file, the registry and the drivers. Private to multihv.cloud: do not import.
+
+Every core operation takes a Context. It reads the node views once per run, finds
+the driver that serves a node by asking the drivers (never by a hypervisor's name),
+and gives worker threads contexts of their own (apart()).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import scheduler as _scheduler
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds
+
+
+def _open_registry(url):
+    # Imported late: the registry pulls in sqlite3/psycopg only when it is used.
+    from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
+    return Registry.open(url)
+
+
+class Context:
+    """One run's view of the cloud: its cloud file (a _config.CloudConfig), registry and drivers,
+    with the node views read once and drivers looked up by node.
+
+    driver_factory(config) -> [ComputeDriver] makes the drivers (kinds.drivers_for unless a
+    test gives its own); worker contexts get theirs from it too.
+    """
+
+    def __init__(self, config, registry, drivers=None, timeout=None, driver_factory=None):
+        self.config = config
+        self.registry = registry
+        self.timeout = timeout
+        self._driver_factory = driver_factory or kinds.drivers_for
+        self.drivers = drivers if drivers is not None else self._driver_factory(config)
+        if timeout:
+            for driver in self.drivers:
+                driver.work_timeout = float(timeout)
+        self._views = None
+
+    def views(self):
+        """The node views (see _nodes.view) of every node, read once."""
+        if self._views is None:
+            self._views = _nodes.list_nodes(self.config, self.registry, list(self.drivers))
+        return self._views
+
+    def view(self, node):
+        """One node's view, or None when the cloud has no such node."""
+        return next((v for v in self.views() if v['name'] == node), None)
+
+    def scheduler(self):
+        """A Scheduler over the node views and the registry's allocations as they are now."""
+        return _scheduler.Scheduler(_scheduler.candidates(self.views(), self.registry.allocations_by_node()))
+
+    def serving(self, node):
+        """The driver whose endpoint serves node, or None."""
+        return next((d for d in self.drivers if d.serves(node) or d.endpoint_name() == node), None)
+
+    def driver_for(self, node):
+        driver = self.serving(node)
+        if driver is None:
+            raise errors.NotFound('no endpoint in the cloud file serves node %s' % node)
+        return driver
+
+    def hypervisor_type(self, node):
+        """The node's hypervisor type: from the endpoint whose names it follows, else from the live
+        views; None for a node the cloud does not have."""
+        driver = next((d for d in self.drivers if d.serves(node)), None)
+        if driver is not None:
+            return driver.hypervisor_type
+        view = self.view(node)
+        return view['hypervisor_type'] if view else None
+
+    def capabilities(self, node):
+        """What node's hypervisor can do; None for a node the cloud does not have."""
+        kind = self.hypervisor_type(node)
+        return kinds.capabilities(kind) if kind else None
+
+    def close(self):
+        for driver in self.drivers:
+            driver.close()
+
+    @contextlib.contextmanager
+    def apart(self):
+        """A Context for a worker thread, with a registry connection and drivers of its own: neither
+        sqlite3 nor a pyVmomi session may be shared between threads. The node views are."""
+        views = self.views()
+        worker = Context(self.config, _open_registry(self.config.registry_url), timeout=self.timeout,
+                         driver_factory=self._driver_factory)
+        worker._views = views  # pylint: disable=protected-access
+        try:
+            yield worker
+        finally:
+            worker.close()
+            worker.registry.close()
+
+
+__all__ = ['Context']
