@@ -54,7 +54,8 @@ class Context:
 
     def scheduler(self):
         """A Scheduler over the node views and the registry's allocations as they are now."""
-        return _scheduler.Scheduler(_scheduler.candidates(self.views(), self.registry.allocations_by_node()))
+        return _scheduler.Scheduler(_scheduler.candidates(self.views(), self.registry.allocations_by_node(),
+                                                          self.kind_capabilities))
 
     def serving(self, node):
         """The driver whose endpoint serves node, or None."""
@@ -78,7 +79,13 @@ class Context:
     def capabilities(self, node):
         """What node's hypervisor can do; None for a node the cloud does not have."""
         kind = self.hypervisor_type(node)
-        return kinds.capabilities(kind) if kind else None
+        return self.kind_capabilities(kind) if kind else None
+
+    def kind_capabilities(self, kind):
+        """What a hypervisor type can do, as this run's drivers of that type declare it (the
+        drivers package's table when the run has none of them)."""
+        driver = next((d for d in self.drivers if d.hypervisor_type == kind), None)
+        return driver.capabilities if driver is not None else kinds.capabilities(kind)
 
     def close(self):
         for driver in self.drivers:

@@ -264,7 +264,7 @@ def _rebuild_on(ctx, record, dest, host, keep, migration_id):
     if not keep:
         _instances.ensure_image_on(registry, driver, image)
     registry.update_migration(migration_id, status='running', started_at=utcnow())
-    spec = _instances.spec_for(record, dest, host, flavor, image)
+    spec = _instances.spec_for(record, driver, dest, host, flavor, image)
     state = driver.spawn(dataclasses.replace(spec, reuse_disk=keep))
     if record['state'] == 'stopped':
         state = driver.set_power(record['uuid'], dest, 'stop')

@@ -13,7 +13,6 @@ import os
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import IMAGE_FILE, IMAGE_TEMPLATE
 
 
@@ -34,10 +33,9 @@ def upload(registry, driver, name, source, disk_format_):
         return driver.ensure_image(name, source, disk_format_)
 
 
-def desired(params):
-    """The registry fields an image task asks for."""
+def desired(params, caps):
+    """The registry fields an image task asks for; caps: what its hypervisor type can do."""
     kind = params['hypervisor_type']
-    caps = kinds.capabilities(kind)
     properties = dict(params.get('properties') or {})
     for key in ('min_ram', 'min_disk'):
         if params.get(key) is not None:
@@ -95,7 +93,7 @@ def ensure(ctx, params, check_mode):
         if not check_mode:
             registry.delete_image(name)
         return True, before, None
-    fields = desired(params)
+    fields = desired(params, ctx.kind_capabilities(params['hypervisor_type']))
     uploaded, locations = distribute(ctx, name, fields, check_mode)
     after = dict(before or {}, name=name, **fields)
     after['locations'] = locations

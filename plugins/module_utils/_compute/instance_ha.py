@@ -22,7 +22,6 @@ import datetime
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import STATE_UP
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import TIMESTAMP_FORMAT, utcnow
 
 
@@ -40,7 +39,7 @@ def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode
     now = datetime.datetime.now(datetime.timezone.utc)
     result = {'changed': False, 'down': [], 'waiting': [], 'recovered': [], 'unplaced': [], 'failures': [], 'cleared': []}
     for view in ctx.views():
-        if not kinds.capabilities(view['hypervisor_type']).evacuation:
+        if not ctx.kind_capabilities(view['hypervisor_type']).evacuation:
             continue
         name, kind = view['name'], view['hypervisor_type']
         admin = registry.get_node(name) or {}

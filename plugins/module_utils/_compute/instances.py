@@ -162,10 +162,9 @@ def claim_somewhere(ctx, flavor, inst_uuid, node, host, req):
     return node, host
 
 
-def _image_ref(image):
+def _image_ref(image, caps):
     """What a driver boots: a file image by its name (its base volume), a template image by its template."""
-    kind = image.get('hypervisor_type')
-    if kind and kinds.capabilities(kind).image_kind == IMAGE_TEMPLATE:
+    if caps.image_kind == IMAGE_TEMPLATE:
         return (image.get('properties') or {}).get('template') or image['name']
     return image['name']
 
@@ -223,8 +222,8 @@ def boot(ctx, placement):
         driver = ctx.driver_for(node)
         if node != planned:  # prepare_images readied the planned node only
             ensure_image_on(registry, driver, image)
-        spec = _spec(inst_uuid, params['name'], node, host, flavor, image, params.get('storage') or 'local', identity,
-                     params.get('user_data'))
+        spec = _spec(inst_uuid, params['name'], node, host, flavor, image, driver.capabilities, params.get('storage') or 'local',
+                     identity, params.get('user_data'))
         try:
             state = driver.spawn(spec)
         except errors.Unreachable:
@@ -241,17 +240,18 @@ def boot(ctx, placement):
     return registry.update_instance(inst_uuid, host=state.host, identity=identity, state=power)[1]
 
 
-def _spec(inst_uuid, name, node, host, flavor, image, storage, identity, user_data):
+def _spec(inst_uuid, name, node, host, flavor, image, caps, storage, identity, user_data):
     return InstanceSpec(uuid=inst_uuid, name=name, node=node, vcpus=flavor['vcpus'], memory_mb=flavor['ram_mb'],
-                        disk_gb=flavor['disk_gb'], image=_image_ref(image), storage=storage, host=host,
+                        disk_gb=flavor['disk_gb'], image=_image_ref(image, caps), storage=storage, host=host,
                         networks=identity.get('networks') or [], hostname=identity.get('hostname') or name,
                         user_data=user_data or '', metadata=identity.get('metadata') or {})
 
 
-def spec_for(record, node, host, flavor, image, user_data=None):
-    """The InstanceSpec that makes a recorded instance again on node (rebuild, evacuation):
-    its uuid, name, storage and identity (hostname, MACs, networks, metadata) kept."""
-    return _spec(record['uuid'], record['name'], node, host, flavor, image, record['storage'], record.get('identity') or {}, user_data)
+def spec_for(record, driver, node, host, flavor, image, user_data=None):
+    """The InstanceSpec that makes a recorded instance again on node (rebuild, evacuation) through
+    driver: its uuid, name, storage and identity (hostname, MACs, networks, metadata) kept."""
+    return _spec(record['uuid'], record['name'], node, host, flavor, image, driver.capabilities, record['storage'],
+                 record.get('identity') or {}, user_data)
 
 
 def rebuild(ctx, record, image_name=None, user_data=None):
@@ -276,7 +276,7 @@ def rebuild(ctx, record, image_name=None, user_data=None):
     ensure_image_on(registry, driver, image)
     driver.destroy(record['uuid'], record['node'])
     try:
-        state = driver.spawn(spec_for(record, record['node'], record.get('host'), flavor, image, user_data))
+        state = driver.spawn(spec_for(record, driver, record['node'], record.get('host'), flavor, image, user_data))
     except errors.MultihvError as exc:
         registry.update_instance(record['uuid'], state='error')
         raise errors.MultihvError('rebuild of instance %s on %s failed after its old VM was destroyed: %s; the instance is '

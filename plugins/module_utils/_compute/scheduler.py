@@ -100,18 +100,19 @@ class NoValidHost(Exception):
 
 # ------------------------------------------------------------------ candidates
 
-def candidates(views, allocations, hypervisor_free=True):
+def candidates(views, allocations, capabilities=kinds.capabilities, hypervisor_free=True):
     """Scheduler candidates from node views (compute_node_info's) and the registry's allocations.
 
     Capacity is the view's (ratios and reserved applied); what is allocated comes
-    from the registry, so instances being built by another run count at once. On a
-    cluster node each ESXi host offers the vCPUs and RAM it has free now.
+    from the registry, so instances being built by another run count at once. On a node of
+    several hosts (a cluster) each host offers the vCPUs and RAM it has free now.
+    capabilities(hypervisor_type) -> Capabilities.
     """
     result = []
     for view in views:
         allocated = dict(allocations.get(view['name'], {}))
         hosts = None
-        if kinds.capabilities(view['hypervisor_type']).hosts_in_node:
+        if capabilities(view['hypervisor_type']).hosts_in_node:
             ratio = view['allocation_ratios']['cpu']
             hosts = [Host(h['name'], h['usable'], int(h['vcpus'] * ratio) - h['vcpus_used'],
                           h['memory_mb_free'] if hypervisor_free else h['memory_mb'] - h['memory_mb_used'])
