@@ -39,8 +39,8 @@ def stable_mac(instance_uuid, index):
 def request_for(flavor, image, params, group=None, group_nodes=None, hints=None):
     """A scheduler Request from a flavor, an image and the instance's placement options."""
     specs = flavor.get('extra_specs') or {}
-    kinds = set(k for k in (specs.get('hypervisor_type'), image.get('hypervisor_type')) if k)
-    if len(kinds) > 1:
+    wanted_types = set(k for k in (specs.get('hypervisor_type'), image.get('hypervisor_type')) if k)
+    if len(wanted_types) > 1:
         raise errors.MultihvError('flavor %s asks for hypervisor_type %s but image %s is for %s; nothing was created'
                                   % (flavor['name'], specs['hypervisor_type'], image['name'], image['hypervisor_type']))
     props = image.get('properties') or {}
@@ -56,7 +56,7 @@ def request_for(flavor, image, params, group=None, group_nodes=None, hints=None)
         aggregates = [aggregates]
     return Request(
         vcpus=flavor['vcpus'], memory_mb=flavor['ram_mb'], disk_gb=flavor['disk_gb'],
-        hypervisor_type=next(iter(kinds)) if kinds else None,
+        hypervisor_type=next(iter(wanted_types)) if wanted_types else None,
         availability_zone=params.get('availability_zone') or specs.get('availability_zone'),
         aggregates=tuple(aggregates), node=params.get('node'),
         group_policy=group['policy'] if group else None, group_nodes=dict(group_nodes or {}),
