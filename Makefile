@@ -19,9 +19,18 @@ export ANSIBLE_FORCE_COLOR ?= 0
 PG_DIR   ?= /var/tmp/multihv-cloud-postgres
 export MULTIHV_TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:55432/multihv
 
+# The lab and the demo are test equipment, not part of the built collection: tests/lab holds their
+# playbooks and, in tests/lab/roles, the lab role (found there by ansible-playbook, next to the playbook).
+LAB_PLAYBOOK  := $(CURDIR)/tests/lab/lab.yml
+DEMO_PLAYBOOK := $(CURDIR)/tests/lab/demo.yml
 # Extra role variables for the lab, e.g. LAB_VARS='-e lab_kvm_hosts=3 -e lab_vcsim_port=9989'.
 LAB_VARS ?=
-LAB := $(BIN)/ansible-playbook multihv.cloud.lab -e lab_dir=$(LAB_DIR) $(LAB_VARS)
+LAB := $(BIN)/ansible-playbook $(LAB_PLAYBOOK) -e lab_dir=$(LAB_DIR) $(LAB_VARS)
+# lab-fail and lab-restore act on a running lab. They neither install nor rebuild anything (that would
+# replace the installed collection under whoever is using it): the lab role needs ansible-playbook
+# only, and the lab's description that lab-up wrote.
+LAB_RUNNING := test -x $(BIN)/ansible-playbook -a -f $(LAB_DIR)/lab.json \
+	|| { echo "the lab is not up ($(LAB_DIR)/lab.json missing, or no $(BIN)/ansible-playbook): run make lab-up first" >&2; exit 2; }
 
 .PHONY: help deps install demo test unit integration molecule sanity lab-up lab-down lab-fail lab-restore lab-clean postgres-up postgres-down
 
@@ -51,20 +60,22 @@ install: deps
 
 # The lab writes the inventory the demo builds its cloud from.
 demo: lab-up
-	$(BIN)/ansible-playbook -i $(LAB_DIR)/inventory.yml multihv.cloud.demo
+	$(BIN)/ansible-playbook -i $(LAB_DIR)/inventory.yml $(DEMO_PLAYBOOK)
 
 lab-up: install
 	$(LAB) -e lab_action=up
 
 lab-down:
-	if [ -x $(BIN)/ansible-playbook ] && [ -d $(BUILD)/collections ]; then $(LAB) -e lab_action=down; fi
+	if [ -x $(BIN)/ansible-playbook ]; then $(LAB) -e lab_action=down; fi
 
-lab-fail: install
+lab-fail:
 	@test -n "$(HOST)" || { echo "usage: make lab-fail HOST=<kvm host or ESXi host>"; exit 2; }
+	@$(LAB_RUNNING)
 	$(LAB) -e lab_action=fail -e lab_host=$(HOST)
 
-lab-restore: install
+lab-restore:
 	@test -n "$(HOST)" || { echo "usage: make lab-restore HOST=<kvm host or ESXi host>"; exit 2; }
+	@$(LAB_RUNNING)
 	$(LAB) -e lab_action=restore -e lab_host=$(HOST)
 
 lab-clean: lab-down

@@ -3,8 +3,8 @@ collection's node_events source and instance_ha rulebook by their collection nam
 collection installed where ANSIBLE_COLLECTIONS_PATH points (`make install`). kvm2 loses power;
 nothing but the rulebook rebuilds its HA instance on kvm1.
 
-Hosts fail and come back through the lab playbook itself, not `make lab-fail`: that target runs
-`make install` first, which would replace the installed collection under the running rulebook.
+Hosts fail and come back through the lab playbook (tests/lab/lab.yml, Lab.host_action), as `make lab-fail`
+and `make lab-restore` do; neither installs the collection again under the running rulebook.
 """
 
 from __future__ import annotations

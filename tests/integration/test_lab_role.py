@@ -1,12 +1,12 @@
-"""The lab role through real ansible-playbook runs."""
+"""The lab role (tests/lab/roles/lab) through real ansible-playbook runs of the lab playbook (tests/lab/lab.yml)."""
 
 import re
 
-from support.lab import run
+from support.lab import LAB_PLAYBOOK, LAB_ROLES, run
 
 
 def test_lab_up_is_idempotent(lab):
-    result = run('ansible-playbook', 'multihv.cloud.lab', '-e', f'lab_dir={lab.dir}', '-e', 'lab_action=up', *lab.role_vars())
+    result = run('ansible-playbook', str(LAB_PLAYBOOK), '-e', f'lab_dir={lab.dir}', '-e', 'lab_action=up', *lab.role_vars())
     recap = re.search(r'localhost\s*:\s*ok=\d+\s+changed=(\d+)\s+unreachable=0\s+failed=0', result.stdout)
     assert recap, result.stdout[-2000:]
     assert recap.group(1) == '0', result.stdout[-4000:]
@@ -23,7 +23,7 @@ def test_cloud_file_describes_the_lab(lab):
 
 
 def test_unknown_host_fails_clearly_and_changes_nothing(lab):
-    result = run('ansible-playbook', 'multihv.cloud.lab', '-e', f'lab_dir={lab.dir}', '-e', 'lab_action=fail',
+    result = run('ansible-playbook', str(LAB_PLAYBOOK), '-e', f'lab_dir={lab.dir}', '-e', 'lab_action=fail',
                  '-e', 'lab_host=no-such-host', check=False)
     assert result.returncode != 0
     assert 'no-such-host is neither a lab KVM host' in result.stdout
@@ -32,6 +32,6 @@ def test_unknown_host_fails_clearly_and_changes_nothing(lab):
 
 
 def test_role_documentation_renders():
-    result = run('ansible-doc', '-t', 'role', 'multihv.cloud.lab')
+    result = run('ansible-doc', '-t', 'role', '--roles-path', str(LAB_ROLES), 'lab')
     for option in ('lab_action', 'lab_kvm_hosts', 'lab_vcsim_delay_ms'):
         assert option in result.stdout

@@ -3,7 +3,7 @@ read back independently with pyVmomi, idempotence, check mode, diff and errors; 
 compute_node_info's ha_enabled / drs_enabled following them.
 
 vcsim 0.24.2 alone drops the dasConfig and drsConfig of ReconfigureComputeResource_Task;
-the lab's launcher (roles/lab/files/vcsim/main.go, serveReconfigure) keeps them, so what
+the lab's launcher (tests/lab/roles/lab/files/vcsim/main.go, serveReconfigure) keeps them, so what
 the module sends reads back here. The test changes one cluster of the shared lab and puts
 its configuration back afterwards."""
 

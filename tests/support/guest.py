@@ -1,4 +1,4 @@
-"""The lab guest (roles/lab/files/guest): its domain XML and its serial log.
+"""The lab guest (tests/lab/roles/lab/files/guest): its domain XML and its serial log.
 
 Pure logic, no I/O beyond reading a log file, so it is unit-tested on its own.
 The guest prints `boot B persisted P` once per boot (P is `none` on a fresh

@@ -17,6 +17,9 @@ from support import guest
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 LAB_DIR = pathlib.Path(os.environ.get('MULTIHV_LAB_DIR', REPO / '.lab'))
+# The lab playbook (its role in tests/lab/roles, found next to it): test equipment, not in the collection.
+LAB_PLAYBOOK = REPO / 'tests' / 'lab' / 'lab.yml'
+LAB_ROLES = REPO / 'tests' / 'lab' / 'roles'
 
 
 def run(*cmd: str, timeout: float = 300, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -73,10 +76,10 @@ class Lab:
         return run('make', '--no-print-directory', *targets, f'LAB_DIR={self.dir}', timeout=timeout)
 
     def host_action(self, action: str, host: str):
-        """Power loss (fail) or boot (restore) of a KVM lab host through the lab playbook itself: `make lab-fail`
-        runs `make install` first, which would replace the installed collection under running processes.
-        Checked with kvm-host status, and after a restore until its libvirtd answers."""
-        run('ansible-playbook', 'multihv.cloud.lab', '-e', f'lab_dir={self.dir}', '-e', f'lab_action={action}', '-e', f'lab_host={host}')
+        """Power loss (fail) or boot (restore) of a KVM lab host through the lab playbook, as `make lab-fail` and
+        `make lab-restore` do (without make's own environment). Checked with kvm-host status, and after a restore
+        until its libvirtd answers."""
+        run('ansible-playbook', str(LAB_PLAYBOOK), '-e', f'lab_dir={self.dir}', '-e', f'lab_action={action}', '-e', f'lab_host={host}')
         status = subprocess.run([str(self.dir / 'bin' / 'kvm-host'), 'status', self.hosts[host]['dir']], capture_output=True, text=True,
                                 check=False, timeout=60).stdout.strip()
         assert status == ('down' if action == 'fail' else 'running'), f'{host} is {status} after lab_action={action}'
