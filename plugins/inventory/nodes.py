@@ -128,7 +128,7 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
             if self.get_option('registry_url'):
                 cloud.registry_url = self.get_option('registry_url')
             with Registry.open(cloud.registry_url) as registry:
-                return _nodes.list_nodes(cloud, registry)
+                return [node.as_dict() for node in _nodes.list_nodes(cloud, registry)]
         except errors.MultihvError as exc:
             raise AnsibleParserError('multihv.cloud.nodes: %s' % exc)
 

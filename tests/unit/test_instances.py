@@ -5,6 +5,8 @@ import pytest
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instance_tasks as _instance_tasks
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import scheduler as _scheduler
+from ansible_collections.multihv.cloud.plugins.module_utils._compute.records import NodeView
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import HostResources
 from ansible_collections.multihv.cloud.plugins.module_utils._errors import MultihvError
 
 FLAVOR = {'name': 'm1', 'vcpus': 2, 'ram_mb': 2048, 'disk_gb': 10, 'extra_specs': {}}
@@ -12,11 +14,13 @@ IMAGE = {'name': 'img', 'hypervisor_type': 'kvm', 'properties': {}}
 
 
 def view(name, kind='kvm', **extra):
-    base = {'name': name, 'hypervisor_type': kind, 'state': 'up', 'enabled': True, 'forced_down': False,
-            'reserved_for_failover': False, 'availability_zone': 'az', 'aggregates': ['a'], 'instances': 0,
-            'capacity': {'vcpus': 16, 'memory_mb': 8192, 'disk_gb': 100}, 'allocation_ratios': {'cpu': 4.0}, 'hosts': []}
+    base = {'name': name, 'hypervisor_type': kind, 'endpoint': None, 'state': 'up', 'reason': None, 'enabled': True,
+            'disabled_reason': None, 'forced_down': False, 'reserved_for_failover': False, 'availability_zone': 'az',
+            'aggregates': ['a'], 'instances': 0, 'capacity': {'vcpus': 16, 'memory_mb': 8192, 'disk_gb': 100},
+            'allocation_ratios': {'cpu': 4.0}, 'reserved': {}, 'physical': {}, 'used': {}, 'free': {},
+            'largest_host_free': {}, 'hosts': []}
     base.update(extra)
-    return base
+    return NodeView(**base)
 
 
 def test_stable_macs_are_per_instance_and_nic_and_local():
@@ -26,8 +30,8 @@ def test_stable_macs_are_per_instance_and_nic_and_local():
 
 
 def test_candidates_take_allocations_from_the_registry_and_hosts_from_clusters():
-    hosts = [{'name': 'h1', 'usable': True, 'vcpus': 8, 'vcpus_used': 4, 'memory_mb_free': 3000},
-             {'name': 'h2', 'usable': False, 'vcpus': 8, 'vcpus_used': 0, 'memory_mb_free': 8000}]
+    hosts = [HostResources('h1', vcpus=8, vcpus_used=4, memory_mb_free=3000),
+             HostResources('h2', connection_state='notResponding', vcpus=8, vcpus_used=0, memory_mb_free=8000)]
     found = _scheduler.candidates([view('kvm1'), view('vc/dc/c', 'vsphere', hosts=hosts)],
                                   {'kvm1': {'vcpus': 3, 'memory_mb': 1024, 'disk_gb': 5, 'instances': 2}})
     kvm, cluster = found

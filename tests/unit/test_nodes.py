@@ -58,7 +58,8 @@ def test_down_node_has_no_capacity():
 
 
 def test_filters():
-    view = node_view(kvm_node(vcpus=1, memory_mb=1), None)
+    node = kvm_node(vcpus=1, memory_mb=1)
+    view = _nodes.node_view(CLOUD, node, None, _nodes.placement_of(DRIVERS, node.name))
     assert _nodes.matches(view, {'hypervisor_type': 'kvm', 'aggregate': 'a', 'state': 'up', 'enabled': True, 'names': None})
     assert not _nodes.matches(view, {'enabled': False})
     assert not _nodes.matches(view, {'aggregate': 'b'})

@@ -4,18 +4,17 @@
 
 The rules are Nova's: a flavor used by instances keeps its vcpus, ram_mb and
 disk_gb (resize an instance to another flavor instead) and cannot be deleted;
-a server group with members keeps its policy and cannot be deleted. The
-registry enforces the same rules inside its transactions, so that a concurrent
-run cannot slip an instance in between the check here and the write; the
-checks here make check mode fail the way the real run would.
+a server group with members keeps its policy and cannot be deleted. They live in
+_registry/rules.py: the registry checks them inside its transactions, so that a
+concurrent run cannot slip an instance in between the check here and the write;
+checking them here too makes check mode fail the way the real run would.
 """
 
 from __future__ import annotations
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import (
-    FLAVOR_RESOURCES, SERVER_GROUP_POLICIES, name_list,
-)
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import FLAVOR_RESOURCES, GROUP_POLICIES
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import rules
 
 FLAVOR_MINIMUM = {'vcpus': 1, 'ram_mb': 1, 'disk_gb': 0}
 # What the scheduler reads from a flavor's extra_specs; other keys must be
@@ -101,15 +100,11 @@ def set_flavor(registry, name, state, fields, check_mode=False):
         after = _flavor_after(name, before, given)
         if after == before:
             return False, before, after
-        resized = [field for field in FLAVOR_RESOURCES if before is not None and after[field] != before[field]]
-        users = _users(registry, name) if resized else []
-        if users:
-            raise errors.MultihvError(
-                'flavor %s is used by instance(s) %s: its %s cannot change (flavors are immutable; make a new flavor and '
-                'resize the instances to it); flavor %s was left unchanged' % (name, name_list(users), ', '.join(resized), name))
+        changes = dict((field, value) for field, value in after.items() if field != 'name' and (before is None or before[field] != value))
+        if before is not None:
+            rules.keep_used_flavor(name, _users(registry, name), changes)
         if check_mode:
             return True, before, after
-        changes = dict((field, value) for field, value in after.items() if field != 'name' and (before is None or before[field] != value))
         written = registry.set_flavor(name, **changes)[1]
         return True, before, flavor_view(written)
 
@@ -128,10 +123,7 @@ def _flavor_after(name, before, given):
 def _delete_flavor(registry, name, before, check_mode):
     if before is None:
         return False, None, None
-    users = _users(registry, name)
-    if users:
-        raise errors.MultihvError('flavor %s is used by instance(s) %s; delete them or resize them to another flavor first; '
-                                  'flavor %s was left untouched' % (name, name_list(users), name))
+    rules.keep_flavor_in_use(name, _users(registry, name))
     if not check_mode:
         registry.delete_flavor(name)
     return True, before, None
@@ -153,16 +145,16 @@ def server_group_view(row, members):
 def set_server_group(registry, name, state, fields, check_mode=False):
     """Make server group name present with the policy given (kept when not given), or absent.
 
-    fields: policy (one of SERVER_GROUP_POLICIES; needed to create a group).
+    fields: policy (one of GROUP_POLICIES; needed to create a group).
     A group with members keeps its policy and cannot be deleted. Returns
     (changed, before, after) with before/after as server_group_view().
     """
     _check_name('server group', name)
     _check_state('server group', name, state)
     policy = (fields or {}).get('policy')
-    if policy is not None and policy not in SERVER_GROUP_POLICIES:
+    if policy is not None and policy not in GROUP_POLICIES:
         raise errors.MultihvError('unknown server group policy %r; use one of %s; server group %s was left unchanged'
-                                  % (policy, ', '.join(SERVER_GROUP_POLICIES), name))
+                                  % (policy, ', '.join(GROUP_POLICIES), name))
     with registry.transaction():
         row = registry.get_server_group(name, lock=True)
         members = [instance['name'] for instance in registry.list_instances(server_group=name)] if row else []
@@ -171,15 +163,13 @@ def set_server_group(registry, name, state, fields, check_mode=False):
             return _delete_server_group(registry, name, before, check_mode)
         if before is None and policy is None:
             raise errors.MultihvError('server group %s does not exist; give its policy (one of %s) to create it; nothing was created'
-                                      % (name, ', '.join(SERVER_GROUP_POLICIES)))
+                                      % (name, ', '.join(GROUP_POLICIES)))
         after = dict(before or {'name': name, 'members': []})
         after['policy'] = policy or after['policy']
         if after == before:
             return False, before, after
-        if members:
-            raise errors.MultihvError(
-                'server group %s has members %s: its policy cannot change from %s to %s while it has members; '
-                'server group %s was left unchanged' % (name, name_list(members), before['policy'], after['policy'], name))
+        if before is not None:
+            rules.keep_policy_of_members(name, members, before['policy'], after['policy'])
         if not check_mode:
             registry.set_server_group(name, after['policy'])
         return True, before, after
@@ -188,9 +178,7 @@ def set_server_group(registry, name, state, fields, check_mode=False):
 def _delete_server_group(registry, name, before, check_mode):
     if before is None:
         return False, None, None
-    if before['members']:
-        raise errors.MultihvError('server group %s still has members %s; delete them or take them out of the group first; '
-                                  'server group %s was left untouched' % (name, name_list(before['members']), name))
+    rules.keep_group_with_members(name, before['members'])
     if not check_mode:
         registry.delete_server_group(name)
     return True, before, None

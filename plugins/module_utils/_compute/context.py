@@ -43,14 +43,14 @@ class Context:
         self._views = None
 
     def views(self):
-        """The node views (see _nodes.view) of every node, read once."""
+        """The NodeView of every node, read once."""
         if self._views is None:
             self._views = _nodes.list_nodes(self.config, self.registry, list(self.drivers))
         return self._views
 
     def view(self, node):
         """One node's view, or None when the cloud has no such node."""
-        return next((v for v in self.views() if v['name'] == node), None)
+        return next((v for v in self.views() if v.name == node), None)
 
     def scheduler(self):
         """A Scheduler over the node views and the registry's allocations as they are now."""
@@ -74,7 +74,7 @@ class Context:
         if driver is not None:
             return driver.hypervisor_type
         view = self.view(node)
-        return view['hypervisor_type'] if view else None
+        return view.hypervisor_type if view else None
 
     def capabilities(self, node):
         """What node's hypervisor can do; None for a node the cloud does not have."""

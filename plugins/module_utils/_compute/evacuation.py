@@ -31,7 +31,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import inst
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.records import Evacuation
-from ansible_collections.multihv.cloud.plugins.module_utils._constants import INSTANCE_LEASE_WAIT_SECONDS, STATE_UP
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import INSTANCE_LEASE_WAIT_SECONDS
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import utcnow
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import NoValidHost
 
@@ -63,7 +63,7 @@ def check_failed(ctx, node, check_mode=False):
     if not caps.evacuation:
         raise errors.MultihvError('node %s is a %s: %s. Nothing was evacuated' % (node, caps.node_noun, caps.self_recovery))
     view = ctx.view(node)
-    if view['state'] == STATE_UP:
+    if view.up:
         raise errors.MultihvError(
             'node %s answers (its hypervisor is reachable): evacuation starts second copies of its instances, and two copies '
             'of one VM on shared storage corrupt its disk; move them with multihv.cloud.migrate (from_node) instead. '
@@ -76,7 +76,7 @@ def check_failed(ctx, node, check_mode=False):
         raise errors.MultihvError(
             'node %s does not answer (%s) but is neither forced down nor fenceable: it may still run its instances behind a '
             'network fault. Make sure it is off, then set forced_down with multihv.cloud.compute_node, or give it a '
-            'fence_command in the cloud file. Nothing was evacuated' % (node, view.get('reason') or 'down'))
+            'fence_command in the cloud file. Nothing was evacuated' % (node, view.reason or 'down'))
     if check_mode:
         return 'would fence'
     fence(node, command)
@@ -207,7 +207,7 @@ def _request(ctx, record, target_node, untouched):
     peers = source.storage_peers(record['node']) if source is not None else None
     if record['storage'] == 'shared' and peers:
         # Its disk is only on the nodes that share the directory: elsewhere it would be lost.
-        request = dataclasses.replace(request, exclude=request.exclude | (frozenset(v['name'] for v in ctx.views()) - set(peers)))
+        request = dataclasses.replace(request, exclude=request.exclude | (frozenset(v.name for v in ctx.views()) - set(peers)))
     return dataclasses.replace(request, for_failover=True)
 
 
@@ -285,10 +285,10 @@ def clean_stale(ctx, node, check_mode=False):
     if not pending:
         return []
     view = ctx.view(node)
-    if view is None or view['state'] != STATE_UP:
+    if view is None or not view.up:
         raise errors.MultihvError(
             'node %s has %d evacuated instances whose stale copies must be destroyed before it takes instances again, '
-            'and it does not answer (%s); it was left as it was' % (node, len(pending), (view or {}).get('reason') or 'down'))
+            'and it does not answer (%s); it was left as it was' % (node, len(pending), (view.reason if view else None) or 'down'))
     driver = ctx.driver_for(node)
     present = set(s.uuid for s in driver.list_instances())
     cleaned = []

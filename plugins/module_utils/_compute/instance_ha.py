@@ -21,7 +21,6 @@ import datetime
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
-from ansible_collections.multihv.cloud.plugins.module_utils._constants import STATE_UP
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import TIMESTAMP_FORMAT, utcnow
 
 
@@ -39,12 +38,12 @@ def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode
     now = datetime.datetime.now(datetime.timezone.utc)
     result = {'changed': False, 'down': [], 'waiting': [], 'recovered': [], 'unplaced': [], 'failures': [], 'cleared': []}
     for view in ctx.views():
-        if not ctx.kind_capabilities(view['hypervisor_type']).evacuation:
+        if not ctx.kind_capabilities(view.hypervisor_type).evacuation:
             continue
-        name, kind = view['name'], view['hypervisor_type']
+        name, kind = view.name, view.hypervisor_type
         admin = registry.get_node(name) or {}
         since = admin.get('down_since')
-        if view['state'] == STATE_UP:
+        if view.up:
             if since:
                 result['cleared'].append(name)
                 if not check_mode:  # bookkeeping of the watch, not a change of the cloud
@@ -57,7 +56,7 @@ def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode
         down_for = _seconds_since(since, now)
         if down_for < grace_period:
             result['waiting'].append({'node': name, 'down_since': since, 'seconds_left': round(grace_period - down_for, 1),
-                                      'reason': view.get('reason')})
+                                      'reason': view.reason})
             continue
         todo = [r['uuid'] for r in registry.list_instances(node=name)
                 if r['state'] in _evacuation.EVACUABLE and (evacuate_all or r.get('ha'))]

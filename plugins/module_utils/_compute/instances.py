@@ -141,11 +141,11 @@ class ClaimContended(errors.MultihvError):
 
 def claim_on(ctx, flavor, node, inst_uuid):
     """Claim the flavor's resources on node for the instance (atomic, see Registry.claim); True when they fit."""
-    view = next((v for v in ctx.views() if v['name'] == node), None)
+    view = ctx.view(node)
     if view is None:
         return False
     resources = {'vcpus': flavor['vcpus'], 'memory_mb': flavor['ram_mb'], 'disk_gb': flavor['disk_gb']}
-    return ctx.registry.claim(inst_uuid, node, view['hypervisor_type'], resources, view['capacity'])
+    return ctx.registry.claim(inst_uuid, node, view.hypervisor_type, resources, view.capacity)
 
 
 def claim_somewhere(ctx, flavor, inst_uuid, node, host, req):

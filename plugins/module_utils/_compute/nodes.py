@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute.records import NodeView
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import RESOURCES
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import NodePlacement, NodeResources
@@ -64,7 +65,7 @@ def hypervisor_type_of(drivers, name):
 
 
 def view(config, live, admin_rows, drivers):
-    """What a node is, as users see it: one dict per live node (down ones included).
+    """What a node is, as users see it: one NodeView per live node (down ones included).
 
     capacity = (physical - reserved) * allocation ratio, as Nova's placement counts it;
     used = what the hypervisor's instances hold; free = capacity - used.
@@ -89,30 +90,29 @@ def node_view(config, node, row, placement):
     physical = {'vcpus': node.vcpus, 'memory_mb': node.memory_mb, 'disk_gb': node.disk_gb}
     used = {'vcpus': node.vcpus_used, 'memory_mb': node.memory_mb_used, 'disk_gb': max(node.disk_gb - node.disk_gb_free, 0)}
     capacity = dict((r, int(max(physical[r] - reserved[r], 0) * ratios[RATIO_OF[r]])) for r in RESOURCES)
-    result = {
-        'name': node.name,
-        'hypervisor_type': node.hypervisor_type,
-        'endpoint': endpoint,
-        'state': node.state,
-        'reason': node.reason,
-        'enabled': row.get('enabled', True),
-        'disabled_reason': row.get('disabled_reason'),
-        'forced_down': row.get('forced_down', False),
-        'availability_zone': row.get('availability_zone') or zone,
-        'aggregates': row['aggregates'] if row.get('aggregates') is not None else aggregates,
-        'allocation_ratios': ratios,
-        'reserved': reserved,
-        'reserved_for_failover': row.get('reserved_for_failover', False),
-        'physical': physical,
-        'capacity': capacity,
-        'used': used,
-        'free': dict((r, capacity[r] - used[r]) for r in RESOURCES),
-        'instances': node.instances,
-        'largest_host_free': {'memory_mb': node.largest_host_free_memory_mb, 'vcpus': node.largest_host_free_vcpus},
-        'hosts': [h.as_dict() for h in node.hosts],
-    }
-    result.update(node.extra)
-    return result
+    return NodeView(
+        name=node.name,
+        hypervisor_type=node.hypervisor_type,
+        endpoint=endpoint,
+        state=node.state,
+        reason=node.reason,
+        enabled=row.get('enabled', True),
+        disabled_reason=row.get('disabled_reason'),
+        forced_down=row.get('forced_down', False),
+        availability_zone=row.get('availability_zone') or zone,
+        aggregates=row['aggregates'] if row.get('aggregates') is not None else aggregates,
+        allocation_ratios=ratios,
+        reserved=reserved,
+        reserved_for_failover=row.get('reserved_for_failover', False),
+        physical=physical,
+        capacity=capacity,
+        used=used,
+        free=dict((r, capacity[r] - used[r]) for r in RESOURCES),
+        instances=node.instances,
+        largest_host_free={'memory_mb': node.largest_host_free_memory_mb, 'vcpus': node.largest_host_free_vcpus},
+        hosts=list(node.hosts),
+        extra=dict(node.extra),
+    )
 
 
 def list_nodes(config, registry, drivers=None):
@@ -132,9 +132,9 @@ def find_node(config, registry, name, drivers=None):
     """One node's view; errors.NotFound naming the known nodes when there is none by that name."""
     nodes = list_nodes(config, registry, drivers)
     for node in nodes:
-        if node['name'] == name:
+        if node.name == name:
             return node
-    known = sorted(n['name'] for n in nodes)
+    known = sorted(n.name for n in nodes)
     raise errors.NotFound('no compute node named %s; the cloud has %s' % (name, ', '.join(known) or 'none'))
 
 
@@ -160,7 +160,7 @@ def set_admin_state(config, registry, name, changes, check_mode=False, drivers=N
     if driver is not None and (name in driver.node_names() or current is not None):
         kind = driver.hypervisor_type
     else:  # a name the cloud file does not list: the endpoint must report it
-        kind = find_node(config, registry, name, drivers)['hypervisor_type']  # raises NotFound with the known names
+        kind = find_node(config, registry, name, drivers).hypervisor_type  # raises NotFound with the known names
     before = admin_state(current)
     after = dict(before)
     after.update(changes)
@@ -189,13 +189,13 @@ def admin_state(row):
 
 
 def matches(node, filters):
-    """Does a node view pass the info filters (each None or empty means any)?"""
-    if filters.get('names') and node['name'] not in filters['names']:
+    """Does a NodeView pass the info filters (each None or empty means any)?"""
+    if filters.get('names') and node.name not in filters['names']:
         return False
     for key in ('hypervisor_type', 'availability_zone', 'state', 'enabled'):
-        if filters.get(key) is not None and node[key] != filters[key]:
+        if filters.get(key) is not None and getattr(node, key) != filters[key]:
             return False
-    if filters.get('aggregate') and filters['aggregate'] not in (node['aggregates'] or []):
+    if filters.get('aggregate') and filters['aggregate'] not in (node.aggregates or []):
         return False
     return True
 

@@ -9,7 +9,58 @@ another's by position.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import STATE_UP
+
+
+@dataclasses.dataclass
+class NodeView:
+    """A node as users see it: live resources from its driver joined with its admin state from
+    the registry and its placement from the cloud file (see nodes.node_view for the sums).
+
+    physical, capacity, used, free, reserved: {vcpus, memory_mb, disk_gb}; capacity is
+    (physical - reserved) x allocation ratio. hosts: the HostResources of its hypervisor hosts.
+    extra: what only its hypervisor type reports (merged into as_dict()).
+    """
+
+    name: str
+    hypervisor_type: str
+    endpoint: str | None
+    state: str
+    reason: str | None
+    enabled: bool
+    disabled_reason: str | None
+    forced_down: bool
+    availability_zone: str | None
+    aggregates: list | None
+    allocation_ratios: dict
+    reserved: dict
+    reserved_for_failover: bool
+    physical: dict
+    capacity: dict
+    used: dict
+    free: dict
+    instances: int
+    largest_host_free: dict
+    hosts: list
+    extra: dict = dataclasses.field(default_factory=dict)
+
+    @property
+    def up(self):
+        return self.state == STATE_UP
+
+    def as_dict(self):
+        """The view as modules, the inventory and events return it: one flat dict."""
+        result = {}
+        for field in dataclasses.fields(self):
+            if field.name == 'hosts':
+                result['hosts'] = [h.as_dict() for h in self.hosts]
+            elif field.name != 'extra':
+                result[field.name] = copy.deepcopy(getattr(self, field.name))
+        result.update(copy.deepcopy(self.extra))
+        return result
 
 
 @dataclasses.dataclass
@@ -61,4 +112,4 @@ class Evacuation:
     migration: dict
 
 
-__all__ = ['Evacuation', 'Move', 'Placement']
+__all__ = ['Evacuation', 'Move', 'NodeView', 'Placement']

@@ -101,7 +101,7 @@ class NoValidHost(Exception):
 # ------------------------------------------------------------------ candidates
 
 def candidates(views, allocations, capabilities=kinds.capabilities, hypervisor_free=True):
-    """Scheduler candidates from node views (compute_node_info's) and the registry's allocations.
+    """Scheduler candidates from NodeViews and the registry's allocations.
 
     Capacity is the view's (ratios and reserved applied); what is allocated comes
     from the registry, so instances being built by another run count at once. On a node of
@@ -110,21 +110,21 @@ def candidates(views, allocations, capabilities=kinds.capabilities, hypervisor_f
     """
     result = []
     for view in views:
-        allocated = dict(allocations.get(view['name'], {}))
+        allocated = dict(allocations.get(view.name, {}))
         hosts = None
-        if capabilities(view['hypervisor_type']).hosts_in_node:
-            ratio = view['allocation_ratios']['cpu']
-            hosts = [Host(h['name'], h['usable'], int(h['vcpus'] * ratio) - h['vcpus_used'],
-                          h['memory_mb_free'] if hypervisor_free else h['memory_mb'] - h['memory_mb_used'])
-                     for h in view['hosts']]
+        if capabilities(view.hypervisor_type).hosts_in_node:
+            ratio = view.allocation_ratios['cpu']
+            hosts = [Host(h.name, h.usable, int(h.vcpus * ratio) - h.vcpus_used,
+                          h.memory_mb_free if hypervisor_free else h.memory_mb - h.memory_mb_used)
+                     for h in view.hosts]
         result.append(Candidate(
-            name=view['name'], hypervisor_type=view['hypervisor_type'], up=view['state'] == 'up',
-            enabled=view['enabled'], forced_down=view['forced_down'], reserved_for_failover=view['reserved_for_failover'],
-            availability_zone=view['availability_zone'], aggregates=tuple(view['aggregates'] or ()),
-            capacity=dict(view['capacity']),
+            name=view.name, hypervisor_type=view.hypervisor_type, up=view.up,
+            enabled=view.enabled, forced_down=view.forced_down, reserved_for_failover=view.reserved_for_failover,
+            availability_zone=view.availability_zone, aggregates=tuple(view.aggregates or ()),
+            capacity=dict(view.capacity),
             allocated={'vcpus': allocated.get('vcpus', 0), 'memory_mb': allocated.get('memory_mb', 0),
                        'disk_gb': allocated.get('disk_gb', 0)},
-            instances=allocated.get('instances', view['instances']),
+            instances=allocated.get('instances', view.instances),
             hosts=hosts))
     return result
 

@@ -182,7 +182,7 @@ def read_nodes(core, cloud_file):
     config, nodes, registry_class = core
     cloud = config.load(cloud_file=cloud_file or None)
     with registry_class.open(cloud.registry_url) as registry:
-        return [{'name': n['name'], 'hypervisor_type': n['hypervisor_type'], 'state': n['state'], 'reason': n['reason']}
+        return [{'name': n.name, 'hypervisor_type': n.hypervisor_type, 'state': n.state, 'reason': n.reason}
                 for n in nodes.list_nodes(cloud, registry)]
 
 
