@@ -412,7 +412,7 @@ def driver_properties(collections_path):
     """PROPERTIES of our vSphere driver, imported from the collection being measured."""
     sys.path.insert(0, str(collections_path))
     try:
-        return importlib.import_module('ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver').PROPERTIES
+        return importlib.import_module('ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.properties').PROPERTIES
     finally:
         sys.path.remove(str(collections_path))
 

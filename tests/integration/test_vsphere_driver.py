@@ -19,9 +19,9 @@ from pyVmomi import vim, vmodl
 from ansible_collections.multihv.cloud.plugins.module_utils import _config
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._config import VCenter
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import (
-    NO_USABLE_HOST, PAGE_SIZE, VSphereDriver,
-)
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import VSphereDriver
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.inventory import NO_USABLE_HOST
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.properties import PAGE_SIZE
 
 MIB = 1024 ** 2
 GIB = 1024 ** 3
@@ -450,7 +450,7 @@ def test_expired_session_is_opened_again(simulator):
     made = VSphereDriver(sim.vcenter)
     try:
         made.get_nodes()
-        made._content.sessionManager.Logout()  # pylint: disable=protected-access  # as vCenter's idle timeout would
+        made.session._content.sessionManager.Logout()  # pylint: disable=protected-access  # as vCenter's idle timeout would
         (node,) = made.get_nodes()
         assert node.instances == 1
     finally:

@@ -22,7 +22,8 @@ from pyVmomi import vim
 from ansible_collections.multihv.cloud.plugins.module_utils import _config
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import InstanceSpec
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import MARKER, VSphereDriver, parse_annotation
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.annotations import MARKER, parse_annotation
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import VSphereDriver
 from support.cloud import vm_name
 
 GIB = 1024 ** 3

@@ -11,8 +11,8 @@ from pyVmomi import SoapAdapter, VmomiSupport, vim
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import cluster
-from ansible_collections.multihv.cloud.plugins.module_utils._config import Cloud, KvmHost, VCenter
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import Record
+from ansible_collections.multihv.cloud.plugins.module_utils._config import CloudConfig, KvmHost, VCenter
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.properties import Record
 
 WHERE = 'node vc1/prod/A'
 
@@ -311,8 +311,8 @@ def test_two_clusters_of_one_name_are_ambiguous():
 
 
 def test_vcenter_of_a_node():
-    cloud = Cloud(source='test', registry_url='sqlite://', vcenters=[vcenter(), VCenter(name='vc2', hostname='h', username='u')],
-                  kvm_hosts=[KvmHost(name='kvm1', uri='qemu:///system')])
+    cloud = CloudConfig(source='test', registry_url='sqlite://', vcenters=[vcenter(), VCenter(name='vc2', hostname='h', username='u')],
+                        kvm_hosts=[KvmHost(name='kvm1', uri='qemu:///system')])
     assert cluster.vcenter_of(cloud, 'vc2/dc/c').name == 'vc2'
     with pytest.raises(errors.NotFound, match='^node kvm1 is a KVM host; HA and DRS are settings of a vSphere cluster node'):
         cluster.vcenter_of(cloud, 'kvm1')

@@ -1,5 +1,6 @@
 """The vSphere driver's pure logic: the join of a PropertyCollector answer into nodes,
-the cluster filter, error mapping. No vCenter here (tests/integration has those)."""
+the cluster filter, the answers from configuration alone (serves, placement), refusals made
+before any I/O, error mapping. No vCenter here (tests/integration has those)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,19 @@ import time
 import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import driver as vsphere
 from ansible_collections.multihv.cloud.plugins.module_utils._config import VCenter
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import call_within
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import (
-    NO_USABLE_HOST, Record, VSphereDriver, build_nodes,
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import MigrationTarget, NodePlacement, call_within
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import capabilities, properties, vmomi
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import VSphereDriver
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.inventory import (
+    NO_USABLE_HOST, build_nodes, datacenter_of, datastore_entry, mounted_by,
 )
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.properties import Record
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.session import Session
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
+UUID = '6f1c1d0e-3c57-4a4b-9f55-2b0e0f1d2c3a'
 
 
 def vcenter(**kwargs):
@@ -162,10 +167,10 @@ def test_datastores_name_the_cluster_hosts_that_mount_them():
 
 
 def test_mounted_by_lists_each_host_once_per_datastore():
-    assert vsphere.mounted_by([
+    assert mounted_by([
         {'name': 'h2', 'datastore': ['ds-b', 'ds-a', 'ds-a']}, {'name': 'h1', 'datastore': ['ds-a']}, {'name': 'h3'},
     ]) == {'ds-a': ['h2', 'h1'], 'ds-b': ['h2']}
-    assert vsphere.datastore_entry({'summary.name': 'x'}, ['h2', 'h1']) == {
+    assert datastore_entry({'summary.name': 'x'}, ['h2', 'h1']) == {
         'name': 'x', 'capacity_gb': 0, 'free_gb': 0, 'accessible': True, 'hosts': ['h1', 'h2']}
 
 
@@ -203,8 +208,8 @@ def test_filtered_out_clusters_leave_their_hosts_and_vms_out():
 
 
 def test_datacenter_walk_stops_on_a_parent_cycle():
-    assert vsphere.datacenter_of('f1', {'f1': 'f2', 'f2': 'f1'}, {'dc': 'x'}) is None
-    assert vsphere.datacenter_of('f1', {'f1': 'f2', 'f2': 'dc'}, {'dc': 'x'}) == 'x'
+    assert datacenter_of('f1', {'f1': 'f2', 'f2': 'f1'}, {'dc': 'x'}) is None
+    assert datacenter_of('f1', {'f1': 'f2', 'f2': 'dc'}, {'dc': 'x'}) == 'x'
     (node,) = build_nodes(vcenter(), [Record('ClusterComputeResource', 'c', {'name': 'lost', 'parent': 'nowhere'})])
     assert node.name == 'vc1/?/lost'
 
@@ -214,17 +219,17 @@ def test_plain_replaces_managed_object_references_by_their_ids():
         def __init__(self, moid):
             self._moId = moid
 
-    assert vsphere.plain(Ref('host-1')) == 'host-1'
-    assert vsphere.plain([Ref('ds-1'), Ref('ds-2')]) == ['ds-1', 'ds-2']
-    assert vsphere.plain(42) == 42 and vsphere.plain('poweredOn') == 'poweredOn'
+    assert properties.plain(Ref('host-1')) == 'host-1'
+    assert properties.plain([Ref('ds-1'), Ref('ds-2')]) == ['ds-1', 'ds-2']
+    assert properties.plain(42) == 42 and properties.plain('poweredOn') == 'poweredOn'
 
 
 def test_every_property_kind_used_is_retrieved():
-    assert set(vsphere.PROPERTIES) == {'Datacenter', 'Folder', 'ClusterComputeResource', 'HostSystem', 'VirtualMachine', 'Datastore'}
+    assert set(properties.PROPERTIES) == {'Datacenter', 'Folder', 'ClusterComputeResource', 'HostSystem', 'VirtualMachine', 'Datastore'}
     # Whole objects (configurationEx, summary) would multiply what crosses the wire.
-    assert all('.' in path or path in ('name', 'parent', 'datastore') for paths in vsphere.PROPERTIES.values() for path in paths)
+    assert all('.' in path or path in ('name', 'parent', 'datastore') for paths in properties.PROPERTIES.values() for path in paths)
     # Which hosts mount a datastore comes with the hosts, in the same retrieval.
-    assert 'datastore' in vsphere.PROPERTIES['HostSystem'] and 'datastore' in vsphere.PROPERTIES['ClusterComputeResource']
+    assert 'datastore' in properties.PROPERTIES['HostSystem'] and 'datastore' in properties.PROPERTIES['ClusterComputeResource']
 
 
 def test_node_names_come_from_qualified_filter_entries_only():
@@ -233,12 +238,74 @@ def test_node_names_come_from_qualified_filter_entries_only():
     assert VSphereDriver(vcenter()).endpoint_name() == 'vc1'
 
 
+def test_the_driver_declares_the_vsphere_type_and_its_capabilities():
+    driver = VSphereDriver(vcenter())
+    assert driver.hypervisor_type == capabilities.HYPERVISOR_TYPE == 'vsphere'
+    assert driver.capabilities is capabilities.CAPABILITIES
+    assert driver.capabilities.hosts_in_node and not driver.capabilities.evacuation
+
+
+@pytest.mark.parametrize('node, served', [
+    ('vc1/prod/A', True),
+    ('vc1/lab/B', True),
+    ('vc1/prod', False),  # a datacenter, no cluster
+    ('vc1/prod/A/x', False),  # a slash too many
+    ('vc1', False),
+    ('vc10/prod/A', False),  # another vCenter whose name starts alike
+    ('vc2/prod/A', False),
+    ('kvm1', False),
+])
+def test_serves_its_own_vcenter_datacenter_cluster_names_only(node, served):
+    assert VSphereDriver(vcenter()).serves(node) is served
+
+
+def test_placement_is_the_vcenter_zone_and_aggregates_unless_the_cluster_overrides_them():
+    vc = vcenter(port=8443, availability_zone='az1', aggregates=['gold', 'ha'],
+                 cluster_settings={'B': {'availability_zone': 'az2', 'aggregates': ['legacy']}, 'C': {'aggregates': []}})
+    driver = VSphereDriver(vc)
+    sdk = 'https://vc1.example.com:8443/sdk'
+    assert driver.placement('vc1/prod/A') == NodePlacement(availability_zone='az1', aggregates=('gold', 'ha'), endpoint=sdk)
+    assert driver.placement('vc1/prod/B') == NodePlacement(availability_zone='az2', aggregates=('legacy',), endpoint=sdk)
+    assert driver.placement('vc1/lab/C') == NodePlacement(availability_zone='az1', aggregates=(), endpoint=sdk)
+    assert VSphereDriver(vcenter()).placement('vc1/prod/A') == NodePlacement('nova', (), 'https://vc1.example.com:443/sdk')
+    with pytest.raises(errors.NotFound, match=r'^node vc2/prod/A is not a cluster of vCenter vc1 \(vcenter/datacenter/cluster\)$'):
+        driver.placement('vc2/prod/A')
+
+
+def offline_driver(monkeypatch):
+    """A driver whose vCenter must not be asked: a session run fails the test."""
+    driver = VSphereDriver(vcenter())
+
+    def run(*_args):
+        raise AssertionError('the vCenter was asked')
+
+    monkeypatch.setattr(driver.session, 'run', run)
+    return driver
+
+
+def test_destroy_refuses_to_keep_the_disks_before_asking_the_vcenter(monkeypatch):
+    driver = offline_driver(monkeypatch)
+    with pytest.raises(errors.DriverError) as caught:
+        driver.destroy(UUID, 'vc1/prod/A', destroy_disks=False)
+    assert str(caught.value) == ('instance %s on node vc1/prod/A: vSphere VMs are destroyed with their disks, they cannot be kept; '
+                                 'nothing was destroyed' % UUID)
+    with pytest.raises(AssertionError, match='the vCenter was asked'):
+        driver.destroy(UUID, 'vc1/prod/A')  # with its disks, the default: goes to the vCenter
+
+
+def test_migrate_refuses_an_unknown_mode_before_asking_the_vcenter(monkeypatch):
+    driver = offline_driver(monkeypatch)
+    with pytest.raises(errors.DriverError, match=r'^unknown migration mode teleport for instance %s \(expected live, block, cold\); '
+                                                 r'nothing moved$' % UUID):
+        driver.migrate(UUID, 'vc1/prod/A', MigrationTarget(driver, 'vc1/prod/B'), 'teleport', None)
+
+
 def test_close_without_a_connection_is_a_no_op():
     VSphereDriver(vcenter()).close()
 
 
 def test_missing_pyvmomi_is_reported_when_used(monkeypatch):
-    monkeypatch.setattr(vsphere, 'HAS_PYVMOMI', False)
+    monkeypatch.setattr(vmomi, 'HAS_PYVMOMI', False)
     driver = VSphereDriver(vcenter(clusters=['dc/c']))
     assert driver.node_names() == ['vc1/dc/c']  # no library needed for that
     with pytest.raises(errors.MissingLibrary, match='^pyvmomi is required for the vSphere nodes of vCenter vc1'):
@@ -253,7 +320,7 @@ def test_missing_pyvmomi_is_reported_when_used(monkeypatch):
     (ssl.SSLError(1, 'wrong version number'), errors.DriverError, 'failed the TLS handshake'),
 ])
 def test_network_failures_map_to_errors(exc, kind, text):
-    error = VSphereDriver(vcenter())._failure(exc)
+    error = Session(vcenter())._failure(exc)  # pylint: disable=protected-access
     assert type(error) is kind  # pylint: disable=unidiomatic-typecheck
     assert str(error).startswith('vCenter vc1 at vc1.example.com:443 ')
     assert text in str(error)

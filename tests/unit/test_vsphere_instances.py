@@ -10,10 +10,23 @@ import pytest
 from pyVmomi import vim, vmodl
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import driver as vsphere
 from ansible_collections.multihv.cloud.plugins.module_utils._config import VCenter
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import InstanceSpec
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import Record
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import tasks
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.annotations import (
+    annotation_for, format_annotation, managed_uuid, parse_annotation,
+)
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.clone import (
+    clone_config, clone_spec, cores_per_socket, missing_config, nic_changes,
+)
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.instances import (
+    disk_gb_of, instance_states, managed_ids, power_state, with_devices,
+)
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.inventory import build_nodes
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.placement import (
+    NetworkChoice, Placement, choose_host, pick_template, plan_relocate, plan_spawn,
+)
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.properties import DEVICES, Record, by_kind, vm_name
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
@@ -48,9 +61,9 @@ def disk(key, gib, path='[ds1] vm/vm.vmdk'):
 def managed_vm(moid, host, instance=UUID, name='web-1', power='poweredOn', template=False, devices=None, annotation=None):
     props = {'name': name, 'config.uuid': instance, 'summary.config.template': template, 'runtime.host': host,
              'runtime.powerState': power, 'summary.config.numCpu': 2, 'summary.config.memorySizeMB': 2048,
-             'config.annotation': vsphere.format_annotation(instance, {'name': name}) if annotation is None else annotation}
+             'config.annotation': format_annotation(instance, {'name': name}) if annotation is None else annotation}
     if devices is not None:
-        props[vsphere.DEVICES] = devices
+        props[DEVICES] = devices
     return Record('VirtualMachine', moid, props)
 
 
@@ -70,7 +83,7 @@ def listing():
         Record('VirtualMachine', 'vm-3', {'name': 'unmanaged', 'config.uuid': '11111111-2222-3333-4444-555555555555',
                                           'config.annotation': 'owned by the DBA team', 'runtime.host': 'host-1'}),
         managed_vm('vm-4', 'host-1', instance='22222222-3333-4444-5555-666666666666', name='web-1 (copy)',
-                   annotation=vsphere.format_annotation(UUID, {})),  # a copy of vm-1: its own BIOS uuid, vm-1's marker
+                   annotation=format_annotation(UUID, {})),  # a copy of vm-1: its own BIOS uuid, vm-1's marker
         managed_vm('vm-5', 'host-1', instance='33333333-4444-5555-6666-777777777777', name='golden', template=True),
         managed_vm('vm-6', 'host-9', instance='44444444-5555-6666-7777-888888888888', name='on-standalone'),
     ]
@@ -79,9 +92,9 @@ def listing():
 # ------------------------------------------------------------------ the annotation marker
 
 def test_annotation_round_trip():
-    text = vsphere.format_annotation(UUID, {'name': 'web-1', 'metadata': {'tier': 'web'}})
+    text = format_annotation(UUID, {'name': 'web-1', 'metadata': {'tier': 'web'}})
     assert text.splitlines() == ['multihv.cloud instance %s' % UUID, '{"metadata":{"tier":"web"},"name":"web-1"}']
-    assert vsphere.parse_annotation(text) == (UUID, {'name': 'web-1', 'metadata': {'tier': 'web'}})
+    assert parse_annotation(text) == (UUID, {'name': 'web-1', 'metadata': {'tier': 'web'}})
 
 
 @pytest.mark.parametrize('text, expected', [
@@ -97,25 +110,25 @@ def test_annotation_round_trip():
     ('Owner: ops\nmultihv.cloud instance %s\n{"name": "b"}\nmore notes' % UUID, (UUID, {'name': 'b'})),
 ])
 def test_parse_annotation(text, expected):
-    assert vsphere.parse_annotation(text) == expected
+    assert parse_annotation(text) == expected
 
 
 def test_annotation_carries_what_a_node_needs_but_not_user_data():
-    text = vsphere.annotation_for(spec())
-    assert vsphere.parse_annotation(text) == (UUID, {'name': 'web-1', 'hostname': 'web-1.example.com', 'image': 'tmpl',
-                                                     'node': 'vc1/DC0/C0', 'metadata': {'tier': 'web'}})
+    text = annotation_for(spec())
+    assert parse_annotation(text) == (UUID, {'name': 'web-1', 'hostname': 'web-1.example.com', 'image': 'tmpl',
+                                             'node': 'vc1/DC0/C0', 'metadata': {'tier': 'web'}})
     assert 'secret' not in text and len(text.splitlines()) == 2
 
 
 def test_vm_names_are_unescaped():
-    assert vsphere.vm_name('a%2fb%5Cc%25d %41') == 'a/b\\c%d %41'
-    assert vsphere.vm_name(None) == ''
+    assert vm_name('a%2fb%5Cc%25d %41') == 'a/b\\c%d %41'
+    assert vm_name(None) == ''
 
 
 # ------------------------------------------------------------------ managed VMs
 
 def test_list_keeps_managed_vms_on_nodes_only():
-    states = vsphere.instance_states(vcenter(), listing())
+    states = instance_states(vcenter(), listing())
     assert [(s.uuid, s.name, s.node, s.host, s.power_state) for s in states] == [
         (UUID, 'web-1', 'vc1/DC0/C0', 'C0_H0', 'running'),
         (OTHER, 'db-1', 'vc1/DC0/C1', 'C1_H0', 'stopped'),
@@ -126,29 +139,29 @@ def test_list_keeps_managed_vms_on_nodes_only():
 
 
 def test_list_applies_the_clusters_filter():
-    states = vsphere.instance_states(vcenter(clusters=['DC0/C1']), listing())
+    states = instance_states(vcenter(clusters=['DC0/C1']), listing())
     assert [s.name for s in states] == ['db-1']
     with pytest.raises(errors.NotFound, match='has no cluster C9'):
-        vsphere.instance_states(vcenter(clusters=['C9']), listing())
-    assert len(vsphere.instance_states(vcenter(clusters=['C9']), listing(), strict=False)) == 2
+        instance_states(vcenter(clusters=['C9']), listing())
+    assert len(instance_states(vcenter(clusters=['C9']), listing(), strict=False)) == 2
 
 
 def test_managed_uuid_needs_the_marker_of_the_vm_own_uuid():
     props = managed_vm('vm-1', 'host-1').props
-    assert vsphere.managed_uuid(props) == UUID
-    assert vsphere.managed_uuid(dict(props, **{'config.uuid': UUID.upper()})) == UUID
-    assert vsphere.managed_uuid(dict(props, **{'config.uuid': OTHER})) is None  # a copy
-    assert vsphere.managed_uuid(dict(props, **{'summary.config.template': True})) is None
-    assert vsphere.managed_uuid(dict(props, **{'config.annotation': None})) is None
-    assert vsphere.managed_ids(listing()) == ['vm-1', 'vm-2', 'vm-6']
+    assert managed_uuid(props) == UUID
+    assert managed_uuid(dict(props, **{'config.uuid': UUID.upper()})) == UUID
+    assert managed_uuid(dict(props, **{'config.uuid': OTHER})) is None  # a copy
+    assert managed_uuid(dict(props, **{'summary.config.template': True})) is None
+    assert managed_uuid(dict(props, **{'config.annotation': None})) is None
+    assert managed_ids(listing()) == ['vm-1', 'vm-2', 'vm-6']
 
 
 def test_devices_from_a_second_retrieval_and_vms_gone_meanwhile():
-    records = vsphere.with_devices(listing(), [Record('VirtualMachine', 'vm-2', {vsphere.DEVICES: [nic(4000, '00:50:56:00:00:09')]})])
-    states = vsphere.instance_states(vcenter(), records)
+    records = with_devices(listing(), [Record('VirtualMachine', 'vm-2', {DEVICES: [nic(4000, '00:50:56:00:00:09')]})])
+    states = instance_states(vcenter(), records)
     assert [(s.name, s.macs) for s in states] == [('db-1', ['00:50:56:00:00:09'])]  # vm-1 was not in the answer: destroyed
-    kept = vsphere.with_devices(listing(), [Record('VirtualMachine', 'vm-1', {}), Record('VirtualMachine', 'vm-2', {})])
-    assert [s.macs for s in vsphere.instance_states(vcenter(), kept)] == [[], []]  # answered without devices: listed
+    kept = with_devices(listing(), [Record('VirtualMachine', 'vm-1', {}), Record('VirtualMachine', 'vm-2', {})])
+    assert [s.macs for s in instance_states(vcenter(), kept)] == [[], []]  # answered without devices: listed
     assert len(kept) == len(listing()) - 1  # vm-6 (managed, not answered) dropped, the others untouched
 
 
@@ -170,26 +183,26 @@ def template_records():
 
 
 def test_pick_template():
-    objects = vsphere.by_kind(template_records())
-    assert vsphere.pick_template('vc1', objects, 'tmpl', 'DC0') == {
+    objects = by_kind(template_records())
+    assert pick_template('vc1', objects, 'tmpl', 'DC0') == {
         'name': 'tmpl', 'moid': 'vm-10', 'datacenter': 'DC0', 'vcpus': 1, 'memory_mb': 512, 'guest_id': 'otherGuest64'}
-    assert vsphere.pick_template('vc1', objects, 'tmpl', 'DC1')['moid'] == 'vm-20'
+    assert pick_template('vc1', objects, 'tmpl', 'DC1')['moid'] == 'vm-20'
     with pytest.raises(errors.DriverError, match=r'vCenter vc1 has 2 template VMs named tmpl \(vm-10 in datacenter DC0, '
                                                  r'vm-20 in datacenter DC1\); rename all but one'):
-        vsphere.pick_template('vc1', objects, 'tmpl')
+        pick_template('vc1', objects, 'tmpl')
     with pytest.raises(errors.NotFound) as caught:
-        vsphere.pick_template('vc1', objects, 'missing', untouched='; nothing was created')
+        pick_template('vc1', objects, 'missing', untouched='; nothing was created')
     assert str(caught.value) == ('vCenter vc1 has no template VM missing; a vSphere image is a template VM, cloned for each instance; '
                                  'nothing was created')
     with pytest.raises(errors.NotFound, match=r'\(VM vm-30 has that name but is not marked as a template\)'):
-        vsphere.pick_template('vc1', objects, 'not-a-template')
+        pick_template('vc1', objects, 'not-a-template')
 
 
 def test_template_disk_is_the_sum_of_its_disks_rounded_up():
-    assert vsphere.disk_gb_of([disk(1, 1), nic(2, 'x')]) == 1
+    assert disk_gb_of([disk(1, 1), nic(2, 'x')]) == 1
     half = DEVICE.VirtualDisk(key=3, capacityInKB=GIB // 2048)  # 0.5 GiB, no capacityInBytes (older vCenters)
-    assert vsphere.disk_gb_of([disk(1, 1), half]) == 2
-    assert vsphere.disk_gb_of([]) == 0
+    assert disk_gb_of([disk(1, 1), half]) == 2
+    assert disk_gb_of([]) == 0
 
 
 # ------------------------------------------------------------------ placement
@@ -236,19 +249,19 @@ def spawn_records(**vm_props):
 
 def test_plan_spawn():
     networks = [{'network': 'VM Network', 'mac': '00:50:56:00:00:01'}, {'network': 'PG', 'mac': None}]
-    placement = vsphere.plan_spawn(vcenter(), spawn_records(), spec(networks=networks))
-    assert placement._replace(template=None, networks=None) == vsphere.Placement(
+    placement = plan_spawn(vcenter(), spawn_records(), spec(networks=networks))
+    assert placement._replace(template=None, networks=None) == Placement(
         node='vc1/DC0/C0', cluster='C0', datacenter='DC0', folder='group-v1', pool='resgroup-1', host='host-2', host_name='C0_H1',
         datastore='ds-1',  # ds-2 has more room but C0_H1 does not mount it; ds-3 is inaccessible; ds-9 is not the cluster's
         template=None, networks=None)
     assert placement.template['moid'] == 'vm-10'
     assert placement.networks == [
-        vsphere.NetworkChoice('VM Network', 'Network', 'network-1', None, None, '00:50:56:00:00:01'),
-        vsphere.NetworkChoice('PG', 'DistributedVirtualPortgroup', 'dvportgroup-1', SWITCH_UUID, 'dvportgroup-1', None)]
+        NetworkChoice('VM Network', 'Network', 'network-1', None, None, '00:50:56:00:00:01'),
+        NetworkChoice('PG', 'DistributedVirtualPortgroup', 'dvportgroup-1', SWITCH_UUID, 'dvportgroup-1', None)]
 
 
 def test_plan_spawn_without_a_host_takes_the_usable_one_with_most_free_ram():
-    placement = vsphere.plan_spawn(vcenter(), spawn_records(), spec(host=None))
+    placement = plan_spawn(vcenter(), spawn_records(), spec(host=None))
     assert (placement.host_name, placement.datastore) == ('C0_H1', 'ds-1')  # H2 (all free) is in maintenance; H0 uses more
 
 
@@ -268,39 +281,39 @@ def test_plan_spawn_without_a_host_takes_the_usable_one_with_most_free_ram():
 ])
 def test_plan_spawn_refuses(overrides, error, message):
     with pytest.raises(error) as caught:
-        vsphere.plan_spawn(vcenter(), spawn_records(), spec(**overrides))
+        plan_spawn(vcenter(), spawn_records(), spec(**overrides))
     assert str(caught.value) == message
 
 
 def test_plan_spawn_refuses_a_uuid_in_use():
     for path in ('summary.config.uuid', 'summary.config.instanceUuid'):
         with pytest.raises(errors.DriverError, match=r'VM tmpl \(vm-10\) already has the uuid of instance %s; nothing was created' % UUID):
-            vsphere.plan_spawn(vcenter(), spawn_records(**{path: UUID.upper()}), spec())
+            plan_spawn(vcenter(), spawn_records(**{path: UUID.upper()}), spec())
 
 
 def test_plan_spawn_refuses_an_ambiguous_port_group():
     records = spawn_records() + [Record('Network', 'network-2', {'name': 'PG', 'parent': 'group-n1'})]
     with pytest.raises(errors.DriverError, match=r'port group name PG is ambiguous in datacenter DC0 \(network-2, dvportgroup-1\)'):
-        vsphere.plan_spawn(vcenter(), records, spec(networks=[{'network': 'PG', 'mac': None}]))
+        plan_spawn(vcenter(), records, spec(networks=[{'network': 'PG', 'mac': None}]))
 
 
 def test_choose_host_prefers_the_first_by_name_among_equals():
-    node = vsphere.build_nodes(vcenter(), spawn_records())[0]
+    node = build_nodes(vcenter(), spawn_records())[0]
     for host in node.hosts:
         host.memory_mb_free = 1000
-    assert vsphere.choose_host(node, None, UUID).name == 'C0_H0'
+    assert choose_host(node, None, UUID).name == 'C0_H0'
     for host in node.hosts:
         host.in_maintenance = True
     with pytest.raises(errors.DriverError, match='node vc1/DC0/C0 has no connected host out of maintenance for instance'):
-        vsphere.choose_host(node, None, UUID)
+        choose_host(node, None, UUID)
 
 
 def test_plan_relocate_inside_the_cluster_and_to_another():
     records = spawn_records()
     # C0_H1 runs it: without a wanted host, the usable other one (C0_H2 is in maintenance).
-    assert vsphere.plan_relocate(vcenter(), records, 'vc1/DC0/C0', None, UUID, 'C0_H1') == ('host-1', 'C0_H0', 'resgroup-1')
-    assert vsphere.plan_relocate(vcenter(), records, 'vc1/DC0/C1', None, UUID, 'C0_H1') == ('host-4', 'C1_H0', 'resgroup-2')
-    assert vsphere.plan_relocate(vcenter(), records, 'vc1/DC0/C0', 'C0_H0', UUID, 'C0_H1')[1] == 'C0_H0'
+    assert plan_relocate(vcenter(), records, 'vc1/DC0/C0', None, UUID, 'C0_H1') == ('host-1', 'C0_H0', 'resgroup-1')
+    assert plan_relocate(vcenter(), records, 'vc1/DC0/C1', None, UUID, 'C0_H1') == ('host-4', 'C1_H0', 'resgroup-2')
+    assert plan_relocate(vcenter(), records, 'vc1/DC0/C0', 'C0_H0', UUID, 'C0_H1')[1] == 'C0_H0'
 
 
 @pytest.mark.parametrize('node, wanted, current, message', [
@@ -312,34 +325,34 @@ def test_plan_relocate_inside_the_cluster_and_to_another():
 ])
 def test_plan_relocate_refuses(node, wanted, current, message):
     with pytest.raises(errors.MultihvError) as caught:
-        vsphere.plan_relocate(vcenter(), spawn_records(), node, wanted, UUID, current)
+        plan_relocate(vcenter(), spawn_records(), node, wanted, UUID, current)
     assert str(caught.value) == message
 
 
 # ------------------------------------------------------------------ spec -> ConfigSpec
 
 def placement(networks=()):
-    return vsphere.Placement(node='vc1/DC0/C0', cluster='C0', datacenter='DC0', folder='group-v1', pool='resgroup-1', host='host-2',
-                             host_name='C0_H1', datastore='ds-1', template={'moid': 'vm-10', 'name': 'tmpl'}, networks=list(networks))
+    return Placement(node='vc1/DC0/C0', cluster='C0', datacenter='DC0', folder='group-v1', pool='resgroup-1', host='host-2',
+                     host_name='C0_H1', datastore='ds-1', template={'moid': 'vm-10', 'name': 'tmpl'}, networks=list(networks))
 
 
 def test_clone_config_maps_the_spec():
-    config = vsphere.clone_config(spec(vcpus=4), placement(), [disk(2000, 10), nic(4000, '00:0c:29:00:00:01')], template_cores=2)
+    config = clone_config(spec(vcpus=4), placement(), [disk(2000, 10), nic(4000, '00:0c:29:00:00:01')], template_cores=2)
     assert (config.numCPUs, config.numCoresPerSocket, config.memoryMB, config.uuid, config.instanceUuid) == (4, 2, 2048, UUID, UUID)
-    assert vsphere.parse_annotation(config.annotation)[0] == UUID
+    assert parse_annotation(config.annotation)[0] == UUID
     assert config.deviceChange == []  # no networks asked: the template's NICs stay
 
 
 def test_cores_per_socket():
-    assert [vsphere.cores_per_socket(vcpus, 2) for vcpus in (1, 2, 3, 4)] == [1, 2, 1, 2]
-    assert vsphere.cores_per_socket(3, None) == 1 and vsphere.cores_per_socket(3, 0) == 1
+    assert [cores_per_socket(vcpus, 2) for vcpus in (1, 2, 3, 4)] == [1, 2, 1, 2]
+    assert cores_per_socket(3, None) == 1 and cores_per_socket(3, 0) == 1
 
 
 def test_nics_reuse_the_template_adapters_then_add_and_remove():
     template_nics = [nic(4000, '00:0c:29:00:00:01', kind=DEVICE.VirtualE1000), nic(4001, '00:0c:29:00:00:02')]
-    standard = vsphere.NetworkChoice('VM Network', 'Network', 'network-1', None, None, '00:50:56:00:00:01')
-    dvpg = vsphere.NetworkChoice('PG', 'DistributedVirtualPortgroup', 'dvportgroup-1', SWITCH_UUID, 'dvportgroup-1', '00:50:56:00:00:02')
-    three = vsphere.nic_changes([standard, dvpg, dvpg._replace(mac=None)], template_nics)
+    standard = NetworkChoice('VM Network', 'Network', 'network-1', None, None, '00:50:56:00:00:01')
+    dvpg = NetworkChoice('PG', 'DistributedVirtualPortgroup', 'dvportgroup-1', SWITCH_UUID, 'dvportgroup-1', '00:50:56:00:00:02')
+    three = nic_changes([standard, dvpg, dvpg._replace(mac=None)], template_nics)
     assert [(c.operation, type(c.device), c.device.key, c.device.addressType, c.device.macAddress) for c in three] == [
         ('edit', DEVICE.VirtualE1000, 4000, 'manual', '00:50:56:00:00:01'),
         ('edit', DEVICE.VirtualVmxnet3, 4001, 'manual', '00:50:56:00:00:02'),
@@ -350,14 +363,14 @@ def test_nics_reuse_the_template_adapters_then_add_and_remove():
     assert all(c.device.connectable.startConnected for c in three)
     assert template_nics[0].macAddress == '00:0c:29:00:00:01'  # the template's devices are not changed
 
-    one = vsphere.nic_changes([standard], template_nics)
+    one = nic_changes([standard], template_nics)
     assert [(c.operation, c.device.key) for c in one] == [('edit', 4000), ('remove', 4001)]
-    assert [type(c.device) for c in vsphere.nic_changes([standard], [])] == [DEVICE.VirtualVmxnet3]
-    assert vsphere.nic_changes([], template_nics) == []
+    assert [type(c.device) for c in nic_changes([standard], [])] == [DEVICE.VirtualVmxnet3]
+    assert nic_changes([], template_nics) == []
 
 
 def test_clone_spec_places_without_powering_on():
-    clone = vsphere.clone_spec(placement(), vim.vm.ConfigSpec())
+    clone = clone_spec(placement(), vim.vm.ConfigSpec())
     location = clone.location
     assert [location.pool._moId, location.host._moId, location.datastore._moId] == ['resgroup-1', 'host-2', 'ds-1']  # pylint: disable=protected-access
     assert (clone.powerOn, clone.template) == (False, False)
@@ -367,38 +380,38 @@ def test_clone_spec_places_without_powering_on():
 
 def clone_props(**overrides):
     props = {'summary.config.numCpu': 2, 'summary.config.memorySizeMB': 2048, 'config.uuid': UUID, 'config.instanceUuid': UUID,
-             'config.annotation': vsphere.annotation_for(spec()), 'config.hardware.numCoresPerSocket': 1,
-             vsphere.DEVICES: [disk(2000, 20), nic(4000, '00:50:56:00:00:01')]}
+             'config.annotation': annotation_for(spec()), 'config.hardware.numCoresPerSocket': 1,
+             DEVICES: [disk(2000, 20), nic(4000, '00:50:56:00:00:01')]}
     props.update(overrides)
     return props
 
 
 def test_a_complete_clone_lacks_nothing():
-    assert vsphere.missing_config(spec(), clone_props()) is None
-    assert vsphere.missing_config(spec(), clone_props(**{'config.uuid': UUID.upper()})) is None
-    assert vsphere.missing_config(spec(disk_gb=10), clone_props()) is None  # a disk is never shrunk
+    assert missing_config(spec(), clone_props()) is None
+    assert missing_config(spec(), clone_props(**{'config.uuid': UUID.upper()})) is None
+    assert missing_config(spec(disk_gb=10), clone_props()) is None  # a disk is never shrunk
 
 
 def test_what_vcsim_leaves_out_is_applied_again():
     vcsim_clone = clone_props(**{'summary.config.numCpu': 1, 'summary.config.memorySizeMB': 64, 'config.hardware.numCoresPerSocket': 2,
-                                 'config.uuid': OTHER, 'config.annotation': '', vsphere.DEVICES: [disk(2000, 1)]})
-    config = vsphere.missing_config(spec(vcpus=3), vcsim_clone)
+                                 'config.uuid': OTHER, 'config.annotation': '', DEVICES: [disk(2000, 1)]})
+    config = missing_config(spec(vcpus=3), vcsim_clone)
     assert (config.numCPUs, config.numCoresPerSocket, config.memoryMB, config.uuid, config.instanceUuid) == (3, 1, 2048, UUID, None)
     assert json.loads(config.annotation.splitlines()[1])['name'] == 'web-1'
     (grow,) = config.deviceChange
     assert (grow.operation, grow.device.key, grow.device.capacityInKB, grow.device.capacityInBytes) == ('edit', 2000, 20 * GIB // 1024, 20 * GIB)
     assert grow.device.backing.fileName == '[ds1] vm/vm.vmdk'  # the same disk, grown in place
-    assert vcsim_clone[vsphere.DEVICES][0].capacityInKB == GIB // 1024  # the read devices are not changed
+    assert vcsim_clone[DEVICES][0].capacityInKB == GIB // 1024  # the read devices are not changed
 
 
 def test_power_states():
-    assert [vsphere.power_state(s) for s in ('poweredOn', 'poweredOff', 'suspended', None)] == ['running', 'stopped', 'suspended', 'unknown']
+    assert [power_state(s) for s in ('poweredOn', 'poweredOff', 'suspended', None)] == ['running', 'stopped', 'suspended', 'unknown']
 
 
 def test_task_error_text():
     fault = vim.fault.InvalidPowerState(msg='The attempted operation cannot be performed in the current state (Powered on).')
-    assert vsphere._task_error(fault) == (  # pylint: disable=protected-access
+    assert tasks._task_error(fault) == (  # pylint: disable=protected-access
         'vim.fault.InvalidPowerState: The attempted operation cannot be performed in the current state (Powered on).')
-    assert vsphere._task_error(vmodl.fault.InvalidArgument(invalidProperty='spec.location.pool')) == (  # pylint: disable=protected-access
+    assert tasks._task_error(vmodl.fault.InvalidArgument(invalidProperty='spec.location.pool')) == (  # pylint: disable=protected-access
         'vmodl.fault.InvalidArgument (spec.location.pool)')
-    assert vsphere._task_error(None) == 'no error detail'  # pylint: disable=protected-access
+    assert tasks._task_error(None) == 'no error detail'  # pylint: disable=protected-access

@@ -11,7 +11,7 @@ The settings are a plain dict (settings_of) read from the cluster's
 configurationEx.dasConfig and configurationEx.drsConfig; a task's options are merged onto
 it (desired), the keys that differ are listed (changed_keys) and only they are sent, in one
 ClusterConfigSpecEx with modify=True (config_spec). These are pure functions, tested
-without a vCenter. The I/O reuses the vSphere driver's session handling: one
+without a vCenter. The I/O reuses the vSphere driver's session (session.py): one
 PropertyCollector retrieval of every cluster's name, parent and HA/DRS configuration,
 then, only when something differs, ReconfigureComputeResource_Task and one retrieval of
 the cluster to read the settings back.
@@ -24,14 +24,13 @@ import copy
 import time
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import (
-    HAS_PYVMOMI, VSphereDriver, _stub, by_kind, cluster_nodes, retrieve_inventory, retrieve_objects, wait_task,
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.inventory import cluster_nodes
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.properties import (
+    by_kind, retrieve_inventory, retrieve_objects, stub,
 )
-
-try:
-    from pyVmomi import vim
-except ImportError:  # pragma: no cover - the driver reports it when used
-    vim = None
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.session import Session
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.tasks import TASK_TIMEOUT, wait_task
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.vmomi import require, vim
 
 RESTART_PRIORITIES = ('disabled', 'low', 'medium', 'high')
 ISOLATION_RESPONSES = ('none', 'powerOff', 'shutdown')
@@ -319,20 +318,28 @@ def vcenter_of(cloud, node):
 
 # ---------------------------------------------------------------- vCenter I/O
 
-class ClusterSettingsDriver(VSphereDriver):
-    """The vSphere driver of one vCenter, with the HA and DRS settings of its clusters."""
+class ClusterSettings:
+    """The HA and DRS settings of the clusters of one vCenter, on a session of its own."""
+
+    def __init__(self, vcenter):
+        self.vcenter = vcenter
+        self.session = Session(vcenter)
+        # The deadline of the reconfiguration task.
+        self.work_timeout = TASK_TIMEOUT
+
+    def close(self):
+        self.session.close()
 
     def configure(self, node, request, check_mode=False):
         """Apply `request` (requested) to cluster node `node`: (changed, before, after), before
         and after being settings_of dicts; after is read back from vCenter once it changed, or
         what it would be in check mode, where nothing is sent."""
-        if not HAS_PYVMOMI:
-            raise errors.MissingLibrary('pyvmomi', 'for the vSphere nodes of vCenter %s' % self.vcenter.name)
+        require(self.vcenter)
         where = 'node %s' % node
-        progress = {}  # survives _with_session's second attempt (a session that expired)
+        progress = {}  # survives the session's second attempt (a session that expired)
         try:
-            return self._with_session(lambda content: self._configure(content, node, request, check_mode, where, progress),
-                                      'the HA/DRS reconfiguration of %s' % where)
+            return self.session.run(lambda content: self._configure(content, node, request, check_mode, where, progress),
+                                    'the HA/DRS reconfiguration of %s' % where)
         except errors.DriverError as exc:
             if 'sent' not in progress:
                 raise type(exc)('%s; the HA/DRS settings of %s were not changed' % (exc, where)) from exc
@@ -356,7 +363,7 @@ class ClusterSettingsDriver(VSphereDriver):
         changed = changed_keys(current, after)
         if check_mode or not changed:
             return True, before, after
-        cluster = vim.ClusterComputeResource(moid, _stub(content))
+        cluster = vim.ClusterComputeResource(moid, stub(content))
         spec = config_spec(after, changed)
         progress['sent'] = True
         task = cluster.ReconfigureComputeResource_Task(spec=spec, modify=True)
@@ -378,8 +385,8 @@ def configure(cloud, node, ha=None, drs=None, check_mode=False):
     """Set the given HA and DRS settings (the module's ha and drs options, None for a key
     left out) of vSphere cluster node `node`: (changed, before, after)."""
     request = requested(ha, drs)
-    driver = ClusterSettingsDriver(vcenter_of(cloud, node))
+    settings = ClusterSettings(vcenter_of(cloud, node))
     try:
-        return driver.configure(node, request, check_mode)
+        return settings.configure(node, request, check_mode)
     finally:
-        driver.close()
+        settings.close()
