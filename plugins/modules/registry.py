@@ -74,23 +74,25 @@ import os
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.multihv.cloud.plugins.module_utils import _args
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._registry import registry as _registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import engine as _engine
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import schema as _schema
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
 
 DIRECTORY_MODE = 0o750
 
 
 def ensure(url, check_mode):
     """(changed, result): the registry at url created or upgraded (check_mode: only read)."""
-    engine, target = _registry.parse_url(url)
-    result = {'engine': engine, 'url': _registry.mask_url(url), 'schema_version': _registry.SCHEMA_VERSION}
+    engine, target = _engine.parse_url(url)
+    result = {'engine': engine, 'url': _engine.mask_url(url), 'schema_version': _schema.SCHEMA_VERSION}
     if engine == 'sqlite' and not os.path.exists(target):
         if check_mode:
             return True, dict(result, previous_version=0)
         _make_directory(result['url'], os.path.dirname(os.path.abspath(target)))
     # Opened without upgrading (a newer schema is refused here); upgraded next unless in check mode.
-    with _registry.Registry.open(url, upgrade=False) as registry:
+    with Registry.open(url, upgrade=False) as registry:
         previous = registry.schema_version() if check_mode else registry.upgrade_schema()
-    return previous != _registry.SCHEMA_VERSION, dict(result, previous_version=previous)
+    return previous != _schema.SCHEMA_VERSION, dict(result, previous_version=previous)
 
 
 def _make_directory(where, directory):

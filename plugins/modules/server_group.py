@@ -81,12 +81,12 @@ diff:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.multihv.cloud.plugins.module_utils import _args
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import catalog as _catalog
-from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import SERVER_GROUP_POLICIES
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import GROUP_POLICIES
 
 OPTIONS = {
     'name': {'type': 'str', 'required': True},
     'state': {'type': 'str', 'choices': ['present', 'absent'], 'default': 'present'},
-    'policy': {'type': 'str', 'choices': list(SERVER_GROUP_POLICIES)},
+    'policy': {'type': 'str', 'choices': list(GROUP_POLICIES)},
 }
 
 

@@ -15,7 +15,8 @@ import time
 import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._registry import registry as _registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import engine
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import schema
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import SCHEMA_VERSION, Registry
 from support.registries import ENGINES, PG_URL, private_url, query, raw, released_together
 
@@ -123,7 +124,7 @@ def test_schema_is_created_once_and_reopening_changes_nothing(url):
 def test_version_0_registry_is_upgraded_keeping_what_was_there(url):
     # Version 0 by hand: the bootstrap table with no version applied, and some foreign data.
     with raw(url) as conn:
-        conn.execute(_registry.SCHEMA_VERSION_TABLE)
+        conn.execute(schema.SCHEMA_VERSION_TABLE)
         conn.execute('CREATE TABLE keep_me (n INTEGER)')
         conn.execute('INSERT INTO keep_me (n) VALUES (42)')
     with Registry.open(url) as registry:
@@ -138,11 +139,11 @@ def test_upgrade_applies_newer_migrations_in_order_and_keeps_rows(url, monkeypat
     with Registry.open(url) as registry:
         registry.set_node('kvm1', 'kvm', disabled_reason='old', enabled=False)
     # Two versions this collection does not have yet; the second needs the first.
-    monkeypatch.setattr(_registry, 'MIGRATIONS', _registry.MIGRATIONS + [
+    monkeypatch.setattr(schema, 'MIGRATIONS', schema.MIGRATIONS + [
         (SCHEMA_VERSION + 1, ['ALTER TABLE nodes ADD COLUMN note TEXT']),
         (SCHEMA_VERSION + 2, ["UPDATE nodes SET note = 'was ' || disabled_reason"]),
     ])
-    monkeypatch.setattr(_registry, 'SCHEMA_VERSION', SCHEMA_VERSION + 2)
+    monkeypatch.setattr(schema, 'SCHEMA_VERSION', SCHEMA_VERSION + 2)
     with Registry.open(url) as registry:
         assert registry.schema_version() == SCHEMA_VERSION + 2
         node = registry.get_node('kvm1')
@@ -154,11 +155,11 @@ def test_upgrade_applies_newer_migrations_in_order_and_keeps_rows(url, monkeypat
 @pytest.mark.parametrize('url', ENGINES, indirect=True)
 def test_failed_upgrade_is_rolled_back_whole(url, monkeypatch):
     Registry.open(url).close()
-    monkeypatch.setattr(_registry, 'MIGRATIONS', _registry.MIGRATIONS + [
+    monkeypatch.setattr(schema, 'MIGRATIONS', schema.MIGRATIONS + [
         (SCHEMA_VERSION + 1, ['CREATE TABLE added_then_undone (n INTEGER)']),
         (SCHEMA_VERSION + 2, ['ALTER TABLE no_such_table ADD COLUMN n INTEGER']),
     ])
-    monkeypatch.setattr(_registry, 'SCHEMA_VERSION', SCHEMA_VERSION + 2)
+    monkeypatch.setattr(schema, 'SCHEMA_VERSION', SCHEMA_VERSION + 2)
     with pytest.raises(errors.RegistryError, match='cannot upgrade the schema to version %d' % (SCHEMA_VERSION + 2)):
         Registry.open(url)
     assert 'added_then_undone' not in tables(url)
@@ -185,7 +186,7 @@ def test_newer_registry_is_refused_and_left_untouched(url):
         Registry.open(url)
     assert ("registry schema %d is newer than this collection's %d; upgrade the collection"
             % (SCHEMA_VERSION + 1, SCHEMA_VERSION)) in str(caught.value)
-    assert _registry.mask_url(url) in str(caught.value)
+    assert engine.mask_url(url) in str(caught.value)
     assert _snapshot(url) == before
 
 

@@ -13,7 +13,7 @@ import uuid
 import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._registry import registry as _registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import schema
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import SCHEMA_VERSION, Registry
 from support.registries import ENGINES, private_url, query, released_together
 
@@ -71,8 +71,8 @@ def catalog(registry):  # pylint: disable=redefined-outer-name
 @pytest.mark.parametrize('url', ENGINES, indirect=True)
 def test_version_1_registry_is_upgraded_to_the_latest_keeping_its_rows(url, monkeypatch):  # pylint: disable=redefined-outer-name
     with monkeypatch.context() as patched:
-        patched.setattr(_registry, 'MIGRATIONS', _registry.MIGRATIONS[:1])
-        patched.setattr(_registry, 'SCHEMA_VERSION', 1)
+        patched.setattr(schema, 'MIGRATIONS', schema.MIGRATIONS[:1])
+        patched.setattr(schema, 'SCHEMA_VERSION', 1)
         with Registry.open(url) as old:
             assert old.schema_version() == 1
             # What a version-1 collection wrote (raw SQL: today's code knows columns v1 had not).

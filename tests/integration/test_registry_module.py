@@ -9,7 +9,8 @@ import pathlib
 
 import pytest
 
-from ansible_collections.multihv.cloud.plugins.module_utils._registry import registry as _registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import engine as _engine
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import schema
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import SCHEMA_VERSION, Registry
 from support.lab import ansible_module
 from support.registries import ENGINES, private_url, query
@@ -47,7 +48,7 @@ def versions(url):  # pylint: disable=redefined-outer-name
 def test_creates_the_registry_once_and_check_mode_writes_nothing(tmp_path, url):  # pylint: disable=redefined-outer-name
     args = options(tmp_path, url)
     engine = 'sqlite' if url.startswith('sqlite:') else 'postgresql'
-    path = _registry.parse_url(url)[1] if engine == 'sqlite' else None
+    path = _engine.parse_url(url)[1] if engine == 'sqlite' else None
     expected = {'changed': True, 'engine': engine, 'url': url, 'schema_version': SCHEMA_VERSION, 'previous_version': 0}
 
     checked = ansible_module(MODULE, args, check=True)
@@ -76,8 +77,8 @@ def test_upgrades_an_older_schema_and_refuses_a_newer_one(tmp_path, monkeypatch)
     args = dict(options(tmp_path, url), registry_url=url)  # the option overrides the file's (the same here)
     # A registry made by the collection one schema version ago.
     with monkeypatch.context() as patch:
-        patch.setattr(_registry, 'MIGRATIONS', _registry.MIGRATIONS[:-1])
-        patch.setattr(_registry, 'SCHEMA_VERSION', SCHEMA_VERSION - 1)
+        patch.setattr(schema, 'MIGRATIONS', schema.MIGRATIONS[:-1])
+        patch.setattr(schema, 'SCHEMA_VERSION', SCHEMA_VERSION - 1)
         Registry.open(url).close()
     assert versions(url) == list(range(1, SCHEMA_VERSION))
 

@@ -14,7 +14,7 @@ import uuid
 
 import pytest
 
-from ansible_collections.multihv.cloud.plugins.module_utils._registry import registry as _registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import engine as _engine
 
 try:
     import psycopg
@@ -67,7 +67,7 @@ def query(url, sql):
 def released_together(script, argument_lists, timeout=60):
     """Run `python -c script ARGS...` once per argument list; each says 'ready' and waits for a line
     on stdin, so that all of them are released at the same moment. Their stdout, stripped, in order."""
-    tree = pathlib.Path(_registry.__file__).parents[6]  # <tree>/ansible_collections/multihv/cloud/plugins/module_utils/_registry
+    tree = pathlib.Path(_engine.__file__).parents[6]  # <tree>/ansible_collections/multihv/cloud/plugins/module_utils/_registry
     assert (tree / 'ansible_collections').is_dir()
     env = dict(os.environ, PYTHONPATH=str(tree))
     started = [subprocess.Popen([sys.executable, '-c', script] + list(args), env=env, text=True,

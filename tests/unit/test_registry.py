@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 import re
 
 import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import engine
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import schema
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import tables
 
 
 @pytest.mark.parametrize('url, expected', [
@@ -19,7 +23,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._registry import reg
     ('postgres://cloud@db/multihv?sslmode=require', ('postgresql', 'postgres://cloud@db/multihv?sslmode=require')),
 ])
 def test_parse_url_accepts_the_documented_forms(url, expected):
-    assert registry.parse_url(url) == expected
+    assert engine.parse_url(url) == expected
 
 
 @pytest.mark.parametrize('url', [
@@ -33,17 +37,17 @@ def test_parse_url_accepts_the_documented_forms(url, expected):
 ])
 def test_parse_url_rejects_others_naming_the_url_and_the_accepted_forms(url):
     with pytest.raises(errors.RegistryError) as caught:
-        registry.parse_url(url)
+        engine.parse_url(url)
     message = str(caught.value)
     assert 'sqlite:////absolute/path.sqlite' in message and 'postgresql://user:password@host:port/database' in message
     assert 's3cret' not in message
-    assert registry.mask_url(url) in message
+    assert engine.mask_url(url) in message
 
 
 @pytest.mark.parametrize('url', ['', None, 42])
 def test_parse_url_without_a_url(url):
     with pytest.raises(errors.RegistryError, match='no registry URL given; use sqlite:'):
-        registry.parse_url(url)
+        engine.parse_url(url)
 
 
 @pytest.mark.parametrize('url, masked', [
@@ -58,63 +62,63 @@ def test_parse_url_without_a_url(url):
     ('not a url', 'not a url'),
 ])
 def test_mask_url_hides_the_password_only(url, masked):
-    assert registry.mask_url(url) == masked
+    assert engine.mask_url(url) == masked
 
 
 def test_scrub_removes_the_password_raw_and_url_decoded():
     url = 'postgresql://cloud:p%40ss-word@db/multihv'
-    text = registry.scrub('FATAL: password "p@ss-word" (p%40ss-word) rejected', url)
+    text = engine.scrub('FATAL: password "p@ss-word" (p%40ss-word) rejected', url)
     assert 'ss-word' not in text
     assert text == 'FATAL: password "********" (********) rejected'
-    assert registry.scrub('no secret here', 'postgresql://cloud@db/x') == 'no secret here'
+    assert engine.scrub('no secret here', 'postgresql://cloud@db/x') == 'no secret here'
 
 
 def test_dialects_spell_placeholders_and_row_locks_their_way():
     sql = "SELECT name FROM nodes WHERE name = ? AND disabled_reason LIKE 'maint%' AND hypervisor_type = ?"
-    assert registry.SQLITE.sql(sql) == sql
-    assert registry.POSTGRESQL.sql(sql) == (
+    assert engine.SQLITE.sql(sql) == sql
+    assert engine.POSTGRESQL.sql(sql) == (
         "SELECT name FROM nodes WHERE name = %s AND disabled_reason LIKE 'maint%%' AND hypervisor_type = %s")
-    assert registry.SQLITE.for_update == '' and registry.POSTGRESQL.for_update == ' FOR UPDATE'
-    assert registry.SQLITE.begin == 'BEGIN IMMEDIATE' and registry.POSTGRESQL.begin == 'BEGIN'
+    assert engine.SQLITE.for_update == '' and engine.POSTGRESQL.for_update == ' FOR UPDATE'
+    assert engine.SQLITE.begin == 'BEGIN IMMEDIATE' and engine.POSTGRESQL.begin == 'BEGIN'
 
 
 def test_migrations_are_ordered_and_in_the_common_sql_subset():
-    versions = [version for version, statements in registry.MIGRATIONS]
+    versions = [version for version, statements in schema.MIGRATIONS]
     assert versions == list(range(1, len(versions) + 1))
-    assert registry.SCHEMA_VERSION == versions[-1]
+    assert schema.SCHEMA_VERSION == versions[-1]
     dialect_only = re.compile(r'\b(SERIAL|AUTOINCREMENT|BOOLEAN|JSONB?|DATETIME|TIMESTAMPTZ|TIMESTAMP|NOW|PRAGMA|BYTEA|BLOB)\b|\?|%|;',
                               re.IGNORECASE)
-    for version, statements in registry.MIGRATIONS:
+    for version, statements in schema.MIGRATIONS:
         assert statements, version
         for statement in statements:
             assert not dialect_only.search(statement), (version, statement)
 
 
 def test_the_first_schema_has_every_table_of_record():
-    created = set(re.findall(r'CREATE TABLE (\w+)', ' '.join(registry.MIGRATIONS[0][1])))
+    created = set(re.findall(r'CREATE TABLE (\w+)', ' '.join(schema.MIGRATIONS[0][1])))
     assert created == {'nodes', 'flavors', 'images', 'instances', 'migrations', 'allocations', 'locks'}
 
 
 def test_timestamps_are_fixed_width_iso8601_utc():
-    first, second = registry.utcnow(), registry.utcnow()
+    first, second = engine.utcnow(), engine.utcnow()
     assert re.match(r'^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$', first)
     assert first <= second
 
 
 def test_node_fields_are_encoded_as_stored_and_decoded_back():
-    encode = registry._encode_node_field  # pylint: disable=protected-access
+    encode = functools.partial(tables.encode, tables.NODES)
     assert encode('enabled', False) == 0 and encode('forced_down', True) == 1
     assert not isinstance(encode('forced_down', True), bool)
     assert encode('aggregates', ['b', 'a']) == '["b", "a"]'
     assert encode('reserved', {'vcpus': 2, 'memory_mb': 512}) == '{"memory_mb": 512, "vcpus": 2}'
     assert encode('allocation_ratios', None) is None
     assert encode('disabled_reason', 'maintenance') == 'maintenance'
-    row = dict((column, None) for column in registry.NODE_COLUMNS)
+    row = dict((column, None) for column in tables.NODE_COLUMNS)
     row.update(enabled=1, forced_down=0, reserved_for_failover=1, aggregates='["a"]', reserved='{"vcpus": 2}')
-    node = registry._decode_node(row)  # pylint: disable=protected-access
+    node = tables.decode(tables.NODES, row)
     assert node['enabled'] is True and node['forced_down'] is False and node['reserved_for_failover'] is True
     assert node['aggregates'] == ['a'] and node['reserved'] == {'vcpus': 2} and node['allocation_ratios'] is None
-    assert registry._decode_node(None) is None  # pylint: disable=protected-access
+    assert tables.decode(tables.NODES, None) is None
 
 
 @pytest.mark.parametrize('field, value', [
@@ -123,11 +127,11 @@ def test_node_fields_are_encoded_as_stored_and_decoded_back():
 ])
 def test_node_fields_of_the_wrong_kind_are_a_type_error(field, value):
     with pytest.raises(TypeError, match=field):
-        registry._encode_node_field(field, value)  # pylint: disable=protected-access
+        tables.encode(tables.NODES, field, value)
 
 
 def test_set_node_refuses_unknown_fields_before_touching_the_database():
-    closed = registry.Registry(None, registry.SQLITE, 'sqlite:////nowhere.sqlite')
+    closed = registry.Registry(None, engine.SQLITE, 'sqlite:////nowhere.sqlite')
     with pytest.raises(TypeError, match='unknown node field.*colour.*known: enabled'):
         closed.set_node('kvm1', 'kvm', colour='blue')
     with pytest.raises(TypeError, match='hypervisor_type must be a non-empty string'):
@@ -135,13 +139,13 @@ def test_set_node_refuses_unknown_fields_before_touching_the_database():
 
 
 def test_a_closed_registry_says_so():
-    closed = registry.Registry(None, registry.POSTGRESQL, 'postgresql://cloud:s3cret@db/multihv')
+    closed = registry.Registry(None, engine.POSTGRESQL, 'postgresql://cloud:s3cret@db/multihv')
     with pytest.raises(errors.RegistryError, match=r'registry postgresql://cloud:\*+@db/multihv is closed'):
         closed.get_node('kvm1')
 
 
 def test_postgresql_without_psycopg_is_a_missing_library(monkeypatch):
-    monkeypatch.setattr(registry, '_psycopg', lambda: None)
+    monkeypatch.setattr(engine, '_psycopg', lambda: None)
     with pytest.raises(errors.MissingLibrary) as caught:
         registry.Registry.open('postgresql://cloud:s3cret@db/multihv')
     assert caught.value.library == 'psycopg'

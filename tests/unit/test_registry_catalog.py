@@ -13,7 +13,11 @@ import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import catalog
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import engine
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import rules
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import schema
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import tables
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import scheduler
 
 # sha256 of json.dumps(MIGRATIONS[0]) as released: a released version never changes.
@@ -22,35 +26,35 @@ V1_SHA256 = '2a12f5ec283ad2a89c934e462b9cc1f5c1fc12a70485dfdff347fc7776f40b60'
 
 def closed_registry():
     """A Registry with no connection: any database access raises RegistryError 'is closed'."""
-    return registry.Registry(None, registry.SQLITE, 'sqlite:////nowhere.sqlite')
+    return registry.Registry(None, engine.SQLITE, 'sqlite:////nowhere.sqlite')
 
 
 # -- schema ----------------------------------------------------------------------------------
 
 
 def test_version_1_is_untouched_and_version_2_adds_server_groups():
-    assert hashlib.sha256(json.dumps(registry.MIGRATIONS[0]).encode()).hexdigest() == V1_SHA256
-    assert registry.MIGRATIONS[1][0] == 2
-    statements = ' '.join(registry.MIGRATIONS[1][1])
+    assert hashlib.sha256(json.dumps(schema.MIGRATIONS[0]).encode()).hexdigest() == V1_SHA256
+    assert schema.MIGRATIONS[1][0] == 2
+    statements = ' '.join(schema.MIGRATIONS[1][1])
     assert set(re.findall(r'CREATE TABLE (\w+)', statements)) == {'server_groups'}
-    table = re.search(r'CREATE TABLE server_groups \((.*?)\)$', registry.MIGRATIONS[1][1][0]).group(1)
+    table = re.search(r'CREATE TABLE server_groups \((.*?)\)$', schema.MIGRATIONS[1][1][0]).group(1)
     assert [column.split()[0] for column in table.split(',')] == ['name', 'policy', 'rules', 'created_at', 'updated_at']
     assert 'name TEXT PRIMARY KEY' in table and 'policy TEXT NOT NULL' in table
     # The lookups behind "used by" and "has members".
-    assert 'CREATE INDEX instances_flavor ON instances (flavor)' in registry.MIGRATIONS[1][1]
-    assert 'CREATE INDEX instances_server_group ON instances (server_group)' in registry.MIGRATIONS[1][1]
+    assert 'CREATE INDEX instances_flavor ON instances (flavor)' in schema.MIGRATIONS[1][1]
+    assert 'CREATE INDEX instances_server_group ON instances (server_group)' in schema.MIGRATIONS[1][1]
 
 
 def test_version_3_adds_the_down_mark_and_the_source_index_only():
-    assert registry.SCHEMA_VERSION == 3 and registry.MIGRATIONS[2][0] == 3
-    assert registry.MIGRATIONS[2][1] == ['ALTER TABLE nodes ADD COLUMN down_since TEXT',
+    assert schema.SCHEMA_VERSION == 3 and schema.MIGRATIONS[2][0] == 3
+    assert schema.MIGRATIONS[2][1] == ['ALTER TABLE nodes ADD COLUMN down_since TEXT',
                                          'CREATE INDEX migrations_source ON migrations (source_node)']
     assert 'done' in registry.MIGRATION_STATUSES
 
 
 def test_table_columns_match_the_schema():
     created = {}
-    for _version, statements in registry.MIGRATIONS:
+    for _version, statements in schema.MIGRATIONS:
         for statement in statements:
             found = re.match(r'CREATE TABLE (\w+) \((.*)\)$', statement)
             if found:
@@ -58,12 +62,12 @@ def test_table_columns_match_the_schema():
             added = re.match(r'ALTER TABLE (\w+) ADD COLUMN (\w+) ', statement)
             if added:
                 created[added.group(1)].append(added.group(2))
-    for table in (registry.NODES, registry.FLAVORS, registry.IMAGES, registry.SERVER_GROUPS, registry.INSTANCES):
+    for table in (tables.NODES, tables.FLAVORS, tables.IMAGES, tables.SERVER_GROUPS, tables.INSTANCES):
         # The code names its columns in SELECTs: a column added later may sit anywhere in its list.
         assert sorted(table.columns) == sorted(created[table.name]), table.name
-    assert registry.NODES.columns == registry.NODE_COLUMNS
-    assert registry.INSTANCES.fields == registry.INSTANCE_FIELDS and registry.FLAVORS.fields == registry.FLAVOR_FIELDS
-    assert registry.IMAGES.fields == registry.IMAGE_FIELDS and registry.SERVER_GROUPS.fields == registry.SERVER_GROUP_FIELDS
+    assert tables.NODES.columns == tables.NODE_COLUMNS
+    assert tables.INSTANCES.fields == tables.INSTANCE_FIELDS and tables.FLAVORS.fields == tables.FLAVOR_FIELDS
+    assert tables.IMAGES.fields == tables.IMAGE_FIELDS and tables.SERVER_GROUPS.fields == tables.SERVER_GROUP_FIELDS
 
 
 def test_server_group_policies_are_the_schedulers():
@@ -74,42 +78,55 @@ def test_server_group_policies_are_the_schedulers():
 
 
 def test_fields_are_encoded_as_stored_and_decoded_back():
-    encode = registry._encode  # pylint: disable=protected-access
-    assert encode(registry.FLAVORS, 'vcpus', 4) == 4
-    assert encode(registry.FLAVORS, 'extra_specs', {'b': 1, 'a': [2]}) == '{"a": [2], "b": 1}'
-    assert encode(registry.INSTANCES, 'ha', True) == 1 and not isinstance(encode(registry.INSTANCES, 'ha', True), bool)
-    assert encode(registry.INSTANCES, 'node', None) is None
-    assert encode(registry.SERVER_GROUPS, 'rules', None) is None
-    row = dict((column, None) for column in registry.INSTANCES.columns)
+    encode = tables.encode
+    assert encode(tables.FLAVORS, 'vcpus', 4) == 4
+    assert encode(tables.FLAVORS, 'extra_specs', {'b': 1, 'a': [2]}) == '{"a": [2], "b": 1}'
+    assert encode(tables.INSTANCES, 'ha', True) == 1 and not isinstance(encode(tables.INSTANCES, 'ha', True), bool)
+    assert encode(tables.INSTANCES, 'node', None) is None
+    assert encode(tables.SERVER_GROUPS, 'rules', None) is None
+    row = dict((column, None) for column in tables.INSTANCES.columns)
     row.update(uuid='u1', name='web1', ha=0, restart_priority=3, identity='{"hostname": "web1", "macs": ["52:54:00:00:00:01"]}')
-    decoded = registry._decode(registry.INSTANCES, row)  # pylint: disable=protected-access
+    decoded = tables.decode(tables.INSTANCES, row)
     assert decoded['ha'] is False and decoded['restart_priority'] == 3
     assert decoded['identity'] == {'hostname': 'web1', 'macs': ['52:54:00:00:00:01']}
 
 
 @pytest.mark.parametrize('table, field, value, message', [
-    (registry.FLAVORS, 'vcpus', True, 'flavor field vcpus must be an integer'),
-    (registry.FLAVORS, 'vcpus', '2', 'flavor field vcpus must be an integer'),
-    (registry.FLAVORS, 'ram_mb', None, 'flavor field ram_mb must be given, not None'),
-    (registry.FLAVORS, 'extra_specs', ['a'], 'flavor field extra_specs must be a dict or None'),
-    (registry.IMAGES, 'hypervisor_type', None, 'image field hypervisor_type must be given'),
-    (registry.IMAGES, 'hypervisor_type', '', 'image field hypervisor_type must be a non-empty string'),
-    (registry.IMAGES, 'locations', 'kvm1', 'image field locations must be a dict'),
-    (registry.INSTANCES, 'ha', 1, 'instance field ha must be a bool'),
-    (registry.INSTANCES, 'ha', None, 'instance field ha must be true or false, not None'),
-    (registry.INSTANCES, 'restart_priority', 1.5, 'instance field restart_priority must be an integer'),
-    (registry.INSTANCES, 'name', '', 'instance field name must be a non-empty string'),
-    (registry.INSTANCES, 'node', 3, 'instance field node must be a string or None'),
+    (tables.FLAVORS, 'vcpus', True, 'flavor field vcpus must be an integer'),
+    (tables.FLAVORS, 'vcpus', '2', 'flavor field vcpus must be an integer'),
+    (tables.FLAVORS, 'ram_mb', None, 'flavor field ram_mb must be given, not None'),
+    (tables.FLAVORS, 'extra_specs', ['a'], 'flavor field extra_specs must be a dict or None'),
+    (tables.IMAGES, 'hypervisor_type', None, 'image field hypervisor_type must be given'),
+    (tables.IMAGES, 'hypervisor_type', '', 'image field hypervisor_type must be a non-empty string'),
+    (tables.IMAGES, 'locations', 'kvm1', 'image field locations must be a dict'),
+    (tables.INSTANCES, 'ha', 1, 'instance field ha must be a bool'),
+    (tables.INSTANCES, 'ha', None, 'instance field ha must be true or false, not None'),
+    (tables.INSTANCES, 'restart_priority', 1.5, 'instance field restart_priority must be an integer'),
+    (tables.INSTANCES, 'name', '', 'instance field name must be a non-empty string'),
+    (tables.INSTANCES, 'node', 3, 'instance field node must be a string or None'),
 ])
 def test_values_of_the_wrong_kind_are_a_type_error(table, field, value, message):
     with pytest.raises(TypeError, match=re.escape(message)):
-        registry._encode(table, field, value)  # pylint: disable=protected-access
+        tables.encode(table, field, value)
 
 
 def test_name_list_shows_the_first_ten():
-    assert registry.name_list(['a', 'b']) == 'a, b'
+    assert rules.name_list(['a', 'b']) == 'a, b'
     names = ['i%02d' % index for index in range(13)]
-    assert registry.name_list(names) == ', '.join(names[:10]) + ' and 3 more'
+    assert rules.name_list(names) == ', '.join(names[:10]) + ' and 3 more'
+
+
+def test_the_catalog_rules_refuse_only_what_instances_hold_with_the_error_their_caller_names():
+    with pytest.raises(errors.RegistryError, match=re.escape('flavor m1 is used by instance(s) web1: its vcpus cannot change')):
+        rules.keep_used_flavor('m1', ['web1'], {'vcpus': 4, 'extra_specs': '{}'}, error=errors.RegistryError)
+    with pytest.raises(errors.MultihvError, match='server group db has members db1: its policy cannot change from affinity to'):
+        rules.keep_policy_of_members('db', ['db1'], 'affinity', 'anti-affinity')
+    # extra_specs and rules may change under instances; nothing is held by a flavor or group nobody uses.
+    rules.keep_used_flavor('m1', ['web1'], {'extra_specs': '{}'})
+    rules.keep_used_flavor('m1', [], {'vcpus': 4})
+    rules.keep_flavor_in_use('m1', [])
+    rules.keep_policy_of_members('db', ['db1'], 'affinity', 'affinity')
+    rules.keep_group_with_members('db', [])
 
 
 # -- argument checks made before the database is touched ----------------------------------------
