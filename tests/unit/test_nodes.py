@@ -15,7 +15,8 @@ DRIVERS = kinds.drivers_for(CLOUD)  # configuration only: they connect when aske
 
 
 def node_view(node, row):
-    return node_view(node, row, _nodes.placement_of(DRIVERS, node.name))
+    """The node's view as modules return it (NodeView.as_dict())."""
+    return _nodes.node_view(CLOUD, node, row, _nodes.placement_of(DRIVERS, node.name)).as_dict()
 
 
 def kvm_node(**host):
