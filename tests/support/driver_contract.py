@@ -1,0 +1,175 @@
+"""The driver interface's promises (plugins/module_utils/_drivers/base.py), written once and run
+against every driver: the FakeDriver in tests/unit, the libvirt and vSphere drivers on the lab in
+tests/integration (model: Nova's _VirtDriverTestCase, one suite subclassed per driver).
+
+A test module subclasses DriverContract (its name does not start with Test: pytest collects the
+subclasses only) and gives a `harness` fixture that returns a Harness and, after the test,
+removes every instance the harness's specs named, wherever the test left them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import uuid as uuidlib
+from typing import Callable
+
+import pytest
+
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
+    IMAGE_FILE, IMAGE_TEMPLATE, Capabilities, ComputeDriver, InstanceSpec, InstanceState, MigrationControls, MigrationTarget,
+    NodePlacement, NodeResources,
+)
+
+REFUSED = (errors.DriverError, errors.NotFound)
+
+
+@dataclasses.dataclass
+class Harness:
+    """One driver under test.
+
+    driver: the driver; node: a node it serves. spec(**overrides): a new InstanceSpec on node for
+    an image the driver has (ready), with a uuid and a name of its own. missing_image: an image
+    name the driver does not have. target: where an instance of spec() may migrate (a
+    MigrationTarget, its image ready there), or None when the harness has none. unreachable():
+    a driver of the same kind whose endpoint does not answer, or None when the harness cannot
+    make one.
+    """
+
+    driver: ComputeDriver
+    node: str
+    spec: Callable[..., InstanceSpec]
+    missing_image: str
+    target: MigrationTarget | None = None
+    unreachable: Callable[[], ComputeDriver] | None = None
+
+
+def listed(driver, inst_uuid):
+    """The instance's InstanceState as list_instances reports it, or None."""
+    return next((s for s in driver.list_instances() if s.uuid == inst_uuid), None)
+
+
+class DriverContract:
+    """What the core relies on from every driver."""
+
+    def test_capabilities_say_what_the_driver_does(self, harness):
+        caps = harness.driver.capabilities
+        assert isinstance(caps, Capabilities) and caps.label and caps.node_noun
+        assert caps.image_kind in (IMAGE_FILE, IMAGE_TEMPLATE)
+        assert isinstance(harness.driver.hypervisor_type, str) and harness.driver.hypervisor_type
+        if not caps.evacuation:
+            assert caps.self_recovery, 'a type without evacuation says how its nodes recover, for the refusal'
+
+    def test_configuration_is_answered_without_io(self, harness):
+        driver = harness.driver
+        assert isinstance(driver.endpoint_name(), str) and driver.endpoint_name()
+        assert all(isinstance(name, str) for name in driver.node_names())
+        assert driver.serves(harness.node) is True
+        assert driver.serves('no-such-node-%s' % uuidlib.uuid4().hex[:8]) is False
+        assert isinstance(driver.placement(harness.node), NodePlacement)
+        if driver.capabilities.evacuation:
+            assert isinstance(driver.fence_command(harness.node), str)
+            peers = driver.storage_peers(harness.node)
+            assert peers is None or all(isinstance(name, str) for name in peers)
+
+    def test_get_nodes_reports_the_node_up_with_usable_hosts(self, harness):
+        nodes = dict((n.name, n) for n in harness.driver.get_nodes())
+        node = nodes[harness.node]
+        assert isinstance(node, NodeResources) and node.state == 'up' and node.reason is None
+        assert node.hypervisor_type == harness.driver.hypervisor_type
+        assert any(h.usable for h in node.hosts)
+        assert node.vcpus > 0 and node.memory_mb > 0 and node.disk_gb >= 0 and node.disk_gb_free >= 0
+        for host in node.hosts:
+            assert min(host.vcpus, host.memory_mb, host.vcpus_used, host.memory_mb_used, host.instances) >= 0, host
+
+    def test_spawn_makes_a_running_instance_listed_on_its_node(self, harness):
+        spec = harness.spec()
+        state = harness.driver.spawn(spec)
+        assert isinstance(state, InstanceState)
+        assert (state.uuid, state.name, state.node, state.power_state) == (spec.uuid, spec.name, harness.node, 'running')
+        assert (state.vcpus, state.memory_mb) == (spec.vcpus, spec.memory_mb)
+        assert state.host and (spec.host is None or state.host == spec.host)
+        seen = listed(harness.driver, spec.uuid)
+        assert seen is not None and (seen.name, seen.node, seen.host, seen.power_state) == (spec.name, harness.node, state.host, 'running')
+
+    def test_spawn_of_a_uuid_already_there_is_refused_and_the_first_stays(self, harness):
+        first = harness.spec()
+        harness.driver.spawn(first)
+        with pytest.raises(REFUSED):
+            harness.driver.spawn(dataclasses.replace(first, name=harness.spec().name))
+        assert listed(harness.driver, first.uuid).power_state == 'running'
+
+    def test_set_power_stops_and_starts_idempotently(self, harness):
+        spec = harness.spec()
+        harness.driver.spawn(spec)
+        for action, power in (('stop', 'stopped'), ('stop', 'stopped'), ('start', 'running'), ('start', 'running'),
+                              ('reboot', 'running')):
+            state = harness.driver.set_power(spec.uuid, harness.node, action)
+            assert (state.uuid, state.power_state) == (spec.uuid, power), action
+            assert listed(harness.driver, spec.uuid).power_state == power, action
+
+    def test_set_power_of_an_unknown_instance_is_not_found(self, harness):
+        with pytest.raises(errors.NotFound):
+            harness.driver.set_power(str(uuidlib.uuid4()), harness.node, 'start')
+
+    def test_destroy_removes_the_instance_and_is_idempotent(self, harness):
+        spec = harness.spec()
+        harness.driver.spawn(spec)
+        harness.driver.destroy(spec.uuid, harness.node)
+        assert listed(harness.driver, spec.uuid) is None
+        harness.driver.destroy(spec.uuid, harness.node)  # gone already: no error
+        with pytest.raises(errors.NotFound):
+            harness.driver.set_power(spec.uuid, harness.node, 'start')
+
+    def test_spawn_of_a_missing_image_raises_and_leaves_nothing(self, harness):
+        spec = harness.spec(image=harness.missing_image)
+        with pytest.raises(REFUSED):
+            harness.driver.spawn(spec)
+        assert listed(harness.driver, spec.uuid) is None
+        assert spec.name not in [s.name for s in harness.driver.list_instances()]
+
+    def test_reusing_a_disk_that_is_not_there_raises_and_leaves_nothing(self, harness):
+        spec = harness.spec(reuse_disk=True)
+        with pytest.raises(REFUSED):
+            harness.driver.spawn(spec)
+        assert listed(harness.driver, spec.uuid) is None
+
+    def test_migrate_moves_a_running_instance_to_the_target(self, harness):
+        if harness.target is None:
+            pytest.skip('the harness has no migration target')
+        driver, target = harness.driver, harness.target
+        spec = harness.spec()
+        driver.spawn(spec)
+        caps = driver.capabilities
+        if caps.block_migration and not driver.shares_storage(target.driver, spec.storage):
+            mode = 'block'
+        else:
+            mode = 'live' if caps.live_migration else 'cold'
+        caller, reports = threading.get_ident(), []
+        state, stats = driver.migrate(spec.uuid, harness.node, target, mode, MigrationControls(),
+                                      lambda s: reports.append((threading.get_ident(), s)))
+        assert isinstance(stats, dict)
+        assert (state.uuid, state.node, state.power_state) == (spec.uuid, target.node, 'running')
+        assert target.host is None or state.host == target.host
+        assert all(thread == caller and isinstance(s, dict) for thread, s in reports), 'progress comes on the caller\'s thread'
+        seen = listed(target.driver, spec.uuid)
+        assert (seen.node, seen.host, seen.power_state) == (target.node, state.host, 'running')
+        if target.driver.endpoint_name() != driver.endpoint_name():
+            assert listed(driver, spec.uuid) is None
+
+    def test_an_endpoint_that_does_not_answer_raises_unreachable(self, harness):
+        if harness.unreachable is None:
+            pytest.skip('the harness cannot make an endpoint that does not answer')
+        gone = harness.unreachable()
+        try:
+            with pytest.raises(errors.Unreachable):
+                gone.get_nodes()
+            with pytest.raises(errors.Unreachable):
+                gone.list_instances()
+        finally:
+            gone.close()
+        gone.close()  # idempotent
+
+
+__all__ = ['DriverContract', 'Harness', 'listed']

@@ -1,0 +1,453 @@
+"""A fake hypervisor that keeps the driver interface's contract (model: nova/virt/fake.py), so that
+the core's failure paths can be tested in milliseconds against a real registry.
+
+A FakeWorld is one test's hypervisors: endpoints (what a driver talks to), their nodes, each
+node's hosts (one named after the node, or several like a vSphere cluster), the VMs on them,
+the disks in each storage directory and the images uploaded. Every FakeDriver a test or a
+worker thread makes (world.drivers is a Context's driver_factory) points at the same world, so
+what one run does, the next sees. Failures are injected on the world: spawns that fail,
+migrations that fail half way, endpoints that stop answering.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import itertools
+import threading
+
+from ansible_collections.multihv.cloud.plugins.module_utils import _config
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
+from ansible_collections.multihv.cloud.plugins.module_utils._compute.context import Context
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import MIGRATION_MODES, POWER_ACTIONS
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
+    IMAGE_FILE, IMAGE_TEMPLATE, Capabilities, ComputeDriver, HostResources, InstanceState, NodePlacement, NodeResources,
+)
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
+
+FAKE = 'fake'
+# Everything on: a node is its own host, its instances are evacuated when it fails.
+CAPABILITIES = Capabilities(label='Fake', node_noun='fake host', live_migration=True, block_migration=True,
+                            cold_migration=True, evacuation=True, image_kind=IMAGE_FILE)
+# A node of several hosts whose hypervisor restarts its VMs itself, with template images.
+CLUSTER_CAPABILITIES = Capabilities(label='Fake cluster', node_noun='fake cluster', live_migration=True, cold_migration=True,
+                                    self_recovery='fake HA restarts the VMs by itself', hosts_in_node=True,
+                                    image_kind=IMAGE_TEMPLATE)
+POWER_AFTER = {'start': 'running', 'reboot': 'running', 'stop': 'stopped', 'shutdown': 'stopped'}
+
+
+@dataclasses.dataclass
+class FakeHost:
+    name: str
+    vcpus: int = 8
+    memory_mb: int = 8192
+    connection_state: str = 'connected'
+    in_maintenance: bool = False
+
+
+@dataclasses.dataclass
+class FakeNode:
+    """A node as the cloud file and the hypervisor describe it."""
+
+    name: str
+    endpoint: str
+    hosts: list
+    disk_gb: int = 100
+    availability_zone: str = 'nova'
+    aggregates: tuple = ()
+    fence_command: str = ''
+    storage_peers: list | None = None
+
+
+@dataclasses.dataclass
+class FakeEndpoint:
+    """storage: {'local' / 'shared': the directory instance disks of that storage go to}; two
+    endpoints whose directory has the same name share it. templates: template images there."""
+
+    name: str
+    hypervisor_type: str
+    capabilities: Capabilities
+    storage: dict
+    templates: set = dataclasses.field(default_factory=set)
+    answering: bool = True
+
+
+@dataclasses.dataclass
+class FakeVM:
+    uuid: str
+    name: str
+    node: str
+    host: str
+    power: str
+    vcpus: int
+    memory_mb: int
+    disk_gb: int
+    storage: str
+    image: str
+    disks: list
+    macs: list
+
+    def state(self):
+        return InstanceState(self.uuid, self.name, self.node, self.host, self.power, self.vcpus, self.memory_mb,
+                             list(self.macs), list(self.disks))
+
+
+@dataclasses.dataclass
+class SpawnFailure:
+    """The next `times` spawns (of instance `name` only, when given) raise error; leave_behind: the VM
+    stays (a spawn that overstayed its deadline and finished anyway), else it is cleaned up."""
+
+    name: str | None
+    times: int
+    error: Exception
+    leave_behind: bool = False
+
+
+class FakeWorld:
+    """One test's hypervisors. Thread-safe: workers of a bulk operation share it."""
+
+    def __init__(self):
+        self.lock = threading.RLock()
+        self.endpoints = {}
+        self.nodes = {}
+        self.vms = {}             # (node, uuid) -> FakeVM: a stale copy and its rebuild are two VMs
+        self.disks = set()        # paths of the disks that exist
+        self.images = {}          # (endpoint, image name) -> (source, disk format)
+        self.uploads = []         # (endpoint, image name), one per upload
+        self.calls = []           # (endpoint, method) of every call that reaches a hypervisor
+        self.spawn_failures = []
+        self.migration_failures = {}  # instance name or uuid -> error
+        self._moids = itertools.count(1)
+
+    # -- building the world --------------------------------------------------------------
+
+    def add_endpoint(self, name, hypervisor_type=FAKE, capabilities=CAPABILITIES, shared='shared', templates=()):
+        """shared: the name of the shared directory the endpoint sees (None: no shared storage)."""
+        storage = {'local': 'local-%s' % name}
+        if shared:
+            storage['shared'] = shared
+        self.endpoints[name] = FakeEndpoint(name, hypervisor_type, capabilities, storage, set(templates))
+        return self.endpoints[name]
+
+    def add_node(self, name, endpoint=None, hosts=1, vcpus=8, memory_mb=8192, **settings):
+        """A node of `hosts` hosts (each vcpus and memory_mb; one host is named after the node) on
+        endpoint (one named after the node, made with the defaults, unless it exists)."""
+        endpoint = endpoint or name
+        if endpoint not in self.endpoints:
+            self.add_endpoint(endpoint)
+        names = [name] if hosts == 1 else ['%s-h%d' % (name, index) for index in range(hosts)]
+        self.nodes[name] = FakeNode(name, endpoint, [FakeHost(h, vcpus, memory_mb) for h in names], **settings)
+        return self.nodes[name]
+
+    def drivers(self, config=None):  # pylint: disable=unused-argument  # a Context's driver_factory
+        return [FakeDriver(self, name) for name in self.endpoints]
+
+    def driver(self, endpoint):
+        return FakeDriver(self, endpoint)
+
+    # -- what tests look at -----------------------------------------------------------------
+
+    def vm(self, ref, node=None):
+        """The VM named or with uuid ref (on node, when given), or None."""
+        with self.lock:
+            found = [vm for vm in self.vms.values() if ref in (vm.uuid, vm.name) and node in (None, vm.node)]
+        assert len(found) <= 1, 'instance %s has copies on %s: give the node' % (ref, [vm.node for vm in found])
+        return found[0] if found else None
+
+    def placed(self):
+        """{instance name: (node, power)} of every VM."""
+        with self.lock:
+            return dict((vm.name, (vm.node, vm.power)) for vm in sorted(self.vms.values(), key=lambda v: (v.name, v.node)))
+
+    # -- failures ---------------------------------------------------------------------------
+
+    def fail_spawn(self, name=None, times=1, error=None, leave_behind=False):
+        self.spawn_failures.append(SpawnFailure(name, times, error or errors.DriverError('injected spawn failure'), leave_behind))
+
+    def fail_migration(self, ref, error=None):
+        self.migration_failures[ref] = error or errors.DriverError('injected failure half way through the migration')
+
+    def power_loss(self, endpoint):
+        """The endpoint stops answering and its VMs stop (restore: answer_again)."""
+        with self.lock:
+            self.endpoints[endpoint].answering = False
+            for vm in self.vms.values():
+                if self.nodes[vm.node].endpoint == endpoint:
+                    vm.power = 'stopped'
+
+    def stop_answering(self, endpoint):
+        """A network fault: the endpoint does not answer, its VMs run on."""
+        self.endpoints[endpoint].answering = False
+
+    def answer_again(self, endpoint):
+        self.endpoints[endpoint].answering = True
+
+    def _spawn_failure(self, name):
+        with self.lock:
+            for failure in self.spawn_failures:
+                if failure.times > 0 and failure.name in (None, name):
+                    failure.times -= 1
+                    return failure
+        return None
+
+
+class FakeDriver(ComputeDriver):
+    """The driver of one endpoint of a FakeWorld."""
+
+    def __init__(self, world, endpoint):
+        self.world = world
+        self.endpoint = world.endpoints[endpoint]
+        self.hypervisor_type = self.endpoint.hypervisor_type
+        self.capabilities = self.endpoint.capabilities
+        self.closed = False
+
+    # -- configuration (no I/O) -------------------------------------------------------------
+
+    def endpoint_name(self):
+        return self.endpoint.name
+
+    def node_names(self):
+        return [n.name for n in self.world.nodes.values() if n.endpoint == self.endpoint.name]
+
+    def serves(self, node):
+        return node in self.node_names()
+
+    def placement(self, node):
+        found = self._node(node)
+        return NodePlacement(found.availability_zone, tuple(found.aggregates), 'fake://%s' % self.endpoint.name)
+
+    def fence_command(self, node):
+        return self._node(node).fence_command
+
+    def storage_peers(self, node):
+        return self._node(node).storage_peers
+
+    def _node(self, node):
+        found = self.world.nodes.get(node)
+        if found is None or found.endpoint != self.endpoint.name:
+            raise errors.DriverError('node %s is not one of fake endpoint %s; nothing was done' % (node, self.endpoint.name))
+        return found
+
+    @contextlib.contextmanager
+    def _io(self, method):
+        """A call that reaches the hypervisor: recorded, refused when the endpoint does not answer,
+        run under the world's lock."""
+        with self.world.lock:
+            self.world.calls.append((self.endpoint.name, method))
+            if not self.endpoint.answering:
+                raise errors.Unreachable('fake endpoint %s does not answer' % self.endpoint.name)
+            yield
+
+    def _vm(self, uuid, node):
+        vm = self.world.vms.get((node, uuid))
+        if vm is None:
+            raise errors.NotFound('fake node %s has no instance %s; nothing was changed' % (node, uuid))
+        return vm
+
+    def _disk(self, storage, uuid):
+        directory = self.endpoint.storage.get(storage)
+        if directory is None:
+            raise errors.DriverError('fake endpoint %s has no %s storage; nothing was created' % (self.endpoint.name, storage))
+        return '%s/%s.disk' % (directory, uuid)
+
+    # -- nodes and images -------------------------------------------------------------------
+
+    def get_nodes(self):
+        with self._io('get_nodes'):
+            return [self._resources(self.world.nodes[name]) for name in self.node_names()]
+
+    def _resources(self, node):
+        hosts = []
+        for host in node.hosts:
+            on = [vm for vm in self.world.vms.values() if vm.node == node.name and vm.host == host.name]
+            running = [vm for vm in on if vm.power == 'running']
+            used = sum(vm.memory_mb for vm in running)
+            hosts.append(HostResources(host.name, host.connection_state, host.in_maintenance, host.vcpus, host.memory_mb,
+                                       sum(vm.vcpus for vm in running), used, host.memory_mb - used, len(on)))
+        disk_used = sum(vm.disk_gb for vm in self.world.vms.values() if vm.node == node.name)
+        return NodeResources(node.name, self.hypervisor_type, hosts=hosts, disk_gb=node.disk_gb,
+                             disk_gb_free=max(node.disk_gb - disk_used, 0), extra={'endpoint': self.endpoint.name})
+
+    def ensure_image(self, name, source, disk_format):
+        if self.capabilities.image_kind != IMAGE_FILE:
+            return super().ensure_image(name, source, disk_format)
+        with self._io('ensure_image'):
+            key = (self.endpoint.name, name)
+            if self.world.images.get(key) == (source, disk_format):
+                return False
+            self.world.images[key] = (source, disk_format)
+            self.world.uploads.append(key)
+            return True
+
+    def find_template(self, name, datacenter=None):
+        if self.capabilities.image_kind != IMAGE_TEMPLATE:
+            return super().find_template(name, datacenter)
+        with self._io('find_template'):
+            if name not in self.endpoint.templates:
+                raise errors.NotFound('fake endpoint %s has no template %s; it has %s'
+                                      % (self.endpoint.name, name, ', '.join(sorted(self.endpoint.templates)) or 'none'))
+            return {'name': name, 'moid': 'vm-%d' % next(self.world._moids), 'datacenter': datacenter}  # pylint: disable=protected-access
+
+    def _has_image(self, name):
+        if self.capabilities.image_kind == IMAGE_TEMPLATE:
+            return name in self.endpoint.templates
+        return (self.endpoint.name, name) in self.world.images
+
+    # -- instances --------------------------------------------------------------------------
+
+    def list_instances(self):
+        with self._io('list_instances'):
+            nodes = set(self.node_names())
+            return [vm.state() for vm in sorted(self.world.vms.values(), key=lambda v: v.name) if vm.node in nodes]
+
+    def spawn(self, spec):
+        with self._io('spawn'):
+            node = self._node(spec.node)
+            untouched = 'instance %s (%s) was not created on %s' % (spec.name, spec.uuid, spec.node)
+            if any(vm.uuid == spec.uuid and vm.node in self.node_names() for vm in self.world.vms.values()):
+                raise errors.DriverError('fake endpoint %s already has instance %s; nothing was created' % (self.endpoint.name, spec.uuid))
+            if not self._has_image(spec.image):
+                raise errors.DriverError('image %s is not on fake endpoint %s; %s' % (spec.image, self.endpoint.name, untouched))
+            host = spec.host or node.hosts[0].name
+            if host not in [h.name for h in node.hosts]:
+                raise errors.NotFound('node %s has no host %s; %s' % (node.name, host, untouched))
+            disk = self._disk(spec.storage, spec.uuid)
+            if spec.reuse_disk and disk not in self.world.disks:
+                raise errors.DriverError('the disk %s to reuse is missing; %s' % (disk, untouched))
+            if not spec.reuse_disk and disk in self.world.disks:
+                raise errors.DriverError('a disk %s is there already; %s' % (disk, untouched))
+            self.world.disks.add(disk)
+            vm = FakeVM(spec.uuid, spec.name, spec.node, host, 'running', spec.vcpus, spec.memory_mb, spec.disk_gb, spec.storage,
+                        spec.image, [disk], [n['mac'] for n in spec.networks])
+            self.world.vms[(spec.node, spec.uuid)] = vm
+            failure = self.world._spawn_failure(spec.name)  # pylint: disable=protected-access
+            if failure is not None:
+                if not failure.leave_behind:  # a driver removes what it made before it raises
+                    del self.world.vms[(spec.node, spec.uuid)]
+                    if not spec.reuse_disk:
+                        self.world.disks.discard(disk)
+                raise failure.error
+            return vm.state()
+
+    def destroy(self, uuid, node, destroy_disks=True):
+        """Idempotent. When the VM is not here, only its local disk goes (a shared one may be another copy's)."""
+        with self._io('destroy'):
+            self._node(node)
+            vm = self.world.vms.pop((node, uuid), None)
+            if destroy_disks:
+                self.world.disks.difference_update(vm.disks if vm else [self._disk('local', uuid)])
+
+    def set_power(self, uuid, node, action):
+        with self._io('set_power'):
+            self._node(node)
+            if action not in POWER_ACTIONS:
+                raise errors.DriverError('power action must be one of %s, got %r; instance %s was left untouched'
+                                         % (', '.join(POWER_ACTIONS), action, uuid))
+            vm = self._vm(uuid, node)
+            vm.power = POWER_AFTER[action]
+            return vm.state()
+
+    # -- migration --------------------------------------------------------------------------
+
+    def shares_storage(self, target, storage):
+        with self._io('shares_storage'):
+            if not target.endpoint.answering:
+                raise errors.Unreachable('fake endpoint %s does not answer' % target.endpoint.name)
+            directory = self.endpoint.storage.get(storage)
+            return directory is not None and target.endpoint.storage.get(storage) == directory
+
+    def migrate(self, uuid, node, target, mode, controls, progress=None):
+        with self._io('migrate'):
+            vm = self._vm(uuid, node)
+            dest, untouched = target.driver, 'instance %s stayed on %s' % (vm.name, node)
+            if mode not in MIGRATION_MODES or not getattr(self.capabilities, '%s_migration' % mode):
+                raise errors.DriverError('%s nodes have no %s migration; %s' % (self.capabilities.label, mode, untouched))
+            if not isinstance(dest, FakeDriver) or dest.world is not self.world or dest.hypervisor_type != self.hypervisor_type:
+                raise errors.DriverError('the target of a fake migration must be a fake endpoint of the same world; %s' % untouched)
+            if not dest.endpoint.answering:
+                raise errors.Unreachable('fake endpoint %s does not answer; %s' % (dest.endpoint.name, untouched))
+            host = target.host or dest._node(target.node).hosts[0].name  # pylint: disable=protected-access
+            if (target.node, host) == (node, vm.host):
+                raise errors.DriverError('instance %s already runs on host %s of %s; %s' % (vm.name, host, node, untouched))
+            shared = self.endpoint.storage.get(vm.storage) == dest.endpoint.storage.get(vm.storage)
+            if mode == 'live' and not shared:
+                raise errors.DriverError('a live migration needs the disk on storage both endpoints see; %s' % untouched)
+            if not shared and not dest._has_image(vm.image):  # pylint: disable=protected-access
+                raise errors.DriverError('image %s is not on %s; %s' % (vm.image, dest.endpoint.name, untouched))
+        stats = {'mode': mode, 'memory_total': vm.memory_mb << 20, 'disk_total': 0 if shared else vm.disk_gb << 30}
+        if progress is not None:  # outside the world's lock: it writes to the caller's registry
+            progress(dict(stats, memory_processed=stats['memory_total'] // 2))
+        with self.world.lock:
+            failure = self.world.migration_failures.pop(vm.name, None) or self.world.migration_failures.pop(uuid, None)
+            if failure is not None:
+                raise failure
+            del self.world.vms[(node, uuid)]
+            if not shared:
+                self.world.disks.difference_update(vm.disks)
+                vm.disks = [dest._disk(vm.storage, uuid)]  # pylint: disable=protected-access
+                self.world.disks.update(vm.disks)
+            vm.node, vm.host = target.node, host
+            self.world.vms[(target.node, uuid)] = vm
+            return vm.state(), stats
+
+    def close(self):
+        self.closed = True
+
+
+class FakeCloud:
+    """A cloud over a FakeWorld: a real SQLite registry in directory, the cloud file that names
+    it, and a fresh Context for each operation (a Context reads the nodes once)."""
+
+    def __init__(self, world, directory):
+        self.world = world
+        url = 'sqlite:///%s/registry.sqlite' % directory
+        self.config = _config.parse({'registry': {'url': url}}, 'the fake cloud', {})
+        self.registry = Registry.open(url)
+        self._others = itertools.count(1)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.registry.close()
+
+    def context(self, timeout=None):
+        return Context(self.config, self.registry, drivers=self.world.drivers(), timeout=timeout,
+                       driver_factory=self.world.drivers)
+
+    def flavor(self, name, vcpus=1, ram_mb=1024, disk_gb=1):
+        return self.registry.set_flavor(name, vcpus=vcpus, ram_mb=ram_mb, disk_gb=disk_gb, extra_specs={})[1]
+
+    def image(self, name, hypervisor_type=FAKE, **properties):
+        """A file image (source /images/<name>.qcow2) unless properties say otherwise (template=...)."""
+        if not properties:
+            properties = {'source': '/images/%s.qcow2' % name, 'format': 'qcow2'}
+        return self.registry.set_image(name, hypervisor_type=hypervisor_type, properties=properties)[1]
+
+    def boot(self, name, flavor='small', image='tick', **params):
+        """One instance booted through the core (params: node, storage, ha, restart_priority, state...)."""
+        return _instances.boot_one(self.context(), dict(params, name=name, flavor=flavor, image=image))
+
+    def take_room(self, node):
+        """What another run does between this run's plan and its claim: an instance of its own
+        claims all the RAM left on node. Returns that instance's record."""
+        view = self.context().view(node)
+        held = self.registry.allocations_by_node().get(node, {}).get('memory_mb', 0)
+        other = self.registry.create_instance(name='other-run-%d' % next(self._others), node=node, storage='local', image='-',
+                                              flavor=self.registry.list_flavors()[0]['name'])
+        room = {'vcpus': 0, 'memory_mb': view.capacity['memory_mb'] - held, 'disk_gb': 0}
+        assert self.registry.claim(other['uuid'], node, view.hypervisor_type, room, view.capacity)
+        return other
+
+    def allocations(self):
+        """[(instance name, node)] of every allocation, sorted."""
+        names = dict((i['uuid'], i['name']) for i in self.registry.list_instances())
+        return sorted((names.get(a['instance_uuid'], a['instance_uuid']), a['node']) for a in self.registry.list_allocations())
+
+    def nodes_of(self):
+        """{instance name: node} of every instance record."""
+        return dict((i['name'], i['node']) for i in self.registry.list_instances())
+
+
+__all__ = ['CAPABILITIES', 'CLUSTER_CAPABILITIES', 'FAKE', 'FakeCloud', 'FakeDriver', 'FakeWorld']

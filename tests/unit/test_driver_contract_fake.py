@@ -1,0 +1,127 @@
+"""The driver contract against the FakeDriver (a node that is its own host, and a cluster node of
+template images), and the fake's own failure knobs that the orchestration tests rely on."""
+
+from __future__ import annotations
+
+import uuid as uuidlib
+
+import pytest
+
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import InstanceSpec, MigrationControls, MigrationTarget
+from support.driver_contract import DriverContract, Harness, listed
+from support.fake_driver import CLUSTER_CAPABILITIES, FakeWorld
+
+
+def spec_maker(**defaults):
+    """spec(**overrides): a new InstanceSpec from defaults (node, image, ...) and overrides."""
+    def spec(**overrides):
+        inst_uuid = str(uuidlib.uuid4())
+        fields = dict(uuid=inst_uuid, name='test-%s' % inst_uuid[:8], vcpus=1, memory_mb=64, disk_gb=1,
+                      networks=[{'network': 'default', 'mac': '52:54:00:00:00:01'}], **defaults)
+        fields.update(overrides)
+        return InstanceSpec(**fields)
+    return spec
+
+
+def host_world():
+    """fake1 and fake2, each its own endpoint and host, sharing one shared directory; tick uploaded to both."""
+    world = FakeWorld()
+    for name in ('fake1', 'fake2'):
+        world.add_node(name)
+        world.driver(name).ensure_image('tick', '/images/tick.qcow2', 'qcow2')
+    world.add_node('gone')
+    world.stop_answering('gone')
+    return world, 'tick', Harness(world.driver('fake1'), 'fake1', spec_maker(node='fake1', image='tick'), 'no-such-image',
+                                  MigrationTarget(world.driver('fake2'), 'fake2'), lambda: world.driver('gone'))
+
+
+def cluster_world():
+    """One endpoint with a node of three hosts, template images."""
+    world = FakeWorld()
+    world.add_endpoint('vc', hypervisor_type='fakecluster', capabilities=CLUSTER_CAPABILITIES, templates={'tmpl'})
+    world.add_node('vc/c1', endpoint='vc', hosts=3)
+    world.add_endpoint('vc-gone', hypervisor_type='fakecluster', capabilities=CLUSTER_CAPABILITIES)
+    world.add_node('vc-gone/c1', endpoint='vc-gone', hosts=2)
+    world.stop_answering('vc-gone')
+    driver = world.driver('vc')
+    return world, 'tmpl', Harness(driver, 'vc/c1', spec_maker(node='vc/c1', image='tmpl', host='vc/c1-h0'),
+                                  'no-such-template', MigrationTarget(driver, 'vc/c1', 'vc/c1-h1'), lambda: world.driver('vc-gone'))
+
+
+@pytest.fixture(params=[host_world, cluster_world], ids=['host', 'cluster'])
+def world_harness(request):
+    return request.param()
+
+
+@pytest.fixture
+def harness(world_harness):
+    return world_harness[2]
+
+
+class TestFakeDriverContract(DriverContract):
+    pass
+
+
+def test_a_failed_spawn_removes_what_it_made_unless_told_to_leave_it():
+    world, image, harness = host_world()
+    world.fail_spawn()
+    spec = harness.spec()
+    with pytest.raises(errors.DriverError, match='injected'):
+        harness.driver.spawn(spec)
+    assert world.vms == {} and world.disks == set()
+    world.fail_spawn(name='left', error=errors.Unreachable('overstayed'), leave_behind=True)
+    harness.driver.spawn(harness.spec())  # another name: not this failure's
+    with pytest.raises(errors.Unreachable):
+        harness.driver.spawn(harness.spec(name='left'))
+    assert world.vm('left').power == 'running' and image == 'tick'
+
+
+def test_a_migration_that_fails_half_way_leaves_the_instance_running_on_the_source():
+    world, _image, harness = host_world()
+    spec = harness.spec(storage='shared')
+    harness.driver.spawn(spec)
+    world.fail_migration(spec.name)
+    reports = []
+    with pytest.raises(errors.DriverError, match='half way'):
+        harness.driver.migrate(spec.uuid, 'fake1', harness.target, 'live', MigrationControls(), reports.append)
+    assert reports and world.placed() == {spec.name: ('fake1', 'running')}
+    state, stats = harness.driver.migrate(spec.uuid, 'fake1', harness.target, 'live', MigrationControls())
+    assert (state.node, stats['disk_total']) == ('fake2', 0) and world.vm(spec.name).disks == ['shared/%s.disk' % spec.uuid]
+
+
+def test_storage_is_shared_by_directory_and_live_needs_it():
+    world, _image, harness = host_world()
+    world.add_node('alone', endpoint=world.add_endpoint('island', shared=None).name)
+    world.driver('island').ensure_image('tick', '/images/tick.qcow2', 'qcow2')
+    fake2, island = world.driver('fake2'), world.driver('island')
+    assert harness.driver.shares_storage(fake2, 'shared') and not harness.driver.shares_storage(fake2, 'local')
+    assert not harness.driver.shares_storage(island, 'shared')
+    spec = harness.spec()  # local
+    harness.driver.spawn(spec)
+    with pytest.raises(errors.DriverError, match='needs the disk on storage both'):
+        harness.driver.migrate(spec.uuid, 'fake1', MigrationTarget(island, 'alone'), 'live', MigrationControls())
+    state, _stats = harness.driver.migrate(spec.uuid, 'fake1', MigrationTarget(island, 'alone'), 'block', MigrationControls())
+    assert state.disk_paths == ['local-island/%s.disk' % spec.uuid] and world.disks == {'local-island/%s.disk' % spec.uuid}
+
+
+def test_a_power_loss_stops_the_vms_and_every_call_raises_unreachable():
+    world, _image, harness = host_world()
+    spec = harness.spec()
+    harness.driver.spawn(spec)
+    world.power_loss('fake1')
+    for call in (harness.driver.get_nodes, harness.driver.list_instances, lambda: harness.driver.spawn(harness.spec()),
+                 lambda: harness.driver.destroy(spec.uuid, 'fake1')):
+        with pytest.raises(errors.Unreachable, match='fake endpoint fake1 does not answer'):
+            call()
+    world.answer_again('fake1')
+    assert listed(harness.driver, spec.uuid).power_state == 'stopped'
+
+
+def test_file_images_upload_once_per_endpoint_and_again_when_changed():
+    world, _image, harness = host_world()
+    assert harness.driver.ensure_image('tick', '/images/tick.qcow2', 'qcow2') is False
+    assert harness.driver.ensure_image('tick', '/images/tick2.qcow2', 'qcow2') is True
+    assert world.uploads == [('fake1', 'tick'), ('fake2', 'tick'), ('fake1', 'tick')]
+    with pytest.raises(errors.DriverError, match='not templates'):
+        harness.driver.find_template('tick')
