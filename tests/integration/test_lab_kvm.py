@@ -10,7 +10,7 @@ import libvirt
 import pytest
 
 from support.lab import last_tick, qemu_running, serial, wait_for
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.driver import instance_pool
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.storage import instance_pool
 from support import guest
 
 

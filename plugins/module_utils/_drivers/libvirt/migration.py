@@ -10,6 +10,8 @@ the completion timeout (Nova's libvirt driver does the same in _live_migration_m
 A failure at any point leaves the instance running on the source: libvirt resumes the
 source guest when the destination fails, and what this module created on the
 destination (the disks of a block migration) is removed.
+
+The source and target are the two hosts' HostConnections (connection.py).
 """
 
 from __future__ import annotations
@@ -20,16 +22,16 @@ import threading
 import time
 import uuid as uuidlib
 
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import call_within
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.driver import (
-    _aborting, _delete, _physical_size, _refresh, _remove_domain, _upload, _volume, instance_pool,
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.domains import files_of, managed_domain, remove_domain
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.storage import (
+    aborting, delete_instance_files, delete_named, find_volume, instance_dirs, instance_pool, physical_size, refresh_pool, upload,
 )
 
 try:
     import libvirt
-except ImportError:  # pragma: no cover - the driver reports it first
+except ImportError:  # pragma: no cover - connection.py reports it on use
     libvirt = None
 
 POLL_SECONDS = 0.25
@@ -50,28 +52,37 @@ def job_stats(params):
 def shares_directory(source, target, directory):
     """True when `directory` on the source host is the same directory on the target host:
     a marker volume made through the source's pool is looked up through the target's."""
-    sconn, tconn = source._connect(), target._connect()  # pylint: disable=protected-access
+    sconn, tconn = source.open(), target.open()
     marker = '.multihv-shared-check-%s' % uuidlib.uuid4().hex
     spool = instance_pool(sconn, directory)
-    _refresh(spool)
+    refresh_pool(spool)
     spool.createXML(domxml.volume_xml(marker, 0, 'raw', mode='0600'), 0)
     try:
         try:
             tpool = instance_pool(tconn, directory)
         except errors.DriverError:
             return False  # the target has no such directory
-        _refresh(tpool)
-        return _volume(tpool, marker) is not None
+        refresh_pool(tpool)
+        return find_volume(tpool, marker) is not None
     finally:
-        _refresh(spool)
-        _delete(spool, marker)
+        refresh_pool(spool)
+        delete_named(spool, marker)
+
+
+def disks_shared(source, target, inst_uuid):
+    """True when the instance's disks lie in one instance directory of source that target shares."""
+    _domain, info = managed_domain(source.open(), inst_uuid, source.what())
+    directories = set(posixpath.dirname(p) for p in (info.disk_paths if info else []))
+    if len(directories) != 1 or not directories <= instance_dirs(source.host):
+        return False
+    return shares_directory(source, target, directories.pop())
 
 
 def _both_and_domain(source, target, inst_uuid):
     """(source connection, target connection, domain, DomainInfo) of an instance to move;
     errors.NotFound when the source does not have it."""
-    sconn, tconn = source._connect(), target._connect()  # pylint: disable=protected-access
-    domain, info = source._managed_domain(sconn, inst_uuid)  # pylint: disable=protected-access
+    sconn, tconn = source.open(), target.open()
+    domain, info = managed_domain(sconn, inst_uuid, source.what())
     if domain is None:
         raise errors.NotFound('instance %s is not defined on %s; nothing moved' % (inst_uuid, source.host.name))
     return sconn, tconn, domain, info
@@ -92,7 +103,7 @@ def live(source, target, inst_uuid, block, controls, deadline, progress):
         _remove_volumes(made)
         raise
     if block:
-        source._delete_files(sconn, info.disk_paths + ([info.console_log] if info.console_log else []))  # pylint: disable=protected-access
+        delete_instance_files(sconn, source.host, files_of(info))
     return tconn.lookupByUUIDString(inst_uuid), stats
 
 
@@ -211,9 +222,9 @@ def _precreate_disks(sconn, tconn, paths):
             volume = sconn.storageVolLookupByPath(path)
             desc = domxml.parse_volume(volume.XMLDesc(0))
             pool = instance_pool(tconn, posixpath.dirname(path))
-            _refresh(pool)
+            refresh_pool(pool)
             name = posixpath.basename(path)
-            if _volume(pool, name) is not None:
+            if find_volume(pool, name) is not None:
                 raise errors.DriverError('the target already has a disk %s; nothing moved' % path)
             made.append(pool.createXML(domxml.volume_xml(name, desc.capacity, desc.format, backing_path=desc.backing_path,
                                                          backing_format=desc.backing_format), 0))
@@ -238,7 +249,7 @@ def cold(source, target, inst_uuid, shared, deadline):
     started = time.monotonic()
     was_running = bool(domain.isActive())
     xml = domain.XMLDesc(libvirt.VIR_DOMAIN_XML_MIGRATABLE)
-    files = info.disk_paths + ([info.console_log] if info.console_log else [])
+    files = files_of(info)
     if was_running:
         domain.destroy()  # a hard stop: the lab guest ignores ACPI; Nova tries a graceful one first
     copied, moved = [], False
@@ -252,16 +263,16 @@ def cold(source, target, inst_uuid, shared, deadline):
             moved_domain.create()
     except BaseException:
         if moved:
-            _ignore_no_domain(lambda: _remove_domain(tconn.lookupByUUIDString(inst_uuid)))
+            _ignore_no_domain(lambda: remove_domain(tconn.lookupByUUIDString(inst_uuid)))
         _remove_volumes(copied)
         if was_running:
             domain.create()  # back as it was
         raise
-    _remove_domain(domain)
+    remove_domain(domain)
     if not shared:
-        source._delete_files(sconn, files)  # pylint: disable=protected-access
+        delete_instance_files(sconn, source.host, files)
     stats = {'time_elapsed_ms': int((time.monotonic() - started) * 1000),
-             'disk_total': sum(_physical_size(v) for v in copied)}
+             'disk_total': sum(physical_size(v) for v in copied)}
     return moved_domain, stats
 
 
@@ -276,11 +287,11 @@ def _copy_file(sconn, tconn, path, deadline):
     """The volume at path on the source copied byte for byte to the same path on the target
     (a qcow2 overlay keeps its backing file's path, which the target has too); the new volume."""
     volume = sconn.storageVolLookupByPath(path)
-    size = _physical_size(volume)
+    size = physical_size(volume)
     pool = instance_pool(tconn, posixpath.dirname(path))
-    _refresh(pool)
+    refresh_pool(pool)
     name = posixpath.basename(path)
-    if _volume(pool, name) is not None:
+    if find_volume(pool, name) is not None:
         raise errors.DriverError('the target already has a disk %s; nothing moved' % path)
     # Created raw: the bytes sent are the whole file, qcow2 header and all.
     copy = pool.createXML(domxml.volume_xml(name, size, 'raw', mode='0600'), 0)
@@ -293,7 +304,7 @@ def _copy_file(sconn, tconn, path, deadline):
 
 
 class _Received:
-    """A read(n) source over a download stream, for _upload, that gives up at the deadline."""
+    """A read(n) source over a download stream, for storage.upload, that gives up at the deadline."""
 
     def __init__(self, stream, path, size, deadline):
         self.stream, self.path, self.size, self.deadline = stream, path, size, deadline
@@ -310,8 +321,8 @@ class _Received:
 def _stream_copy(sconn, volume, tconn, copy, size, deadline):
     down = sconn.newStream(0)
     volume.download(down, 0, size, 0)
-    with _aborting(down):
-        sent = _upload(tconn, copy, _Received(down, volume.path(), size, deadline), size)
+    with aborting(down):
+        sent = upload(tconn, copy, _Received(down, volume.path(), size, deadline), size)
         down.finish()
     if sent != size:
         raise errors.DriverError('copying %s stopped after %d of %d bytes' % (volume.path(), sent, size))
@@ -319,8 +330,8 @@ def _stream_copy(sconn, volume, tconn, copy, size, deadline):
 
 def connect_both(source, target):
     """Both hosts' connections within their probe timeouts: a dead target is named at once."""
-    for driver in (source, target):
-        call_within(driver.host.timeout, driver._what(), driver._connect)  # pylint: disable=protected-access
+    for connection in (source, target):
+        connection.connect()
 
 
-__all__ = ['cold', 'connect_both', 'job_stats', 'live', 'shares_directory']
+__all__ = ['cold', 'connect_both', 'disks_shared', 'job_stats', 'live', 'shares_directory']
