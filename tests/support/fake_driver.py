@@ -27,6 +27,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
 
 FAKE = 'fake'
+CLUSTER = 'fakecluster'
 # Everything on: a node is its own host, its instances are evacuated when it fails.
 CAPABILITIES = Capabilities(label='Fake', node_noun='fake host', live_migration=True, block_migration=True,
                             cold_migration=True, evacuation=True, image_kind=IMAGE_FILE)
@@ -139,6 +140,12 @@ class FakeWorld:
         names = [name] if hosts == 1 else ['%s-h%d' % (name, index) for index in range(hosts)]
         self.nodes[name] = FakeNode(name, endpoint, [FakeHost(h, vcpus, memory_mb) for h in names], **settings)
         return self.nodes[name]
+
+    def add_cluster(self, name, endpoint='vc', hosts=3, templates=('tmpl',), **settings):
+        """A node of several hosts on a vCenter-like endpoint (type CLUSTER, CLUSTER_CAPABILITIES), made if need be."""
+        if endpoint not in self.endpoints:
+            self.add_endpoint(endpoint, CLUSTER, CLUSTER_CAPABILITIES, templates=templates)
+        return self.add_node(name, endpoint, hosts, **settings)
 
     def drivers(self, config=None):  # pylint: disable=unused-argument  # a Context's driver_factory
         return [FakeDriver(self, name) for name in self.endpoints]
@@ -307,7 +314,7 @@ class FakeDriver(ComputeDriver):
             untouched = 'instance %s (%s) was not created on %s' % (spec.name, spec.uuid, spec.node)
             if any(vm.uuid == spec.uuid and vm.node in self.node_names() for vm in self.world.vms.values()):
                 raise errors.DriverError('fake endpoint %s already has instance %s; nothing was created' % (self.endpoint.name, spec.uuid))
-            if not self._has_image(spec.image):
+            if not spec.reuse_disk and not self._has_image(spec.image):  # a disk reused is there with its base
                 raise errors.DriverError('image %s is not on fake endpoint %s; %s' % (spec.image, self.endpoint.name, untouched))
             host = spec.host or node.hosts[0].name
             if host not in [h.name for h in node.hosts]:
@@ -450,4 +457,4 @@ class FakeCloud:
         return dict((i['name'], i['node']) for i in self.registry.list_instances())
 
 
-__all__ = ['CAPABILITIES', 'CLUSTER_CAPABILITIES', 'FAKE', 'FakeCloud', 'FakeDriver', 'FakeWorld']
+__all__ = ['CAPABILITIES', 'CLUSTER', 'CLUSTER_CAPABILITIES', 'FAKE', 'FakeCloud', 'FakeDriver', 'FakeWorld']

@@ -10,7 +10,7 @@ import pytest
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import InstanceSpec, MigrationControls, MigrationTarget
 from support.driver_contract import DriverContract, Harness, listed
-from support.fake_driver import CLUSTER_CAPABILITIES, FakeWorld
+from support.fake_driver import FakeWorld
 
 
 def spec_maker(**defaults):
@@ -39,10 +39,8 @@ def host_world():
 def cluster_world():
     """One endpoint with a node of three hosts, template images."""
     world = FakeWorld()
-    world.add_endpoint('vc', hypervisor_type='fakecluster', capabilities=CLUSTER_CAPABILITIES, templates={'tmpl'})
-    world.add_node('vc/c1', endpoint='vc', hosts=3)
-    world.add_endpoint('vc-gone', hypervisor_type='fakecluster', capabilities=CLUSTER_CAPABILITIES)
-    world.add_node('vc-gone/c1', endpoint='vc-gone', hosts=2)
+    world.add_cluster('vc/c1')
+    world.add_cluster('vc-gone/c1', endpoint='vc-gone', hosts=2)
     world.stop_answering('vc-gone')
     driver = world.driver('vc')
     return world, 'tmpl', Harness(driver, 'vc/c1', spec_maker(node='vc/c1', image='tmpl', host='vc/c1-h0'),

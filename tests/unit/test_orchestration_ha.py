@@ -1,0 +1,125 @@
+"""Instance HA passes through the core on fake hypervisors and a real registry (instance_ha.run_pass):
+the grace period and down_since, HA instances only or all of them, reserved failover nodes first,
+a node with nothing to restart, and the node types left to their own HA."""
+
+from __future__ import annotations
+
+import datetime
+
+import pytest
+
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import instance_ha as _instance_ha
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import TIMESTAMP_FORMAT
+from support.fake_driver import FakeCloud, FakeWorld
+
+
+@pytest.fixture
+def cloud(tmp_path):
+    """fake1 (fenceable; it fails), fake2 and fake3 (8 GB each); flavor small, image tick; on fake1
+    an HA instance and a plain one."""
+    world = FakeWorld()
+    world.add_node('fake1', fence_command='true')
+    world.add_node('fake2')
+    world.add_node('fake3')
+    with FakeCloud(world, tmp_path) as made:
+        made.flavor('small')
+        made.image('tick')
+        made.boot('ha-one', node='fake1', ha=True)
+        made.boot('plain-one', node='fake1')
+        yield made
+
+
+def down_for(cloud, node, seconds):  # pylint: disable=redefined-outer-name
+    """Make node seen down since `seconds` ago, as an earlier pass would have recorded it."""
+    since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds)
+    cloud.registry.set_node(node, 'fake', down_since=since.strftime(TIMESTAMP_FORMAT))
+
+
+def test_a_node_down_waits_out_its_grace_period_counted_from_the_first_pass_that_saw_it(cloud):  # pylint: disable=redefined-outer-name
+    cloud.world.power_loss('fake1')
+    first = _instance_ha.run_pass(cloud.context(), grace_period=60)
+    since = cloud.registry.get_node('fake1')['down_since']
+    assert [(w['node'], w['down_since']) for w in first['waiting']] == [('fake1', since)] and since
+    assert 59 <= first['waiting'][0]['seconds_left'] <= 60
+    assert (first['changed'], first['down'], first['recovered']) == (False, [], [])
+    second = _instance_ha.run_pass(cloud.context(), grace_period=60)
+    assert second['waiting'][0]['down_since'] == since == cloud.registry.get_node('fake1')['down_since']
+    assert cloud.nodes_of() == {'ha-one': 'fake1', 'plain-one': 'fake1'} and not cloud.registry.get_node('fake1')['forced_down']
+
+
+def test_past_its_grace_period_a_node_is_fenced_and_its_ha_instances_restarted(cloud):  # pylint: disable=redefined-outer-name
+    cloud.world.power_loss('fake1')
+    down_for(cloud, 'fake1', 120)
+    result = _instance_ha.run_pass(cloud.context(), grace_period=60)
+    assert result['changed'] is True and [(d['node'], d['fencing']) for d in result['down']] == [('fake1', 'fenced')]
+    assert [(r['name'], r['status']) for r in result['recovered']] == [('ha-one', 'done')]
+    assert cloud.registry.get_node('fake1')['forced_down'] is True
+    assert cloud.nodes_of()['ha-one'] != 'fake1' and cloud.nodes_of()['plain-one'] == 'fake1'
+    # The next pass has nothing new to do.
+    again = _instance_ha.run_pass(cloud.context(), grace_period=60)
+    assert (again['changed'], again['down'], again['recovered'], again['failures']) == (False, [], [], [])
+
+
+def test_evacuate_all_restarts_every_instance_ha_first(cloud):  # pylint: disable=redefined-outer-name
+    cloud.world.power_loss('fake1')
+    down_for(cloud, 'fake1', 120)
+    result = _instance_ha.run_pass(cloud.context(), grace_period=60, evacuate_all=True)
+    assert [r['name'] for r in result['recovered']] == ['ha-one', 'plain-one']
+    assert 'fake1' not in cloud.nodes_of().values()
+
+
+def test_a_reserved_failover_node_takes_the_restarted_instances_first_and_nothing_else(cloud):  # pylint: disable=redefined-outer-name
+    cloud.registry.set_node('fake3', 'fake', reserved_for_failover=True)
+    cloud.world.nodes['fake2'].hosts[0].memory_mb = 16384  # the scheduler would rather pick fake2 otherwise
+    assert cloud.boot('new-one')['node'] == 'fake2'  # not a failover: the reserved node is left alone
+    cloud.world.power_loss('fake1')
+    down_for(cloud, 'fake1', 120)
+    result = _instance_ha.run_pass(cloud.context(), grace_period=60, evacuate_all=True)
+    assert [(r['name'], r['dest_node']) for r in result['recovered']] == [('ha-one', 'fake3'), ('plain-one', 'fake3')]
+
+
+def test_what_fits_nowhere_is_reported_unplaced_with_its_node(cloud):  # pylint: disable=redefined-outer-name
+    for node in ('fake2', 'fake3'):
+        cloud.take_room(node)
+    cloud.world.power_loss('fake1')
+    down_for(cloud, 'fake1', 120)
+    result = _instance_ha.run_pass(cloud.context(), grace_period=60)
+    assert [(u['node'], u['name']) for u in result['unplaced']] == [('fake1', 'ha-one')] and result['recovered'] == []
+    assert result['down'][0]['fencing'] == 'fenced' and cloud.nodes_of()['ha-one'] == 'fake1'
+
+
+def test_a_node_with_nothing_to_restart_is_fenced_all_the_same_once(cloud):  # pylint: disable=redefined-outer-name
+    cloud.world.add_node('fake4', fence_command='true')
+    cloud.world.power_loss('fake4')
+    down_for(cloud, 'fake4', 120)
+    result = _instance_ha.run_pass(cloud.context(), grace_period=60)
+    assert (result['changed'], [(d['node'], d['fencing']) for d in result['down']]) == (True, [('fake4', 'fenced')])
+    assert cloud.registry.get_node('fake4')['forced_down'] is True
+    assert _instance_ha.run_pass(cloud.context(), grace_period=60)['down'] == []
+
+
+def test_a_node_that_answers_again_loses_its_down_since(cloud):  # pylint: disable=redefined-outer-name
+    down_for(cloud, 'fake1', 30)
+    result = _instance_ha.run_pass(cloud.context(), grace_period=60)
+    assert (result['cleared'], result['waiting'], result['changed']) == (['fake1'], [], False)
+    assert cloud.registry.get_node('fake1')['down_since'] is None
+
+
+def test_check_mode_records_nothing(cloud):  # pylint: disable=redefined-outer-name
+    cloud.world.power_loss('fake1')
+    assert _instance_ha.run_pass(cloud.context(), grace_period=60, check_mode=True)['waiting'][0]['node'] == 'fake1'
+    assert cloud.registry.get_node('fake1')['down_since'] is None
+    down_for(cloud, 'fake1', 120)
+    result = _instance_ha.run_pass(cloud.context(), grace_period=60, check_mode=True)
+    assert result['down'][0]['fencing'] == 'would fence' and result['recovered'][0]['status'] == 'would run'
+    assert cloud.nodes_of()['ha-one'] == 'fake1' and not cloud.registry.get_node('fake1')['forced_down']
+
+
+def test_nodes_that_recover_by_themselves_are_left_to_their_hypervisor(tmp_path):
+    world = FakeWorld()
+    world.add_cluster('vc/c1', fence_command='true')
+    world.power_loss('vc')
+    with FakeCloud(world, tmp_path) as cloud:  # pylint: disable=redefined-outer-name
+        result = _instance_ha.run_pass(cloud.context(), grace_period=0)
+        assert (result['waiting'], result['down'], result['failures']) == ([], [], [])
+        assert cloud.registry.list_nodes() == []
