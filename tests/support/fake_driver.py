@@ -119,7 +119,7 @@ class FakeWorld:
         self.calls = []           # (endpoint, method) of every call that reaches a hypervisor
         self.spawn_failures = []
         self.migration_failures = {}  # instance name or uuid -> error
-        self._moids = itertools.count(1)
+        self.moids = itertools.count(1)  # template ids
 
     # -- building the world --------------------------------------------------------------
 
@@ -163,9 +163,11 @@ class FakeWorld:
         return found[0] if found else None
 
     def placed(self):
-        """{instance name: (node, power)} of every VM."""
+        """{instance name: (node, power)} of every VM (an instance with a stale copy too: see vm())."""
         with self.lock:
-            return dict((vm.name, (vm.node, vm.power)) for vm in sorted(self.vms.values(), key=lambda v: (v.name, v.node)))
+            found = dict((vm.name, (vm.node, vm.power)) for vm in self.vms.values())
+        assert len(found) == len(self.vms), 'an instance has copies on two nodes: look at them with vm(name, node)'
+        return found
 
     # -- failures ---------------------------------------------------------------------------
 
@@ -294,7 +296,7 @@ class FakeDriver(ComputeDriver):
             if name not in self.endpoint.templates:
                 raise errors.NotFound('fake endpoint %s has no template %s; it has %s'
                                       % (self.endpoint.name, name, ', '.join(sorted(self.endpoint.templates)) or 'none'))
-            return {'name': name, 'moid': 'vm-%d' % next(self.world._moids), 'datacenter': datacenter}  # pylint: disable=protected-access
+            return {'name': name, 'moid': 'vm-%d' % next(self.world.moids), 'datacenter': datacenter}
 
     def _has_image(self, name):
         if self.capabilities.image_kind == IMAGE_TEMPLATE:

@@ -13,8 +13,8 @@ from support.fake_driver import FakeCloud, FakeWorld
 INSTANCE_UUID = '0e3e7f54-6d0e-4d3c-9d8a-1f0c3c2b5a01'
 
 
-@pytest.fixture
-def cloud(tmp_path):
+@pytest.fixture(name='cloud')
+def cloud_fixture(tmp_path):
     """fake1 and fake2 (8 vCPUs, 8 GB each), flavor small (1 vCPU, 1 GB, 1 GB disk), file image tick."""
     world = FakeWorld()
     world.add_node('fake1')

@@ -23,17 +23,17 @@ def make_cloud(tmp_path, fence_command='true', room_mb=8192, **fake1):
     return cloud
 
 
-@pytest.fixture
-def cloud(tmp_path):
+@pytest.fixture(name='cloud')
+def cloud_fixture(tmp_path):
     with make_cloud(tmp_path) as made:
         yield made
 
 
-def evacuations(cloud, status=None):  # pylint: disable=redefined-outer-name
+def evacuations(cloud, status=None):
     return cloud.registry.list_migrations(migration_type='evacuation', status=status)
 
 
-def test_a_fenced_node_s_instances_are_rebuilt_elsewhere_with_their_disks_kept_when_shared(cloud):  # pylint: disable=redefined-outer-name
+def test_a_fenced_node_s_instances_are_rebuilt_elsewhere_with_their_disks_kept_when_shared(cloud):
     shared = cloud.boot('shared-one', node='fake1', storage='shared', networks=[{'network': 'default'}])
     local = cloud.boot('local-one', node='fake1', storage='local')
     cloud.boot('stopped-one', node='fake1', storage='shared', state='stopped')
@@ -58,7 +58,7 @@ def test_a_fenced_node_s_instances_are_rebuilt_elsewhere_with_their_disks_kept_w
 
 
 def test_when_room_is_short_the_first_in_restart_order_get_it_and_the_rest_stay_recorded(tmp_path):
-    with make_cloud(tmp_path, room_mb=2048) as cloud:  # pylint: disable=redefined-outer-name
+    with make_cloud(tmp_path, room_mb=2048) as cloud:
         for name, params in (('n1', {}), ('ha', {'ha': True}), ('p9', {'restart_priority': 9}), ('n2', {})):
             cloud.boot(name, node='fake1', **params)
         cloud.world.power_loss('fake1')
@@ -84,7 +84,7 @@ def test_when_room_is_short_the_first_in_restart_order_get_it_and_the_rest_stay_
     ('network', 'false', 'fencing node fake1 failed: false exited 1'),
 ])
 def test_a_refused_evacuation_leaves_everything_as_it_was(tmp_path, fail, fence_command, expected):
-    with make_cloud(tmp_path, fence_command=fence_command) as cloud:  # pylint: disable=redefined-outer-name
+    with make_cloud(tmp_path, fence_command=fence_command) as cloud:
         cloud.boot('a', node='fake1', storage='shared')
         if fail == 'network':
             cloud.world.stop_answering('fake1')  # its VMs may well run on: two copies would corrupt the disk
@@ -100,14 +100,14 @@ def test_a_node_whose_type_recovers_by_itself_is_refused_with_how(tmp_path):
     world = FakeWorld()
     world.add_cluster('vc/c1', fence_command='true')
     world.stop_answering('vc')
-    with FakeCloud(world, tmp_path) as cloud:  # pylint: disable=redefined-outer-name
+    with FakeCloud(world, tmp_path) as cloud:
         with pytest.raises(errors.MultihvError) as refused:
             _evacuation.evacuate(cloud.context(), 'vc/c1')
         assert str(refused.value) == 'node vc/c1 is a fake cluster: fake HA restarts the VMs by itself. Nothing was evacuated'
         assert cloud.registry.list_nodes() == []
 
 
-def test_a_rebuild_that_fails_releases_its_target_and_leaves_the_instance_on_the_failed_node(cloud):  # pylint: disable=redefined-outer-name
+def test_a_rebuild_that_fails_releases_its_target_and_leaves_the_instance_on_the_failed_node(cloud):
     cloud.boot('a', node='fake1', storage='shared')
     cloud.boot('b', node='fake1', storage='shared')
     cloud.world.power_loss('fake1')
@@ -123,7 +123,7 @@ def test_a_rebuild_that_fails_releases_its_target_and_leaves_the_instance_on_the
 
 
 def test_a_shared_disk_is_rebuilt_only_on_a_node_that_sees_it(tmp_path):
-    with make_cloud(tmp_path, storage_peers=['fake1', 'fake3']) as cloud:  # pylint: disable=redefined-outer-name
+    with make_cloud(tmp_path, storage_peers=['fake1', 'fake3']) as cloud:
         cloud.world.add_node('fake3', memory_mb=2048)  # less room than fake2, which the scheduler would prefer
         cloud.boot('shared-one', node='fake1', storage='shared')
         cloud.boot('local-one', node='fake1', storage='local')
@@ -134,7 +134,7 @@ def test_a_shared_disk_is_rebuilt_only_on_a_node_that_sees_it(tmp_path):
 
 def test_check_mode_fences_nothing_and_says_where_each_would_go(tmp_path):
     mark = tmp_path / 'fenced'
-    with make_cloud(tmp_path, fence_command='touch %s' % mark) as cloud:  # pylint: disable=redefined-outer-name
+    with make_cloud(tmp_path, fence_command='touch %s' % mark) as cloud:
         cloud.boot('a', node='fake1')
         cloud.world.power_loss('fake1')
         result = _evacuation.evacuate(cloud.context(), 'fake1', check_mode=True)
@@ -146,7 +146,7 @@ def test_check_mode_fences_nothing_and_says_where_each_would_go(tmp_path):
         assert mark.exists() and cloud.nodes_of() == {'a': 'fake2'}
 
 
-def test_the_stale_copies_go_when_the_node_is_back_and_only_then(cloud):  # pylint: disable=redefined-outer-name
+def test_the_stale_copies_go_when_the_node_is_back_and_only_then(cloud):
     shared = cloud.boot('shared-one', node='fake1', storage='shared')
     local = cloud.boot('local-one', node='fake1', storage='local')
     world = cloud.world
@@ -174,7 +174,7 @@ def test_the_stale_copies_go_when_the_node_is_back_and_only_then(cloud):  # pyli
 @pytest.mark.xfail(strict=True, reason='evacuation._rebuild_on: a spawn that raises Unreachable after making the VM (its deadline ran '
                                        'out) is not destroyed as instances.boot does; the failed evacuation leaves a second copy '
                                        'running on the shared disk while the record stays on the failed node')
-def test_a_rebuild_that_overstays_leaves_no_copy_on_the_target(cloud):  # pylint: disable=redefined-outer-name
+def test_a_rebuild_that_overstays_leaves_no_copy_on_the_target(cloud):
     cloud.boot('a', node='fake1', storage='shared')
     cloud.world.power_loss('fake1')
     cloud.world.fail_spawn(name='a', error=errors.Unreachable('fake2 did not answer within 600 s'), leave_behind=True)

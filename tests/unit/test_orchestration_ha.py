@@ -13,8 +13,8 @@ from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry i
 from support.fake_driver import FakeCloud, FakeWorld
 
 
-@pytest.fixture
-def cloud(tmp_path):
+@pytest.fixture(name='cloud')
+def cloud_fixture(tmp_path):
     """fake1 (fenceable; it fails), fake2 and fake3 (8 GB each); flavor small, image tick; on fake1
     an HA instance and a plain one."""
     world = FakeWorld()
@@ -29,13 +29,13 @@ def cloud(tmp_path):
         yield made
 
 
-def down_for(cloud, node, seconds):  # pylint: disable=redefined-outer-name
+def down_for(cloud, node, seconds):
     """Make node seen down since `seconds` ago, as an earlier pass would have recorded it."""
     since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds)
     cloud.registry.set_node(node, 'fake', down_since=since.strftime(TIMESTAMP_FORMAT))
 
 
-def test_a_node_down_waits_out_its_grace_period_counted_from_the_first_pass_that_saw_it(cloud):  # pylint: disable=redefined-outer-name
+def test_a_node_down_waits_out_its_grace_period_counted_from_the_first_pass_that_saw_it(cloud):
     cloud.world.power_loss('fake1')
     first = _instance_ha.run_pass(cloud.context(), grace_period=60)
     since = cloud.registry.get_node('fake1')['down_since']
@@ -47,7 +47,7 @@ def test_a_node_down_waits_out_its_grace_period_counted_from_the_first_pass_that
     assert cloud.nodes_of() == {'ha-one': 'fake1', 'plain-one': 'fake1'} and not cloud.registry.get_node('fake1')['forced_down']
 
 
-def test_past_its_grace_period_a_node_is_fenced_and_its_ha_instances_restarted(cloud):  # pylint: disable=redefined-outer-name
+def test_past_its_grace_period_a_node_is_fenced_and_its_ha_instances_restarted(cloud):
     cloud.world.power_loss('fake1')
     down_for(cloud, 'fake1', 120)
     result = _instance_ha.run_pass(cloud.context(), grace_period=60)
@@ -60,7 +60,7 @@ def test_past_its_grace_period_a_node_is_fenced_and_its_ha_instances_restarted(c
     assert (again['changed'], again['down'], again['recovered'], again['failures']) == (False, [], [], [])
 
 
-def test_evacuate_all_restarts_every_instance_ha_first(cloud):  # pylint: disable=redefined-outer-name
+def test_evacuate_all_restarts_every_instance_ha_first(cloud):
     cloud.world.power_loss('fake1')
     down_for(cloud, 'fake1', 120)
     result = _instance_ha.run_pass(cloud.context(), grace_period=60, evacuate_all=True)
@@ -68,7 +68,7 @@ def test_evacuate_all_restarts_every_instance_ha_first(cloud):  # pylint: disabl
     assert 'fake1' not in cloud.nodes_of().values()
 
 
-def test_a_reserved_failover_node_takes_the_restarted_instances_first_and_nothing_else(cloud):  # pylint: disable=redefined-outer-name
+def test_a_reserved_failover_node_takes_the_restarted_instances_first_and_nothing_else(cloud):
     cloud.registry.set_node('fake3', 'fake', reserved_for_failover=True)
     cloud.world.nodes['fake2'].hosts[0].memory_mb = 16384  # the scheduler would rather pick fake2 otherwise
     assert cloud.boot('new-one')['node'] == 'fake2'  # not a failover: the reserved node is left alone
@@ -78,7 +78,7 @@ def test_a_reserved_failover_node_takes_the_restarted_instances_first_and_nothin
     assert [(r['name'], r['dest_node']) for r in result['recovered']] == [('ha-one', 'fake3'), ('plain-one', 'fake3')]
 
 
-def test_what_fits_nowhere_is_reported_unplaced_with_its_node(cloud):  # pylint: disable=redefined-outer-name
+def test_what_fits_nowhere_is_reported_unplaced_with_its_node(cloud):
     for node in ('fake2', 'fake3'):
         cloud.take_room(node)
     cloud.world.power_loss('fake1')
@@ -88,7 +88,7 @@ def test_what_fits_nowhere_is_reported_unplaced_with_its_node(cloud):  # pylint:
     assert result['down'][0]['fencing'] == 'fenced' and cloud.nodes_of()['ha-one'] == 'fake1'
 
 
-def test_a_node_with_nothing_to_restart_is_fenced_all_the_same_once(cloud):  # pylint: disable=redefined-outer-name
+def test_a_node_with_nothing_to_restart_is_fenced_all_the_same_once(cloud):
     cloud.world.add_node('fake4', fence_command='true')
     cloud.world.power_loss('fake4')
     down_for(cloud, 'fake4', 120)
@@ -98,14 +98,14 @@ def test_a_node_with_nothing_to_restart_is_fenced_all_the_same_once(cloud):  # p
     assert _instance_ha.run_pass(cloud.context(), grace_period=60)['down'] == []
 
 
-def test_a_node_that_answers_again_loses_its_down_since(cloud):  # pylint: disable=redefined-outer-name
+def test_a_node_that_answers_again_loses_its_down_since(cloud):
     down_for(cloud, 'fake1', 30)
     result = _instance_ha.run_pass(cloud.context(), grace_period=60)
     assert (result['cleared'], result['waiting'], result['changed']) == (['fake1'], [], False)
     assert cloud.registry.get_node('fake1')['down_since'] is None
 
 
-def test_check_mode_records_nothing(cloud):  # pylint: disable=redefined-outer-name
+def test_check_mode_records_nothing(cloud):
     cloud.world.power_loss('fake1')
     assert _instance_ha.run_pass(cloud.context(), grace_period=60, check_mode=True)['waiting'][0]['node'] == 'fake1'
     assert cloud.registry.get_node('fake1')['down_since'] is None
@@ -119,7 +119,7 @@ def test_nodes_that_recover_by_themselves_are_left_to_their_hypervisor(tmp_path)
     world = FakeWorld()
     world.add_cluster('vc/c1', fence_command='true')
     world.power_loss('vc')
-    with FakeCloud(world, tmp_path) as cloud:  # pylint: disable=redefined-outer-name
+    with FakeCloud(world, tmp_path) as cloud:
         result = _instance_ha.run_pass(cloud.context(), grace_period=0)
         assert (result['waiting'], result['down'], result['failures']) == ([], [], [])
         assert cloud.registry.list_nodes() == []

@@ -13,8 +13,8 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import migr
 from support.fake_driver import CAPABILITIES, CLUSTER, FakeCloud, FakeWorld
 
 
-@pytest.fixture
-def world():
+@pytest.fixture(name='world')
+def world_fixture():
     """fake1 and fake2, one shared directory between them; fake1 is where instances are booted."""
     made = FakeWorld()
     made.add_node('fake1')
@@ -22,15 +22,15 @@ def world():
     return made
 
 
-@pytest.fixture
-def cloud(world, tmp_path):  # pylint: disable=redefined-outer-name
+@pytest.fixture(name='cloud')
+def cloud_fixture(world, tmp_path):
     with FakeCloud(world, tmp_path) as made:
         made.flavor('small')
         made.image('tick')
         yield made
 
 
-def migrations_of(cloud, name):  # pylint: disable=redefined-outer-name
+def migrations_of(cloud, name):
     return cloud.registry.list_migrations(instance_uuid=cloud.registry.get_instance(name=name)['uuid'])
 
 
@@ -39,7 +39,7 @@ def migrations_of(cloud, name):  # pylint: disable=redefined-outer-name
     ('local', 'running', 'block'),    # the disk is not shared: copied as it runs
     ('local', 'stopped', 'cold'),
 ])
-def test_a_completed_move_follows_the_mode_auto_picks_and_frees_the_source(cloud, storage, state, expected):  # pylint: disable=redefined-outer-name
+def test_a_completed_move_follows_the_mode_auto_picks_and_frees_the_source(cloud, storage, state, expected):
     cloud.boot('a', node='fake1', storage=storage, state=state)
     result = _migrations.migrate(cloud.context(), 'a')
     migration = result['migration']
@@ -51,12 +51,12 @@ def test_a_completed_move_follows_the_mode_auto_picks_and_frees_the_source(cloud
     assert cloud.world.placed() == {'a': ('fake2', state)}
 
 
-def test_auto_is_live_without_a_storage_check_where_the_type_has_no_block_migration(world, tmp_path):  # pylint: disable=redefined-outer-name
+def test_auto_is_live_without_a_storage_check_where_the_type_has_no_block_migration(world, tmp_path):
     caps = dataclasses.replace(CAPABILITIES, block_migration=False)
     for name in ('vm1', 'vm2'):
         world.add_endpoint(name, hypervisor_type='noblock', capabilities=caps)
         world.add_node(name)
-    with FakeCloud(world, tmp_path) as cloud:  # pylint: disable=redefined-outer-name
+    with FakeCloud(world, tmp_path) as cloud:
         cloud.flavor('small')
         cloud.image('tick', hypervisor_type='noblock')
         cloud.boot('a', node='vm1', storage='shared')
@@ -64,7 +64,7 @@ def test_auto_is_live_without_a_storage_check_where_the_type_has_no_block_migrat
         assert not [call for call in world.calls if call[1] == 'shares_storage']
 
 
-def test_a_migration_that_fails_half_way_releases_the_target_and_records_the_failure(cloud):  # pylint: disable=redefined-outer-name
+def test_a_migration_that_fails_half_way_releases_the_target_and_records_the_failure(cloud):
     cloud.boot('a', node='fake1', storage='shared')
     cloud.world.fail_migration('a')
     with pytest.raises(errors.MultihvError, match=r'migration \S+ of instance a from fake1 to fake2 failed: '
@@ -81,7 +81,7 @@ def test_a_migration_that_fails_half_way_releases_the_target_and_records_the_fai
     assert cloud.allocations() == [('a', 'fake2')]
 
 
-def test_a_move_its_completion_timeout_aborted_is_cancelled(cloud):  # pylint: disable=redefined-outer-name
+def test_a_move_its_completion_timeout_aborted_is_cancelled(cloud):
     cloud.boot('a', node='fake1', storage='shared')
     cloud.world.fail_migration('a', errors.MigrationCancelled('the completion timeout ran out; it was aborted'))
     with pytest.raises(errors.MultihvError, match='cancelled: the completion timeout ran out'):
@@ -90,7 +90,7 @@ def test_a_move_its_completion_timeout_aborted_is_cancelled(cloud):  # pylint: d
     assert cloud.allocations() == [('a', 'fake1')] and cloud.world.placed() == {'a': ('fake1', 'running')}
 
 
-def test_live_on_storage_the_target_does_not_share_fails_before_the_move_and_releases_the_target(cloud):  # pylint: disable=redefined-outer-name
+def test_live_on_storage_the_target_does_not_share_fails_before_the_move_and_releases_the_target(cloud):
     cloud.boot('a', node='fake1', storage='local')
     with pytest.raises(errors.MultihvError, match='instance a has local storage that fake1 does not share with fake2: live migration '
                                                   'needs the disk on storage both hosts see; use mode block'):
@@ -99,7 +99,7 @@ def test_live_on_storage_the_target_does_not_share_fails_before_the_move_and_rel
     assert cloud.allocations() == [('a', 'fake1')] and ('fake1', 'migrate') not in cloud.world.calls
 
 
-def test_refusals_come_before_any_claim_or_record(cloud):  # pylint: disable=redefined-outer-name
+def test_refusals_come_before_any_claim_or_record(cloud):
     cloud.boot('a', node='fake1', state='stopped')
     with pytest.raises(errors.MultihvError, match='instance a is stopped: a live migration moves a running instance'):
         _migrations.migrate(cloud.context(), 'a', 'live')
@@ -109,7 +109,7 @@ def test_refusals_come_before_any_claim_or_record(cloud):  # pylint: disable=red
     assert migrations_of(cloud, 'a') == [] and cloud.allocations() == sorted([('a', 'fake1'), (other['name'], 'fake2')])
 
 
-def test_a_drain_disables_the_node_moves_what_it_can_and_reports_the_rest(cloud):  # pylint: disable=redefined-outer-name
+def test_a_drain_disables_the_node_moves_what_it_can_and_reports_the_rest(cloud):
     for name, state in (('a', 'present'), ('b', 'stopped'), ('c', 'present')):
         cloud.boot(name, node='fake1', storage='shared', state=state)
     cloud.world.fail_migration('c')
@@ -125,9 +125,9 @@ def test_a_drain_disables_the_node_moves_what_it_can_and_reports_the_rest(cloud)
 
 
 def test_a_move_between_hosts_of_a_cluster_node_keeps_its_allocation(tmp_path):
-    world = FakeWorld()  # pylint: disable=redefined-outer-name
+    world = FakeWorld()
     world.add_cluster('vc/c1')
-    with FakeCloud(world, tmp_path) as cloud:  # pylint: disable=redefined-outer-name
+    with FakeCloud(world, tmp_path) as cloud:
         cloud.flavor('small')
         cloud.image('tick', hypervisor_type=CLUSTER, template='tmpl')
         booted = cloud.boot('a')
