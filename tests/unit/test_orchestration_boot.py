@@ -138,9 +138,6 @@ def test_a_rebuild_that_fails_after_the_old_vm_went_leaves_the_record_in_error(c
     assert cloud.allocations() == [('a', 'fake1')] and cloud.world.vms == {}
 
 
-@pytest.mark.xfail(strict=True, reason='instances.boot: set_power(stop) for state=stopped runs after the try that undoes a failed '
-                                       'boot, so its failure leaves a building record, its allocation and a running VM (which '
-                                       'delete() then skips, since a building record has no VM yet)')
 def test_a_boot_whose_stop_fails_leaves_nothing(cloud, monkeypatch):
     def refuse(*_args):
         raise errors.DriverError('injected power failure')
@@ -149,3 +146,17 @@ def test_a_boot_whose_stop_fails_leaves_nothing(cloud, monkeypatch):
     with pytest.raises(errors.DriverError, match='injected power failure'):
         cloud.boot('a', state='stopped')
     nothing_left_of(cloud, 'a')
+
+
+def test_a_rebuild_of_a_stopped_instance_whose_stop_fails_leaves_no_vm_and_the_record_in_error(cloud, monkeypatch):
+    record = cloud.boot('a', state='stopped')
+
+    def refuse(*_args):
+        raise errors.DriverError('injected power failure')
+
+    monkeypatch.setattr(type(cloud.world.driver('fake1')), 'set_power', refuse)
+    with pytest.raises(errors.MultihvError, match='rebuild of instance a on fake1 failed after its old VM was destroyed: '
+                                                  'injected power failure'):
+        _instances.rebuild(cloud.context(), record)
+    assert cloud.registry.get_instance(name='a')['state'] == 'error'
+    assert cloud.world.vms == {}

@@ -171,9 +171,6 @@ def test_the_stale_copies_go_when_the_node_is_back_and_only_then(cloud):
     assert _evacuation.set_admin_state(cloud.context(), 'fake1', back)[3] == []  # nothing left to clean
 
 
-@pytest.mark.xfail(strict=True, reason='evacuation._rebuild_on: a spawn that raises Unreachable after making the VM (its deadline ran '
-                                       'out) is not destroyed as instances.boot does; the failed evacuation leaves a second copy '
-                                       'running on the shared disk while the record stays on the failed node')
 def test_a_rebuild_that_overstays_leaves_no_copy_on_the_target(cloud):
     cloud.boot('a', node='fake1', storage='shared')
     cloud.world.power_loss('fake1')

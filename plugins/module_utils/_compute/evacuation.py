@@ -265,10 +265,8 @@ def _rebuild_on(ctx, record, dest, host, keep, migration_id):
         _instances.ensure_image_on(registry, driver, image)
     registry.update_migration(migration_id, status='running', started_at=utcnow())
     spec = _instances.spec_for(record, driver, dest, host, flavor, image)
-    state = driver.spawn(dataclasses.replace(spec, reuse_disk=keep))
-    if record['state'] == 'stopped':
-        state = driver.set_power(record['uuid'], dest, 'stop')
-    return state
+    # A copy left on dest by a failure would be a second one once the instance is evacuated again.
+    return _instances.spawn_in_state(driver, dataclasses.replace(spec, reuse_disk=keep), record['state'], destroy_disks=not keep)
 
 
 def stale_copies(registry, node):

@@ -224,18 +224,11 @@ def boot(ctx, placement):
             ensure_image_on(registry, driver, image)
         spec = _spec(inst_uuid, params['name'], node, host, flavor, image, driver.capabilities, params.get('storage') or 'local',
                      identity, params.get('user_data'))
-        try:
-            state = driver.spawn(spec)
-        except errors.Unreachable:
-            # A spawn that overstayed its deadline may still finish on the host: remove it.
-            _destroy_quietly(driver, inst_uuid, node)
-            raise
+        power = 'stopped' if params.get('state') == 'stopped' else 'running'
+        state = spawn_in_state(driver, spec, power)
     except BaseException:
         registry.delete_instance(inst_uuid)  # its allocation goes with it
         raise
-    power = 'stopped' if params.get('state') == 'stopped' else 'running'
-    if power == 'stopped':
-        state = driver.set_power(inst_uuid, node, 'stop')
     identity['macs'] = state.macs or identity['macs']
     return registry.update_instance(inst_uuid, host=state.host, identity=identity, state=power)[1]
 
@@ -276,22 +269,40 @@ def rebuild(ctx, record, image_name=None, user_data=None):
     ensure_image_on(registry, driver, image)
     driver.destroy(record['uuid'], record['node'])
     try:
-        state = driver.spawn(spec_for(record, driver, record['node'], record.get('host'), flavor, image, user_data))
+        state = spawn_in_state(driver, spec_for(record, driver, record['node'], record.get('host'), flavor, image, user_data),
+                               record['state'])
     except errors.MultihvError as exc:
         registry.update_instance(record['uuid'], state='error')
         raise errors.MultihvError('rebuild of instance %s on %s failed after its old VM was destroyed: %s; the instance is '
                                   'in state error: rebuild it again or delete it' % (record['name'], record['node'], exc)) from exc
-    if record['state'] == 'stopped':
-        state = driver.set_power(record['uuid'], record['node'], 'stop')
     return registry.update_instance(record['uuid'], image=image['name'], host=state.host,
                                     state='stopped' if record['state'] == 'stopped' else 'running')[1]
 
 
-def _destroy_quietly(driver, inst_uuid, node):
+def spawn_in_state(driver, spec, power, destroy_disks=True):
+    """driver.spawn(spec), then stopped when power is 'stopped'. A spawn that overstayed its
+    deadline may still finish on the host, and a stop that failed leaves a VM the caller's
+    record will not own: either way the VM is destroyed (its disks unless destroy_disks is
+    False: a reused shared disk is not the spawn's to remove) before the error is raised."""
     try:
-        driver.destroy(inst_uuid, node)
+        state = driver.spawn(spec)
+    except errors.Unreachable:
+        _destroy_quietly(driver, spec.uuid, spec.node, destroy_disks)
+        raise
+    if power == 'stopped':
+        try:
+            state = driver.set_power(spec.uuid, spec.node, 'stop')
+        except BaseException:
+            _destroy_quietly(driver, spec.uuid, spec.node, destroy_disks)
+            raise
+    return state
+
+
+def _destroy_quietly(driver, inst_uuid, node, destroy_disks=True):
+    try:
+        driver.destroy(inst_uuid, node, destroy_disks=destroy_disks)
     except errors.MultihvError:
-        pass  # the boot's own error is the one to report
+        pass  # the caller's own error is the one to report
 
 
 def _boot_apart(ctx, placement):
@@ -365,6 +376,6 @@ def info(config, registry, filters):
     return records
 
 
-__all__ = ['CLAIM_RETRIES', 'ClaimContended', 'boot', 'boot_many', 'boot_one', 'claim_on', 'delete', 'ensure_image_on',
+__all__ = ['CLAIM_RETRIES', 'ClaimContended', 'boot', 'boot_many', 'boot_one', 'claim_on', 'spawn_in_state', 'delete', 'ensure_image_on',
            'group_nodes', 'info', 'move_request', 'plan', 'prepare_images',
            'rebuild', 'request_for', 'set_power', 'spec_for', 'stable_mac']
