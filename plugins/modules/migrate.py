@@ -144,7 +144,8 @@ failures:
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.multihv.cloud.plugins.module_utils import _args
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import migrations as _migrations
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import COMPLETION_ACTIONS, MigrationControls
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import COMPLETION_ACTIONS
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import MigrationControls
 
 OPTIONS = {
     'instance': {'type': 'str'},

@@ -48,7 +48,7 @@ def test_version_1_is_untouched_and_version_2_adds_server_groups():
 def test_version_3_adds_the_down_mark_and_the_source_index_only():
     assert schema.SCHEMA_VERSION == 3 and schema.MIGRATIONS[2][0] == 3
     assert schema.MIGRATIONS[2][1] == ['ALTER TABLE nodes ADD COLUMN down_since TEXT',
-                                         'CREATE INDEX migrations_source ON migrations (source_node)']
+                                       'CREATE INDEX migrations_source ON migrations (source_node)']
     assert 'done' in registry.MIGRATION_STATUSES
 
 

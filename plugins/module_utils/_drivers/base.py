@@ -18,9 +18,7 @@ import dataclasses
 import threading
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._constants import (
-    COMPLETION_ACTIONS, MIGRATION_MODES, STATE_DOWN, STATE_UP,
-)
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import STATE_DOWN, STATE_UP
 
 IMAGE_FILE = 'file'
 IMAGE_TEMPLATE = 'template'
