@@ -19,6 +19,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._registry import rul
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import schema
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import tables
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import scheduler
+from support.records import instance
 
 # sha256 of json.dumps(MIGRATIONS[0]) as released: a released version never changes.
 V1_SHA256 = '2a12f5ec283ad2a89c934e462b9cc1f5c1fc12a70485dfdff347fc7776f40b60'
@@ -87,8 +88,8 @@ def test_fields_are_encoded_as_stored_and_decoded_back():
     row = dict((column, None) for column in tables.INSTANCES.columns)
     row.update(uuid='u1', name='web1', ha=0, restart_priority=3, identity='{"hostname": "web1", "macs": ["52:54:00:00:00:01"]}')
     decoded = tables.decode(tables.INSTANCES, row)
-    assert decoded['ha'] is False and decoded['restart_priority'] == 3
-    assert decoded['identity'] == {'hostname': 'web1', 'macs': ['52:54:00:00:00:01']}
+    assert decoded.ha is False and decoded.restart_priority == 3
+    assert decoded.identity == {'hostname': 'web1', 'macs': ['52:54:00:00:00:01']}
 
 
 @pytest.mark.parametrize('table, field, value, message', [
@@ -160,7 +161,8 @@ def test_caller_bugs_are_refused_before_touching_the_database(call, exception, m
 
 
 class MemoryRegistry:
-    """The registry calls the catalog makes, over dicts; writes are counted."""
+    """The registry calls the catalog makes, over dicts (instances: the fields the catalog reads, returned
+    as the registry's Instance records); writes are counted."""
 
     def __init__(self):
         self.flavors, self.groups, self.instances, self.writes = {}, {}, [], []
@@ -196,7 +198,7 @@ class MemoryRegistry:
         return self.groups.pop(name, None)
 
     def list_instances(self, node=None, server_group=None, flavor=None):
-        return [i for i in self.instances if (flavor is None or i['flavor'] == flavor)
+        return [instance(**i) for i in self.instances if (flavor is None or i['flavor'] == flavor)
                 and (server_group is None or i['server_group'] == server_group)]
 
 
