@@ -5,6 +5,7 @@ in-memory stand-in for the registry."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import re
@@ -15,6 +16,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import cata
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import engine
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import rows
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import rules
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import schema
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import tables
@@ -90,6 +92,27 @@ def test_fields_are_encoded_as_stored_and_decoded_back():
     decoded = tables.decode(tables.INSTANCES, row)
     assert decoded.ha is False and decoded.restart_priority == 3
     assert decoded.identity == {'hostname': 'web1', 'macs': ['52:54:00:00:00:01']}
+
+
+@pytest.mark.parametrize('table, record, document', [
+    (tables.INSTANCES, rows.Instance, 'identity'),
+    (tables.MIGRATIONS_TABLE, rows.Migration, 'stats'),
+])
+def test_instance_and_migration_rows_are_records_whose_dict_is_the_decoded_row(table, record, document):
+    """One field per column, in column order; as_dict() gives the decoded row, as a dict of the caller's own."""
+    assert table.record is record
+    assert tuple(field.name for field in dataclasses.fields(record)) == table.columns
+    row = dict((column, '%s-value' % column) for column in table.columns)
+    row.update((field, 1) for field, kind in table.kinds.items() if kind in ('int', 'bool'))
+    row[document] = '{"a": [1]}'
+    decoded = tables.decode(table, row)
+    assert isinstance(decoded, record)
+    expected = dict(row, **{document: {'a': [1]}})
+    expected.update((field, True) for field, kind in table.kinds.items() if kind == 'bool')
+    shown = decoded.as_dict()
+    assert shown == expected and list(shown) == list(table.columns)
+    shown[document]['a'].append(2)
+    assert decoded.as_dict()[document] == {'a': [1]}
 
 
 @pytest.mark.parametrize('table, field, value, message', [
