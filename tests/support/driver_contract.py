@@ -144,10 +144,10 @@ class DriverContract:
         spec = harness.spec()
         driver.spawn(spec)
         caps = driver.capabilities
-        if caps.block_migration and not driver.shares_storage(target.driver, spec.storage):
+        if 'block' in caps.migration_modes and not driver.shares_storage(target.driver, spec.storage):
             mode = 'block'
         else:
-            mode = 'live' if caps.live_migration else 'cold'
+            mode = 'live' if 'live' in caps.migration_modes else 'cold'
         caller, reports = threading.get_ident(), []
         state, stats = driver.migrate(spec.uuid, harness.node, target, mode, MigrationControls(),
                                       lambda s: reports.append((threading.get_ident(), s)))

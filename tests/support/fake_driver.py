@@ -29,10 +29,10 @@ from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry i
 FAKE = 'fake'
 CLUSTER = 'fakecluster'
 # Everything on: a node is its own host, its instances are evacuated when it fails.
-CAPABILITIES = Capabilities(label='Fake', node_noun='fake host', live_migration=True, block_migration=True,
-                            cold_migration=True, evacuation=True, image_kind=IMAGE_FILE)
+CAPABILITIES = Capabilities(hypervisor_type=FAKE, label='Fake', node_noun='fake host', migration_modes=MIGRATION_MODES, evacuation=True,
+                            image_kind=IMAGE_FILE)
 # A node of several hosts whose hypervisor restarts its VMs itself, with template images.
-CLUSTER_CAPABILITIES = Capabilities(label='Fake cluster', node_noun='fake cluster', live_migration=True, cold_migration=True,
+CLUSTER_CAPABILITIES = Capabilities(hypervisor_type=CLUSTER, label='Fake cluster', node_noun='fake cluster', migration_modes=('live', 'cold'),
                                     self_recovery='fake HA restarts the VMs by itself', hosts_in_node=True,
                                     image_kind=IMAGE_TEMPLATE)
 POWER_AFTER = {'start': 'running', 'reboot': 'running', 'stop': 'stopped', 'shutdown': 'stopped'}
@@ -128,6 +128,7 @@ class FakeWorld:
         storage = {'local': 'local-%s' % name}
         if shared:
             storage['shared'] = shared
+        capabilities = dataclasses.replace(capabilities, hypervisor_type=hypervisor_type)
         self.endpoints[name] = FakeEndpoint(name, hypervisor_type, capabilities, storage, set(templates))
         return self.endpoints[name]
 
@@ -207,7 +208,6 @@ class FakeDriver(ComputeDriver):
     def __init__(self, world, endpoint):
         self.world = world
         self.endpoint = world.endpoints[endpoint]
-        self.hypervisor_type = self.endpoint.hypervisor_type
         self.capabilities = self.endpoint.capabilities
         self.closed = False
 
@@ -370,7 +370,7 @@ class FakeDriver(ComputeDriver):
         with self._io('migrate'):
             vm = self._vm(uuid, node)
             dest, untouched = target.driver, 'instance %s stayed on %s' % (vm.name, node)
-            if mode not in MIGRATION_MODES or not getattr(self.capabilities, '%s_migration' % mode):
+            if mode not in self.capabilities.migration_modes:
                 raise errors.DriverError('%s nodes have no %s migration; %s' % (self.capabilities.label, mode, untouched))
             if not isinstance(dest, FakeDriver) or dest.world is not self.world or dest.hypervisor_type != self.hypervisor_type:
                 raise errors.DriverError('the target of a fake migration must be a fake endpoint of the same world; %s' % untouched)

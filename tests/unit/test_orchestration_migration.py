@@ -52,7 +52,7 @@ def test_a_completed_move_follows_the_mode_auto_picks_and_frees_the_source(cloud
 
 
 def test_auto_is_live_without_a_storage_check_where_the_type_has_no_block_migration(world, tmp_path):
-    caps = dataclasses.replace(CAPABILITIES, block_migration=False)
+    caps = dataclasses.replace(CAPABILITIES, migration_modes=('live', 'cold'))
     for name in ('vm1', 'vm2'):
         world.add_endpoint(name, hypervisor_type='noblock', capabilities=caps)
         world.add_node(name)

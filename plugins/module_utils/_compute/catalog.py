@@ -14,13 +14,13 @@ from __future__ import annotations
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import FLAVOR_RESOURCES, GROUP_POLICIES
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import rules
 
 FLAVOR_MINIMUM = {'vcpus': 1, 'ram_mb': 1, 'disk_gb': 0}
 # What the scheduler reads from a flavor's extra_specs; other keys must be
 # namespaced (``namespace:key``, as Nova's), so that a typo is an error, not ignored.
 EXTRA_SPECS = ('hypervisor_type', 'aggregates', 'availability_zone')
-HYPERVISOR_TYPES = ('kvm', 'vsphere')
 STATES = ('present', 'absent')
 
 
@@ -59,9 +59,9 @@ def check_extra_specs(name, specs):
     for key, value in specs.items():
         where = 'extra_specs.%s of flavor %s' % (key, name)
         if key == 'hypervisor_type':
-            if value not in HYPERVISOR_TYPES:
+            if value not in kinds.HYPERVISOR_TYPES:
                 raise errors.MultihvError('%s must be one of %s, got %r; the flavor was left unchanged'
-                                          % (where, ', '.join(HYPERVISOR_TYPES), value))
+                                          % (where, ', '.join(kinds.HYPERVISOR_TYPES), value))
         elif key == 'aggregates':
             if not isinstance(value, list) or not all(isinstance(item, str) and item for item in value):
                 raise errors.MultihvError('%s must be a list of aggregate names, got %r; the flavor was left unchanged' % (where, value))

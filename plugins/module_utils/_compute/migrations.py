@@ -53,7 +53,7 @@ def plan(ctx, record, mode, target_node=None, target_host=None):
     source = record.node
     kind = _nodes.hypervisor_type_of(ctx.drivers, source)
     caps = ctx.capabilities(source)
-    if caps is not None and mode != 'auto' and not getattr(caps, '%s_migration' % mode):
+    if caps is not None and mode != 'auto' and mode not in caps.migration_modes:
         raise errors.MultihvError('%s nodes have no %s migration; %s' % (caps.label, mode, untouched))
     hosts_in_node = caps is not None and caps.hosts_in_node
     if not hosts_in_node:
@@ -149,7 +149,7 @@ def _prepare(ctx, record, move, source_driver, target_driver):
     caps = source_driver.capabilities
     if mode == 'auto' and record.state == 'stopped':
         mode = 'cold'
-    if mode in ('auto', 'live') and caps.block_migration:
+    if mode in ('auto', 'live') and 'block' in caps.migration_modes:
         shared = source_driver.shares_storage(target_driver, record.storage)
         if mode == 'live' and not shared:
             raise errors.MultihvError('instance %s has %s storage that %s does not share with %s: live migration needs the disk '

@@ -29,11 +29,12 @@ class Capabilities:
     """What a hypervisor type can do, declared by its driver (Nova's ComputeDriver.capabilities).
     The core asks these, never a hypervisor's name: a new hypervisor type is a new driver.
 
-    label: how messages name the type (KVM, vSphere); node_noun: what one node of it is.
-    live_migration: a running instance moves with its memory while its disk stays (shared
-    storage, vMotion). block_migration: a running instance moves with its disk copied; a driver
-    that has it answers shares_storage, so that auto picks live or block. cold_migration: a
-    stopped instance moves with its disk. evacuation: when a node fails, the core rebuilds its
+    hypervisor_type: the type's name (nodes, images and flavors say it); label: how messages
+    name the type (KVM, vSphere); node_noun: what one node of it is.
+    migration_modes: the MIGRATION_MODES its driver's migrate does: live (a running instance
+    moves with its memory while its disk stays: shared storage, vMotion), block (a running
+    instance moves with its disk copied; a driver that has it answers shares_storage, so that
+    auto picks live or block), cold (a stopped instance moves with its disk). evacuation: when a node fails, the core rebuilds its
     instances elsewhere from their records (fenced first); a type without it recovers by
     itself, and self_recovery says how, for the refusal. hosts_in_node: a node is several
     hosts (a cluster): an instance must fit one host, and may move between hosts of its node.
@@ -41,11 +42,10 @@ class Capabilities:
     IMAGE_TEMPLATE (a template VM the endpoint has: find_template).
     """
 
+    hypervisor_type: str
     label: str
     node_noun: str
-    live_migration: bool = False
-    block_migration: bool = False
-    cold_migration: bool = False
+    migration_modes: tuple = ()
     evacuation: bool = False
     self_recovery: str = ''
     hosts_in_node: bool = False
@@ -259,11 +259,15 @@ class ComputeDriver(abc.ABC):
     storage_peers) are answered from the cloud file alone, without I/O.
     """
 
-    hypervisor_type: str = ''
-    capabilities: Capabilities = Capabilities(label='', node_noun='node')
+    capabilities: Capabilities = Capabilities(hypervisor_type='', label='', node_noun='node')
     # Seconds one piece of work (a spawn, a power change, a destroy, a migration) may take
     # once the endpoint answered; the core sets it from a task's timeout option.
     work_timeout: float = 600.0
+
+    @property
+    def hypervisor_type(self):
+        """The type of hypervisor this driver speaks to, as its capabilities name it."""
+        return self.capabilities.hypervisor_type
 
     # ------------------------------------------------------------ configuration (no I/O)
 

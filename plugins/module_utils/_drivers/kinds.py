@@ -14,10 +14,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils import _errors as er
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import capabilities as libvirt_capabilities
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import capabilities as vsphere_capabilities
 
-KINDS = {
-    libvirt_capabilities.HYPERVISOR_TYPE: libvirt_capabilities.CAPABILITIES,
-    vsphere_capabilities.HYPERVISOR_TYPE: vsphere_capabilities.CAPABILITIES,
-}
+KINDS = dict((caps.hypervisor_type, caps) for caps in (libvirt_capabilities.CAPABILITIES, vsphere_capabilities.CAPABILITIES))
 HYPERVISOR_TYPES = tuple(KINDS)
 
 

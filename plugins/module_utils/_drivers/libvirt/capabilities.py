@@ -5,6 +5,7 @@ Light on purpose: read without loading libvirt-python."""
 
 from __future__ import annotations
 
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import MIGRATION_MODES
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import IMAGE_FILE, Capabilities
 
 HYPERVISOR_TYPE = 'kvm'
@@ -13,11 +14,8 @@ HYPERVISOR_TYPE = 'kvm'
 # block migration copies the disk's top layer, and nothing restarts the guests of a failed
 # host: the core evacuates them. Images are files uploaded to each host's base pool.
 CAPABILITIES = Capabilities(
-    label='KVM',
-    node_noun='KVM host',
-    live_migration=True,
-    block_migration=True,
-    cold_migration=True,
+    hypervisor_type=HYPERVISOR_TYPE, label='KVM', node_noun='KVM host',
+    migration_modes=MIGRATION_MODES,
     evacuation=True,
     hosts_in_node=False,
     image_kind=IMAGE_FILE,

@@ -53,7 +53,6 @@ WORK_TIMEOUT = 60.0
 class LibvirtDriver(ComputeDriver):
     """One KVM host (a libvirt URI) as one node."""
 
-    hypervisor_type = libvirt_capabilities.HYPERVISOR_TYPE
     capabilities = libvirt_capabilities.CAPABILITIES
 
     def __init__(self, host):

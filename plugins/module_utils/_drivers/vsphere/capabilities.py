@@ -5,6 +5,7 @@ Light on purpose: read without loading pyVmomi."""
 
 from __future__ import annotations
 
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import MIGRATION_MODES
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import IMAGE_TEMPLATE, Capabilities
 
 HYPERVISOR_TYPE = 'vsphere'
@@ -13,11 +14,8 @@ HYPERVISOR_TYPE = 'vsphere'
 # (vMotion). vCenter moves or copies the disks itself, live or cold. vSphere HA restarts
 # the VMs of a failed host, so the core never evacuates a cluster. Images are template VMs.
 CAPABILITIES = Capabilities(
-    label='vSphere',
-    node_noun='vSphere cluster',
-    live_migration=True,
-    block_migration=True,
-    cold_migration=True,
+    hypervisor_type=HYPERVISOR_TYPE, label='vSphere', node_noun='vSphere cluster',
+    migration_modes=MIGRATION_MODES,
     evacuation=False,
     self_recovery=('vSphere HA restarts the VMs of a failed ESXi host on the other hosts of the cluster by itself, and a '
                    'VM cannot be rebuilt outside its vCenter; configure the cluster\'s HA with multihv.cloud.vsphere_cluster '

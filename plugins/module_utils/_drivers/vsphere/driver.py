@@ -45,7 +45,6 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.vmo
 class VSphereDriver(ComputeDriver):
     """One vCenter; each of its clusters (those the `clusters` filter keeps) is a node."""
 
-    hypervisor_type = vsphere_capabilities.HYPERVISOR_TYPE
     capabilities = vsphere_capabilities.CAPABILITIES
 
     def __init__(self, vcenter):
