@@ -362,18 +362,18 @@ def test_migration_records_follow_a_move(url):
     with Registry.open(url) as registry:
         first = registry.create_migration(instance_uuid='u-1', migration_type='live', status='accepted', source_node='kvm1',
                                           source_host='kvm1', dest_node='kvm2', dest_host='kvm2')
-        assert (first['status'], first['stats'], first['error']) == ('accepted', None, None) and len(first['id']) == 36
-        running = registry.update_migration(first['id'], status='running', stats={'data_total': 10, 'data_remaining': 4})
-        assert running['stats'] == {'data_total': 10, 'data_remaining': 4}
-        done = registry.update_migration(first['id'], status='completed', stats={'data_total': 10, 'data_remaining': 0},
+        assert (first.status, first.stats, first.error) == ('accepted', None, None) and len(first.id) == 36
+        running = registry.update_migration(first.id, status='running', stats={'data_total': 10, 'data_remaining': 4})
+        assert running.stats == {'data_total': 10, 'data_remaining': 4}
+        done = registry.update_migration(first.id, status='completed', stats={'data_total': 10, 'data_remaining': 0},
                                          finished_at='2026-01-01T00:00:00.000000Z')
         other = registry.create_migration(instance_uuid='u-2', migration_type='cold', status='failed', error='target down')
-        assert registry.get_migration(first['id']) == done
-        assert [m['id'] for m in registry.list_migrations()] == [first['id'], other['id']]
+        assert registry.get_migration(first.id) == done
+        assert [m.id for m in registry.list_migrations()] == [first.id, other.id]
         assert registry.list_migrations(instance_uuid='u-2') == [other]
         assert registry.list_migrations(status='completed') == [done]
         with pytest.raises(ValueError, match='migration status must be one of'):
-            registry.update_migration(first['id'], status='finished')
+            registry.update_migration(first.id, status='finished')
         with pytest.raises(errors.NotFound, match='no migration nope'):
             registry.update_migration('nope', status='failed')
-        assert registry.get_migration(first['id'])['status'] == 'completed'
+        assert registry.get_migration(first.id).status == 'completed'

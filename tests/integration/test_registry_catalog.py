@@ -93,7 +93,7 @@ def test_version_1_registry_is_upgraded_to_the_latest_keeping_its_rows(url, monk
         assert upgraded.get_node('kvm1')['enabled'] is False
         assert upgraded.get_node('kvm1')['down_since'] is None  # version 3's column, empty for old rows
         assert upgraded.get_flavor('m1')['ram_mb'] == 64
-        assert upgraded.get_instance(uuid='u1')['server_group'] == 'legacy'
+        assert upgraded.get_instance(uuid='u1').server_group == 'legacy'
         assert upgraded.list_server_groups() == []
         # The member v1 recorded counts: the group, once made, cannot be deleted under it.
         upgraded.set_server_group('legacy', 'soft-affinity')
@@ -153,7 +153,7 @@ def test_used_flavor_keeps_its_resources_and_stays(registry):  # pylint: disable
     # extra_specs may change, and resources given unchanged are no change.
     assert registry.set_flavor('m1', vcpus=2, extra_specs={'hypervisor_type': 'kvm'})[1]['extra_specs'] == {'hypervisor_type': 'kvm'}
     for record in registry.list_instances(flavor='m1'):
-        registry.delete_instance(record['uuid'])
+        registry.delete_instance(record.uuid)
     assert registry.set_flavor('m1', vcpus=4)[1]['vcpus'] == 4
     assert registry.delete_flavor('m1')['vcpus'] == 4
 
@@ -202,7 +202,7 @@ def test_server_group_round_trip_and_members_rules(registry):  # pylint: disable
     # Rules may change with members; the policy given unchanged is no change.
     assert registry.set_server_group('db', 'soft-anti-affinity', rules=None)[1]['rules'] is None
     for member in registry.list_instances(server_group='db'):
-        registry.update_instance(member['uuid'], server_group=None)
+        registry.update_instance(member.uuid, server_group=None)
     assert registry.delete_server_group('db')['name'] == 'db'
     assert registry.delete_server_group('db') is None
 
@@ -217,31 +217,31 @@ def test_instance_round_trip(registry):  # pylint: disable=redefined-outer-name
                 'networks': [{'network': 'default', 'mac': '52:54:00:12:34:56'}], 'metadata': {'role': 'web'}}
     created = registry.create_instance(name='web1', flavor='m1', image='tick', storage='shared', identity=identity,
                                        ha=True, restart_priority=5, server_group='web')
-    assert str(uuid.UUID(created['uuid'])) == created['uuid']
-    assert created['state'] == 'building' and created['node'] is None and created['host'] is None
-    assert created['identity'] == identity and created['ha'] is True and created['restart_priority'] == 5
-    assert registry.get_instance(uuid=created['uuid']) == created == registry.get_instance(name='web1')
+    assert str(uuid.UUID(created.uuid)) == created.uuid
+    assert created.state == 'building' and created.node is None and created.host is None
+    assert created.identity == identity and created.ha is True and created.restart_priority == 5
+    assert registry.get_instance(uuid=created.uuid) == created == registry.get_instance(name='web1')
     assert registry.get_instance(name='nope') is None and registry.get_instance(uuid='nope') is None
 
     other = boot_record(registry, 'web2', uuid='00000000-0000-4000-8000-000000000002', node='kvm2', host='kvm2')
-    assert other['uuid'] == '00000000-0000-4000-8000-000000000002' and other['ha'] is False and other['restart_priority'] == 0
+    assert other.uuid == '00000000-0000-4000-8000-000000000002' and other.ha is False and other.restart_priority == 0
 
     time.sleep(0.002)
-    before, after = registry.update_instance(created['uuid'], node='kvm1', host='kvm1', state='active', ha=False)
+    before, after = registry.update_instance(created.uuid, node='kvm1', host='kvm1', state='active', ha=False)
     assert before == created
-    assert (after['node'], after['host'], after['state'], after['ha']) == ('kvm1', 'kvm1', 'active', False)
-    assert after['identity'] == identity and after['updated_at'] > created['updated_at']
-    assert registry.update_instance(created['uuid'], state='active') == (after, after)
+    assert (after.node, after.host, after.state, after.ha) == ('kvm1', 'kvm1', 'active', False)
+    assert after.identity == identity and after.updated_at > created.updated_at
+    assert registry.update_instance(created.uuid, state='active') == (after, after)
 
-    assert [i['name'] for i in registry.list_instances()] == ['web1', 'web2']
-    assert [i['name'] for i in registry.list_instances(node='kvm2')] == ['web2']
-    assert [i['name'] for i in registry.list_instances(server_group='web')] == ['web1']
-    assert [i['name'] for i in registry.list_instances(node='kvm1', server_group='web', flavor='m1')] == ['web1']
+    assert [i.name for i in registry.list_instances()] == ['web1', 'web2']
+    assert [i.name for i in registry.list_instances(node='kvm2')] == ['web2']
+    assert [i.name for i in registry.list_instances(server_group='web')] == ['web1']
+    assert [i.name for i in registry.list_instances(node='kvm1', server_group='web', flavor='m1')] == ['web1']
     assert registry.list_instances(node='kvm2', server_group='web') == []
 
-    assert registry.delete_instance(created['uuid']) == after
-    assert registry.delete_instance(created['uuid']) is None
-    assert [i['name'] for i in registry.list_instances()] == ['web2']
+    assert registry.delete_instance(created.uuid) == after
+    assert registry.delete_instance(created.uuid) is None
+    assert [i.name for i in registry.list_instances()] == ['web2']
 
 
 @pytest.mark.parametrize('url', ENGINES, indirect=True)
@@ -250,25 +250,25 @@ def test_instance_clashes_and_missing_referents_write_nothing(registry):  # pyli
     web1 = boot_record(registry, 'web1')
     with pytest.raises(errors.RegistryError) as caught:
         boot_record(registry, 'web1')
-    assert str(caught.value) == 'an instance named web1 already exists (uuid %s); nothing was created' % web1['uuid']
-    with pytest.raises(errors.RegistryError, match='an instance with uuid %s already exists \\(named web1\\)' % web1['uuid']):
-        boot_record(registry, 'web9', uuid=web1['uuid'])
+    assert str(caught.value) == 'an instance named web1 already exists (uuid %s); nothing was created' % web1.uuid
+    with pytest.raises(errors.RegistryError, match='an instance with uuid %s already exists \\(named web1\\)' % web1.uuid):
+        boot_record(registry, 'web9', uuid=web1.uuid)
     with pytest.raises(errors.NotFound, match='no flavor named m9 in the registry; instance web2 was not created'):
         boot_record(registry, 'web2', flavor='m9')
     with pytest.raises(errors.NotFound, match='no server group named db in the registry; instance web2 was not created'):
         boot_record(registry, 'web2', server_group='db')
-    assert [i['name'] for i in registry.list_instances()] == ['web1']
+    assert [i.name for i in registry.list_instances()] == ['web1']
 
     web2 = boot_record(registry, 'web2')
     with pytest.raises(errors.RegistryError, match='an instance named web1 already exists \\(uuid %s\\); instance %s was left unchanged'
-                       % (web1['uuid'], web2['uuid'])):
-        registry.update_instance(web2['uuid'], name='web1', state='active')
-    with pytest.raises(errors.NotFound, match='no flavor named m9 in the registry; instance %s was left unchanged' % web2['uuid']):
-        registry.update_instance(web2['uuid'], flavor='m9', state='active')
+                       % (web1.uuid, web2.uuid)):
+        registry.update_instance(web2.uuid, name='web1', state='active')
+    with pytest.raises(errors.NotFound, match='no flavor named m9 in the registry; instance %s was left unchanged' % web2.uuid):
+        registry.update_instance(web2.uuid, flavor='m9', state='active')
     with pytest.raises(errors.NotFound, match='no instance with uuid nope in the registry; nothing was changed'):
         registry.update_instance('nope', state='active')
-    assert registry.get_instance(uuid=web2['uuid']) == web2
-    assert registry.update_instance(web2['uuid'], name='web3')[1]['name'] == 'web3'
+    assert registry.get_instance(uuid=web2.uuid) == web2
+    assert registry.update_instance(web2.uuid, name='web3')[1].name == 'web3'
 
 
 # -- allocations -----------------------------------------------------------------------------------
@@ -277,7 +277,7 @@ def test_instance_clashes_and_missing_referents_write_nothing(registry):  # pyli
 @pytest.mark.parametrize('url', ENGINES, indirect=True)
 def test_claim_fits_capacity_per_resource_and_writes_nothing_when_it_does_not(registry, url):  # pylint: disable=redefined-outer-name
     catalog(registry)
-    first, second, third = (boot_record(registry, name)['uuid'] for name in ('web1', 'web2', 'web3'))
+    first, second, third = (boot_record(registry, name).uuid for name in ('web1', 'web2', 'web3'))
     assert registry.get_node('kvm1') is None
     assert registry.claim(first, 'kvm1', 'kvm', {'vcpus': 4, 'memory_mb': 2048, 'disk_gb': 40}, KVM_CAPACITY) is True
     # The claim made the node's row, with the admin defaults.
@@ -320,7 +320,7 @@ def test_claim_needs_the_instance_first_and_the_nodes_own_hypervisor_type(regist
                                               'nothing was claimed on node kvm1'):
         registry.claim('u-missing', 'kvm1', 'kvm', needs, KVM_CAPACITY)
     assert registry.get_node('kvm1') is None
-    web1 = boot_record(registry, 'web1')['uuid']
+    web1 = boot_record(registry, 'web1').uuid
     registry.set_node('vc1/DC1/Cluster-A', 'vsphere')
     with pytest.raises(errors.RegistryError, match='node vc1/DC1/Cluster-A is a vsphere node in the registry, not kvm; nothing was claimed'):
         registry.claim(web1, 'vc1/DC1/Cluster-A', 'kvm', needs, KVM_CAPACITY)
@@ -333,7 +333,7 @@ def test_a_claim_inside_a_failed_transaction_is_rolled_back(registry):  # pylint
     catalog(registry)
     with pytest.raises(RuntimeError):
         with registry.transaction():
-            web1 = boot_record(registry, 'web1')['uuid']
+            web1 = boot_record(registry, 'web1').uuid
             assert registry.claim(web1, 'kvm1', 'kvm', {'vcpus': 1, 'memory_mb': 1, 'disk_gb': 1}, KVM_CAPACITY)
             raise RuntimeError('spawn failed')
     assert registry.list_instances() == [] and registry.allocations_by_node() == {} and registry.get_node('kvm1') is None
@@ -344,7 +344,7 @@ def test_concurrent_claims_never_overcommit_a_node(registry, url):  # pylint: di
     processes, per_process, capacity = 8, 20, {'vcpus': 100, 'memory_mb': 1000, 'disk_gb': 1000}
     registry.set_flavor('m1', vcpus=1, ram_mb=1, disk_gb=0)
     with registry.transaction():
-        uuids = [boot_record(registry, 'claimer-%03d' % index)['uuid'] for index in range(processes * per_process)]
+        uuids = [boot_record(registry, 'claimer-%03d' % index).uuid for index in range(processes * per_process)]
     results = _claimers(url, 'kvm1', capacity, [uuids[i * per_process:(i + 1) * per_process] for i in range(processes)])
     assert sum(result['won'] for result in results) == 100
     assert max(result['most'] for result in results) <= 100

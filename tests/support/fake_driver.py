@@ -446,17 +446,17 @@ class FakeCloud:
         other = self.registry.create_instance(name='other-run-%d' % next(self._others), node=node, storage='local', image='-',
                                               flavor=self.registry.list_flavors()[0]['name'])
         room = {'vcpus': 0, 'memory_mb': view.capacity['memory_mb'] - held, 'disk_gb': 0}
-        assert self.registry.claim(other['uuid'], node, view.hypervisor_type, room, view.capacity)
+        assert self.registry.claim(other.uuid, node, view.hypervisor_type, room, view.capacity)
         return other
 
     def allocations(self):
         """[(instance name, node)] of every allocation, sorted."""
-        names = dict((i['uuid'], i['name']) for i in self.registry.list_instances())
+        names = dict((i.uuid, i.name) for i in self.registry.list_instances())
         return sorted((names.get(a['instance_uuid'], a['instance_uuid']), a['node']) for a in self.registry.list_allocations())
 
     def nodes_of(self):
         """{instance name: node} of every instance record."""
-        return dict((i['name'], i['node']) for i in self.registry.list_instances())
+        return dict((i.name, i.node) for i in self.registry.list_instances())
 
 
 __all__ = ['CAPABILITIES', 'CLUSTER', 'CLUSTER_CAPABILITIES', 'FAKE', 'FakeCloud', 'FakeDriver', 'FakeWorld']

@@ -16,13 +16,14 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt imp
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import capabilities as vsphere
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import TIMESTAMP_FORMAT
 from support.fake_driver import FakeCloud, FakeWorld
+from support.records import instance
 
 
 def test_restart_order_is_ha_first_then_priority_then_name():
-    records = [{'name': 'b', 'ha': False, 'restart_priority': 9}, {'name': 'a', 'ha': False, 'restart_priority': 9},
-               {'name': 'z', 'ha': True, 'restart_priority': 0}, {'name': 'y', 'ha': True, 'restart_priority': 5},
-               {'name': 'c', 'ha': False, 'restart_priority': None}]
-    assert [r['name'] for r in sorted(records, key=_evacuation.restart_order)] == ['y', 'z', 'a', 'b', 'c']
+    records = [instance(name='b', ha=False, restart_priority=9), instance(name='a', ha=False, restart_priority=9),
+               instance(name='z', ha=True, restart_priority=0), instance(name='y', ha=True, restart_priority=5),
+               instance(name='c', ha=False, restart_priority=None)]
+    assert [r.name for r in sorted(records, key=_evacuation.restart_order)] == ['y', 'z', 'a', 'b', 'c']
 
 
 def kvm_cloud(directory, states, fence_command=''):

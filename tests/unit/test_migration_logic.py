@@ -5,6 +5,7 @@ from __future__ import annotations
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.migration import job_stats
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.migrations import _mode_for
+from support.records import instance
 
 
 def test_job_stats_keeps_the_reported_keys_under_our_names():
@@ -22,7 +23,7 @@ def test_parse_volume_round_trips_volume_xml():
 
 
 def test_a_drain_moves_stopped_instances_cold():
-    assert _mode_for({'state': 'stopped'}, 'auto') == 'cold'
-    assert _mode_for({'state': 'stopped'}, 'live') == 'cold'
-    assert _mode_for({'state': 'running'}, 'auto') == 'auto'
-    assert _mode_for({'state': 'running'}, 'block') == 'block'
+    assert _mode_for(instance(state='stopped'), 'auto') == 'cold'
+    assert _mode_for(instance(state='stopped'), 'live') == 'cold'
+    assert _mode_for(instance(state='running'), 'auto') == 'auto'
+    assert _mode_for(instance(state='running'), 'block') == 'block'

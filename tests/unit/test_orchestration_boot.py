@@ -34,8 +34,8 @@ def nothing_left_of(cloud, name):
 def test_a_boot_records_claims_spawns_and_gives_stable_macs(cloud):
     record = cloud.boot('a', networks=[{'network': 'default'}], uuid=INSTANCE_UUID)
     mac = _instances.stable_mac(INSTANCE_UUID, 0)
-    assert (record['uuid'], record['node'], record['host'], record['state']) == (INSTANCE_UUID, 'fake1', 'fake1', 'running')
-    assert record['identity']['macs'] == [mac]
+    assert (record.uuid, record.node, record.host, record.state) == (INSTANCE_UUID, 'fake1', 'fake1', 'running')
+    assert record.identity['macs'] == [mac]
     assert cloud.allocations() == [('a', 'fake1')]
     vm = cloud.world.vm('a')
     assert (vm.node, vm.power, vm.macs, vm.disks) == ('fake1', 'running', [mac], ['local-fake1/%s.disk' % INSTANCE_UUID])
@@ -43,7 +43,7 @@ def test_a_boot_records_claims_spawns_and_gives_stable_macs(cloud):
 
 
 def test_a_boot_asked_stopped_is_stopped_on_the_node_and_in_the_record(cloud):
-    assert cloud.boot('a', state='stopped')['state'] == 'stopped'
+    assert cloud.boot('a', state='stopped').state == 'stopped'
     assert cloud.world.placed() == {'a': ('fake1', 'stopped')}
 
 
@@ -67,7 +67,7 @@ def test_a_spawn_that_overstays_its_deadline_has_its_vm_destroyed(cloud):
 def test_boot_many_reports_the_instance_that_failed_and_boots_the_others(cloud):
     cloud.world.fail_spawn(name='b1')
     records, failures = _instances.boot_many(cloud.context(), [{'name': 'b%d' % i, 'flavor': 'small', 'image': 'tick'} for i in range(3)])
-    assert sorted(r['name'] for r in records) == ['b0', 'b2']
+    assert sorted(r.name for r in records) == ['b0', 'b2']
     assert failures == [{'name': 'b1', 'msg': 'injected spawn failure'}]
     nothing_left_of(cloud, 'b1')
     assert sorted(cloud.world.placed()) == ['b0', 'b2'] and [n for n, _node in cloud.allocations()] == ['b0', 'b2']
@@ -79,8 +79,8 @@ def test_a_claim_lost_between_plan_and_claim_is_scheduled_again_elsewhere(cloud)
     assert placement.node == 'fake1' and _instances.prepare_images(ctx, [placement]) == {}
     other = cloud.take_room('fake1')
     record = _instances.boot(ctx, placement)
-    assert (record['node'], record['host']) == ('fake2', 'fake2')
-    assert cloud.allocations() == sorted([('a', 'fake2'), (other['name'], 'fake1')])
+    assert (record.node, record.host) == ('fake2', 'fake2')
+    assert cloud.allocations() == sorted([('a', 'fake2'), (other.name, 'fake1')])
     assert cloud.world.placed() == {'a': ('fake2', 'running')}
     assert cloud.world.uploads == [('fake1', 'tick'), ('fake2', 'tick')]  # the new node got the image too
 
@@ -88,7 +88,7 @@ def test_a_claim_lost_between_plan_and_claim_is_scheduled_again_elsewhere(cloud)
 def test_when_every_node_is_taken_after_the_plan_the_boot_fails_and_leaves_nothing(cloud):
     ctx = cloud.context()
     (placement,) = _instances.plan(ctx, [{'name': 'a', 'flavor': 'small', 'image': 'tick'}])
-    others = [cloud.take_room(node)['name'] for node in ('fake1', 'fake2')]
+    others = [cloud.take_room(node).name for node in ('fake1', 'fake2')]
     with pytest.raises(errors.MultihvError, match='cannot place instance a: no node can take 1 vCPUs, 1024 MB RAM, 1 GB disk: '
                                                   'NodeFilter removed fake1; ResourcesFilter removed fake2; nothing was created'):
         _instances.boot(ctx, placement)
@@ -129,12 +129,12 @@ def test_delete_destroys_the_vm_its_disk_and_frees_the_allocation(cloud):
 def test_a_rebuild_that_fails_after_the_old_vm_went_leaves_the_record_in_error(cloud):
     record = cloud.boot('a')
     rebuilt = _instances.rebuild(cloud.context(), record)
-    assert rebuilt['state'] == 'running' and cloud.world.calls[-2:] == [('fake1', 'destroy'), ('fake1', 'spawn')]
+    assert rebuilt.state == 'running' and cloud.world.calls[-2:] == [('fake1', 'destroy'), ('fake1', 'spawn')]
     cloud.world.fail_spawn()
     with pytest.raises(errors.MultihvError, match='rebuild of instance a on fake1 failed after its old VM was destroyed: '
                                                   'injected spawn failure; the instance is in state error'):
         _instances.rebuild(cloud.context(), rebuilt)
-    assert cloud.registry.get_instance(name='a')['state'] == 'error'
+    assert cloud.registry.get_instance(name='a').state == 'error'
     assert cloud.allocations() == [('a', 'fake1')] and cloud.world.vms == {}
 
 
@@ -158,5 +158,5 @@ def test_a_rebuild_of_a_stopped_instance_whose_stop_fails_leaves_no_vm_and_the_r
     with pytest.raises(errors.MultihvError, match='rebuild of instance a on fake1 failed after its old VM was destroyed: '
                                                   'injected power failure'):
         _instances.rebuild(cloud.context(), record)
-    assert cloud.registry.get_instance(name='a')['state'] == 'error'
+    assert cloud.registry.get_instance(name='a').state == 'error'
     assert cloud.world.vms == {}

@@ -47,12 +47,12 @@ def test_a_fenced_node_s_instances_are_rebuilt_elsewhere_with_their_disks_kept_w
     assert 'admin_password' in done['local-one'] and 'admin_password' not in done['shared-one']
     assert cloud.nodes_of() == {'local-one': 'fake2', 'shared-one': 'fake2', 'stopped-one': 'fake2'}
     assert [node for _name, node in cloud.allocations()] == ['fake2'] * 3
-    assert sorted(m['stats']['disk'] for m in evacuations(cloud, 'done')) == ['kept', 'kept', 'rebuilt']
+    assert sorted(m.stats['disk'] for m in evacuations(cloud, 'done')) == ['kept', 'kept', 'rebuilt']
     # The rebuilt copies run where they should; the stale ones wait, powered off, on fake1.
     world = cloud.world
-    assert world.vm('shared-one', 'fake2').disks == world.vm('shared-one', 'fake1').disks == ['shared/%s.disk' % shared['uuid']]
-    assert world.vm('shared-one', 'fake2').macs == shared['identity']['macs']
-    assert world.vm('local-one', 'fake2').disks == ['local-fake2/%s.disk' % local['uuid']]
+    assert world.vm('shared-one', 'fake2').disks == world.vm('shared-one', 'fake1').disks == ['shared/%s.disk' % shared.uuid]
+    assert world.vm('shared-one', 'fake2').macs == shared.identity['macs']
+    assert world.vm('local-one', 'fake2').disks == ['local-fake2/%s.disk' % local.uuid]
     assert (world.vm('stopped-one', 'fake2').power, world.vm('shared-one', 'fake2').power) == ('stopped', 'running')
     assert world.vm('shared-one', 'fake1').power == 'stopped'
 
@@ -69,8 +69,8 @@ def test_when_room_is_short_the_first_in_restart_order_get_it_and_the_rest_stay_
         assert result['unplaced'][0]['msg'].endswith('; instance n1 was not evacuated and is still recorded on fake1')
         assert cloud.nodes_of() == {'ha': 'fake2', 'p9': 'fake2', 'n1': 'fake1', 'n2': 'fake1'}
         assert cloud.allocations() == [('ha', 'fake2'), ('n1', 'fake1'), ('n2', 'fake1'), ('p9', 'fake2')]
-        assert sorted(m['instance_uuid'] for m in evacuations(cloud)) == sorted(
-            cloud.registry.get_instance(name=name)['uuid'] for name in ('ha', 'p9'))
+        assert sorted(m.instance_uuid for m in evacuations(cloud)) == sorted(
+            cloud.registry.get_instance(name=name).uuid for name in ('ha', 'p9'))
         # Again, once room is made: the rest follow, and what was done is not done twice.
         cloud.world.nodes['fake2'].hosts[0].memory_mb = 8192
         again = _evacuation.evacuate(cloud.context(), 'fake1')
@@ -118,7 +118,7 @@ def test_a_rebuild_that_fails_releases_its_target_and_leaves_the_instance_on_the
     assert failure['name'] == 'a' and failure['msg'].endswith(
         'to fake2 failed: injected spawn failure; instance a was not evacuated and is still recorded on fake1')
     assert cloud.nodes_of() == {'a': 'fake1', 'b': 'fake2'} and cloud.allocations() == [('a', 'fake1'), ('b', 'fake2')]
-    assert sorted(m['status'] for m in evacuations(cloud)) == ['done', 'failed']
+    assert sorted(m.status for m in evacuations(cloud)) == ['done', 'failed']
     assert cloud.world.vm('a', 'fake2') is None
 
 
@@ -165,8 +165,8 @@ def test_the_stale_copies_go_when_the_node_is_back_and_only_then(cloud):
         ('local-one', True, True), ('shared-one', True, False)]
     assert world.placed() == {'local-one': ('fake2', 'running'), 'shared-one': ('fake2', 'running')}
     # The shared disk is the rebuilt instance's now; the local one on fake1 was the stale copy's only.
-    assert world.disks == {'shared/%s.disk' % shared['uuid'], 'local-fake2/%s.disk' % local['uuid']}
-    assert [m['status'] for m in evacuations(cloud)] == ['completed', 'completed']
+    assert world.disks == {'shared/%s.disk' % shared.uuid, 'local-fake2/%s.disk' % local.uuid}
+    assert [m.status for m in evacuations(cloud)] == ['completed', 'completed']
     assert cloud.registry.get_node('fake1')['forced_down'] is False
     assert _evacuation.set_admin_state(cloud.context(), 'fake1', back)[3] == []  # nothing left to clean
 

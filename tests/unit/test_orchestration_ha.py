@@ -71,7 +71,7 @@ def test_evacuate_all_restarts_every_instance_ha_first(cloud):
 def test_a_reserved_failover_node_takes_the_restarted_instances_first_and_nothing_else(cloud):
     cloud.registry.set_node('fake3', 'fake', reserved_for_failover=True)
     cloud.world.nodes['fake2'].hosts[0].memory_mb = 16384  # the scheduler would rather pick fake2 otherwise
-    assert cloud.boot('new-one')['node'] == 'fake2'  # not a failover: the reserved node is left alone
+    assert cloud.boot('new-one').node == 'fake2'  # not a failover: the reserved node is left alone
     cloud.world.power_loss('fake1')
     down_for(cloud, 'fake1', 120)
     result = _instance_ha.run_pass(cloud.context(), grace_period=60, evacuate_all=True)

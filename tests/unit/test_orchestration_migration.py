@@ -31,7 +31,7 @@ def cloud_fixture(world, tmp_path):
 
 
 def migrations_of(cloud, name):
-    return cloud.registry.list_migrations(instance_uuid=cloud.registry.get_instance(name=name)['uuid'])
+    return cloud.registry.list_migrations(instance_uuid=cloud.registry.get_instance(name=name).uuid)
 
 
 @pytest.mark.parametrize('storage, state, expected', [
@@ -71,9 +71,9 @@ def test_a_migration_that_fails_half_way_releases_the_target_and_records_the_fai
                                                   'injected failure half way through the migration'):
         _migrations.migrate(cloud.context(), 'a', 'live')
     (migration,) = migrations_of(cloud, 'a')
-    assert (migration['status'], migration['migration_type'], migration['error']) == (
+    assert (migration.status, migration.migration_type, migration.error) == (
         'failed', 'live', 'injected failure half way through the migration')
-    assert migration['finished_at'] and cloud.nodes_of() == {'a': 'fake1'}
+    assert migration.finished_at and cloud.nodes_of() == {'a': 'fake1'}
     assert cloud.allocations() == [('a', 'fake1')]
     assert cloud.world.placed() == {'a': ('fake1', 'running')}
     # Nothing is left held: the next move goes through.
@@ -86,7 +86,7 @@ def test_a_move_its_completion_timeout_aborted_is_cancelled(cloud):
     cloud.world.fail_migration('a', errors.MigrationCancelled('the completion timeout ran out; it was aborted'))
     with pytest.raises(errors.MultihvError, match='cancelled: the completion timeout ran out'):
         _migrations.migrate(cloud.context(), 'a')
-    assert [m['status'] for m in migrations_of(cloud, 'a')] == ['cancelled']
+    assert [m.status for m in migrations_of(cloud, 'a')] == ['cancelled']
     assert cloud.allocations() == [('a', 'fake1')] and cloud.world.placed() == {'a': ('fake1', 'running')}
 
 
@@ -95,7 +95,7 @@ def test_live_on_storage_the_target_does_not_share_fails_before_the_move_and_rel
     with pytest.raises(errors.MultihvError, match='instance a has local storage that fake1 does not share with fake2: live migration '
                                                   'needs the disk on storage both hosts see; use mode block'):
         _migrations.migrate(cloud.context(), 'a', 'live')
-    assert [m['status'] for m in migrations_of(cloud, 'a')] == ['failed']
+    assert [m.status for m in migrations_of(cloud, 'a')] == ['failed']
     assert cloud.allocations() == [('a', 'fake1')] and ('fake1', 'migrate') not in cloud.world.calls
 
 
@@ -106,7 +106,7 @@ def test_refusals_come_before_any_claim_or_record(cloud):
     other = cloud.take_room('fake2')
     with pytest.raises(errors.MultihvError, match='no node can take instance a: .*ResourcesFilter removed fake2; instance a was not moved'):
         _migrations.migrate(cloud.context(), 'a')
-    assert migrations_of(cloud, 'a') == [] and cloud.allocations() == sorted([('a', 'fake1'), (other['name'], 'fake2')])
+    assert migrations_of(cloud, 'a') == [] and cloud.allocations() == sorted([('a', 'fake1'), (other.name, 'fake2')])
 
 
 def test_a_drain_disables_the_node_moves_what_it_can_and_reports_the_rest(cloud):
@@ -131,7 +131,7 @@ def test_a_move_between_hosts_of_a_cluster_node_keeps_its_allocation(tmp_path):
         cloud.flavor('small')
         cloud.image('tick', hypervisor_type=CLUSTER, template='tmpl')
         booted = cloud.boot('a')
-        assert (booted['node'], booted['host']) == ('vc/c1', 'vc/c1-h2')  # equal hosts: the last by name
+        assert (booted.node, booted.host) == ('vc/c1', 'vc/c1-h2')  # equal hosts: the last by name
         result = _migrations.migrate(cloud.context(), 'a', target_host='vc/c1-h0')
         assert (result['instance']['node'], result['instance']['host']) == ('vc/c1', 'vc/c1-h0')
         migration = result['migration']

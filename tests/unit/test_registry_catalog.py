@@ -5,6 +5,7 @@ in-memory stand-in for the registry."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import re
@@ -15,10 +16,12 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import cata
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import engine
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry import rows
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import rules
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import schema
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import tables
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import scheduler
+from support.records import instance
 
 # sha256 of json.dumps(MIGRATIONS[0]) as released: a released version never changes.
 V1_SHA256 = '2a12f5ec283ad2a89c934e462b9cc1f5c1fc12a70485dfdff347fc7776f40b60'
@@ -87,8 +90,29 @@ def test_fields_are_encoded_as_stored_and_decoded_back():
     row = dict((column, None) for column in tables.INSTANCES.columns)
     row.update(uuid='u1', name='web1', ha=0, restart_priority=3, identity='{"hostname": "web1", "macs": ["52:54:00:00:00:01"]}')
     decoded = tables.decode(tables.INSTANCES, row)
-    assert decoded['ha'] is False and decoded['restart_priority'] == 3
-    assert decoded['identity'] == {'hostname': 'web1', 'macs': ['52:54:00:00:00:01']}
+    assert decoded.ha is False and decoded.restart_priority == 3
+    assert decoded.identity == {'hostname': 'web1', 'macs': ['52:54:00:00:00:01']}
+
+
+@pytest.mark.parametrize('table, record, document', [
+    (tables.INSTANCES, rows.Instance, 'identity'),
+    (tables.MIGRATIONS_TABLE, rows.Migration, 'stats'),
+])
+def test_instance_and_migration_rows_are_records_whose_dict_is_the_decoded_row(table, record, document):
+    """One field per column, in column order; as_dict() gives the decoded row, as a dict of the caller's own."""
+    assert table.record is record
+    assert tuple(field.name for field in dataclasses.fields(record)) == table.columns
+    row = dict((column, '%s-value' % column) for column in table.columns)
+    row.update((field, 1) for field, kind in table.kinds.items() if kind in ('int', 'bool'))
+    row[document] = '{"a": [1]}'
+    decoded = tables.decode(table, row)
+    assert isinstance(decoded, record)
+    expected = dict(row, **{document: {'a': [1]}})
+    expected.update((field, True) for field, kind in table.kinds.items() if kind == 'bool')
+    shown = decoded.as_dict()
+    assert shown == expected and list(shown) == list(table.columns)
+    shown[document]['a'].append(2)
+    assert decoded.as_dict()[document] == {'a': [1]}
 
 
 @pytest.mark.parametrize('table, field, value, message', [
@@ -160,7 +184,8 @@ def test_caller_bugs_are_refused_before_touching_the_database(call, exception, m
 
 
 class MemoryRegistry:
-    """The registry calls the catalog makes, over dicts; writes are counted."""
+    """The registry calls the catalog makes, over dicts (instances: the fields the catalog reads, returned
+    as the registry's Instance records); writes are counted."""
 
     def __init__(self):
         self.flavors, self.groups, self.instances, self.writes = {}, {}, [], []
@@ -196,7 +221,7 @@ class MemoryRegistry:
         return self.groups.pop(name, None)
 
     def list_instances(self, node=None, server_group=None, flavor=None):
-        return [i for i in self.instances if (flavor is None or i['flavor'] == flavor)
+        return [instance(**i) for i in self.instances if (flavor is None or i['flavor'] == flavor)
                 and (server_group is None or i['server_group'] == server_group)]
 
 

@@ -130,7 +130,7 @@ def _delete_flavor(registry, name, before, check_mode):
 
 
 def _users(registry, name):
-    return [row['name'] for row in registry.list_instances(flavor=name)]
+    return [instance.name for instance in registry.list_instances(flavor=name)]
 
 
 # ------------------------------------------------------------------ server groups
@@ -157,7 +157,7 @@ def set_server_group(registry, name, state, fields, check_mode=False):
                                   % (policy, ', '.join(GROUP_POLICIES), name))
     with registry.transaction():
         row = registry.get_server_group(name, lock=True)
-        members = [instance['name'] for instance in registry.list_instances(server_group=name)] if row else []
+        members = [instance.name for instance in registry.list_instances(server_group=name)] if row else []
         before = server_group_view(row, members)
         if state == 'absent':
             return _delete_server_group(registry, name, before, check_mode)

@@ -49,7 +49,7 @@ class Unplaced(errors.MultihvError):
 
 def restart_order(record):
     """HA instances first, then by restart priority (higher first), then by name."""
-    return (not record.get('ha'), -(record.get('restart_priority') or 0), record['name'])
+    return (not record.ha, -(record.restart_priority or 0), record.name)
 
 
 def check_failed(ctx, node, check_mode=False):
@@ -100,11 +100,11 @@ def fence(node, command):
 
 def _selected(registry, node, refs):
     """The node's instances to evacuate, in restart order; refs (names or uuids) narrow them."""
-    records = [r for r in registry.list_instances(node=node) if r['state'] in EVACUABLE]
+    records = [r for r in registry.list_instances(node=node) if r.state in EVACUABLE]
     if refs:
         wanted = set(refs)
-        found = [r for r in records if r['name'] in wanted or r['uuid'] in wanted]
-        missing = wanted - set(r['name'] for r in found) - set(r['uuid'] for r in found)
+        found = [r for r in records if r.name in wanted or r.uuid in wanted]
+        missing = wanted - set(r.name for r in found) - set(r.uuid for r in found)
         if missing:
             raise errors.NotFound('node %s has no running or stopped instance %s; nothing was evacuated'
                                   % (node, ', '.join(sorted(missing))))
@@ -139,13 +139,13 @@ def evacuate(ctx, node, target_node=None, instances=None, concurrency=4, check_m
         scheduler = ctx.scheduler()
         for record in records:
             try:
-                dest, _host = scheduler.place(_request(ctx, record, target_node, 'instance %s was not evacuated' % record['name']))
-                result['evacuations'].append({'name': record['name'], 'uuid': record['uuid'], 'status': 'would run',
-                                              'source_node': node, 'dest_node': dest, 'storage': record['storage']})
+                dest, _host = scheduler.place(_request(ctx, record, target_node, 'instance %s was not evacuated' % record.name))
+                result['evacuations'].append({'name': record.name, 'uuid': record.uuid, 'status': 'would run',
+                                              'source_node': node, 'dest_node': dest, 'storage': record.storage})
                 result['changed'] = True
             except (NoValidHost, errors.MultihvError) as exc:
                 result['unplaced' if isinstance(exc, NoValidHost) else 'failures'].append(
-                    {'name': record['name'], 'uuid': record['uuid'], 'msg': str(exc)})
+                    {'name': record.name, 'uuid': record.uuid, 'msg': str(exc)})
         return result
     ctx.views()  # read once, before the workers share them
     with contextlib.ExitStack() as leases:
@@ -154,11 +154,11 @@ def evacuate(ctx, node, target_node=None, instances=None, concurrency=4, check_m
         placed = []
         for record in records:
             try:
-                placed.append(_place(ctx, leases, record['uuid'], node, target_node))
+                placed.append(_place(ctx, leases, record.uuid, node, target_node))
             except Unplaced as exc:
-                result['unplaced'].append({'name': record['name'], 'uuid': record['uuid'], 'msg': str(exc)})
+                result['unplaced'].append({'name': record.name, 'uuid': record.uuid, 'msg': str(exc)})
             except errors.MultihvError as exc:
-                result['failures'].append({'name': record['name'], 'uuid': record['uuid'], 'msg': str(exc)})
+                result['failures'].append({'name': record.name, 'uuid': record.uuid, 'msg': str(exc)})
         workers = max(1, min(concurrency, len(placed) or 1))
         with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
             futures = dict((pool.submit(_rebuild_apart, ctx, evacuation), evacuation.record) for evacuation in placed)
@@ -167,8 +167,8 @@ def evacuate(ctx, node, target_node=None, instances=None, concurrency=4, check_m
                 try:
                     result['evacuations'].append(future.result())
                 except errors.MultihvError as exc:
-                    result['failures'].append({'name': record['name'], 'uuid': record['uuid'], 'msg': str(exc)})
-    order = dict((record['uuid'], index) for index, record in enumerate(records))
+                    result['failures'].append({'name': record.name, 'uuid': record.uuid, 'msg': str(exc)})
+    order = dict((record.uuid, index) for index, record in enumerate(records))
     result['evacuations'].sort(key=lambda e: order[e['uuid']])
     # Changed is what happened: instances that fit nowhere again change nothing.
     result['changed'] = result['changed'] or bool(result['evacuations'])
@@ -183,14 +183,14 @@ def _place(ctx, leases, inst_uuid, node, target_node):
     leases.enter_context(_leases.held(registry, 'instance:%s' % inst_uuid, INSTANCE_LEASE_WAIT_SECONDS,
                                       'another run is moving it; ' + untouched))
     record = registry.get_instance(uuid=inst_uuid)
-    if record is None or record['node'] != node:
+    if record is None or record.node != node:
         raise errors.MultihvError('instance %s is not on node %s any more (another run moved or deleted it); %s'
                                   % (inst_uuid, node, untouched))
     dest, host = _claim_target(ctx, record, target_node, 'instance %s was not evacuated and is still recorded on %s'
-                               % (record['name'], node))
+                               % (record.name, node))
     migration = registry.create_migration(
         instance_uuid=inst_uuid, migration_type=EVACUATION, status='accepted', source_node=node,
-        source_host=record.get('host'), dest_node=dest, dest_host=host, stats={'storage': record['storage']})
+        source_host=record.host, dest_node=dest, dest_host=host, stats={'storage': record.storage})
     return Evacuation(record, dest, host, migration)
 
 
@@ -203,9 +203,9 @@ def _request(ctx, record, target_node, untouched):
     """The scheduler request that rebuilds record elsewhere (see _instances.move_request), as a
     failover request (reserved failover nodes first), on a node that shares its disk when shared."""
     request = _instances.move_request(ctx, record, target_node, untouched)
-    source = ctx.serving(record['node'])
-    peers = source.storage_peers(record['node']) if source is not None else None
-    if record['storage'] == 'shared' and peers:
+    source = ctx.serving(record.node)
+    peers = source.storage_peers(record.node) if source is not None else None
+    if record.storage == 'shared' and peers:
         # Its disk is only on the nodes that share the directory: elsewhere it would be lost.
         request = dataclasses.replace(request, exclude=request.exclude | (frozenset(v.name for v in ctx.views()) - set(peers)))
     return dataclasses.replace(request, for_failover=True)
@@ -216,9 +216,9 @@ def _claim_target(ctx, record, target_node, untouched):
     request = _request(ctx, record, target_node, untouched)
     try:
         dest, host = ctx.scheduler().place(request)
-        return _instances.claim_somewhere(ctx, ctx.registry.get_flavor(record['flavor']), record['uuid'], dest, host, request)
+        return _instances.claim_somewhere(ctx, ctx.registry.get_flavor(record.flavor), record.uuid, dest, host, request)
     except NoValidHost as exc:
-        raise Unplaced('no node can take instance %s: %s; %s' % (record['name'], exc, untouched)) from None
+        raise Unplaced('no node can take instance %s: %s; %s' % (record.name, exc, untouched)) from None
     except _instances.ClaimContended as exc:
         raise Unplaced('%s; %s' % (exc, untouched)) from None
 
@@ -226,28 +226,29 @@ def _claim_target(ctx, record, target_node, untouched):
 def rebuild(ctx, evacuation):
     """Rebuild one placed instance of the failed node on its destination (see _place) and move its
     record there. Returns {name, uuid, status, source_node, dest_node, dest_host, storage, disk,
-    instance, migration} and, after a new disk, admin_password (never logged or stored)."""
+    instance, migration} (the records as dicts, as modules return them) and, after a new disk,
+    admin_password (never logged or stored)."""
     registry = ctx.registry
     record, dest, host, migration = evacuation.record, evacuation.dest, evacuation.host, evacuation.migration
-    inst_uuid, node = record['uuid'], record['node']
-    keep = record['storage'] == 'shared'
+    inst_uuid, node = record.uuid, record.node
+    keep = record.storage == 'shared'
     disk = 'kept' if keep else 'rebuilt'
     password = None if keep else secrets.token_urlsafe(PASSWORD_BYTES)
     try:
-        registry.update_migration(migration['id'], status='preparing')
-        state = _rebuild_on(ctx, record, dest, host, keep, migration['id'])
+        registry.update_migration(migration.id, status='preparing')
+        state = _rebuild_on(ctx, record, dest, host, keep, migration.id)
     except errors.MultihvError as exc:
         registry.release(inst_uuid, node=dest)
-        registry.update_migration(migration['id'], status='failed', error=str(exc), finished_at=utcnow())
+        registry.update_migration(migration.id, status='failed', error=str(exc), finished_at=utcnow())
         raise errors.MultihvError('evacuation %s of instance %s from %s to %s failed: %s; instance %s was not evacuated and is '
-                                  'still recorded on %s' % (migration['id'], record['name'], node, dest, exc, record['name'], node)) from exc
+                                  'still recorded on %s' % (migration.id, record.name, node, dest, exc, record.name, node)) from exc
     instance = registry.update_instance(inst_uuid, node=dest, host=state.host)[1]
     registry.release(inst_uuid, node=node)
-    migration = registry.update_migration(migration['id'], status='done', dest_host=state.host, finished_at=utcnow(),
-                                          stats={'storage': record['storage'], 'disk': disk})
-    result = {'name': record['name'], 'uuid': inst_uuid, 'status': 'done', 'source_node': node, 'dest_node': dest,
-              'dest_host': state.host, 'storage': record['storage'], 'disk': disk,
-              'instance': instance, 'migration': migration}
+    migration = registry.update_migration(migration.id, status='done', dest_host=state.host, finished_at=utcnow(),
+                                          stats={'storage': record.storage, 'disk': disk})
+    result = {'name': record.name, 'uuid': inst_uuid, 'status': 'done', 'source_node': node, 'dest_node': dest,
+              'dest_host': state.host, 'storage': record.storage, 'disk': disk,
+              'instance': instance.as_dict(), 'migration': migration.as_dict()}
     if password is not None:
         result['admin_password'] = password
     return result
@@ -257,16 +258,16 @@ def _rebuild_on(ctx, record, dest, host, keep, migration_id):
     """Spawn the instance from its record on dest: its own disk when keep, else a new one from its image."""
     registry = ctx.registry
     driver = ctx.driver_for(dest)
-    flavor = registry.get_flavor(record['flavor'])
-    image = registry.get_image(record['image'])
+    flavor = registry.get_flavor(record.flavor)
+    image = registry.get_image(record.image)
     if image is None:
-        raise errors.NotFound('its image %s is no longer in the registry' % record['image'])
+        raise errors.NotFound('its image %s is no longer in the registry' % record.image)
     if not keep:
         _instances.ensure_image_on(registry, driver, image)
     registry.update_migration(migration_id, status='running', started_at=utcnow())
     spec = _instances.spec_for(record, driver, dest, host, flavor, image)
     # A copy left on dest by a failure would be a second one once the instance is evacuated again.
-    return _instances.spawn_in_state(driver, dataclasses.replace(spec, reuse_disk=keep), record['state'], destroy_disks=not keep)
+    return _instances.spawn_in_state(driver, dataclasses.replace(spec, reuse_disk=keep), record.state, destroy_disks=not keep)
 
 
 def stale_copies(registry, node):
@@ -291,17 +292,17 @@ def clean_stale(ctx, node, check_mode=False):
     present = set(s.uuid for s in driver.list_instances())
     cleaned = []
     for migration in pending:
-        inst_uuid = migration['instance_uuid']
+        inst_uuid = migration.instance_uuid
         record = ctx.registry.get_instance(uuid=inst_uuid)
-        storage = (record or {}).get('storage') or (migration.get('stats') or {}).get('storage') or 'shared'
-        back_here = record is not None and record['node'] == node
+        storage = (record.storage if record else None) or (migration.stats or {}).get('storage') or 'shared'
+        back_here = record is not None and record.node == node
         local = storage == 'local' and not back_here
-        entry = {'name': (record or {}).get('name'), 'uuid': inst_uuid, 'migration': migration['id'],
+        entry = {'name': record.name if record else None, 'uuid': inst_uuid, 'migration': migration.id,
                  'destroyed': inst_uuid in present and not back_here, 'disks_removed': local}
         if not check_mode:
             if entry['destroyed'] or local:
                 driver.destroy(inst_uuid, node, destroy_disks=local)
-            ctx.registry.update_migration(migration['id'], status='completed')
+            ctx.registry.update_migration(migration.id, status='completed')
         cleaned.append(entry)
     return cleaned
 

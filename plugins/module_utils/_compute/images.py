@@ -87,7 +87,7 @@ def ensure(ctx, params, check_mode):
     if params['state'] == 'absent':
         if before is None:
             return False, None, None
-        users = [i['name'] for i in registry.list_instances() if i.get('image') == name]
+        users = [i.name for i in registry.list_instances() if i.image == name]
         if users:
             raise errors.MultihvError('image %s is used by instances %s; it was left in place' % (name, ', '.join(sorted(users))))
         if not check_mode:

@@ -58,8 +58,8 @@ def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode
             result['waiting'].append({'node': name, 'down_since': since, 'seconds_left': round(grace_period - down_for, 1),
                                       'reason': view.reason})
             continue
-        todo = [r['uuid'] for r in registry.list_instances(node=name)
-                if r['state'] in _evacuation.EVACUABLE and (evacuate_all or r.get('ha'))]
+        todo = [r.uuid for r in registry.list_instances(node=name)
+                if r.state in _evacuation.EVACUABLE and (evacuate_all or r.ha)]
         if not todo and admin.get('forced_down'):
             continue  # handled by an earlier pass: nothing new
         try:

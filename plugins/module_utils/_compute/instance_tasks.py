@@ -1,7 +1,11 @@
 # Copyright: multihv.cloud developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """What one `instance` task does: idempotency by name, check mode, batches.
-Private to multihv.cloud: do not import."""
+Private to multihv.cloud: do not import.
+
+The core works on the registry's Instance records; the task's result (instance, instances,
+diff) holds them as plain dicts (as_dict()), made here as the result is filled in.
+"""
 
 from __future__ import annotations
 
@@ -34,9 +38,15 @@ def _check_same(record, wanted):
     """An existing instance is left as it is; asking for another flavor (or, except to rebuild it,
     another image) is an error, not a resize."""
     for key in ('flavor',) if wanted['state'] == 'rebuilt' else ('flavor', 'image'):
-        if wanted.get(key) and wanted[key] != record[key]:
+        have = getattr(record, key)
+        if wanted.get(key) and wanted[key] != have:
             raise errors.MultihvError('instance %s exists with %s %s, not %s; resizing or rebuilding on another image is not '
-                                      'supported: delete it first. Nothing was changed' % (record['name'], key, record[key], wanted[key]))
+                                      'supported: delete it first. Nothing was changed' % (record.name, key, have, wanted[key]))
+
+
+def _shown(record):
+    """An Instance as the task returns it: a plain dict; None stays None."""
+    return record.as_dict() if record is not None else None
 
 
 def run(ctx, params, check_mode):
@@ -47,7 +57,7 @@ def run(ctx, params, check_mode):
     before, after, to_boot = {}, {}, []
     for item in wanted:
         record = registry.get_instance(name=item['name'])
-        before[item['name']] = record
+        before[item['name']] = _shown(record)
         if record is None:
             if item['state'] != 'absent':
                 for key in ('flavor', 'image'):
@@ -66,17 +76,19 @@ def run(ctx, params, check_mode):
         _check_same(record, item)
         if item['state'] == 'rebuilt':
             changed = True
-            after[item['name']] = record if check_mode else _instances.rebuild(ctx, record, item.get('image'), item.get('user_data'))
+            rebuilt = record if check_mode else _instances.rebuild(ctx, record, item.get('image'), item.get('user_data'))
+            after[item['name']] = _shown(rebuilt)
         elif item['state'] in ('started', 'present', 'stopped', 'restarted'):
             state = 'started' if item['state'] == 'present' else item['state']
             if check_mode:
-                moved = (state == 'restarted' or (state == 'started' and record['state'] != 'running')
-                         or (state == 'stopped' and record['state'] != 'stopped'))
+                moved = (state == 'restarted' or (state == 'started' and record.state != 'running')
+                         or (state == 'stopped' and record.state != 'stopped'))
                 changed = changed or moved
-                after[item['name']] = record
+                after[item['name']] = _shown(record)
             else:
-                moved, after[item['name']] = _instances.set_power(ctx, record, state)
+                moved, record = _instances.set_power(ctx, record, state)
                 changed = changed or moved
+                after[item['name']] = _shown(record)
     failures = []
     if to_boot:
         changed = True
@@ -87,11 +99,11 @@ def run(ctx, params, check_mode):
                                          'state': 'would be built'}
         elif len(to_boot) == 1 and params.get('instances') is None:
             item = to_boot[0]
-            after[item['name']] = _instances.boot_one(ctx, item)
+            after[item['name']] = _shown(_instances.boot_one(ctx, item))
         else:
             records, failures = _instances.boot_many(ctx, to_boot, params.get('concurrency') or 4)
             for record in records:
-                after[record['name']] = record
+                after[record.name] = _shown(record)
     result = {'changed': changed, 'diff': {'before': before, 'after': after}}
     if params.get('instances') is None:
         result['instance'] = after[wanted[0]['name']]

@@ -72,7 +72,7 @@ def _hint_nodes(registry, hints):
             inst = registry.get_instance(uuid=ref) or registry.get_instance(name=ref)
             if inst is None:
                 raise errors.NotFound('scheduler_hints.%s names instance %s, which does not exist; nothing was created' % (key, ref))
-            nodes.append(inst['node'])
+            nodes.append(inst.node)
         result[key] = nodes
     return result
 
@@ -87,8 +87,8 @@ def group_nodes(registry, group_name, without=None, untouched='nothing was creat
         raise errors.NotFound('server group %s does not exist; %s' % (group_name, untouched))
     counts = {}
     for member in registry.list_instances(server_group=group_name):
-        if member.get('node') and member['uuid'] != without:
-            counts[member['node']] = counts.get(member['node'], 0) + 1
+        if member.node and member.uuid != without:
+            counts[member.node] = counts.get(member.node, 0) + 1
     return group, counts
 
 
@@ -97,11 +97,11 @@ def move_request(ctx, record, target_node, untouched):
     its flavor, image and server group (itself not counted), optionally pinned to target_node, its
     current node excluded."""
     registry = ctx.registry
-    flavor = registry.get_flavor(record['flavor'])
-    image = registry.get_image(record['image']) or {'name': record['image']}
-    group, members = group_nodes(registry, record.get('server_group'), without=record['uuid'], untouched=untouched)
+    flavor = registry.get_flavor(record.flavor)
+    image = registry.get_image(record.image) or {'name': record.image}
+    group, members = group_nodes(registry, record.server_group, without=record.uuid, untouched=untouched)
     request = request_for(flavor, image, {'node': target_node}, group, members)
-    return dataclasses.replace(request, exclude=request.exclude | frozenset([record['node']]))
+    return dataclasses.replace(request, exclude=request.exclude | frozenset([record.node]))
 
 
 def plan(ctx, specs):
@@ -243,8 +243,8 @@ def _spec(inst_uuid, name, node, host, flavor, image, caps, storage, identity, u
 def spec_for(record, driver, node, host, flavor, image, user_data=None):
     """The InstanceSpec that makes a recorded instance again on node (rebuild, evacuation) through
     driver: its uuid, name, storage and identity (hostname, MACs, networks, metadata) kept."""
-    return _spec(record['uuid'], record['name'], node, host, flavor, image, driver.capabilities, record['storage'],
-                 record.get('identity') or {}, user_data)
+    return _spec(record.uuid, record.name, node, host, flavor, image, driver.capabilities, record.storage,
+                 record.identity or {}, user_data)
 
 
 def rebuild(ctx, record, image_name=None, user_data=None):
@@ -256,27 +256,27 @@ def rebuild(ctx, record, image_name=None, user_data=None):
     after it went leaves the record in state 'error' (the instance has no VM then), as
     Nova does; rebuild again or delete it."""
     registry = ctx.registry
-    image = registry.get_image(image_name or record['image'])
+    image = registry.get_image(image_name or record.image)
     if image is None:
-        raise errors.NotFound('image %s does not exist; instance %s was left untouched' % (image_name or record['image'], record['name']))
-    flavor = registry.get_flavor(record['flavor'])
-    kind = _nodes.hypervisor_type_of(ctx.drivers, record['node'])
+        raise errors.NotFound('image %s does not exist; instance %s was left untouched' % (image_name or record.image, record.name))
+    flavor = registry.get_flavor(record.flavor)
+    kind = _nodes.hypervisor_type_of(ctx.drivers, record.node)
     if image.get('hypervisor_type') and kind and image['hypervisor_type'] != kind:
         raise errors.MultihvError('image %s is for %s nodes; instance %s is on %s node %s; it was left untouched'
-                                  % (image['name'], image['hypervisor_type'], record['name'], kind, record['node']))
+                                  % (image['name'], image['hypervisor_type'], record.name, kind, record.node))
     request_for(flavor, image, {})  # the image's min_ram / min_disk against the flavor
-    driver = ctx.driver_for(record['node'])
+    driver = ctx.driver_for(record.node)
     ensure_image_on(registry, driver, image)
-    driver.destroy(record['uuid'], record['node'])
+    driver.destroy(record.uuid, record.node)
     try:
-        state = spawn_in_state(driver, spec_for(record, driver, record['node'], record.get('host'), flavor, image, user_data),
-                               record['state'])
+        state = spawn_in_state(driver, spec_for(record, driver, record.node, record.host, flavor, image, user_data),
+                               record.state)
     except errors.MultihvError as exc:
-        registry.update_instance(record['uuid'], state='error')
+        registry.update_instance(record.uuid, state='error')
         raise errors.MultihvError('rebuild of instance %s on %s failed after its old VM was destroyed: %s; the instance is '
-                                  'in state error: rebuild it again or delete it' % (record['name'], record['node'], exc)) from exc
-    return registry.update_instance(record['uuid'], image=image['name'], host=state.host,
-                                    state='stopped' if record['state'] == 'stopped' else 'running')[1]
+                                  'in state error: rebuild it again or delete it' % (record.name, record.node, exc)) from exc
+    return registry.update_instance(record.uuid, image=image['name'], host=state.host,
+                                    state='stopped' if record.state == 'stopped' else 'running')[1]
 
 
 def spawn_in_state(driver, spec, power, destroy_disks=True):
@@ -331,21 +331,21 @@ def boot_many(ctx, specs, concurrency=4):
 
 def delete(ctx, record):
     """Destroy an instance on its node, then its record and allocation."""
-    if record.get('node') and record.get('state') != 'building':
-        ctx.driver_for(record['node']).destroy(record['uuid'], record['node'])
-    ctx.registry.delete_instance(record['uuid'])
+    if record.node and record.state != 'building':
+        ctx.driver_for(record.node).destroy(record.uuid, record.node)
+    ctx.registry.delete_instance(record.uuid)
 
 
 def set_power(ctx, record, state):
     """Bring an instance to started / stopped / restarted; returns (changed, record after)."""
-    current = record.get('state')
+    current = record.state
     if state == 'started' and current == 'running':
         return False, record
     if state == 'stopped' and current == 'stopped':
         return False, record
-    driver = ctx.driver_for(record['node'])
-    driver.set_power(record['uuid'], record['node'], POWER_ACTION_FOR[state])
-    return True, ctx.registry.update_instance(record['uuid'], state='stopped' if state == 'stopped' else 'running')[1]
+    driver = ctx.driver_for(record.node)
+    driver.set_power(record.uuid, record.node, POWER_ACTION_FOR[state])
+    return True, ctx.registry.update_instance(record.uuid, state='stopped' if state == 'stopped' else 'running')[1]
 
 
 def _live_states(drivers):
@@ -362,18 +362,20 @@ def _live_states(drivers):
 
 
 def info(config, registry, filters):
-    """Registry records matching the filters, with the hypervisors' power state when asked."""
+    """Registry records matching the filters, as dicts, with the hypervisors' power state (and the
+    host they report) when asked."""
     records = registry.list_instances(node=filters.get('node'), server_group=filters.get('server_group'))
     if filters.get('names'):
-        records = [r for r in records if r['name'] in filters['names']]
-    if filters.get('live', True) and records:
+        records = [r for r in records if r.name in filters['names']]
+    found = [record.as_dict() for record in records]
+    if filters.get('live', True) and found:
         live = _live_states(kinds.drivers_for(config))
-        for record in records:
-            state = live.get(record['uuid'])
-            record['power_state'] = state.power_state if state else 'unknown'
+        for entry in found:
+            state = live.get(entry['uuid'])
+            entry['power_state'] = state.power_state if state else 'unknown'
             if state:
-                record['host'] = state.host
-    return records
+                entry['host'] = state.host
+    return found
 
 
 __all__ = ['CLAIM_RETRIES', 'ClaimContended', 'boot', 'boot_many', 'boot_one', 'claim_on', 'spawn_in_state', 'delete', 'ensure_image_on',

@@ -32,7 +32,7 @@ PROGRESS_EVERY_SECONDS = 1.0
 
 
 def _untouched(record):
-    return 'instance %s was not moved' % record['name']
+    return 'instance %s was not moved' % record.name
 
 
 def find_instance(registry, ref):
@@ -48,9 +48,9 @@ def plan(ctx, record, mode, target_node=None, target_host=None):
     untouched = _untouched(record)
     if mode not in MODES:
         raise errors.MultihvError('mode must be one of %s, not %s; %s' % (', '.join(MODES), mode, untouched))
-    if record['state'] not in ('running', 'stopped'):
-        raise errors.MultihvError('instance %s is %s, not running or stopped; %s' % (record['name'], record['state'], untouched))
-    source = record['node']
+    if record.state not in ('running', 'stopped'):
+        raise errors.MultihvError('instance %s is %s, not running or stopped; %s' % (record.name, record.state, untouched))
+    source = record.node
     kind = _nodes.hypervisor_type_of(ctx.drivers, source)
     caps = ctx.capabilities(source)
     if caps is not None and mode != 'auto' and mode not in caps.migration_modes:
@@ -58,23 +58,23 @@ def plan(ctx, record, mode, target_node=None, target_host=None):
     hosts_in_node = caps is not None and caps.hosts_in_node
     if not hosts_in_node:
         target_node, target_host = target_node or target_host, None  # the node is its own host
-    if mode in ('live', 'block') and record['state'] != 'running':
+    if mode in ('live', 'block') and record.state != 'running':
         raise errors.MultihvError('instance %s is stopped: a %s migration moves a running instance; use mode cold (or auto); %s'
-                                  % (record['name'], mode, untouched))
+                                  % (record.name, mode, untouched))
     if target_node:
         target_kind = _nodes.hypervisor_type_of(ctx.drivers, target_node)
         if target_kind is None:
             raise errors.NotFound('node %s is not in the cloud file; %s' % (target_node, untouched))
         if target_kind != kind:
             raise errors.MultihvError('node %s is a %s node and instance %s is on %s node %s: instances do not move between '
-                                      'hypervisor types; %s' % (target_node, target_kind, record['name'], kind, source, untouched))
+                                      'hypervisor types; %s' % (target_node, target_kind, record.name, kind, source, untouched))
     if hosts_in_node and target_host and target_node in (None, source):
         # A move between hosts of the node (vMotion inside a cluster): the allocation stays on the node.
-        if target_host == record.get('host'):
-            raise errors.MultihvError('instance %s already runs on host %s of node %s; %s' % (record['name'], target_host, source, untouched))
+        if target_host == record.host:
+            raise errors.MultihvError('instance %s already runs on host %s of node %s; %s' % (record.name, target_host, source, untouched))
         return Move(record, mode, source, source, target_host)
     if target_node == source:
-        raise errors.MultihvError('instance %s is already on node %s; %s' % (record['name'], source, untouched))
+        raise errors.MultihvError('instance %s is already on node %s; %s' % (record.name, source, untouched))
     node, host = _schedule(ctx, record, target_node, untouched)
     return Move(record, mode, source, node, target_host or host)
 
@@ -85,23 +85,24 @@ def _schedule(ctx, record, target_node, untouched):
     try:
         return ctx.scheduler().place(_instances.move_request(ctx, record, target_node, untouched))
     except NoValidHost as exc:
-        raise errors.MultihvError('no node can take instance %s: %s; %s' % (record['name'], exc, untouched)) from None
+        raise errors.MultihvError('no node can take instance %s: %s; %s' % (record.name, exc, untouched)) from None
 
 
 def migrate(ctx, ref, mode='auto', target_node=None, target_host=None, controls=None, check_mode=False):
-    """Move one instance (by name or uuid). Returns {changed, instance, migration}; errors say
-    what was refused or failed, and a failed move's record says so too."""
+    """Move one instance (by name or uuid). Returns {changed, instance, migration}, the records as
+    dicts (as modules return them); errors say what was refused or failed, and a failed move's record
+    says so too."""
     registry = ctx.registry
     controls = controls or MigrationControls()
     record = find_instance(registry, ref)
-    with _leases.held(registry, 'instance:%s' % record['uuid'], INSTANCE_LEASE_WAIT_SECONDS,
-                      'another run is moving instance %s; %s' % (record['name'], _untouched(record))):
-        record = find_instance(registry, record['uuid'])  # as it is now that no other run moves it
+    with _leases.held(registry, 'instance:%s' % record.uuid, INSTANCE_LEASE_WAIT_SECONDS,
+                      'another run is moving instance %s; %s' % (record.name, _untouched(record))):
+        record = find_instance(registry, record.uuid)  # as it is now that no other run moves it
         move = plan(ctx, record, mode, target_node, target_host)
         if check_mode:
-            return {'changed': True, 'instance': record, 'migration': {
-                'instance_uuid': record['uuid'], 'migration_type': move.mode, 'status': 'would run',
-                'source_node': move.source_node, 'source_host': record.get('host'),
+            return {'changed': True, 'instance': record.as_dict(), 'migration': {
+                'instance_uuid': record.uuid, 'migration_type': move.mode, 'status': 'would run',
+                'source_node': move.source_node, 'source_host': record.host,
                 'dest_node': move.target_node, 'dest_host': move.target_host}}
         return run(ctx, move, controls)
 
@@ -109,33 +110,33 @@ def migrate(ctx, ref, mode='auto', target_node=None, target_host=None, controls=
 def run(ctx, move, controls):
     record, registry = move.record, ctx.registry
     untouched = _untouched(record)
-    flavor = registry.get_flavor(record['flavor'])
+    flavor = registry.get_flavor(record.flavor)
     source_driver, target_driver = ctx.driver_for(move.source_node), ctx.driver_for(move.target_node)
     claimed = move.target_node != move.source_node
-    if claimed and not _instances.claim_on(ctx, flavor, move.target_node, record['uuid']):
+    if claimed and not _instances.claim_on(ctx, flavor, move.target_node, record.uuid):
         raise errors.MultihvError('node %s has no room for instance %s any more (another run took it); %s'
-                                  % (move.target_node, record['name'], untouched))
+                                  % (move.target_node, record.name, untouched))
     migration = registry.create_migration(
-        instance_uuid=record['uuid'], migration_type=move.mode, status='accepted', source_node=move.source_node,
-        source_host=record.get('host'), dest_node=move.target_node, dest_host=move.target_host)
+        instance_uuid=record.uuid, migration_type=move.mode, status='accepted', source_node=move.source_node,
+        source_host=record.host, dest_node=move.target_node, dest_host=move.target_host)
     try:
-        registry.update_migration(migration['id'], status='preparing')
+        registry.update_migration(migration.id, status='preparing')
         mode = _prepare(ctx, record, move, source_driver, target_driver)
-        registry.update_migration(migration['id'], status='running', migration_type=mode, started_at=utcnow())
-        state, stats = source_driver.migrate(record['uuid'], move.source_node, MigrationTarget(target_driver, move.target_node, move.target_host),
-                                             mode, controls, _progress(registry, migration['id']))
+        registry.update_migration(migration.id, status='running', migration_type=mode, started_at=utcnow())
+        state, stats = source_driver.migrate(record.uuid, move.source_node, MigrationTarget(target_driver, move.target_node, move.target_host),
+                                             mode, controls, _progress(registry, migration.id))
     except errors.MultihvError as exc:
         status = 'cancelled' if isinstance(exc, errors.MigrationCancelled) else 'failed'
         if claimed:
-            registry.release(record['uuid'], node=move.target_node)
-        registry.update_migration(migration['id'], status=status, error=str(exc), finished_at=utcnow())
+            registry.release(record.uuid, node=move.target_node)
+        registry.update_migration(migration.id, status=status, error=str(exc), finished_at=utcnow())
         raise errors.MultihvError('migration %s of instance %s from %s to %s %s: %s' % (
-            migration['id'], record['name'], move.source_node, move.target_node, status, exc)) from exc
-    instance = registry.update_instance(record['uuid'], node=move.target_node, host=state.host)[1]
+            migration.id, record.name, move.source_node, move.target_node, status, exc)) from exc
+    instance = registry.update_instance(record.uuid, node=move.target_node, host=state.host)[1]
     if claimed:
-        registry.release(record['uuid'], node=move.source_node)
-    migration = registry.update_migration(migration['id'], status='completed', stats=stats, dest_host=state.host, finished_at=utcnow())
-    return {'changed': True, 'instance': instance, 'migration': migration}
+        registry.release(record.uuid, node=move.source_node)
+    migration = registry.update_migration(migration.id, status='completed', stats=stats, dest_host=state.host, finished_at=utcnow())
+    return {'changed': True, 'instance': instance.as_dict(), 'migration': migration.as_dict()}
 
 
 def _prepare(ctx, record, move, source_driver, target_driver):
@@ -146,18 +147,18 @@ def _prepare(ctx, record, move, source_driver, target_driver):
     a block or cold move, whose overlays need it."""
     mode = move.mode
     caps = source_driver.capabilities
-    if mode == 'auto' and record['state'] == 'stopped':
+    if mode == 'auto' and record.state == 'stopped':
         mode = 'cold'
     if mode in ('auto', 'live') and 'block' in caps.migration_modes:
-        shared = source_driver.shares_storage(target_driver, record['storage'])
+        shared = source_driver.shares_storage(target_driver, record.storage)
         if mode == 'live' and not shared:
             raise errors.MultihvError('instance %s has %s storage that %s does not share with %s: live migration needs the disk '
                                       'on storage both hosts see; use mode block; %s' % (
-                                          record['name'], record['storage'], move.source_node, move.target_node, _untouched(record)))
+                                          record.name, record.storage, move.source_node, move.target_node, _untouched(record)))
         mode = 'live' if shared else 'block'
     mode = 'live' if mode == 'auto' else mode
     if mode in ('block', 'cold') and target_driver.capabilities.image_kind == IMAGE_FILE:
-        image = ctx.registry.get_image(record['image'])
+        image = ctx.registry.get_image(record.image)
         if image is not None:
             _instances.ensure_image_on(ctx.registry, target_driver, image)
     return mode
@@ -187,32 +188,32 @@ def drain(ctx, node, mode='auto', controls=None, concurrency=2, check_mode=False
     disable = admin is None or admin.get('enabled', True)
     if disable and not check_mode:
         registry.set_node(node, kind, enabled=False, disabled_reason=reason or 'drained by multihv.cloud.migrate')
-    instances = [i for i in registry.list_instances(node=node) if i['state'] in ('running', 'stopped')]
+    instances = [i for i in registry.list_instances(node=node) if i.state in ('running', 'stopped')]
     result = {'changed': disable or bool(instances), 'node': node, 'migrations': [], 'failures': []}
     if check_mode:
         for record in instances:
             try:
-                planned = migrate(ctx, record['uuid'], _mode_for(record, mode), controls=controls, check_mode=True)
+                planned = migrate(ctx, record.uuid, _mode_for(record, mode), controls=controls, check_mode=True)
                 result['migrations'].append(planned['migration'])
             except errors.MultihvError as exc:
-                result['failures'].append({'name': record['name'], 'msg': str(exc)})
+                result['failures'].append({'name': record.name, 'msg': str(exc)})
         return result
     ctx.views()  # read once, before the workers share them
     workers = max(1, min(concurrency, len(instances)))
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = dict((pool.submit(_migrate_apart, ctx, record['uuid'], _mode_for(record, mode), controls), record)
+        futures = dict((pool.submit(_migrate_apart, ctx, record.uuid, _mode_for(record, mode), controls), record)
                        for record in instances)
         for future in concurrent.futures.as_completed(futures):
             try:
                 result['migrations'].append(future.result()['migration'])
             except errors.MultihvError as exc:
-                result['failures'].append({'name': futures[future]['name'], 'msg': str(exc)})
+                result['failures'].append({'name': futures[future].name, 'msg': str(exc)})
     result['migrations'].sort(key=lambda m: m['created_at'])
     return result
 
 
 def _mode_for(record, mode):
-    return 'cold' if record['state'] == 'stopped' and mode in ('auto', 'live', 'block') else mode
+    return 'cold' if record.state == 'stopped' and mode in ('auto', 'live', 'block') else mode
 
 
 def _migrate_apart(ctx, ref, mode, controls):

@@ -2,9 +2,9 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Records the core passes between its steps. Private to multihv.cloud: do not import.
 
-The registry's rows (instances, flavors, images, migrations) stay plain dicts, as the
-modules return them; these are the core's own decisions, named so that no step reads
-another's by position.
+The registry returns instances and migrations as its own records (_registry/rows.py:
+Instance, Migration; modules return their as_dict()) and flavors and images as plain dicts;
+these are the core's own decisions, named so that no step reads another's by position.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import copy
 import dataclasses
 
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import STATE_UP
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.rows import Instance, Migration
 
 
 @dataclasses.dataclass
@@ -94,7 +95,7 @@ class Placement:
 class Move:
     """A checked migration request: the instance, where it goes, and how."""
 
-    record: dict
+    record: Instance
     mode: str
     source_node: str
     target_node: str
@@ -106,10 +107,10 @@ class Evacuation:
     """One instance of a failed node placed for its rebuild: its record, the node and host
     claimed for it, and its migration record (type evacuation)."""
 
-    record: dict
+    record: Instance
     dest: str
     host: str | None
-    migration: dict
+    migration: Migration
 
 
 __all__ = ['Evacuation', 'Move', 'NodeView', 'Placement']

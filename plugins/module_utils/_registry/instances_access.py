@@ -5,6 +5,7 @@
 An instance's flavor and server group must exist, and stay while this transaction
 runs (their rows are locked; the catalog rules keep them afterwards); its image need
 not (Nova keeps instances whose image was deleted). Its name and uuid are unique.
+Instances are returned as rows.Instance records.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ class InstancesAccess(store.Store):
     """Instances: get, list, create, update, delete."""
 
     def get_instance(self, uuid=None, name=None, lock=False):
-        """The instance with this uuid, or this name (give one), as a dict; None when there is none.
+        """The instance with this uuid, or this name (give one), as an Instance; None when there is none.
 
         Fields: INSTANCE_FIELDS plus uuid and timestamps; identity is a dict
         (hostname, macs, ips, networks, metadata), ha a bool. lock: see get_node.
@@ -35,12 +36,12 @@ class InstancesAccess(store.Store):
             return self._get(tables.INSTANCES, row['uuid'], lock) if row else None
 
     def list_instances(self, node=None, server_group=None, flavor=None):
-        """The instances on node, in server_group, of flavor (the filters given), by name."""
+        """The instances (Instance) on node, in server_group, of flavor (the filters given), by name."""
         with self._failing('list instances'):
             return self._list(tables.INSTANCES, (('node', node), ('server_group', server_group), ('flavor', flavor)))
 
     def create_instance(self, **fields):
-        """Record a new instance; returns it.
+        """Record a new instance; returns it (an Instance).
 
         Needs name, flavor, image and storage (shared or local); uuid is made
         (uuid4) when not given, state is 'building' when not given. The flavor
@@ -93,7 +94,7 @@ class InstancesAccess(store.Store):
         raise errors.RegistryError('instance %s (uuid %s) clashes with another record; %s' % (name, uuid, untouched))
 
     def update_instance(self, uuid, **fields):
-        """Change only the fields given (INSTANCE_FIELDS) of instance uuid; (before, after).
+        """Change only the fields given (INSTANCE_FIELDS) of instance uuid; (before, after), two Instances.
 
         errors.NotFound when there is no such instance, or when a new flavor or
         server group does not exist; RegistryError when the new name is another
@@ -120,7 +121,7 @@ class InstancesAccess(store.Store):
         return before, self._get(tables.INSTANCES, uuid)
 
     def delete_instance(self, uuid):
-        """Delete instance uuid and its allocations (ON DELETE CASCADE); the instance as it was, or None.
+        """Delete instance uuid and its allocations (ON DELETE CASCADE); the Instance as it was, or None.
         Its migrations stay: they are the history of the moves."""
         with self.transaction():
             with self._failing('delete instance %s' % uuid):

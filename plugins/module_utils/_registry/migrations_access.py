@@ -2,6 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The registry's migrations: the records of instances' moves (live, block and cold migrations,
 evacuations), kept after their instance is gone. Private to multihv.cloud: do not import.
+
+Migrations are returned as rows.Migration records.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ class MigrationsAccess(store.Store):
 
     def create_migration(self, **fields):
         """Record a move of an instance (instance_uuid, migration_type, status and the optional
-        MIGRATIONS_TABLE fields); returns it, with a new uuid4 id."""
+        MIGRATIONS_TABLE fields); returns it (a Migration), with a new uuid4 id."""
         stored = tables.encode_fields(tables.MIGRATIONS_TABLE, fields)
         missing = [field for field in tables.MIGRATIONS_TABLE.required if field not in stored]
         if missing:
@@ -35,7 +37,7 @@ class MigrationsAccess(store.Store):
                 return self._get(tables.MIGRATIONS_TABLE, migration_id)
 
     def update_migration(self, migration_id, **fields):
-        """Change the fields given of migration migration_id; the record after."""
+        """Change the fields given of migration migration_id; the Migration after."""
         stored = tables.encode_fields(tables.MIGRATIONS_TABLE, fields)
         tables.check_migration_status(stored)
         with self.transaction():
@@ -46,11 +48,11 @@ class MigrationsAccess(store.Store):
                 return self._get(tables.MIGRATIONS_TABLE, migration_id)
 
     def get_migration(self, migration_id):
-        """Migration migration_id as a dict, or None."""
+        """Migration migration_id as a Migration, or None."""
         return self._read(tables.MIGRATIONS_TABLE, migration_id)
 
     def list_migrations(self, instance_uuid=None, status=None, source_node=None, migration_type=None):
-        """Migrations matching the filters given, oldest first."""
+        """Migrations (Migration) matching the filters given, oldest first."""
         filters = (('instance_uuid', instance_uuid), ('status', status), ('source_node', source_node), ('migration_type', migration_type))
         with self._failing('list migrations'):
             return self._list(tables.MIGRATIONS_TABLE, filters, order='created_at, id')

@@ -10,6 +10,7 @@ Registry is made of one part per job, each in a module of its own:
 - store.py: the connection, transactions, rows of any table (the base of every part);
 - schema.py: the schema's versions, its creation and upgrade;
 - tables.py: the tables of record and how their values are stored;
+- rows.py: the records instances and migrations are returned as (Instance, Migration);
 - rules.py: the catalog rules (what a used flavor or a group with members keeps);
 - nodes_access.py, catalog_access.py, instances_access.py, migrations_access.py,
   leases_access.py, allocations_access.py: the records, one kind each.

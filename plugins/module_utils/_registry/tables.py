@@ -10,6 +10,9 @@ Conventions of the stored values (the SQL is the subset both engines accept):
 - booleans: INTEGER 0/1 (returned as bool);
 - JSON documents: TEXT (returned decoded); NULL stays None.
 
+Rows of instances and migrations are returned as records (rows.Instance, rows.Migration);
+those of the other tables as dicts.
+
 A value of the wrong kind is a caller's bug: TypeError (ValueError for a string
 outside its vocabulary), raised before the database is touched.
 """
@@ -21,6 +24,7 @@ import json
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import (
     FLAVOR_RESOURCES, MIGRATION_STATUSES, RESOURCES, STORAGE_MODES,
 )
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.rows import Instance, Migration
 
 # Admin-state columns of nodes besides name and hypervisor_type, by kind of value.
 NODE_FIELDS = ('enabled', 'disabled_reason', 'forced_down', 'availability_zone', 'aggregates',
@@ -43,9 +47,10 @@ class _Table:
 
     kinds: {field: 'str' | 'int' | 'bool' | list | dict (JSON)}, in column order.
     Every int and bool column is NOT NULL; a str column is nullable unless required.
+    record: the dataclass a decoded row becomes (one field per column), or None for a dict.
     """
 
-    def __init__(self, name, noun, key, kinds, required=()):
+    def __init__(self, name, noun, key, kinds, required=(), record=None):
         self.name = name
         self.noun = noun
         self.key = key
@@ -53,6 +58,7 @@ class _Table:
         self.fields = tuple(kinds)
         self.required = tuple(required)
         self.columns = (key,) + self.fields + ('created_at', 'updated_at')
+        self.record = record
 
 
 NODES = _Table('nodes', 'node', 'name', dict(
@@ -67,11 +73,11 @@ SERVER_GROUPS = _Table('server_groups', 'server group', 'name', {'policy': 'str'
 INSTANCES = _Table('instances', 'instance', 'uuid', {
     'name': 'str', 'node': 'str', 'host': 'str', 'flavor': 'str', 'image': 'str', 'storage': 'str', 'identity': dict,
     'ha': 'bool', 'restart_priority': 'int', 'server_group': 'str', 'state': 'str',
-}, required=('name', 'flavor', 'image', 'storage', 'state'))
+}, required=('name', 'flavor', 'image', 'storage', 'state'), record=Instance)
 MIGRATIONS_TABLE = _Table('migrations', 'migration', 'id', {
     'instance_uuid': 'str', 'migration_type': 'str', 'status': 'str', 'source_node': 'str', 'source_host': 'str',
     'dest_node': 'str', 'dest_host': 'str', 'error': 'str', 'stats': dict, 'started_at': 'str', 'finished_at': 'str',
-}, required=('instance_uuid', 'migration_type', 'status'))
+}, required=('instance_uuid', 'migration_type', 'status'), record=Migration)
 
 
 def encode(table, field, value):
@@ -114,7 +120,8 @@ def encode_fields(table, fields):
 
 
 def decode(table, row):
-    """A row of table (column -> stored value) as Python: bools and decoded JSON; None stays None."""
+    """A row of table (column -> stored value) as Python: bools and decoded JSON; None stays None.
+    The table's record when it has one (see rows.py), else a dict."""
     if row is None:
         return None
     decoded = dict(row)
@@ -123,7 +130,7 @@ def decode(table, row):
             decoded[field] = bool(decoded[field])
         elif kind in (list, dict) and decoded[field] is not None:
             decoded[field] = json.loads(decoded[field])
-    return decoded
+    return table.record(**decoded) if table.record is not None else decoded
 
 
 def check_storage(stored):
