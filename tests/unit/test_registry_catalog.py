@@ -49,10 +49,16 @@ def test_version_1_is_untouched_and_version_2_adds_server_groups():
 
 
 def test_version_3_adds_the_down_mark_and_the_source_index_only():
-    assert schema.SCHEMA_VERSION == 3 and schema.MIGRATIONS[2][0] == 3
+    assert schema.MIGRATIONS[2][0] == 3
     assert schema.MIGRATIONS[2][1] == ['ALTER TABLE nodes ADD COLUMN down_since TEXT',
                                        'CREATE INDEX migrations_source ON migrations (source_node)']
     assert 'done' in registry.MIGRATION_STATUSES
+
+
+def test_version_4_adds_the_lease_generation_and_the_node_probe_count_only():
+    assert schema.SCHEMA_VERSION == 4 and schema.MIGRATIONS[3][0] == 4
+    assert schema.MIGRATIONS[3][1] == ['ALTER TABLE locks ADD COLUMN generation INTEGER NOT NULL DEFAULT 0',
+                                       'ALTER TABLE nodes ADD COLUMN down_probes INTEGER NOT NULL DEFAULT 0']
 
 
 def test_table_columns_match_the_schema():

@@ -119,6 +119,14 @@ MIGRATIONS = [
         # Evacuations whose stale copies wait for their node to come back are found by source.
         'CREATE INDEX migrations_source ON migrations (source_node)',
     ]),
+    (4, [
+        # A lease's fencing token: it grows each time the lease changes hands, and the holder's
+        # writes are checked against it, so a holder that lost its lease stops.
+        'ALTER TABLE locks ADD COLUMN generation INTEGER NOT NULL DEFAULT 0',
+        # Consecutive passes of instance HA that found the node unreachable: one timeout under
+        # load is not a dead host.
+        'ALTER TABLE nodes ADD COLUMN down_probes INTEGER NOT NULL DEFAULT 0',
+    ]),
 ]
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 

@@ -28,8 +28,9 @@ from ansible_collections.multihv.cloud.plugins.module_utils._registry.rows impor
 
 # Admin-state columns of nodes besides name and hypervisor_type, by kind of value.
 NODE_FIELDS = ('enabled', 'disabled_reason', 'forced_down', 'availability_zone', 'aggregates',
-               'allocation_ratios', 'reserved', 'reserved_for_failover', 'down_since')
+               'allocation_ratios', 'reserved', 'reserved_for_failover', 'down_since', 'down_probes')
 NODE_BOOLS = ('enabled', 'forced_down', 'reserved_for_failover')
+NODE_INTS = ('down_probes',)
 NODE_JSON = {'aggregates': list, 'allocation_ratios': dict, 'reserved': dict}
 NODE_COLUMNS = ('name', 'hypervisor_type') + NODE_FIELDS + ('created_at', 'updated_at')
 
@@ -63,7 +64,8 @@ class _Table:
 
 NODES = _Table('nodes', 'node', 'name', dict(
     [('hypervisor_type', 'str')]
-    + [(field, 'bool' if field in NODE_BOOLS else NODE_JSON.get(field, 'str')) for field in NODE_FIELDS]),
+    + [(field, 'bool' if field in NODE_BOOLS else 'int' if field in NODE_INTS else NODE_JSON.get(field, 'str'))
+       for field in NODE_FIELDS]),
     required=('hypervisor_type',))
 FLAVORS = _Table('flavors', 'flavor', 'name', {'vcpus': 'int', 'ram_mb': 'int', 'disk_gb': 'int', 'extra_specs': dict},
                  required=FLAVOR_RESOURCES)
