@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import shlex
 
 from ansible_collections.multihv.cloud.plugins.module_utils._errors import ConfigError
 
@@ -71,6 +72,8 @@ class KvmHost:
     shared_with: list = dataclasses.field(default_factory=list)
     migration_address: str = ''
     fence_command: str = ''
+    # Says whether the host's power is off (a fence counts only then); see _compute/fencing.py.
+    power_status_command: str = ''
     # Seconds a KVM host has to answer before it is reported down: short, because a dead
     # host must not hold up the whole cloud's inventory.
     timeout: float = 2.0
@@ -218,6 +221,7 @@ def _kvm_host(source, index, data):
         shared_with=r.strings('shared_with'),
         migration_address=r.get('migration_address', str, ''),
         fence_command=r.get('fence_command', str, ''),
+        power_status_command=r.get('power_status_command', str, ''),
         timeout=r.get('timeout', float, 2.0),
     )
     r.done()
@@ -228,6 +232,11 @@ def _kvm_host(source, index, data):
         value = getattr(host, key)
         if value and not value.startswith('/'):
             raise ConfigError('%s: %s.%s must be an absolute path, got %r' % (source, r.path, key, value))
+    for key in ('fence_command', 'power_status_command'):  # run without a shell: split as a shell would
+        try:
+            shlex.split(getattr(host, key))
+        except ValueError as exc:
+            raise ConfigError('%s: %s.%s is not a command line (%s): %r' % (source, r.path, key, exc, getattr(host, key))) from None
     return host
 
 

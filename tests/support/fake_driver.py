@@ -58,6 +58,7 @@ class FakeNode:
     availability_zone: str = 'nova'
     aggregates: tuple = ()
     fence_command: str = ''
+    power_status_command: str = ''
     storage_peers: list | None = None
 
 
@@ -228,6 +229,9 @@ class FakeDriver(ComputeDriver):
 
     def fence_command(self, node):
         return self._node(node).fence_command
+
+    def power_status_command(self, node):
+        return self._node(node).power_status_command
 
     def storage_peers(self, node):
         return self._node(node).storage_peers

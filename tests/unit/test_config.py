@@ -55,6 +55,8 @@ def test_cluster_settings_override_placement():
     ({'kvm_hosts': [dict(KVM, bogus=1)]}, r'unknown key kvm_hosts\[0\].bogus'),
     ({'kvm_hosts': [dict(KVM, instance_path='relative')]}, r'kvm_hosts\[0\].instance_path must be an absolute path'),
     ({'kvm_hosts': [{'uri': KVM['uri']}]}, r'kvm_hosts\[0\].name is required'),
+    ({'kvm_hosts': [dict(KVM, power_status_command='ipmi "status')]}, r'kvm_hosts\[0\].power_status_command is not a command line'),
+    ({'kvm_hosts': [dict(KVM, fence_command="ipmi 'off")]}, r'kvm_hosts\[0\].fence_command is not a command line'),
     ({'kvm_hosts': [dict(KVM, name='a b')]}, r'kvm_hosts\[0\].name must be letters'),
     ({'kvm_hosts': KVM}, r'kvm_hosts must be a list, got a mapping'),
     ({'kvm_hosts': [KVM, KVM]}, r'the name kvm1 is used twice'),

@@ -15,7 +15,8 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.dri
 # TEST-NET addresses: nothing answers there, so a test that connected would fail or hang.
 PLAIN = {'name': 'kvm1', 'uri': 'qemu+tcp://192.0.2.1/system'}
 FULL = {'name': 'kvm2', 'uri': 'qemu+tcp://192.0.2.2/system', 'availability_zone': 'az-b', 'aggregates': ['ssd', 'gold'],
-        'shared_instance_path': '/srv/shared', 'shared_with': ['kvm2', 'kvm3'], 'fence_command': 'ipmi-off kvm2'}
+        'shared_instance_path': '/srv/shared', 'shared_with': ['kvm2', 'kvm3'], 'fence_command': 'ipmi-off kvm2',
+        'power_status_command': 'ipmi-status kvm2'}
 
 
 @pytest.fixture
@@ -50,6 +51,11 @@ def test_placement_is_the_hosts_zone_aggregates_and_uri(drivers):
 def test_fence_command_comes_from_the_cloud_file(drivers):
     assert drivers['kvm2'].fence_command('kvm2') == 'ipmi-off kvm2'
     assert drivers['kvm1'].fence_command('kvm1') == ''
+
+
+def test_power_status_command_comes_from_the_cloud_file(drivers):
+    assert drivers['kvm2'].power_status_command('kvm2') == 'ipmi-status kvm2'
+    assert drivers['kvm1'].power_status_command('kvm1') == ''
 
 
 def test_storage_peers_restrict_only_when_the_cloud_file_names_them(drivers):

@@ -21,24 +21,22 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import os
 import secrets
-import shlex
-import subprocess
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import fencing as _fencing
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.records import Evacuation
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import INSTANCE_LEASE_WAIT_SECONDS
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import utcnow
+from ansible_collections.multihv.cloud.plugins.module_utils._compute.fencing import fence
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import NoValidHost
 
 EVACUATION = 'evacuation'
 # States of an instance that evacuation rebuilds; building ones never ran, error ones have no VM.
 EVACUABLE = ('running', 'stopped')
-FENCE_TIMEOUT_SECONDS = 120
 # Characters of a generated password: URL-safe base64 of this many random bytes.
 PASSWORD_BYTES = 15
 
@@ -54,8 +52,9 @@ def restart_order(record):
 
 def check_failed(ctx, node, check_mode=False):
     """Refuse unless node's hypervisor type has evacuation and node does not answer AND is forced
-    down or fenced now by its fence command (then it is forced down too, so that nothing is scheduled
-    on it until clean_stale ran). Returns 'forced_down' (it was already), 'fenced' or 'would fence'."""
+    down or fenced now (_fencing.power_off: by its fence command, confirmed by its power status where
+    the cloud file gives a power_status_command; then it is forced down too, so that nothing is
+    scheduled on it until clean_stale ran). Returns 'forced_down' (it was already), 'fenced' or 'would fence'."""
     kind = ctx.hypervisor_type(node)
     if kind is None:
         raise errors.NotFound('node %s is not in the cloud; nothing was evacuated' % node)
@@ -71,31 +70,18 @@ def check_failed(ctx, node, check_mode=False):
     admin = ctx.registry.get_node(node) or {}
     if admin.get('forced_down'):
         return 'forced_down'
-    command = ctx.driver_for(node).fence_command(node)
-    if not command:
+    driver = ctx.driver_for(node)
+    command, power_status = driver.fence_command(node), driver.power_status_command(node)
+    if not command and not power_status:
         raise errors.MultihvError(
             'node %s does not answer (%s) but is neither forced down nor fenceable: it may still run its instances behind a '
             'network fault. Make sure it is off, then set forced_down with multihv.cloud.compute_node, or give it a '
-            'fence_command in the cloud file. Nothing was evacuated' % (node, view.reason or 'down'))
+            'fence_command (and a power_status_command) in the cloud file. Nothing was evacuated' % (node, view.reason or 'down'))
     if check_mode:
         return 'would fence'
-    fence(node, command)
+    _fencing.power_off(node, command, power_status)  # raises unless it is off
     ctx.registry.set_node(node, kind, forced_down=True)
     return 'fenced'
-
-
-def fence(node, command):
-    """Run node's fence command (no shell; MULTIHV_NODE names the node); errors.MultihvError unless it exits 0."""
-    argv = shlex.split(command)
-    env = dict(os.environ, MULTIHV_NODE=node)
-    try:
-        done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=FENCE_TIMEOUT_SECONDS, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise errors.MultihvError('fencing node %s failed (%s: %s); nothing was evacuated' % (node, argv[0], exc)) from None
-    if done.returncode != 0:
-        said = (done.stderr or done.stdout or '').strip().splitlines()[-1:] or ['no output']
-        raise errors.MultihvError('fencing node %s failed: %s exited %d (%s); nothing was evacuated'
-                                  % (node, argv[0], done.returncode, said[0]))
 
 
 def _selected(registry, node, refs):

@@ -255,7 +255,7 @@ class ComputeDriver(abc.ABC):
     errors.AuthenticationFailed, other refusals errors.DriverError (or errors.NotFound for
     a named object that is not there); nothing else is swallowed. Every method that changes
     the hypervisor is idempotent where its docstring says so, and bounded by work_timeout.
-    The questions about configuration (node_names, serves, placement, fence_command,
+    The questions about configuration (node_names, serves, placement, fence_command, power_status_command,
     storage_peers) are answered from the cloud file alone, without I/O.
     """
 
@@ -292,6 +292,12 @@ class ComputeDriver(abc.ABC):
     def fence_command(self, node):
         """The command that powers node off for good before its instances are evacuated
         ('' when the cloud file gives none). Only asked of drivers with evacuation."""
+        return ''
+
+    def power_status_command(self, node):
+        """The command that says whether node's power is off (exit 0, last word of its output
+        `off` or `on`; see _compute/fencing.py), which confirms a fence ('' when the cloud file
+        gives none: the fence command's exit 0 is believed). Only asked of drivers with evacuation."""
         return ''
 
     def storage_peers(self, node):

@@ -81,6 +81,10 @@ class LibvirtDriver(ComputeDriver):
         """The host's fence_command from the cloud file ('' when it gives none)."""
         return self.host.fence_command
 
+    def power_status_command(self, node):
+        """The host's power_status_command from the cloud file ('' when it gives none)."""
+        return self.host.power_status_command
+
     def storage_peers(self, node):
         """The host's shared_with; None when the cloud file leaves it empty (no restriction)."""
         return list(self.host.shared_with) or None
