@@ -11,11 +11,21 @@ version_added: 0.1.0
 description:
   - What vSphere HA does inside a cluster, for KVM nodes, one pass at a time; meant for an AWX schedule, a loop, or the
     collection's Event-Driven Ansible rulebook.
-  - Reads every node once. A KVM node that does not answer is marked down in the registry the first time a pass sees it;
-    once it has been down for O(grace_period) seconds, the pass fences it (the cloud file's C(fence_command)), forces it
-    down and evacuates its HA instances (M(multihv.cloud.instance) O(multihv.cloud.instance#module:ha=true)), HA first
-    and then by restart priority, onto nodes reserved for failover first. With O(evacuate_all) the other instances
-    follow.
+  - Reads every node once. A KVM node that does not answer is marked down in the registry the first time a pass sees it,
+    and each pass that finds it unreachable counts one more down probe (a node that answers loses both). Once it has
+    been down for O(grace_period) seconds B(and) at least O(min_down_probes) passes saw it down, the pass fences it (the
+    cloud file's C(fence_command)), forces it down and evacuates its HA instances
+    (M(multihv.cloud.instance) O(multihv.cloud.instance#module:ha=true)), HA first and then by restart priority, onto
+    nodes reserved for failover first. With O(evacuate_all) the other instances follow.
+  - A fence is confirmed, not assumed. Where the cloud file gives the host a C(power_status_command), the node counts
+    as fenced only when that command says its power is off; so a host already off is fenced even when its fence
+    command fails, and a host still on after its fence command is not (nothing of it is evacuated; the pass reports
+    it in RV(failures)). Without one, the fence command's exit status 0 is believed.
+  - When more than O(max_down_share) of the KVM nodes (those not forced down) look down at once, the controller is
+    more likely cut off from them than they all failed: the pass fences and evacuates nothing, reports every down node
+    in RV(withheld) with that reason, and records only its probes.
+  - A down node with nothing to recover (no HA instance, or no instance at all with O(evacuate_all)) is not fenced:
+    it is reported in RV(withheld). Its instances were never evacuated, so it comes back with no stale copies.
   - Instances that no node has room for are reported in RV(unplaced) and stay where they were; the scheduler never
     places an instance on a node beyond its allocation ratios.
   - A node that answers again loses its down mark; it stays forced down until
@@ -26,13 +36,28 @@ options:
   grace_period:
     description:
       - Seconds a node must have been seen down before it is fenced and evacuated, so that a short network fault
-        does not fence a host. 0 acts on the first pass that sees it down.
+        does not fence a host. 0 leaves only O(min_down_probes) to wait for.
     type: int
     default: 60
   evacuate_all:
     description: Evacuate the instances that are not HA too, after the HA ones.
     type: bool
     default: false
+  min_down_probes:
+    description:
+      - How many passes in a row must have found a node unreachable before it is fenced and evacuated, on top of
+        O(grace_period): one timeout of a loaded host is never taken for a failure. Run passes often enough that this
+        many fit in the grace period (the collection's playbook and rulebook do).
+      - At least 1.
+    type: int
+    default: 3
+  max_down_share:
+    description:
+      - The largest share (0 to 1) of the KVM nodes not forced down that may look down at once for the pass to fence
+        anything. More than that, and the controller is taken to be the one cut off. The default fences when at most
+        half of them look down. 1 never withholds.
+    type: float
+    default: 0.5
 extends_documentation_fragment:
   - multihv.cloud.cloud
   - multihv.cloud.cloud.evacuation
@@ -53,16 +78,35 @@ EXAMPLES = r'''
     grace_period: 90
   register: ha
   no_log: true
+
+- name: A pass for a small estate, where two KVM hosts of three may fail at once
+  multihv.cloud.instance_ha:
+    cloud_file: /etc/multihv/cloud.yml
+    max_down_share: 0.7
+    min_down_probes: 2
+  register: ha
+  no_log: true
 '''
 
 RETURN = r'''
 down:
-  description: The nodes this pass acted on, each with C(node), C(down_since) and C(fencing) (see M(multihv.cloud.evacuate)).
+  description: The nodes this pass acted on, each with C(node), C(down_since), C(down_probes) and C(fencing) (see M(multihv.cloud.evacuate)).
   returned: always
   type: list
   elements: dict
 waiting:
-  description: Nodes down for less than O(grace_period), each with C(node), C(down_since), C(seconds_left) and C(reason).
+  description:
+    - Nodes down for less than O(grace_period) or seen down by fewer than O(min_down_probes) passes, each with C(node),
+      C(down_since), C(seconds_left), C(down_probes) (passes in a row that found it unreachable, this one included),
+      C(probes_left) and C(reason).
+  returned: always
+  type: list
+  elements: dict
+withheld:
+  description:
+    - Down nodes this pass did not fence, each with C(node), C(down_since), C(down_probes) and C(reason). The reason is
+      either that more than O(max_down_share) of the nodes look down (the controller is likely cut off) or that the
+      node has nothing to recover.
   returned: always
   type: list
   elements: dict
@@ -95,11 +139,14 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import inst
 OPTIONS = {
     'grace_period': {'type': 'int', 'default': 60},
     'evacuate_all': {'type': 'bool', 'default': False},
+    'min_down_probes': {'type': 'int', 'default': _instance_ha.MIN_DOWN_PROBES},
+    'max_down_share': {'type': 'float', 'default': _instance_ha.MAX_DOWN_SHARE},
 }
 
 
 def run_pass(ctx, p, check_mode):
-    return _instance_ha.run_pass(ctx, p['grace_period'], p['evacuate_all'], p['concurrency'], check_mode)
+    return _instance_ha.run_pass(ctx, p['grace_period'], p['evacuate_all'], p['concurrency'], check_mode,
+                                 max_down_share=p['max_down_share'], min_down_probes=p['min_down_probes'])
 
 
 def failures(result):

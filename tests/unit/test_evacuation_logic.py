@@ -102,6 +102,9 @@ def test_the_grace_period_counts_from_the_first_pass_that_saw_the_node_down(tmp_
         assert [w['node'] for w in result['waiting']] == ['kvm2'] and 25 < result['waiting'][0]['seconds_left'] <= 30
         assert result['cleared'] == ['kvm1'] and registry.get_node('kvm1')['down_since'] is None
         assert result['changed'] is False and result['down'] == []
-        # Past the grace period, a node that cannot be fenced is a failure of the pass, reported.
-        result = _instance_ha.run_pass(cloud.context(), grace_period=10)
+        # Past the grace period and min_down_probes, a node with something to recover that cannot be fenced is a
+        # failure of the pass, reported (an HA instance's record is enough: the refusal comes before anything).
+        registry.set_flavor('small', vcpus=1, ram_mb=1024, disk_gb=1, extra_specs={})
+        registry.create_instance(name='ha-one', node='kvm2', storage='shared', image='-', flavor='small', ha=True, state='running')
+        result = _instance_ha.run_pass(cloud.context(), grace_period=10, min_down_probes=2)
         assert result['failures'] and 'neither forced down nor fenceable' in result['failures'][0]['msg']

@@ -29,10 +29,11 @@ def cloud_fixture(tmp_path):
         yield made
 
 
-def down_for(cloud, node, seconds):
-    """Make node seen down since `seconds` ago, as an earlier pass would have recorded it."""
+def down_for(cloud, node, seconds, probes=_instance_ha.MIN_DOWN_PROBES - 1):
+    """Make node seen down since `seconds` ago by `probes` passes, as earlier passes would have recorded
+    it: by default, the next pass that finds it down is the min_down_probes-th."""
     since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=seconds)
-    cloud.registry.set_node(node, 'fake', down_since=since.strftime(TIMESTAMP_FORMAT))
+    cloud.registry.set_node(node, 'fake', down_since=since.strftime(TIMESTAMP_FORMAT), down_probes=probes)
 
 
 def test_a_node_down_waits_out_its_grace_period_counted_from_the_first_pass_that_saw_it(cloud):
@@ -88,14 +89,21 @@ def test_what_fits_nowhere_is_reported_unplaced_with_its_node(cloud):
     assert result['down'][0]['fencing'] == 'fenced' and cloud.nodes_of()['ha-one'] == 'fake1'
 
 
-def test_a_node_with_nothing_to_restart_is_fenced_all_the_same_once(cloud):
-    cloud.world.add_node('fake4', fence_command='true')
+def test_a_node_with_nothing_to_restart_is_not_fenced_but_reported(cloud, tmp_path):
+    mark = tmp_path / 'fenced'
+    cloud.world.add_node('fake4', fence_command='touch %s' % mark)
+    cloud.boot('plain-four', node='fake4')
     cloud.world.power_loss('fake4')
     down_for(cloud, 'fake4', 120)
-    result = _instance_ha.run_pass(cloud.context(), grace_period=60)
-    assert (result['changed'], [(d['node'], d['fencing']) for d in result['down']]) == (True, [('fake4', 'fenced')])
-    assert cloud.registry.get_node('fake4')['forced_down'] is True
-    assert _instance_ha.run_pass(cloud.context(), grace_period=60)['down'] == []
+    for _ in range(2):  # and the next pass neither
+        result = _instance_ha.run_pass(cloud.context(), grace_period=60)
+        assert (result['changed'], result['down'], result['failures']) == (False, [], [])
+        assert [w['node'] for w in result['withheld']] == ['fake4'] and 'nothing to recover' in result['withheld'][0]['reason']
+        assert not mark.exists() and not cloud.registry.get_node('fake4')['forced_down']
+    # Its instance is not HA: evacuate_all covers it, and then the node is fenced.
+    result = _instance_ha.run_pass(cloud.context(), grace_period=60, evacuate_all=True)
+    assert [(d['node'], d['fencing']) for d in result['down']] == [('fake4', 'fenced')] and mark.exists()
+    assert cloud.nodes_of()['plain-four'] != 'fake4' and cloud.registry.get_node('fake4')['forced_down'] is True
 
 
 def test_a_node_that_answers_again_loses_its_down_since(cloud):

@@ -4,15 +4,25 @@
 hypervisor type has no such thing and whose instances the core evacuates (KVM hosts;
 Masakari's host-failure recovery). Private to multihv.cloud: do not import.
 
-A pass reads every node once. A KVM node that does not answer gets a down_since in the
-registry the first time a pass sees it (so that the grace period counts across passes,
-processes and controllers); once it has been down for the grace period, the pass fences
-it, forces it down and evacuates its HA instances, HA first and by restart priority (and
-the others when asked), onto reserved failover nodes first. What does not fit is
-reported and stays where it was: the scheduler never overcommits a node. A node that
-answers again loses its down_since; its stale copies are compute_node's to clean when it
-is enabled again. Nodes whose hypervisor recovers by itself (vSphere clusters: vSphere HA)
-are left to it.
+A pass reads every node once. A node that does not answer gets a down_since in the registry
+the first time a pass sees it (so that the grace period counts across passes, processes and
+controllers), and each pass that finds it unreachable counts one more down probe; a node that
+answers loses both. A pass acts on a node only when it has been down for the grace period AND
+at least min_down_probes passes saw it down: one timeout under load is never a failure.
+
+It acts on no node at all when more than max_down_share of the watched nodes (those not forced
+down) look down at once: then the controller is more likely cut off from them than they all
+failed at once, and fencing them would power off a healthy estate. It only keeps its
+bookkeeping then, and reports every down node with that reason in `withheld`.
+
+A node it acts on is fenced (see _compute/fencing.py: confirmed by its power status where the
+cloud file says how), forced down and its HA instances evacuated, HA first and by restart
+priority (and the others when asked), onto reserved failover nodes first. A node with nothing
+to recover is not fenced: it is reported in `withheld`; its instances were never evacuated, so
+it comes back with no stale copies. What does not fit is reported and stays where it was: the
+scheduler never overcommits a node. Stale copies of an evacuated node are compute_node's to
+clean when it is enabled again. Nodes whose hypervisor recovers by itself (vSphere clusters:
+vSphere HA) are left to it.
 """
 
 from __future__ import annotations
@@ -23,60 +33,102 @@ from ansible_collections.multihv.cloud.plugins.module_utils import _errors as er
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import TIMESTAMP_FORMAT, utcnow
 
+MAX_DOWN_SHARE = 0.5
+MIN_DOWN_PROBES = 3
+
 
 def _seconds_since(stamp, now):
     then = datetime.datetime.strptime(stamp, TIMESTAMP_FORMAT).replace(tzinfo=datetime.timezone.utc)
     return (now - then).total_seconds()
 
 
-def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode=False):
-    """One pass. Returns {changed, down, waiting, recovered, unplaced, failures, cleared}:
-    down the nodes acted on, waiting those still in their grace period, recovered the
-    per-instance evacuation results, unplaced the instances no node has room for,
-    failures what went wrong (per node or instance), cleared the nodes that answer again."""
+def _probe(registry, view, check_mode):
+    """Record what this pass saw of one watched node. Returns (admin, down_since, down_probes):
+    for a node that answers, its marks cleared (None when it had none)."""
+    admin = registry.get_node(view.name) or {}
+    since, probes = admin.get('down_since'), admin.get('down_probes') or 0
+    if view.up:
+        if not (since or probes):
+            return admin, None, None
+        if not check_mode:  # bookkeeping of the watch, not a change of the cloud
+            registry.set_node(view.name, view.hypervisor_type, down_since=None, down_probes=0)
+        return admin, None, 0
+    since, probes = since or utcnow(), probes + 1
+    if not check_mode:
+        registry.set_node(view.name, view.hypervisor_type, down_since=since, down_probes=probes)
+    return admin, since, probes
+
+
+def _too_many_down(down, watched, max_down_share):
+    """The reason to fence nothing when more than max_down_share of the watched nodes look down, else None."""
+    if not down or len(down) <= max_down_share * watched:
+        return None
+    return ('%d of the %d watched nodes look down at once (more than max_down_share %s): the controller is more likely cut '
+            'off from them than they all failed, so this pass fenced and evacuated nothing; check the network from the '
+            'controller' % (len(down), watched, max_down_share))
+
+
+def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode=False, max_down_share=MAX_DOWN_SHARE,
+             min_down_probes=MIN_DOWN_PROBES):
+    """One pass. Returns {changed, down, waiting, withheld, recovered, unplaced, failures, cleared}:
+    down the nodes acted on, waiting those still in their grace period or short of probes,
+    withheld the down nodes not acted on and why, recovered the per-instance evacuation
+    results, unplaced the instances no node has room for, failures what went wrong (per node
+    or instance), cleared the nodes that answer again."""
+    if not 0 <= max_down_share <= 1 or min_down_probes < 1:
+        raise errors.MultihvError('max_down_share must be between 0 and 1 and min_down_probes at least 1, got %r and %r; '
+                                  'no node was looked at' % (max_down_share, min_down_probes))
     registry = ctx.registry
-    now = datetime.datetime.now(datetime.timezone.utc)
-    result = {'changed': False, 'down': [], 'waiting': [], 'recovered': [], 'unplaced': [], 'failures': [], 'cleared': []}
+    result = {'changed': False, 'down': [], 'waiting': [], 'withheld': [], 'recovered': [], 'unplaced': [], 'failures': [],
+              'cleared': []}
+    watched, down = 0, []
     for view in ctx.views():
         if not ctx.kind_capabilities(view.hypervisor_type).evacuation:
             continue
-        name, kind = view.name, view.hypervisor_type
-        admin = registry.get_node(name) or {}
-        since = admin.get('down_since')
+        admin, since, probes = _probe(registry, view, check_mode)
+        forced = bool(admin.get('forced_down'))
+        watched += not forced  # a node forced down is known to be down: it counts neither way
         if view.up:
-            if since:
-                result['cleared'].append(name)
-                if not check_mode:  # bookkeeping of the watch, not a change of the cloud
-                    registry.set_node(name, kind, down_since=None)
-            continue
-        if since is None:
-            since = utcnow()
-            if not check_mode:
-                registry.set_node(name, kind, down_since=since)
-        down_for = _seconds_since(since, now)
-        if down_for < grace_period:
-            result['waiting'].append({'node': name, 'down_since': since, 'seconds_left': round(grace_period - down_for, 1),
-                                      'reason': view.reason})
-            continue
-        todo = [r.uuid for r in registry.list_instances(node=name)
-                if r.state in _evacuation.EVACUABLE and (evacuate_all or r.ha)]
-        if not todo and admin.get('forced_down'):
-            continue  # handled by an earlier pass: nothing new
-        try:
-            if todo:
-                done = _evacuation.evacuate(ctx, name, instances=todo, concurrency=concurrency, check_mode=check_mode)
-            else:  # nothing to restart: fenced and forced down all the same, so that it comes back clean
-                fencing = _evacuation.check_failed(ctx, name, check_mode)
-                done = {'changed': fencing != 'forced_down', 'fencing': fencing, 'evacuations': [], 'unplaced': [], 'failures': []}
-        except errors.MultihvError as exc:
-            result['failures'].append({'node': name, 'msg': str(exc)})
-            continue
-        result['changed'] = result['changed'] or done['changed']
-        result['down'].append({'node': name, 'down_since': since, 'fencing': done['fencing']})
-        result['recovered'].extend(done['evacuations'])
-        result['unplaced'].extend(dict(entry, node=name) for entry in done['unplaced'])
-        result['failures'].extend(dict(entry, node=name) for entry in done['failures'])
+            if probes == 0:
+                result['cleared'].append(view.name)
+        else:
+            down.append((view, admin, since, probes))
+    now = datetime.datetime.now(datetime.timezone.utc)  # after the probes: a down_since this pass set is not later
+    refused = _too_many_down([d for d in down if not d[1].get('forced_down')], watched, max_down_share)
+    for view, admin, since, probes in down:
+        if refused:
+            result['withheld'].append({'node': view.name, 'down_since': since, 'down_probes': probes, 'reason': refused})
+        else:
+            _recover(ctx, result, view, admin, since, probes, evacuate_all, concurrency, check_mode, grace_period, min_down_probes, now)
     return result
 
 
-__all__ = ['run_pass']
+def _recover(ctx, result, view, admin, since, probes, evacuate_all, concurrency, check_mode, grace_period, min_down_probes, now):
+    """Act on one down node once its grace period and probes are over: fence it and evacuate what it ran."""
+    name = view.name
+    down_for = _seconds_since(since, now)
+    if down_for < grace_period or probes < min_down_probes:
+        result['waiting'].append({'node': name, 'down_since': since, 'seconds_left': round(max(0.0, grace_period - down_for), 1),
+                                  'down_probes': probes, 'probes_left': max(0, min_down_probes - probes), 'reason': view.reason})
+        return
+    todo = [r.uuid for r in ctx.registry.list_instances(node=name)
+            if r.state in _evacuation.EVACUABLE and (evacuate_all or r.ha)]
+    if not todo:
+        if not admin.get('forced_down'):  # a forced-down node with nothing left was handled before: nothing new
+            result['withheld'].append({'node': name, 'down_since': since, 'down_probes': probes,
+                                       'reason': 'down (%s) with nothing to recover: no %sinstance runs or is stopped there, so '
+                                                 'it was not fenced' % (view.reason or 'no answer', '' if evacuate_all else 'HA ')})
+        return
+    try:
+        done = _evacuation.evacuate(ctx, name, instances=todo, concurrency=concurrency, check_mode=check_mode)
+    except errors.MultihvError as exc:
+        result['failures'].append({'node': name, 'msg': str(exc)})
+        return
+    result['changed'] = result['changed'] or done['changed']
+    result['down'].append({'node': name, 'down_since': since, 'down_probes': probes, 'fencing': done['fencing']})
+    result['recovered'].extend(done['evacuations'])
+    result['unplaced'].extend(dict(entry, node=name) for entry in done['unplaced'])
+    result['failures'].extend(dict(entry, node=name) for entry in done['failures'])
+
+
+__all__ = ['MAX_DOWN_SHARE', 'MIN_DOWN_PROBES', 'run_pass']
