@@ -22,9 +22,9 @@ description:
     command fails, and a host still on after its fence command is not (nothing of it is evacuated; the pass reports
     it in RV(failures)). Without one, the fence command's exit status 0 is believed.
   - When more than O(max_down_share) of the KVM nodes (those not forced down) look down at once, the controller is
-    more likely cut off from them than they all failed: the pass fences and evacuates nothing, reports every down node
+    more likely cut off from them than they all failed; the pass fences and evacuates nothing, reports every down node
     in RV(withheld) with that reason, and records only its probes.
-  - A down node with nothing to recover (no HA instance, or no instance at all with O(evacuate_all)) is not fenced:
+  - A down node with nothing to recover (no HA instance, or no instance at all with O(evacuate_all)) is not fenced;
     it is reported in RV(withheld). Its instances were never evacuated, so it comes back with no stale copies.
   - Instances that no node has room for are reported in RV(unplaced) and stay where they were; the scheduler never
     places an instance on a node beyond its allocation ratios.
@@ -46,7 +46,7 @@ options:
   min_down_probes:
     description:
       - How many passes in a row must have found a node unreachable before it is fenced and evacuated, on top of
-        O(grace_period): one timeout of a loaded host is never taken for a failure. Run passes often enough that this
+        O(grace_period), so that one timeout of a loaded host is never taken for a failure. Run passes often enough that this
         many fit in the grace period (the collection's playbook and rulebook do).
       - At least 1.
     type: int

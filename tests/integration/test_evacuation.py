@@ -179,12 +179,13 @@ def test_one_instance_ha_pass_recovers_a_failed_host(lab, cloud, tmp_path):
 
     with lab.power_loss('kvm2'):
         waiting = ha_pass(cloud, grace_period=600)
-        assert waiting['changed'] is False and [w['node'] for w in waiting['waiting']] == ['kvm2']
+        assert waiting['changed'] is False and [(w['node'], w['down_probes']) for w in waiting['waiting']] == [('kvm2', 1)]
         assert registry_rows(tmp_path, "SELECT forced_down FROM nodes WHERE name = 'kvm2'") == [(0,)]
-        assert ha_pass(cloud, grace_period=0, check=True)['changed'] is True
+        # The next pass is the second to find kvm2 down (check mode counts it without recording it).
+        assert ha_pass(cloud, grace_period=0, min_down_probes=2, check=True)['changed'] is True
         assert registry_rows(tmp_path, 'SELECT count(*) FROM migrations') == [(0,)]
 
-        result = ha_pass(cloud, grace_period=1)
+        result = ha_pass(cloud, grace_period=1, min_down_probes=2)
         assert result['changed'] is True
         assert [(d['node'], d['fencing']) for d in result['down']] == [('kvm2', 'fenced')]
         assert [(r['name'], r['dest_node']) for r in result['recovered']] == [('ha-first', 'kvm1')]

@@ -95,7 +95,7 @@ def test_a_node_with_nothing_to_restart_is_not_fenced_but_reported(cloud, tmp_pa
     cloud.boot('plain-four', node='fake4')
     cloud.world.power_loss('fake4')
     down_for(cloud, 'fake4', 120)
-    for _ in range(2):  # and the next pass neither
+    for _pass in range(2):  # and the next pass neither
         result = _instance_ha.run_pass(cloud.context(), grace_period=60)
         assert (result['changed'], result['down'], result['failures']) == (False, [], [])
         assert [w['node'] for w in result['withheld']] == ['fake4'] and 'nothing to recover' in result['withheld'][0]['reason']
