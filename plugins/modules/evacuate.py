@@ -17,7 +17,9 @@ description:
     returned once in C(admin_password) and never logged nor stored.
   - B(Safety.) Evacuation is refused while O(node) still answers, and unless it is either forced down in the registry
     (O(multihv.cloud.compute_node#module:forced_down)) or fenced by the C(fence_command) the cloud file gives its host,
-    which this module runs (then it forces the node down itself). Two running copies of one VM on shared storage
+    which this module runs (then it forces the node down itself). Where the cloud file also gives the host a
+    C(power_status_command), the node counts as fenced only when that command says its power is off (then even when the
+    fence command failed); a host still on is refused. Two running copies of one VM on shared storage
     corrupt its disk. Use M(multihv.cloud.migrate) to move the instances of a node that answers.
   - A vSphere cluster node is refused, with the reason; vSphere HA restarts a failed ESXi host's VMs inside the cluster
     (see M(multihv.cloud.vsphere_cluster)).
@@ -68,8 +70,8 @@ EXAMPLES = r'''
 
 RETURN = r'''
 fencing:
-  description: C(forced_down) when the node was forced down already, C(fenced) when its fence command ran (it is then
-    forced down), C(would fence) in check mode.
+  description: C(forced_down) when the node was forced down already, C(fenced) when it was fenced (its fence command ran, or
+    its power status says off; it is then forced down), C(would fence) in check mode.
   returned: always
   type: str
 evacuations:
