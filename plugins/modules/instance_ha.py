@@ -24,6 +24,11 @@ description:
   - When more than O(max_down_share) of the KVM nodes (those not forced down) look down at once, the controller is
     more likely cut off from them than they all failed; the pass fences and evacuates nothing, reports every down node
     in RV(withheld) with that reason, and records only its probes.
+  - A node that does not answer but whose storage heartbeat, read through a node that answers and shares its
+    C(shared_instance_path), is younger than O(heartbeat_timeout) is isolated, not dead (vSphere HA's datastore
+    heartbeating); it is reported in RV(withheld), neither fenced nor evacuated. The writer of the heartbeat runs on
+    each KVM host (the C(multihv.cloud.kvm_host) role's C(kvm_host_heartbeat)); without a heartbeat the pass goes on as
+    if there were no such check.
   - A down node with nothing to recover (no HA instance, or no instance at all with O(evacuate_all)) is not fenced;
     it is reported in RV(withheld). Its instances were never evacuated, so it comes back with no stale copies.
   - Instances that no node has room for are reported in RV(unplaced) and stay where they were; the scheduler never
@@ -58,6 +63,12 @@ options:
         half of them look down. 1 never withholds.
     type: float
     default: 0.5
+  heartbeat_timeout:
+    description:
+      - Seconds within which a node's storage heartbeat proves it alive although it does not answer. The controller's
+        and the hosts' clocks must agree to well within this (NTP). 0 reads no heartbeat.
+    type: int
+    default: 30
 extends_documentation_fragment:
   - multihv.cloud.cloud
   - multihv.cloud.cloud.evacuation
@@ -105,8 +116,8 @@ waiting:
 withheld:
   description:
     - Down nodes this pass did not fence, each with C(node), C(down_since), C(down_probes) and C(reason). The reason is
-      either that more than O(max_down_share) of the nodes look down (the controller is likely cut off) or that the
-      node has nothing to recover.
+      that more than O(max_down_share) of the nodes look down (the controller is likely cut off), that the node has
+      nothing to recover, or that its storage heartbeat advances (isolated, not dead).
   returned: always
   type: list
   elements: dict
@@ -141,12 +152,14 @@ OPTIONS = {
     'evacuate_all': {'type': 'bool', 'default': False},
     'min_down_probes': {'type': 'int', 'default': _instance_ha.MIN_DOWN_PROBES},
     'max_down_share': {'type': 'float', 'default': _instance_ha.MAX_DOWN_SHARE},
+    'heartbeat_timeout': {'type': 'int', 'default': _instance_ha.HEARTBEAT_TIMEOUT},
 }
 
 
 def run_pass(ctx, p, check_mode):
     return _instance_ha.run_pass(ctx, p['grace_period'], p['evacuate_all'], p['concurrency'], check_mode,
-                                 max_down_share=p['max_down_share'], min_down_probes=p['min_down_probes'])
+                                 max_down_share=p['max_down_share'], min_down_probes=p['min_down_probes'],
+                                 heartbeat_timeout=p['heartbeat_timeout'])
 
 
 def failures(result):

@@ -15,6 +15,7 @@ import contextlib
 import dataclasses
 import itertools
 import threading
+import time
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _config
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
@@ -121,6 +122,7 @@ class FakeWorld:
         self.spawn_failures = []
         self.migration_failures = {}  # instance name or uuid -> error
         self.moids = itertools.count(1)  # template ids
+        self.heartbeats = {}      # node -> time.time() of its last storage heartbeat (heartbeat)
 
     # -- building the world --------------------------------------------------------------
 
@@ -194,6 +196,10 @@ class FakeWorld:
     def answer_again(self, endpoint):
         self.endpoints[endpoint].answering = True
 
+    def heartbeat(self, node, age=0.0):
+        """node's last storage heartbeat on its shared directory was written `age` seconds ago."""
+        self.heartbeats[node] = time.time() - age
+
     def _spawn_failure(self, name):
         with self.lock:
             for failure in self.spawn_failures:
@@ -232,6 +238,11 @@ class FakeDriver(ComputeDriver):
 
     def power_status_command(self, node):
         return self._node(node).power_status_command
+
+    def storage_heartbeat(self, node):
+        with self._io('storage_heartbeat'):
+            theirs = self.world.endpoints[self.world.nodes[node].endpoint].storage.get('shared')
+            return self.world.heartbeats.get(node) if theirs and theirs == self.endpoint.storage.get('shared') else None
 
     def storage_peers(self, node):
         return self._node(node).storage_peers

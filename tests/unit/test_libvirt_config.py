@@ -53,6 +53,10 @@ def test_fence_command_comes_from_the_cloud_file(drivers):
     assert drivers['kvm1'].fence_command('kvm1') == ''
 
 
+def test_a_host_without_shared_storage_reads_no_heartbeat_and_connects_for_nothing(drivers):
+    assert drivers['kvm1'].storage_heartbeat('kvm2') is None
+
+
 def test_power_status_command_comes_from_the_cloud_file(drivers):
     assert drivers['kvm2'].power_status_command('kvm2') == 'ipmi-status kvm2'
     assert drivers['kvm1'].power_status_command('kvm1') == ''

@@ -157,3 +157,40 @@ def test_the_power_status_command_names_its_node(tmp_path):
     assert mark.read_text() == 'kvm7\n'
     with pytest.raises(errors.MultihvError, match='node kvm7 is not fenced: .* power is unknown and it has no fence_command'):
         _fencing.power_off('kvm7', '', 'true')
+
+
+def test_a_node_whose_storage_heartbeat_advances_is_isolated_not_dead(tmp_path):
+    with make_cloud(tmp_path) as cloud:
+        cloud.world.stop_answering('fake1')  # libvirt cut off; the host and its guests live on
+        cloud.world.heartbeat('fake1', age=4)
+        seen_down(cloud, 'fake1', probes=2)
+        result = _instance_ha.run_pass(cloud.context(), grace_period=60)
+        assert (result['changed'], result['down'], result['recovered'], result['failures']) == (False, [], [], [])
+        assert [w['node'] for w in result['withheld']] == ['fake1']
+        assert 'isolated, not dead' in result['withheld'][0]['reason'] and 'read through fake2' in result['withheld'][0]['reason']
+        assert fenced(tmp_path) == [] and not cloud.registry.get_node('fake1')['forced_down']
+        assert cloud.nodes_of()['ha-fake1'] == 'fake1' and cloud.registry.list_migrations() == []
+        # Its heartbeat stops: once it is older than heartbeat_timeout, the node is dead and recovered.
+        cloud.world.heartbeat('fake1', age=45)
+        result = _instance_ha.run_pass(cloud.context(), grace_period=60)
+        assert [(d['node'], d['fencing']) for d in result['down']] == [('fake1', 'fenced')] and result['withheld'] == []
+        assert fenced(tmp_path) == ['fake1'] and cloud.nodes_of()['ha-fake1'] != 'fake1'
+
+
+@pytest.mark.parametrize('case', ['disabled', 'not shared', 'peer down'])
+def test_a_heartbeat_no_peer_can_read_is_no_evidence(tmp_path, case):
+    with make_cloud(tmp_path) as cloud:
+        cloud.world.stop_answering('fake1')
+        cloud.world.heartbeat('fake1', age=1)
+        seen_down(cloud, 'fake1', probes=2)
+        options = {'heartbeat_timeout': 0} if case == 'disabled' else {}
+        if case == 'not shared':  # the other nodes see another shared directory
+            for name in ('fake2', 'fake3'):
+                cloud.world.endpoints[name].storage['shared'] = 'elsewhere'
+        if case == 'peer down':  # the only node that sees it does not answer either: 2 of 3 down, allowed here
+            cloud.world.stop_answering('fake2')
+            cloud.world.endpoints['fake3'].storage['shared'] = 'elsewhere'
+            options['max_down_share'] = 1
+        result = _instance_ha.run_pass(cloud.context(), grace_period=60, **options)
+        assert ('fake1', 'fenced') in [(d['node'], d['fencing']) for d in result['down']]
+        assert 'fake1' in fenced(tmp_path)

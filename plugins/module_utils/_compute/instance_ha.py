@@ -15,6 +15,11 @@ down) look down at once: then the controller is more likely cut off from them th
 failed at once, and fencing them would power off a healthy estate. It only keeps its
 bookkeeping then, and reports every down node with that reason in `withheld`.
 
+A node that does not answer but whose storage heartbeat (the file its writer renews on its
+shared instance storage), read through a node that answers, is younger than heartbeat_timeout
+is isolated, not dead (vSphere HA's datastore heartbeating): reported in `withheld`, neither
+fenced nor evacuated. No heartbeat, or none that a node that answers can read, is no evidence.
+
 A node it acts on is fenced (see _compute/fencing.py: confirmed by its power status where the
 cloud file says how), forced down and its HA instances evacuated, HA first and by restart
 priority (and the others when asked), onto reserved failover nodes first. A node with nothing
@@ -27,6 +32,7 @@ vSphere HA) are left to it.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
@@ -35,6 +41,10 @@ from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry i
 
 MAX_DOWN_SHARE = 0.5
 MIN_DOWN_PROBES = 3
+# Seconds within which a storage heartbeat proves a node that does not answer alive (its writer
+# writes every few seconds); and how many nodes that answer are asked to read it.
+HEARTBEAT_TIMEOUT = 30
+HEARTBEAT_READERS = 2
 
 
 def _seconds_since(stamp, now):
@@ -68,16 +78,42 @@ def _too_many_down(down, watched, max_down_share):
             'controller' % (len(down), watched, max_down_share))
 
 
+@dataclasses.dataclass(frozen=True)
+class Policy:
+    """How a pass decides (run_pass's options), and its time (after the probes)."""
+
+    grace_period: int
+    evacuate_all: bool
+    concurrency: int
+    check_mode: bool
+    min_down_probes: int
+    heartbeat_timeout: int
+    now: datetime.datetime
+
+
+@dataclasses.dataclass(frozen=True)
+class Down:
+    """One node this pass found unreachable: its view, its registry row, its marks after this pass."""
+
+    view: object
+    admin: dict
+    since: str
+    probes: int
+
+    def entry(self, **more):
+        return dict({'node': self.view.name, 'down_since': self.since, 'down_probes': self.probes}, **more)
+
+
 def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode=False, max_down_share=MAX_DOWN_SHARE,
-             min_down_probes=MIN_DOWN_PROBES):
+             min_down_probes=MIN_DOWN_PROBES, heartbeat_timeout=HEARTBEAT_TIMEOUT):
     """One pass. Returns {changed, down, waiting, withheld, recovered, unplaced, failures, cleared}:
     down the nodes acted on, waiting those still in their grace period or short of probes,
     withheld the down nodes not acted on and why, recovered the per-instance evacuation
     results, unplaced the instances no node has room for, failures what went wrong (per node
     or instance), cleared the nodes that answer again."""
-    if not 0 <= max_down_share <= 1 or min_down_probes < 1:
-        raise errors.MultihvError('max_down_share must be between 0 and 1 and min_down_probes at least 1, got %r and %r; '
-                                  'no node was looked at' % (max_down_share, min_down_probes))
+    if not 0 <= max_down_share <= 1 or min_down_probes < 1 or heartbeat_timeout < 0:
+        raise errors.MultihvError('max_down_share must be between 0 and 1, min_down_probes at least 1 and heartbeat_timeout at '
+                                  'least 0, got %r, %r and %r; no node was looked at' % (max_down_share, min_down_probes, heartbeat_timeout))
     registry = ctx.registry
     result = {'changed': False, 'down': [], 'waiting': [], 'withheld': [], 'recovered': [], 'unplaced': [], 'failures': [],
               'cleared': []}
@@ -86,49 +122,80 @@ def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode
         if not ctx.kind_capabilities(view.hypervisor_type).evacuation:
             continue
         admin, since, probes = _probe(registry, view, check_mode)
-        forced = bool(admin.get('forced_down'))
-        watched += not forced  # a node forced down is known to be down: it counts neither way
+        watched += not admin.get('forced_down')  # a node forced down is known to be down: it counts neither way
         if view.up:
             if probes == 0:
                 result['cleared'].append(view.name)
         else:
-            down.append((view, admin, since, probes))
-    now = datetime.datetime.now(datetime.timezone.utc)  # after the probes: a down_since this pass set is not later
-    refused = _too_many_down([d for d in down if not d[1].get('forced_down')], watched, max_down_share)
-    for view, admin, since, probes in down:
+            down.append(Down(view, admin, since, probes))
+    # Now is taken after the probes: a down_since this pass set is not later.
+    policy = Policy(grace_period, evacuate_all, concurrency, check_mode, min_down_probes, heartbeat_timeout,
+                    datetime.datetime.now(datetime.timezone.utc))
+    refused = _too_many_down([d for d in down if not d.admin.get('forced_down')], watched, max_down_share)
+    for node in down:
         if refused:
-            result['withheld'].append({'node': view.name, 'down_since': since, 'down_probes': probes, 'reason': refused})
+            result['withheld'].append(node.entry(reason=refused))
         else:
-            _recover(ctx, result, view, admin, since, probes, evacuate_all, concurrency, check_mode, grace_period, min_down_probes, now)
+            _recover(ctx, result, node, policy)
     return result
 
 
-def _recover(ctx, result, view, admin, since, probes, evacuate_all, concurrency, check_mode, grace_period, min_down_probes, now):
+def _isolated(ctx, node, policy):
+    """The reason not to fence node when a node that answers reads a fresh storage heartbeat of it
+    (vSphere HA's datastore heartbeating: it is cut off, not dead), else None. No heartbeat, no
+    peer that answers, or a peer that cannot read it: no evidence either way, None."""
+    if not policy.heartbeat_timeout or node.admin.get('forced_down'):
+        return None  # forced down: declared off by an operator, or fenced (its power confirmed) by an earlier pass
+    name = node.view.name
+    peers = ctx.driver_for(name).storage_peers(name)
+    asked = 0
+    for other in ctx.views():
+        if asked >= HEARTBEAT_READERS or not other.up or other.name == name or (peers and other.name not in peers) \
+                or not ctx.kind_capabilities(other.hypervisor_type).evacuation:
+            continue
+        asked += 1
+        try:
+            beat = ctx.driver_for(other.name).storage_heartbeat(name)
+        except errors.MultihvError:
+            continue
+        age = None if beat is None else max(0.0, policy.now.timestamp() - beat)
+        if age is not None and age < policy.heartbeat_timeout:
+            return ('isolated, not dead: it does not answer (%s) but its storage heartbeat, read through %s, is %.0f s old '
+                    '(under heartbeat_timeout %d s): it runs on, so it was neither fenced nor evacuated'
+                    % (node.view.reason or 'no answer', other.name, age, policy.heartbeat_timeout))
+    return None
+
+
+def _recover(ctx, result, node, policy):
     """Act on one down node once its grace period and probes are over: fence it and evacuate what it ran."""
-    name = view.name
-    down_for = _seconds_since(since, now)
-    if down_for < grace_period or probes < min_down_probes:
-        result['waiting'].append({'node': name, 'down_since': since, 'seconds_left': round(max(0.0, grace_period - down_for), 1),
-                                  'down_probes': probes, 'probes_left': max(0, min_down_probes - probes), 'reason': view.reason})
+    name = node.view.name
+    down_for = _seconds_since(node.since, policy.now)
+    if down_for < policy.grace_period or node.probes < policy.min_down_probes:
+        result['waiting'].append(node.entry(seconds_left=round(max(0.0, policy.grace_period - down_for), 1),
+                                            probes_left=max(0, policy.min_down_probes - node.probes), reason=node.view.reason))
         return
     todo = [r.uuid for r in ctx.registry.list_instances(node=name)
-            if r.state in _evacuation.EVACUABLE and (evacuate_all or r.ha)]
+            if r.state in _evacuation.EVACUABLE and (policy.evacuate_all or r.ha)]
     if not todo:
-        if not admin.get('forced_down'):  # a forced-down node with nothing left was handled before: nothing new
-            result['withheld'].append({'node': name, 'down_since': since, 'down_probes': probes,
-                                       'reason': 'down (%s) with nothing to recover: no %sinstance runs or is stopped there, so '
-                                                 'it was not fenced' % (view.reason or 'no answer', '' if evacuate_all else 'HA ')})
+        if not node.admin.get('forced_down'):  # a forced-down node with nothing left was handled before: nothing new
+            result['withheld'].append(node.entry(
+                reason='down (%s) with nothing to recover: no %sinstance runs or is stopped there, so it was not fenced'
+                % (node.view.reason or 'no answer', '' if policy.evacuate_all else 'HA ')))
+        return
+    isolated = _isolated(ctx, node, policy)
+    if isolated:
+        result['withheld'].append(node.entry(reason=isolated))
         return
     try:
-        done = _evacuation.evacuate(ctx, name, instances=todo, concurrency=concurrency, check_mode=check_mode)
+        done = _evacuation.evacuate(ctx, name, instances=todo, concurrency=policy.concurrency, check_mode=policy.check_mode)
     except errors.MultihvError as exc:
         result['failures'].append({'node': name, 'msg': str(exc)})
         return
     result['changed'] = result['changed'] or done['changed']
-    result['down'].append({'node': name, 'down_since': since, 'down_probes': probes, 'fencing': done['fencing']})
+    result['down'].append(node.entry(fencing=done['fencing']))
     result['recovered'].extend(done['evacuations'])
     result['unplaced'].extend(dict(entry, node=name) for entry in done['unplaced'])
     result['failures'].extend(dict(entry, node=name) for entry in done['failures'])
 
 
-__all__ = ['MAX_DOWN_SHARE', 'MIN_DOWN_PROBES', 'run_pass']
+__all__ = ['HEARTBEAT_TIMEOUT', 'MAX_DOWN_SHARE', 'MIN_DOWN_PROBES', 'run_pass']

@@ -300,6 +300,14 @@ class ComputeDriver(abc.ABC):
         gives none: the fence command's exit 0 is believed). Only asked of drivers with evacuation."""
         return ''
 
+    def storage_heartbeat(self, node):
+        """The time (seconds since the epoch, by the writer's clock) of the last heartbeat another node
+        wrote on the shared instance storage this endpoint sees (storage.heartbeat_name(node) there,
+        whose first word is that time), or None when this endpoint has no shared storage or finds none
+        there. I/O: asked of a node that answers, about one that does not. Only asked of drivers with
+        evacuation."""
+        return None
+
     def storage_peers(self, node):
         """Names of the nodes that see node's shared instance directory, or None when the
         cloud file does not restrict it. Only asked of drivers with evacuation."""

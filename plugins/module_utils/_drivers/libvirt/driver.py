@@ -37,7 +37,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.dom
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.image_cache import ImageCache
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.storage import (
     GIB, MIB, delete_instance_files, delete_named, delete_volume, disk_of, find_volume, instance_dir, instance_pool,
-    refresh_pool, storages,
+    read_heartbeat, refresh_pool, storages,
 )
 
 try:
@@ -48,6 +48,8 @@ except ImportError:  # pragma: no cover - connection.py reports it on use
 # Work that is not a probe (spawn, destroy, power, an upload's set-up) gets at least this
 # long once the host has answered; an upload gets more (image_cache.UPLOAD_RATE).
 WORK_TIMEOUT = 60.0
+# Seconds a read of another host's storage heartbeat may take (see storage_heartbeat).
+HEARTBEAT_READ_SECONDS = 10.0
 
 
 class LibvirtDriver(ComputeDriver):
@@ -98,6 +100,15 @@ class LibvirtDriver(ComputeDriver):
         """work(conn) with deadlines (HostConnection.run): the connection within
         KvmHost.timeout, the work within max(timeout, work_timeout) plus extra_seconds."""
         return self.connection.run(doing, work, max(self.host.timeout, self.work_timeout) + extra_seconds)
+
+    def storage_heartbeat(self, node):
+        """node's heartbeat file in this host's shared_instance_path, read through this host's libvirt."""
+        if not self.host.shared_instance_path:
+            return None
+        # A bounded read: a hung shared filesystem gives no evidence either way, and the HA pass goes on.
+        return self.connection.run('reading the storage heartbeat of %s' % node,
+                                   lambda conn: read_heartbeat(conn, self.host.shared_instance_path, node),
+                                   max(self.host.timeout, HEARTBEAT_READ_SECONDS))
 
     # Nodes -----------------------------------------------------------------------------
 

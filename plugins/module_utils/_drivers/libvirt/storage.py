@@ -180,6 +180,29 @@ def delete_volume(vol):
             raise
 
 
+# Storage heartbeats ----------------------------------------------------------------------
+
+def heartbeat_name(node):
+    """The file in a shared instance directory where node's writer (the kvm_host role) puts the
+    time, in seconds since the epoch, every few seconds."""
+    return 'multihv-heartbeat-%s' % node
+
+
+def read_heartbeat(conn, path, node):
+    """The time node's heartbeat file in directory `path` says (seconds since the epoch), or None
+    when there is none or it says no time."""
+    pool = instance_pool(conn, path)
+    refresh_pool(pool)
+    vol = find_volume(pool, heartbeat_name(node))
+    if vol is None:
+        return None
+    words = download(conn, vol, limit=64).split()
+    try:
+        return float(words[0])
+    except (IndexError, ValueError):
+        return None
+
+
 # Streams -------------------------------------------------------------------------------
 
 @contextlib.contextmanager
