@@ -115,9 +115,9 @@ waiting:
   elements: dict
 withheld:
   description:
-    - Down nodes this pass did not fence, each with C(node), C(down_since), C(down_probes) and C(reason). The reason is
-      that more than O(max_down_share) of the nodes look down (the controller is likely cut off), that the node has
-      nothing to recover, or that its storage heartbeat advances (isolated, not dead).
+    - Down nodes this pass did not fence, each with C(node), C(down_since), C(down_probes), C(why) and C(reason)
+      (a sentence). C(why) is C(controller_cut_off) (more than O(max_down_share) of the nodes look down),
+      C(nothing_to_recover), or C(isolated) (its storage heartbeat advances).
   returned: always
   type: list
   elements: dict

@@ -54,7 +54,8 @@ def test_when_most_nodes_look_down_the_controller_is_cut_off_and_nothing_is_fenc
             seen_down(cloud, node, probes=5)
         result = _instance_ha.run_pass(cloud.context(), grace_period=60)
         assert (result['changed'], result['down'], result['recovered'], result['failures']) == (False, [], [], [])
-        assert [(w['node'], w['down_probes']) for w in result['withheld']] == [('fake1', 6), ('fake2', 6)]
+        assert [(w['node'], w['down_probes'], w['why']) for w in result['withheld']] == [
+            ('fake1', 6, 'controller_cut_off'), ('fake2', 6, 'controller_cut_off')]
         assert all('2 of the 3 watched nodes look down' in w['reason'] and 'controller' in w['reason'] for w in result['withheld'])
         assert fenced(tmp_path) == [] and cloud.nodes_of() == before
         assert not any(cloud.registry.get_node(n)['forced_down'] for n in ('fake1', 'fake2'))
@@ -166,7 +167,7 @@ def test_a_node_whose_storage_heartbeat_advances_is_isolated_not_dead(tmp_path):
         seen_down(cloud, 'fake1', probes=2)
         result = _instance_ha.run_pass(cloud.context(), grace_period=60)
         assert (result['changed'], result['down'], result['recovered'], result['failures']) == (False, [], [], [])
-        assert [w['node'] for w in result['withheld']] == ['fake1']
+        assert [(w['node'], w['why']) for w in result['withheld']] == [('fake1', 'isolated')]
         assert 'isolated, not dead' in result['withheld'][0]['reason'] and 'read through fake2' in result['withheld'][0]['reason']
         assert fenced(tmp_path) == [] and not cloud.registry.get_node('fake1')['forced_down']
         assert cloud.nodes_of()['ha-fake1'] == 'fake1' and cloud.registry.list_migrations() == []

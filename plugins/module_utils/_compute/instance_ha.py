@@ -134,7 +134,7 @@ def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode
     refused = _too_many_down([d for d in down if not d.admin.get('forced_down')], watched, max_down_share)
     for node in down:
         if refused:
-            result['withheld'].append(node.entry(reason=refused))
+            result['withheld'].append(node.entry(why='controller_cut_off', reason=refused))
         else:
             _recover(ctx, result, node, policy)
     return result
@@ -179,12 +179,13 @@ def _recover(ctx, result, node, policy):
     if not todo:
         if not node.admin.get('forced_down'):  # a forced-down node with nothing left was handled before: nothing new
             result['withheld'].append(node.entry(
+                why='nothing_to_recover',
                 reason='down (%s) with nothing to recover: no %sinstance runs or is stopped there, so it was not fenced'
                 % (node.view.reason or 'no answer', '' if policy.evacuate_all else 'HA ')))
         return
     isolated = _isolated(ctx, node, policy)
     if isolated:
-        result['withheld'].append(node.entry(reason=isolated))
+        result['withheld'].append(node.entry(why='isolated', reason=isolated))
         return
     try:
         done = _evacuation.evacuate(ctx, name, instances=todo, concurrency=policy.concurrency, check_mode=policy.check_mode)
