@@ -98,7 +98,8 @@ def test_a_node_with_nothing_to_restart_is_not_fenced_but_reported(cloud, tmp_pa
     for _pass in range(2):  # and the next pass neither
         result = _instance_ha.run_pass(cloud.context(), grace_period=60)
         assert (result['changed'], result['down'], result['failures']) == (False, [], [])
-        assert [(w['node'], w['why']) for w in result['withheld']] == [('fake4', 'nothing_to_recover')] and 'nothing to recover' in result['withheld'][0]['reason']
+        assert [(w['node'], w['why']) for w in result['withheld']] == [('fake4', 'nothing_to_recover')]
+        assert 'nothing to recover' in result['withheld'][0]['reason']
         assert not mark.exists() and not cloud.registry.get_node('fake4')['forced_down']
     # Its instance is not HA: evacuate_all covers it, and then the node is fenced.
     result = _instance_ha.run_pass(cloud.context(), grace_period=60, evacuate_all=True)
