@@ -336,16 +336,30 @@ def delete(ctx, record):
     ctx.registry.delete_instance(record.uuid)
 
 
+def live_power(ctx, record):
+    """The power state the hypervisor reports for record's VM on its node (running, stopped, paused...);
+    errors.NotFound when that node has no VM of the instance."""
+    for state in ctx.driver_for(record.node).list_instances():
+        if state.uuid == record.uuid and state.node == record.node:
+            return state.power_state
+    raise errors.NotFound('node %s has no VM of instance %s (%s); nothing was changed' % (record.node, record.name, record.uuid))
+
+
+def power_change_needed(state, power):
+    """True when a VM whose hypervisor reports `power` must be acted on to reach `state`."""
+    return state == 'restarted' or (state == 'started' and power != 'running') or (state == 'stopped' and power != 'stopped')
+
+
 def set_power(ctx, record, state):
-    """Bring an instance to started / stopped / restarted; returns (changed, record after)."""
-    current = record.state
-    if state == 'started' and current == 'running':
+    """Bring an instance to started / stopped / restarted, as its hypervisor reports it (not as
+    the registry last recorded it: a host that lost power brings its VMs back shut off); returns
+    (changed, record after). A record that disagreed with the hypervisor is corrected (changed)."""
+    wanted = 'stopped' if state == 'stopped' else 'running'
+    if power_change_needed(state, live_power(ctx, record)):
+        ctx.driver_for(record.node).set_power(record.uuid, record.node, POWER_ACTION_FOR[state])
+    elif record.state == wanted:
         return False, record
-    if state == 'stopped' and current == 'stopped':
-        return False, record
-    driver = ctx.driver_for(record.node)
-    driver.set_power(record.uuid, record.node, POWER_ACTION_FOR[state])
-    return True, ctx.registry.update_instance(record.uuid, state='stopped' if state == 'stopped' else 'running')[1]
+    return True, ctx.registry.update_instance(record.uuid, state=wanted)[1]
 
 
 def _live_states(drivers):
@@ -379,5 +393,5 @@ def info(config, registry, filters):
 
 
 __all__ = ['CLAIM_RETRIES', 'ClaimContended', 'boot', 'boot_many', 'boot_one', 'claim_on', 'spawn_in_state', 'delete', 'ensure_image_on',
-           'group_nodes', 'info', 'move_request', 'plan', 'prepare_images',
+           'group_nodes', 'info', 'live_power', 'move_request', 'power_change_needed', 'plan', 'prepare_images',
            'rebuild', 'request_for', 'set_power', 'spec_for', 'stable_mac']
