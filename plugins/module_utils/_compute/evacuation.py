@@ -275,6 +275,12 @@ def stale_copies(registry, node):
     return registry.list_migrations(source_node=node, migration_type=EVACUATION, status='done')
 
 
+def copy_storage(record, migration):
+    """'local' or 'shared': the storage of an evacuated instance's copies, from its record, else
+    from what its evacuation recorded (shared when neither says: its disk is then never removed)."""
+    return (record.storage if record else None) or (migration.stats or {}).get('storage') or 'shared'
+
+
 def clean_stale(ctx, node, check_mode=False):
     """Destroy the stale copies the evacuations from node left there (their disks too when local:
     a shared disk is the one the rebuilt instance uses) and complete those records. Returns
@@ -294,9 +300,8 @@ def clean_stale(ctx, node, check_mode=False):
     for migration in pending:
         inst_uuid = migration.instance_uuid
         record = ctx.registry.get_instance(uuid=inst_uuid)
-        storage = (record.storage if record else None) or (migration.stats or {}).get('storage') or 'shared'
         back_here = record is not None and record.node == node
-        local = storage == 'local' and not back_here
+        local = copy_storage(record, migration) == 'local' and not back_here
         entry = {'name': record.name if record else None, 'uuid': inst_uuid, 'migration': migration.id,
                  'destroyed': inst_uuid in present and not back_here, 'disks_removed': local}
         if not check_mode:
@@ -320,5 +325,5 @@ def set_admin_state(ctx, name, changes, check_mode=False):
     return changed or bool(cleaned), before, after, cleaned
 
 
-__all__ = ['EVACUATION', 'Unplaced', 'check_failed', 'clean_stale', 'set_admin_state', 'evacuate', 'rebuild', 'fence', 'restart_order',
+__all__ = ['EVACUATION', 'Unplaced', 'check_failed', 'clean_stale', 'copy_storage', 'set_admin_state', 'evacuate', 'rebuild', 'fence', 'restart_order',
            'stale_copies']
