@@ -101,7 +101,6 @@ class Action:
     unchanged: object
     lease: str
 
-
     def as_dict(self):
         return {'kind': self.kind, 'uuid': self.uuid, 'name': self.name, 'node': self.node, 'found': self.found, 'does': self.does}
 
