@@ -29,6 +29,8 @@ def cloud_fixture(tmp_path):
 
 
 def run(cloud, **options):
+    """A pass that takes work left unwritten for 0 s as interrupted (the tests' records are fresh)."""
+    options.setdefault('settle_seconds', 0)
     return reconcile.run(cloud.context(), **options)
 
 
@@ -104,6 +106,32 @@ def test_a_build_that_never_got_a_vm_is_removed_and_one_with_a_live_lease_is_lef
     assert kinds(result) == [('build', 'lost', 'fake1')]
     assert 'never got a VM' in result['actions'][0]['does']
     assert cloud.nodes_of() == {'busy': 'fake1'} and cloud.allocations() == [('busy', 'fake1')]
+
+
+def test_work_written_less_than_settle_seconds_ago_is_left_alone_even_without_a_lease(cloud):
+    record = cloud.boot('vm1', node='fake1')
+    cloud.registry.update_instance(record.uuid, state='building')  # a boot takes no lease yet
+    interrupted_migration(cloud, 'vm2')  # a move's lease is not renewed while it runs
+    result = reconcile.run(cloud.context())
+    assert result['actions'] == [] and cloud.world.vm('vm1') is not None
+    assert [m.status for m in cloud.registry.list_migrations()] == ['running']
+
+
+def test_an_evacuation_interrupted_while_its_source_is_forced_down_is_judged_from_its_target(cloud):
+    record, evacuation = interrupted_migration(cloud, 'vm1', storage='shared', migration_type='evacuation')
+    copy_vm(cloud, 'vm1', 'fake2')
+    cloud.world.power_loss('fake1')
+    cloud.registry.set_node('fake1', 'fake', forced_down=True)
+    result = run(cloud)
+    assert kinds(result) == [('migration', 'vm1', 'fake2')] and result['unknown'] == []
+    assert cloud.registry.get_migration(evacuation.id).status == 'done'  # its stale copy waits on fake1
+    assert cloud.nodes_of() == {'vm1': 'fake2'} and cloud.allocations() == [('vm1', 'fake2')]
+    cloud.world.answer_again('fake1')
+    back = run(cloud)
+    assert kinds(back) == [('stale', None, 'fake1')]
+    assert cloud.world.vm('vm1', 'fake1') is None and cloud.world.disks == {'shared/%s.disk' % record.uuid}
+    assert cloud.registry.get_migration(evacuation.id).status == 'completed'
+    second_pass_does_nothing(cloud)
 
 
 def test_a_migration_interrupted_with_the_vm_still_on_the_source_fails_and_frees_the_target(cloud):
@@ -276,5 +304,5 @@ def test_the_ha_steps_leave_orphans_and_stale_copies_alone(cloud):
     cloud.registry.delete_instance(gone.uuid)
     cloud.boot('off', node='fake2')
     cloud.world.vm('off').power = 'stopped'
-    result = reconcile.run_for_ha(cloud.context())
+    result = reconcile.run_for_ha(cloud.context(), settle_seconds=0)
     assert kinds(result) == [('power', 'off', 'fake2')] and result['orphans'] == []

@@ -5,11 +5,13 @@
 From the registry and what the hypervisors report (every endpoint's list_instances, read
 once), it plans and then carries out, step by step:
 
-- builds: an instance still 'building' whose lease nobody holds was interrupted. Its VMs,
+- builds: an instance still 'building' whose lease nobody holds, and whose record has not been
+  written for SETTLE_SECONDS, was interrupted. Its VMs,
   wherever they are, are destroyed with their disks, its allocations freed and it is
   recorded 'error'; a record that never got a VM is removed (with any local disk left);
 - migrations: a migration or evacuation still accepted / preparing / running whose
-  instance's lease nobody holds was interrupted. The registry is made to say where the VM
+  instance's lease nobody holds, and whose record has not been written for SETTLE_SECONDS,
+  was interrupted. The registry is made to say where the VM
   is (source, target, both: the running one kept and the other undefined, its disk removed
   only on local storage; neither: the instance is 'error'), the migration ends completed
   (or 'done' for an evacuation whose fenced source may still hold a copy) or failed with
@@ -32,12 +34,13 @@ it read are unchanged; a second pass finds nothing to do.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import INSTANCE_LEASE_WAIT_SECONDS
-from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import utcnow
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import TIMESTAMP_FORMAT, utcnow
 
 ACTIVE = ('accepted', 'preparing', 'running')
 # Power states a record can hold; paused or suspended VMs are left as they are recorded.
@@ -45,7 +48,18 @@ RECORDED_POWER = ('running', 'stopped')
 STEPS = ('builds', 'migrations', 'power', 'stale', 'orphans')
 # What the HA pass may run before it judges nodes: interrupted work and power states.
 HA_STEPS = ('builds', 'migrations', 'power')
+# Seconds a building instance or an unfinished migration must have been left unwritten before it
+# counts as interrupted, besides having no live lease: boots take no lease yet, and a move's lease
+# is not renewed while it runs (issue 14 §1). Lower it once leases have a heartbeat.
+SETTLE_SECONDS = 600
 DECIDED = 'interrupted (no run holds its instance any more); the reconciler '
+
+
+def settled(updated_at, settle_seconds):
+    """True when a record was last written settle_seconds ago or more: work that still runs writes
+    its records (a migration's progress every second), so a quiet one was left."""
+    since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=settle_seconds)
+    return updated_at <= since.strftime(TIMESTAMP_FORMAT)
 
 
 def lease_is_live(registry, inst_uuid):
@@ -106,11 +120,17 @@ class Action:
 
 
 class Plan:
-    def __init__(self, ctx, survey):
+    def __init__(self, ctx, survey, settle_seconds=SETTLE_SECONDS):
         self.ctx, self.registry, self.survey = ctx, ctx.registry, survey
+        self.settle_seconds = settle_seconds
         self.actions, self.unknown, self.missing, self.orphans = [], [], [], []
         self.handled = set()
         self.records = dict((r.uuid, r) for r in ctx.registry.list_instances())
+
+    def left(self, inst_uuid, updated_at):
+        """True when the work on the instance whose record was written at updated_at was left: no
+        live lease and settled."""
+        return settled(updated_at, self.settle_seconds) and not lease_is_live(self.registry, inst_uuid)
 
     def add(self, kind, uuid, name, node, found, does, work, unchanged=None, lease=None):
         self.actions.append(Action(kind, uuid, name, node, found, does, work, unchanged or self.same_record(uuid),
@@ -143,7 +163,7 @@ def _where(copies):
 def plan_builds(plan):
     registry = plan.registry
     for record in plan.records.values():
-        if record.state != 'building' or lease_is_live(registry, record.uuid):
+        if record.state != 'building' or not plan.left(record.uuid, record.updated_at):
             continue
         reason = plan.survey.blind(record.node)
         if reason:
@@ -173,7 +193,7 @@ def plan_migrations(plan):
     registry = plan.registry
     for migration in registry.list_migrations():
         inst_uuid = migration.instance_uuid
-        if migration.status not in ACTIVE or inst_uuid in plan.handled or lease_is_live(registry, inst_uuid):
+        if migration.status not in ACTIVE or inst_uuid in plan.handled or not plan.left(inst_uuid, migration.updated_at):
             continue
         record = plan.records.get(inst_uuid)
         unchanged = _same_migration(plan, migration)
@@ -340,10 +360,10 @@ def plan_orphans(plan, delete):
                      'free it', lambda u=inst_uuid, n=node: registry.release(u, node=n))
 
 
-def survey_and_plan(ctx, delete_orphans=False, steps=STEPS):
+def survey_and_plan(ctx, delete_orphans=False, steps=STEPS, settle_seconds=SETTLE_SECONDS):
     """The Plan of one pass (nothing written): the steps run in STEPS order, each skipping the
     instances an earlier one took."""
-    plan = Plan(ctx, Survey(ctx))
+    plan = Plan(ctx, Survey(ctx), settle_seconds)
     for step in STEPS:
         if step not in steps:
             continue
@@ -360,10 +380,10 @@ def survey_and_plan(ctx, delete_orphans=False, steps=STEPS):
     return plan
 
 
-def run(ctx, delete_orphans=False, check_mode=False, steps=STEPS):
+def run(ctx, delete_orphans=False, check_mode=False, steps=STEPS, settle_seconds=SETTLE_SECONDS):
     """One pass. Returns {changed, actions, unknown, missing, orphans, failures}: actions as
     {kind, uuid, name, node, found, does} (and error when it failed; the others go on)."""
-    plan = survey_and_plan(ctx, delete_orphans, steps)
+    plan = survey_and_plan(ctx, delete_orphans, steps, settle_seconds)
     actions, failures = [], []
     for action in plan.actions:
         entry = action.as_dict()
@@ -388,9 +408,9 @@ def _carry_out(registry, action):
         action.work()
 
 
-def run_for_ha(ctx, check_mode=False):
+def run_for_ha(ctx, check_mode=False, settle_seconds=SETTLE_SECONDS):
     """What the HA pass may call before judging nodes: interrupted builds and migrations, and power states."""
-    return run(ctx, check_mode=check_mode, steps=HA_STEPS)
+    return run(ctx, check_mode=check_mode, steps=HA_STEPS, settle_seconds=settle_seconds)
 
 
-__all__ = ['ACTIVE', 'HA_STEPS', 'STEPS', 'Survey', 'lease_is_live', 'run', 'run_for_ha', 'survey_and_plan']
+__all__ = ['ACTIVE', 'HA_STEPS', 'SETTLE_SECONDS', 'STEPS', 'Survey', 'lease_is_live', 'settled', 'run', 'run_for_ha', 'survey_and_plan']
