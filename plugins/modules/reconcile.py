@@ -57,6 +57,8 @@ attributes:
     support: full
     description: A second pass after a successful one finds nothing to do.
 notes:
+  - Orphan VMs are the VMs that carry this collection's metadata (libvirt domain metadata, vSphere annotations) and whose
+    uuid this registry does not have; do not use O(delete_orphans) where two registries share a hypervisor.
   - The instance HA pass (M(multihv.cloud.instance_ha)) does not run this module's steps yet.
 seealso:
   - module: multihv.cloud.compute_node
