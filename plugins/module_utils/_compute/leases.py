@@ -84,7 +84,7 @@ class Lease:
                 try:
                     registry = registry or self.registry.another()
                     if not registry.renew_lease(self.name, self.owner, self.generation, self.lifetime):
-                        self.lost = 'lease %s of %s (generation %s) was taken by another run while this one worked' % (
+                        self.lost = 'lease %s of %s (generation %s) was lost: another run took it while this one worked' % (
                             self.name, self.owner, self.generation)
                         return
                     renewed = time.monotonic()
