@@ -290,7 +290,17 @@ def clean_stale(ctx, node, check_mode=False):
     """Destroy the stale copies the evacuations from node left there (their disks too when local:
     a shared disk is the one the rebuilt instance uses) and complete those records. Returns
     [{name, uuid, migration, destroyed, disks_removed}]; [] when there is nothing to clean.
-    Refuses while node does not answer: it must not come back with its copies."""
+    Refuses while node does not answer: it must not come back with its copies. Holds the node's
+    lease (not in check mode): an evacuation or drain of it meanwhile is refused."""
+    if not stale_copies(ctx.registry, node):
+        return []
+    if check_mode:
+        return _clean_stale(ctx, node, check_mode)
+    with _leases.on_node(ctx.registry, node, 'its stale copies were left as they were', 'clean stale copies'):
+        return _clean_stale(ctx, node, check_mode)
+
+
+def _clean_stale(ctx, node, check_mode):
     pending = stale_copies(ctx.registry, node)
     if not pending:
         return []
