@@ -31,8 +31,8 @@ description:
     instance is not, are reported in RV(orphans) and deleted only with O(delete_orphans). Disks without a VM are not
     found (the drivers report only the disks of VMs).
   - B(Nodes that cannot be reached.) Their instances are reported in RV(unknown) and nothing about them changes.
-  - Work counts as interrupted only when its instance's lease is not held and its records have not been written for ten
-    minutes (a running migration writes its progress every second; a boot holds no lease yet).
+  - Work counts as interrupted only when its instance's lease is not held (a running operation's heartbeat renews it; a
+    dead run's lease ends within 30 seconds) and its records have not been written for a minute.
   - Each action runs holding its instance's lease, and only when the records it read are unchanged; one that cannot is
     reported with an C(error) and left for the next pass, and the others go on.
 options:

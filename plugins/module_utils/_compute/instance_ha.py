@@ -12,15 +12,19 @@ the others when asked), onto reserved failover nodes first. What does not fit is
 reported and stays where it was: the scheduler never overcommits a node. A node that
 answers again loses its down_since; its stale copies are compute_node's to clean when it
 is enabled again. Nodes whose hypervisor recovers by itself (vSphere clusters: vSphere HA)
-are left to it.
+are left to it. A pass holds the node's lease while it fences and evacuates a node, so two
+passes (or a pass and an operator's evacuation or drain) never act on one node at once: the
+second reports the node as skipped.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import TIMESTAMP_FORMAT, utcnow
 
 
@@ -30,13 +34,14 @@ def _seconds_since(stamp, now):
 
 
 def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode=False):
-    """One pass. Returns {changed, down, waiting, recovered, unplaced, failures, cleared}:
+    """One pass. Returns {changed, down, waiting, recovered, unplaced, failures, cleared, skipped}:
     down the nodes acted on, waiting those still in their grace period, recovered the
     per-instance evacuation results, unplaced the instances no node has room for,
-    failures what went wrong (per node or instance), cleared the nodes that answer again."""
+    failures what went wrong (per node or instance), cleared the nodes that answer again,
+    skipped the nodes another run works on (it holds their lease)."""
     registry = ctx.registry
     now = datetime.datetime.now(datetime.timezone.utc)
-    result = {'changed': False, 'down': [], 'waiting': [], 'recovered': [], 'unplaced': [], 'failures': [], 'cleared': []}
+    result = {'changed': False, 'down': [], 'waiting': [], 'recovered': [], 'unplaced': [], 'failures': [], 'cleared': [], 'skipped': []}
     for view in ctx.views():
         if not ctx.kind_capabilities(view.hypervisor_type).evacuation:
             continue
@@ -58,25 +63,37 @@ def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode
             result['waiting'].append({'node': name, 'down_since': since, 'seconds_left': round(grace_period - down_for, 1),
                                       'reason': view.reason})
             continue
-        todo = [r.uuid for r in registry.list_instances(node=name)
-                if r.state in _evacuation.EVACUABLE and (evacuate_all or r.ha)]
-        if not todo and admin.get('forced_down'):
-            continue  # handled by an earlier pass: nothing new
         try:
-            if todo:
-                done = _evacuation.evacuate(ctx, name, instances=todo, concurrency=concurrency, check_mode=check_mode)
-            else:  # nothing to restart: fenced and forced down all the same, so that it comes back clean
-                fencing = _evacuation.check_failed(ctx, name, check_mode)
-                done = {'changed': fencing != 'forced_down', 'fencing': fencing, 'evacuations': [], 'unplaced': [], 'failures': []}
+            with contextlib.nullcontext() if check_mode else _leases.on_node(registry, name, 'this pass left it', 'instance_ha'):
+                done = _recover(ctx, name, evacuate_all, concurrency, check_mode)
+        except errors.LeaseHeld as exc:
+            result['skipped'].append({'node': name, 'msg': str(exc)})
+            continue
         except errors.MultihvError as exc:
             result['failures'].append({'node': name, 'msg': str(exc)})
             continue
+        if done is None:
+            continue  # handled by an earlier pass: nothing new
         result['changed'] = result['changed'] or done['changed']
         result['down'].append({'node': name, 'down_since': since, 'fencing': done['fencing']})
         result['recovered'].extend(done['evacuations'])
         result['unplaced'].extend(dict(entry, node=name) for entry in done['unplaced'])
         result['failures'].extend(dict(entry, node=name) for entry in done['failures'])
     return result
+
+
+def _recover(ctx, name, evacuate_all, concurrency, check_mode):
+    """Fence and evacuate node name, its lease held by the caller (so that what is left to do is
+    read now, after any other run's work on it): evacuate's result, or None when there is nothing new."""
+    todo = [r.uuid for r in ctx.registry.list_instances(node=name)
+            if r.state in _evacuation.EVACUABLE and (evacuate_all or r.ha)]
+    if not todo and (ctx.registry.get_node(name) or {}).get('forced_down'):
+        return None
+    if todo:
+        return _evacuation.evacuate(ctx, name, instances=todo, concurrency=concurrency, check_mode=check_mode, hold_node=False)
+    # Nothing to restart: fenced and forced down all the same, so that it comes back clean.
+    fencing = _evacuation.check_failed(ctx, name, check_mode)
+    return {'changed': fencing != 'forced_down', 'fencing': fencing, 'evacuations': [], 'unplaced': [], 'failures': []}
 
 
 __all__ = ['run_pass']

@@ -33,13 +33,14 @@ it read are unchanged; a second pass finds nothing to do.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
-from ansible_collections.multihv.cloud.plugins.module_utils._constants import INSTANCE_LEASE_WAIT_SECONDS
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import INSTANCE_LEASE_WAIT_SECONDS, LEASE_LIFETIME_SECONDS
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import TIMESTAMP_FORMAT, utcnow
 
 ACTIVE = ('accepted', 'preparing', 'running')
@@ -49,9 +50,10 @@ STEPS = ('builds', 'migrations', 'power', 'stale', 'orphans')
 # What the HA pass may run before it judges nodes: interrupted work and power states.
 HA_STEPS = ('builds', 'migrations', 'power')
 # Seconds a building instance or an unfinished migration must have been left unwritten before it
-# counts as interrupted, besides having no live lease: boots take no lease yet, and a move's lease
-# is not renewed while it runs (issue 14 §1). Lower it once leases have a heartbeat.
-SETTLE_SECONDS = 600
+# counts as interrupted, besides having no live lease. Every operation holds its instance's lease
+# from before its first record and a heartbeat renews it, so a live run always has one; this margin
+# of two lease lifetimes only covers a holder's clock being behind the registry's.
+SETTLE_SECONDS = 2 * LEASE_LIFETIME_SECONDS
 DECIDED = 'interrupted (no run holds its instance any more); the reconciler '
 
 
@@ -63,8 +65,9 @@ def settled(updated_at, settle_seconds):
 
 
 def lease_is_live(registry, inst_uuid):
-    """True while a run holds instance inst_uuid's lease (one not expired yet). The one place the
-    reconciler reads leases: switch it here when leases get a heartbeat and a generation."""
+    """True while a run holds instance inst_uuid's lease (one not expired yet: a live holder's
+    heartbeat renews it, a dead holder's ends within a lease lifetime). The one place the
+    reconciler reads leases."""
     holder = registry.lease_holder('instance:%s' % inst_uuid)
     return bool(holder) and holder['expires_at'] > utcnow()
 
@@ -133,8 +136,9 @@ class Plan:
         return settled(updated_at, self.settle_seconds) and not lease_is_live(self.registry, inst_uuid)
 
     def add(self, kind, uuid, name, node, found, does, work, unchanged=None, lease=None):
+        """lease: the lease work() runs under (the instance's by default; '' when work() takes its own)."""
         self.actions.append(Action(kind, uuid, name, node, found, does, work, unchanged or self.same_record(uuid),
-                                   lease or 'instance:%s' % uuid))
+                                   'instance:%s' % uuid if lease is None else lease))
 
     def same_record(self, uuid):
         """unchanged(): the instance's record is as the plan read it (or still absent)."""
@@ -315,7 +319,7 @@ def plan_stale(plan, check_mode):
             plan.add('stale', None, None, node, 'evacuations done from %s: %s' % (node, ', '.join(
                 '%s (%s)' % (e['name'] or e['uuid'], 'its copy there' if e['destroyed'] else 'no copy there') for e in entries)),
                 'destroy the stale copies (local disks removed, shared kept), record the evacuations completed',
-                lambda node=node: _evacuation.clean_stale(plan.ctx, node), lambda: True, 'node:%s' % node)
+                lambda node=node: _evacuation.clean_stale(plan.ctx, node), lambda: True, '')  # it takes the node's lease
             plan.handled.update((e['uuid'], node) for e in entries)
     for migration in evacuations:
         record = plan.records.get(migration.instance_uuid)
@@ -402,7 +406,10 @@ def run(ctx, delete_orphans=False, check_mode=False, steps=STEPS, settle_seconds
 
 def _carry_out(registry, action):
     left = 'the reconciler left %s as it was' % ('instance %s' % (action.name or action.uuid) if action.uuid else 'node %s' % action.node)
-    with _leases.held(registry, action.lease, INSTANCE_LEASE_WAIT_SECONDS, 'another run works on it; ' + left):
+    with contextlib.ExitStack() as held:
+        if action.lease:
+            held.enter_context(_leases.held(registry, action.lease, INSTANCE_LEASE_WAIT_SECONDS, 'another run works on it; ' + left,
+                                            'reconcile'))
         if not action.unchanged():
             raise errors.MultihvError('its records changed since the pass read them (another run acted); %s' % left)
         action.work()
