@@ -27,5 +27,11 @@ COMPLETION_ACTIONS = ('abort', 'force_complete')
 # instance runs on the destination while its stale copy on the failed source still waits to be
 # destroyed (then it becomes completed).
 MIGRATION_STATUSES = ('accepted', 'preparing', 'running', 'done', 'completed', 'failed', 'cancelled')
-# How long a run waits for another run's move of the same instance (migration, evacuation) to end.
+# How long a run waits for another run's work on the same instance (a boot, a move, a power change) to end.
 INSTANCE_LEASE_WAIT_SECONDS = 5.0
+# How long a run waits for another run's work on a whole node (drain, evacuation, an HA pass): not at all,
+# the second is refused (or, in an HA pass, skipped) with the holder named.
+NODE_LEASE_WAIT_SECONDS = 0.0
+# How long a lease lives without renewal. Its holder's heartbeat renews it every third of that while the
+# work runs, so a live holder's lease never ends and a dead holder's ends within this.
+LEASE_LIFETIME_SECONDS = 30.0

@@ -21,6 +21,14 @@ class RegistryError(MultihvError):
     """The registry cannot be opened, read or written."""
 
 
+class LeaseHeld(MultihvError):
+    """A lease another run holds did not come free within the wait: that run works on the object now."""
+
+
+class LeaseLost(MultihvError):
+    """A lease this run held changed hands or ran out: the run must stop before its next irreversible step."""
+
+
 class NotFound(MultihvError):
     """A named object (node, flavor, instance...) does not exist."""
 

@@ -141,6 +141,12 @@ cleared:
   returned: always
   type: list
   elements: str
+skipped:
+  description: Nodes another run works on (an HA pass, an evacuation or a drain holds their lease), each with C(node) and C(msg)
+    (who holds it, until when); this pass left them to that run.
+  returned: always
+  type: list
+  elements: dict
 '''
 
 from ansible.module_utils.basic import AnsibleModule

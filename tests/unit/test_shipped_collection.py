@@ -28,7 +28,7 @@ PRODUCT = (
     'roles/controller/tasks/main.yml', 'roles/kvm_host/tasks/main.yml', 'roles/kvm_host/meta/argument_specs.yml',
     'roles/vsphere_cluster/tasks/main.yml',
     'playbooks/site.yml', 'playbooks/boot.yml', 'playbooks/drain_node.yml', 'playbooks/evacuate_node.yml',
-    'playbooks/instance_ha.yml',
+    'playbooks/instance_ha.yml', 'playbooks/reconcile.yml', 'plugins/modules/reconcile.py',
     'extensions/eda/plugins/event_source/node_events.py', 'extensions/eda/rulebooks/instance_ha.yml',
     'docs/awx.md', 'docs/eda.md',
 )

@@ -29,7 +29,6 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import inst
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.records import Evacuation
-from ansible_collections.multihv.cloud.plugins.module_utils._constants import INSTANCE_LEASE_WAIT_SECONDS
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import utcnow
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.fencing import fence
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import NoValidHost
@@ -112,10 +111,19 @@ def _check_target(ctx, node, target_node):
                                   % (target_node, kind, source.label, source.label))
 
 
-def evacuate(ctx, node, target_node=None, instances=None, concurrency=4, check_mode=False):
+def evacuate(ctx, node, target_node=None, instances=None, concurrency=4, check_mode=False, hold_node=True):
     """Rebuild the instances of failed `node` elsewhere. Returns {changed, node, fencing,
     evacuations, unplaced, failures}; one instance that fails stays recorded on node and the
-    others go on. A refusal (see check_failed) raises before anything happens."""
+    others go on. A refusal (see check_failed) raises before anything happens. The node's lease
+    is held from before the fence to the end (another evacuation or drain of the node is refused:
+    errors.LeaseHeld), unless the caller holds it already (hold_node=False: an HA pass)."""
+    if check_mode or not hold_node:
+        return _evacuate(ctx, node, target_node, instances, concurrency, check_mode)
+    with _leases.on_node(ctx.registry, node, 'nothing was evacuated', 'evacuate'):
+        return _evacuate(ctx, node, target_node, instances, concurrency, check_mode)
+
+
+def _evacuate(ctx, node, target_node, instances, concurrency, check_mode):
     _check_target(ctx, node, target_node)
     records = _selected(ctx.registry, node, instances)
     fencing = check_failed(ctx, node, check_mode)
@@ -166,8 +174,7 @@ def _place(ctx, leases, inst_uuid, node, target_node):
     target scheduled and claimed, the evacuation recorded as accepted."""
     registry = ctx.registry
     untouched = 'instance %s was not evacuated' % inst_uuid
-    leases.enter_context(_leases.held(registry, 'instance:%s' % inst_uuid, INSTANCE_LEASE_WAIT_SECONDS,
-                                      'another run is moving it; ' + untouched))
+    lease = leases.enter_context(_leases.on_instance(registry, inst_uuid, untouched, 'evacuate'))
     record = registry.get_instance(uuid=inst_uuid)
     if record is None or record.node != node:
         raise errors.MultihvError('instance %s is not on node %s any more (another run moved or deleted it); %s'
@@ -177,7 +184,7 @@ def _place(ctx, leases, inst_uuid, node, target_node):
     migration = registry.create_migration(
         instance_uuid=inst_uuid, migration_type=EVACUATION, status='accepted', source_node=node,
         source_host=record.host, dest_node=dest, dest_host=host, stats={'storage': record.storage})
-    return Evacuation(record, dest, host, migration)
+    return Evacuation(record, dest, host, migration, lease)
 
 
 def _rebuild_apart(ctx, evacuation):
@@ -222,16 +229,18 @@ def rebuild(ctx, evacuation):
     password = None if keep else secrets.token_urlsafe(PASSWORD_BYTES)
     try:
         registry.update_migration(migration.id, status='preparing')
-        state = _rebuild_on(ctx, record, dest, host, keep, migration.id)
+        state = _rebuild_on(ctx, record, dest, host, keep, migration.id, evacuation.lease)
     except errors.MultihvError as exc:
         registry.release(inst_uuid, node=dest)
         registry.update_migration(migration.id, status='failed', error=str(exc), finished_at=utcnow())
-        raise errors.MultihvError('evacuation %s of instance %s from %s to %s failed: %s; instance %s was not evacuated and is '
+        kind = errors.LeaseLost if isinstance(exc, errors.LeaseLost) else errors.MultihvError
+        raise kind('evacuation %s of instance %s from %s to %s failed: %s; instance %s was not evacuated and is '
                                   'still recorded on %s' % (migration.id, record.name, node, dest, exc, record.name, node)) from exc
-    instance = registry.update_instance(inst_uuid, node=dest, host=state.host)[1]
-    registry.release(inst_uuid, node=node)
-    migration = registry.update_migration(migration.id, status='done', dest_host=state.host, finished_at=utcnow(),
-                                          stats={'storage': record.storage, 'disk': disk})
+    with evacuation.lease.guarded(registry):
+        instance = registry.update_instance(inst_uuid, node=dest, host=state.host)[1]
+        registry.release(inst_uuid, node=node)
+        migration = registry.update_migration(migration.id, status='done', dest_host=state.host, finished_at=utcnow(),
+                                              stats={'storage': record.storage, 'disk': disk})
     result = {'name': record.name, 'uuid': inst_uuid, 'status': 'done', 'source_node': node, 'dest_node': dest,
               'dest_host': state.host, 'storage': record.storage, 'disk': disk,
               'instance': instance.as_dict(), 'migration': migration.as_dict()}
@@ -240,8 +249,9 @@ def rebuild(ctx, evacuation):
     return result
 
 
-def _rebuild_on(ctx, record, dest, host, keep, migration_id):
-    """Spawn the instance from its record on dest: its own disk when keep, else a new one from its image."""
+def _rebuild_on(ctx, record, dest, host, keep, migration_id, lease):
+    """Spawn the instance from its record on dest: its own disk when keep, else a new one from its
+    image; the instance's lease checked as the spawn is recorded."""
     registry = ctx.registry
     driver = ctx.driver_for(dest)
     flavor = registry.get_flavor(record.flavor)
@@ -250,7 +260,8 @@ def _rebuild_on(ctx, record, dest, host, keep, migration_id):
         raise errors.NotFound('its image %s is no longer in the registry' % record.image)
     if not keep:
         _instances.ensure_image_on(registry, driver, image)
-    registry.update_migration(migration_id, status='running', started_at=utcnow())
+    with lease.guarded(registry):
+        registry.update_migration(migration_id, status='running', started_at=utcnow())
     spec = _instances.spec_for(record, driver, dest, host, flavor, image)
     # A copy left on dest by a failure would be a second one once the instance is evacuated again.
     return _instances.spawn_in_state(driver, dataclasses.replace(spec, reuse_disk=keep), record.state, destroy_disks=not keep)
@@ -261,11 +272,27 @@ def stale_copies(registry, node):
     return registry.list_migrations(source_node=node, migration_type=EVACUATION, status='done')
 
 
+def copy_storage(record, migration):
+    """'local' or 'shared': the storage of an evacuated instance's copies, from its record, else
+    from what its evacuation recorded (shared when neither says: its disk is then never removed)."""
+    return (record.storage if record else None) or (migration.stats or {}).get('storage') or 'shared'
+
+
 def clean_stale(ctx, node, check_mode=False):
     """Destroy the stale copies the evacuations from node left there (their disks too when local:
     a shared disk is the one the rebuilt instance uses) and complete those records. Returns
     [{name, uuid, migration, destroyed, disks_removed}]; [] when there is nothing to clean.
-    Refuses while node does not answer: it must not come back with its copies."""
+    Refuses while node does not answer: it must not come back with its copies. Holds the node's
+    lease (not in check mode): an evacuation or drain of it meanwhile is refused."""
+    if not stale_copies(ctx.registry, node):
+        return []
+    if check_mode:
+        return _clean_stale(ctx, node, check_mode)
+    with _leases.on_node(ctx.registry, node, 'its stale copies were left as they were', 'clean stale copies'):
+        return _clean_stale(ctx, node, check_mode)
+
+
+def _clean_stale(ctx, node, check_mode):
     pending = stale_copies(ctx.registry, node)
     if not pending:
         return []
@@ -280,9 +307,8 @@ def clean_stale(ctx, node, check_mode=False):
     for migration in pending:
         inst_uuid = migration.instance_uuid
         record = ctx.registry.get_instance(uuid=inst_uuid)
-        storage = (record.storage if record else None) or (migration.stats or {}).get('storage') or 'shared'
         back_here = record is not None and record.node == node
-        local = storage == 'local' and not back_here
+        local = copy_storage(record, migration) == 'local' and not back_here
         entry = {'name': record.name if record else None, 'uuid': inst_uuid, 'migration': migration.id,
                  'destroyed': inst_uuid in present and not back_here, 'disks_removed': local}
         if not check_mode:
@@ -306,5 +332,5 @@ def set_admin_state(ctx, name, changes, check_mode=False):
     return changed or bool(cleaned), before, after, cleaned
 
 
-__all__ = ['EVACUATION', 'Unplaced', 'check_failed', 'clean_stale', 'set_admin_state', 'evacuate', 'rebuild', 'fence', 'restart_order',
+__all__ = ['EVACUATION', 'Unplaced', 'check_failed', 'clean_stale', 'copy_storage', 'set_admin_state', 'evacuate', 'rebuild', 'fence', 'restart_order',
            'stale_copies']

@@ -29,7 +29,7 @@ def upload(registry, driver, name, source, disk_format_):
     otherwise replace each other's half-uploaded base. Per image, not per host: hosts share the
     base on shared storage. True when uploaded."""
     with _leases.held(registry, 'image:%s' % name, driver.work_timeout,
-                      'image %s was not placed on %s' % (name, driver.endpoint_name())):
+                      'image %s was not placed on %s' % (name, driver.endpoint_name()), 'image upload'):
         return driver.ensure_image(name, source, disk_format_)
 
 

@@ -24,7 +24,9 @@ A node it acts on is fenced (see _compute/fencing.py: confirmed by its power sta
 cloud file says how), forced down and its HA instances evacuated, HA first and by restart
 priority (and the others when asked), onto reserved failover nodes first. A node with nothing
 to recover is not fenced: it is reported in `withheld`; its instances were never evacuated, so
-it comes back with no stale copies. What does not fit is reported and stays where it was: the
+it comes back with no stale copies. A pass holds the node's lease while it fences and evacuates
+it, so two passes (or a pass and an operator's evacuation or drain) never act on one node at
+once: the second reports the node as skipped. What does not fit is reported and stays where it was: the
 scheduler never overcommits a node. Stale copies of an evacuated node are compute_node's to
 clean when it is enabled again. Nodes whose hypervisor recovers by itself (vSphere clusters:
 vSphere HA) are left to it.
@@ -32,11 +34,13 @@ vSphere HA) are left to it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import TIMESTAMP_FORMAT, utcnow
 
 MAX_DOWN_SHARE = 0.5
@@ -106,17 +110,18 @@ class Down:
 
 def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode=False, max_down_share=MAX_DOWN_SHARE,
              min_down_probes=MIN_DOWN_PROBES, heartbeat_timeout=HEARTBEAT_TIMEOUT):
-    """One pass. Returns {changed, down, waiting, withheld, recovered, unplaced, failures, cleared}:
+    """One pass. Returns {changed, down, waiting, withheld, recovered, unplaced, failures, cleared, skipped}:
     down the nodes acted on, waiting those still in their grace period or short of probes,
     withheld the down nodes not acted on and why, recovered the per-instance evacuation
     results, unplaced the instances no node has room for, failures what went wrong (per node
-    or instance), cleared the nodes that answer again."""
+    or instance), cleared the nodes that answer again, skipped the nodes another run works on
+    (it holds their lease)."""
     if not 0 <= max_down_share <= 1 or min_down_probes < 1 or heartbeat_timeout < 0:
         raise errors.MultihvError('max_down_share must be between 0 and 1, min_down_probes at least 1 and heartbeat_timeout at '
                                   'least 0, got %r, %r and %r; no node was looked at' % (max_down_share, min_down_probes, heartbeat_timeout))
     registry = ctx.registry
     result = {'changed': False, 'down': [], 'waiting': [], 'withheld': [], 'recovered': [], 'unplaced': [], 'failures': [],
-              'cleared': []}
+              'cleared': [], 'skipped': []}
     watched, down = 0, []
     for view in ctx.views():
         if not ctx.kind_capabilities(view.hypervisor_type).evacuation:
@@ -174,6 +179,17 @@ def _recover(ctx, result, node, policy):
         result['waiting'].append(node.entry(seconds_left=round(max(0.0, policy.grace_period - down_for), 1),
                                             probes_left=max(0, policy.min_down_probes - node.probes), reason=node.view.reason))
         return
+    try:
+        with contextlib.nullcontext() if policy.check_mode else _leases.on_node(ctx.registry, name, 'this pass left it', 'instance_ha'):
+            _recover_held(ctx, result, node, policy)
+    except errors.LeaseHeld as exc:
+        result['skipped'].append({'node': name, 'msg': str(exc)})
+
+
+def _recover_held(ctx, result, node, policy):
+    """_recover's work with the node's lease held (so that what is left to do is read now, after any
+    other run's work on it)."""
+    name = node.view.name
     todo = [r.uuid for r in ctx.registry.list_instances(node=name)
             if r.state in _evacuation.EVACUABLE and (policy.evacuate_all or r.ha)]
     if not todo:
@@ -188,7 +204,8 @@ def _recover(ctx, result, node, policy):
         result['withheld'].append(node.entry(why='isolated', reason=isolated))
         return
     try:
-        done = _evacuation.evacuate(ctx, name, instances=todo, concurrency=policy.concurrency, check_mode=policy.check_mode)
+        done = _evacuation.evacuate(ctx, name, instances=todo, concurrency=policy.concurrency, check_mode=policy.check_mode,
+                                    hold_node=False)
     except errors.MultihvError as exc:
         result['failures'].append({'node': name, 'msg': str(exc)})
         return

@@ -81,8 +81,9 @@ def run(ctx, params, check_mode):
         elif item['state'] in ('started', 'present', 'stopped', 'restarted'):
             state = 'started' if item['state'] == 'present' else item['state']
             if check_mode:
-                moved = (state == 'restarted' or (state == 'started' and record.state != 'running')
-                         or (state == 'stopped' and record.state != 'stopped'))
+                recorded = 'stopped' if state == 'stopped' else 'running'
+                moved = (_instances.power_change_needed(state, _instances.live_power(ctx, record))
+                         or record.state != recorded)
                 changed = changed or moved
                 after[item['name']] = _shown(record)
             else:

@@ -7,6 +7,10 @@ chosen by the scheduler, its resources are claimed atomically in the registry
 (a claim that loses a race to another run tries the next node), the driver
 builds it, and the record is completed. A failure at any step undoes the steps
 before it, so no instance record, allocation, disk or VM is left behind.
+
+Every operation on an instance holds its lease (instance:<uuid>, see leases.py) and checks
+it before each irreversible step and in the writes of its outcome: a boot from before its
+record exists, a delete, a power change, a rebuild.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import uuid as uuidlib
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import images as _images
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.records import Placement
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import NoValidHost, Request
@@ -199,10 +204,16 @@ def boot_one(ctx, params):
 
 def boot(ctx, placement):
     """Record, claim, spawn one placed instance whose image prepare_images readied on its node;
-    undo everything on failure. Returns the record."""
+    undo everything on failure. Returns the record. The instance's lease is held from before its
+    record exists to the end."""
+    inst_uuid = placement.params.get('uuid') or str(uuidlib.uuid4())
+    with _leases.on_instance(ctx.registry, inst_uuid, 'nothing was created', 'boot') as lease:
+        return _boot(ctx, placement, inst_uuid, lease)
+
+
+def _boot(ctx, placement, inst_uuid, lease):
     registry = ctx.registry
     params, flavor, image, node, host = placement.params, placement.flavor, placement.image, placement.node, placement.host
-    inst_uuid = params.get('uuid') or str(uuidlib.uuid4())
     networks = [{'network': net['network'], 'mac': net.get('mac') or stable_mac(inst_uuid, index)}
                 for index, net in enumerate(params.get('networks') or [])]
     identity = {'hostname': params.get('hostname') or params['name'], 'macs': [n['mac'] for n in networks],
@@ -225,12 +236,14 @@ def boot(ctx, placement):
         spec = _spec(inst_uuid, params['name'], node, host, flavor, image, driver.capabilities, params.get('storage') or 'local',
                      identity, params.get('user_data'))
         power = 'stopped' if params.get('state') == 'stopped' else 'running'
+        lease.check()
         state = spawn_in_state(driver, spec, power)
     except BaseException:
         registry.delete_instance(inst_uuid)  # its allocation goes with it
         raise
     identity['macs'] = state.macs or identity['macs']
-    return registry.update_instance(inst_uuid, host=state.host, identity=identity, state=power)[1]
+    with lease.guarded():
+        return registry.update_instance(inst_uuid, host=state.host, identity=identity, state=power)[1]
 
 
 def _spec(inst_uuid, name, node, host, flavor, image, caps, storage, identity, user_data):
@@ -255,6 +268,11 @@ def rebuild(ctx, record, image_name=None, user_data=None):
     Everything that can be checked is checked before the old VM goes. A spawn that fails
     after it went leaves the record in state 'error' (the instance has no VM then), as
     Nova does; rebuild again or delete it."""
+    with _leases.on_instance(ctx.registry, record.uuid, 'instance %s was left untouched' % record.name, 'rebuild') as lease:
+        return _rebuild(ctx, current(ctx.registry, record, 'it was left untouched'), image_name, user_data, lease)
+
+
+def _rebuild(ctx, record, image_name, user_data, lease):
     registry = ctx.registry
     image = registry.get_image(image_name or record.image)
     if image is None:
@@ -267,16 +285,20 @@ def rebuild(ctx, record, image_name=None, user_data=None):
     request_for(flavor, image, {})  # the image's min_ram / min_disk against the flavor
     driver = ctx.driver_for(record.node)
     ensure_image_on(registry, driver, image)
+    lease.check()
     driver.destroy(record.uuid, record.node)
     try:
+        lease.check()
         state = spawn_in_state(driver, spec_for(record, driver, record.node, record.host, flavor, image, user_data),
                                record.state)
     except errors.MultihvError as exc:
         registry.update_instance(record.uuid, state='error')
-        raise errors.MultihvError('rebuild of instance %s on %s failed after its old VM was destroyed: %s; the instance is '
+        kind = errors.LeaseLost if isinstance(exc, errors.LeaseLost) else errors.MultihvError
+        raise kind('rebuild of instance %s on %s failed after its old VM was destroyed: %s; the instance is '
                                   'in state error: rebuild it again or delete it' % (record.name, record.node, exc)) from exc
-    return registry.update_instance(record.uuid, image=image['name'], host=state.host,
-                                    state='stopped' if record.state == 'stopped' else 'running')[1]
+    with lease.guarded():
+        return registry.update_instance(record.uuid, image=image['name'], host=state.host,
+                                        state='stopped' if record.state == 'stopped' else 'running')[1]
 
 
 def spawn_in_state(driver, spec, power, destroy_disks=True):
@@ -329,23 +351,58 @@ def boot_many(ctx, specs, concurrency=4):
     return records, failures
 
 
+def current(registry, record, untouched):
+    """The record as it is now that this run holds its lease; errors.NotFound when another run deleted it."""
+    now = registry.get_instance(uuid=record.uuid)
+    if now is None:
+        raise errors.NotFound('instance %s was deleted by another run; %s' % (record.name, untouched))
+    return now
+
+
 def delete(ctx, record):
-    """Destroy an instance on its node, then its record and allocation."""
-    if record.node and record.state != 'building':
-        ctx.driver_for(record.node).destroy(record.uuid, record.node)
-    ctx.registry.delete_instance(record.uuid)
+    """Destroy an instance on its node, then its record and allocation, under its lease."""
+    registry = ctx.registry
+    with _leases.on_instance(registry, record.uuid, 'instance %s was not deleted' % record.name, 'delete') as lease:
+        record = registry.get_instance(uuid=record.uuid)
+        if record is None:
+            return  # another run deleted it meanwhile
+        if record.node and record.state != 'building':
+            lease.check()
+            ctx.driver_for(record.node).destroy(record.uuid, record.node)
+        with lease.guarded():
+            registry.delete_instance(record.uuid)
+
+
+def live_power(ctx, record):
+    """The power state the hypervisor reports for record's VM on its node (running, stopped, paused...);
+    errors.NotFound when that node has no VM of the instance."""
+    for state in ctx.driver_for(record.node).list_instances():
+        if state.uuid == record.uuid and state.node == record.node:
+            return state.power_state
+    raise errors.NotFound('node %s has no VM of instance %s (%s); nothing was changed' % (record.node, record.name, record.uuid))
+
+
+def power_change_needed(state, power):
+    """True when a VM whose hypervisor reports `power` must be acted on to reach `state`."""
+    return state == 'restarted' or (state == 'started' and power != 'running') or (state == 'stopped' and power != 'stopped')
 
 
 def set_power(ctx, record, state):
-    """Bring an instance to started / stopped / restarted; returns (changed, record after)."""
-    current = record.state
-    if state == 'started' and current == 'running':
-        return False, record
-    if state == 'stopped' and current == 'stopped':
-        return False, record
-    driver = ctx.driver_for(record.node)
-    driver.set_power(record.uuid, record.node, POWER_ACTION_FOR[state])
-    return True, ctx.registry.update_instance(record.uuid, state='stopped' if state == 'stopped' else 'running')[1]
+    """Bring an instance to started / stopped / restarted under its lease, as its hypervisor reports
+    it (not as the registry last recorded it: a host that lost power brings its VMs back shut off);
+    returns (changed, record after). A record that disagreed with the hypervisor is corrected (changed)."""
+    registry = ctx.registry
+    untouched = 'instance %s was not %s' % (record.name, state)
+    wanted = 'stopped' if state == 'stopped' else 'running'
+    with _leases.on_instance(registry, record.uuid, untouched, 'power') as lease:
+        record = current(registry, record, untouched)
+        if power_change_needed(state, live_power(ctx, record)):
+            lease.check()
+            ctx.driver_for(record.node).set_power(record.uuid, record.node, POWER_ACTION_FOR[state])
+        elif record.state == wanted:
+            return False, record
+        with lease.guarded():
+            return True, registry.update_instance(record.uuid, state=wanted)[1]
 
 
 def _live_states(drivers):
@@ -379,5 +436,5 @@ def info(config, registry, filters):
 
 
 __all__ = ['CLAIM_RETRIES', 'ClaimContended', 'boot', 'boot_many', 'boot_one', 'claim_on', 'spawn_in_state', 'delete', 'ensure_image_on',
-           'group_nodes', 'info', 'move_request', 'plan', 'prepare_images',
+           'group_nodes', 'info', 'live_power', 'move_request', 'power_change_needed', 'plan', 'prepare_images',
            'rebuild', 'request_for', 'set_power', 'spec_for', 'stable_mac']

@@ -1,47 +1,151 @@
 # Copyright: multihv.cloud developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """Leases in the registry that serialise work on hypervisors between processes (two
-ansible-playbook runs, AWX jobs): an image upload to a host, the move of an instance.
-Private to multihv.cloud: do not import."""
+ansible-playbook runs, AWX jobs): an image upload, the work on an instance or a node.
+Private to multihv.cloud: do not import.
+
+The wait and the lifetime are two numbers. A lease lives LEASE_LIFETIME_SECONDS; while the
+work runs a heartbeat (a daemon thread with a registry connection of its own) renews it
+every third of that, so a live holder's lease never ends and a dead holder's ends within
+one lifetime. Each acquisition that changes hands gets a higher generation (a fencing
+token): the holder checks it before each irreversible step and in the transaction that
+records its outcome (Lease.check, Lease.guarded), so a holder that lost its lease (too slow
+to renew, the registry out of reach, another took it) stops instead of carrying on.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import socket
+import threading
 import time
 import uuid as uuidlib
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import (
+    INSTANCE_LEASE_WAIT_SECONDS, LEASE_LIFETIME_SECONDS, NODE_LEASE_WAIT_SECONDS,
+)
 
 
-def new_owner():
-    """Who holds a lease: host, process and a token, so that two holders never look alike."""
-    return '%s:%d:%s' % (socket.gethostname(), os.getpid(), uuidlib.uuid4().hex[:8])
+def new_owner(doing=None):
+    """Who holds a lease: host, process and a token, so that two holders never look alike, and
+    what it does (a word such as 'migrate'), so that a refusal can say it."""
+    owner = '%s:%d:%s' % (socket.gethostname(), os.getpid(), uuidlib.uuid4().hex[:8])
+    return '%s (%s)' % (owner, doing) if doing else owner
 
 
-@contextlib.contextmanager
-def held(registry, name, seconds, what):
-    """Hold lease `name` while the block runs, waiting up to `seconds` for another holder to
-    give it up (or for its lease, as long, to expire when that holder died). errors.MultihvError
-    naming the holder when the wait is over; `what` says what was not done."""
-    owner = new_owner()
-    deadline = time.monotonic() + seconds
+class Lease:
+    """A lease held: its name, owner, generation and lifetime. The registry it was taken with is
+    the default one to check against; a worker thread passes its own."""
+
+    def __init__(self, registry, name, owner, generation, lifetime):
+        self.registry = registry
+        self.name = name
+        self.owner = owner
+        self.generation = generation
+        self.lifetime = lifetime
+        self.lost = None  # why, once the heartbeat found the lease gone
+        self._stop = threading.Event()
+        self._thread = None
+
+    def check(self, registry=None):
+        """errors.LeaseLost when this holder's lease changed hands or ran out."""
+        if self.lost:
+            raise errors.LeaseLost(self.lost)
+        (registry or self.registry).check_lease(self.name, self.owner, self.generation)
+
+    @contextlib.contextmanager
+    def guarded(self, registry=None):
+        """A registry transaction that begins with check(): its writes are made only while this
+        holder holds the lease (the lease's row stays locked until the transaction ends)."""
+        registry = registry or self.registry
+        with registry.transaction():
+            self.check(registry)
+            yield registry
+
+    def start_heartbeat(self):
+        self._thread = threading.Thread(target=self._beat, name='lease %s' % self.name, daemon=True)
+        self._thread.start()
+
+    def stop_heartbeat(self):
+        """Stop renewing (the work ended, or a test plays a holder that died)."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _beat(self):
+        """Renew every third of the lifetime on a connection of its own. A renewal that finds another
+        holder loses the lease at once; one that fails (the registry out of reach) is tried again
+        until a lifetime has passed since the last good one, then the lease is lost."""
+        registry, renewed = None, time.monotonic()
+        try:
+            while not self._stop.wait(self.lifetime / 3.0):
+                try:
+                    registry = registry or self.registry.another()
+                    if not registry.renew_lease(self.name, self.owner, self.generation, self.lifetime):
+                        self.lost = 'lease %s of %s (generation %s) was lost: another run took it while this one worked' % (
+                            self.name, self.owner, self.generation)
+                        return
+                    renewed = time.monotonic()
+                except errors.MultihvError as exc:
+                    if registry is not None:
+                        registry.close()
+                        registry = None
+                    if time.monotonic() - renewed >= self.lifetime:
+                        self.lost = 'lease %s of %s (generation %s) could not be renewed for %.0f s: %s' % (
+                            self.name, self.owner, self.generation, self.lifetime, exc)
+                        return
+        finally:
+            if registry is not None:
+                registry.close()
+
+
+def take(registry, name, wait, what, doing=None, lifetime=None):
+    """Take lease `name`, waiting up to `wait` seconds for another holder to give it up (or for its
+    lease to run out when that holder died). A Lease, its heartbeat not started; errors.LeaseHeld
+    naming the holder and when its lease ends once the wait is over; `what` says what was not done."""
+    lifetime = lifetime or LEASE_LIFETIME_SECONDS
+    owner = new_owner(doing)
+    deadline = time.monotonic() + wait
     pause = 0.05
-    while not registry.acquire_lease(name, owner, seconds):
+    while True:
+        generation = registry.take_lease(name, owner, lifetime)
+        if generation is not None:
+            return Lease(registry, name, owner, generation, lifetime)
         left = deadline - time.monotonic()
         if left <= 0:
             holder = registry.lease_holder(name) or {}
-            raise errors.MultihvError('lease %s is held by %s until %s; %s' % (
+            raise errors.LeaseHeld('lease %s is held by %s until %s; %s' % (
                 name, holder.get('owner', 'another run'), holder.get('expires_at', 'now'), what))
         time.sleep(min(pause, left))
         pause = min(pause * 2, 1.0)
+
+
+@contextlib.contextmanager
+def held(registry, name, wait, what, doing=None, lifetime=None):
+    """Hold lease `name` while the block runs (see take), renewed by a heartbeat; yields the Lease."""
+    lease = take(registry, name, wait, what, doing, lifetime)
+    lease.start_heartbeat()
     try:
-        yield owner
+        yield lease
     finally:
+        lease.stop_heartbeat()
         # A registry that went away meanwhile lets the lease expire by itself.
         with contextlib.suppress(errors.RegistryError):
-            registry.release_lease(name, owner)
+            registry.release_lease(name, lease.owner)
 
 
-__all__ = ['held', 'new_owner']
+def on_instance(registry, inst_uuid, untouched, doing):
+    """held() for the work on one instance: its lease instance:<uuid>, waiting a little for another run's."""
+    return held(registry, 'instance:%s' % inst_uuid, INSTANCE_LEASE_WAIT_SECONDS,
+                'another run works on instance %s; %s' % (inst_uuid, untouched), doing)
+
+
+def on_node(registry, node, untouched, doing):
+    """held() for the work on a whole node (drain, evacuation, an HA pass): its lease node:<name>, not
+    waited for (the second run is refused). Take it before any instance's lease, never while holding one."""
+    return held(registry, 'node:%s' % node, NODE_LEASE_WAIT_SECONDS, 'another run works on node %s; %s' % (node, untouched), doing)
+
+
+__all__ = ['Lease', 'held', 'new_owner', 'on_instance', 'on_node', 'take']

@@ -8,7 +8,9 @@ source node, honouring server groups and capacity), claim the instance's resourc
 the target (so that a node without room refuses before anything moves), record the
 migration (accepted, preparing, running), let the source's driver move it, then
 either move the instance's record and free the source's allocation (completed) or free
-the target's (failed / cancelled). One move per instance at a time: a registry lease.
+the target's (failed / cancelled). One move per instance at a time: the instance's lease
+(instance:<uuid>), checked before the move and in the writes of its outcome; a drain holds
+the node's lease (node:<name>) first, so that two drains never work on one node at once.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import inst
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.records import Move
-from ansible_collections.multihv.cloud.plugins.module_utils._constants import INSTANCE_LEASE_WAIT_SECONDS, MIGRATION_MODES
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import MIGRATION_MODES
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import IMAGE_FILE, MigrationControls, MigrationTarget
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import utcnow
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import NoValidHost
@@ -95,8 +97,7 @@ def migrate(ctx, ref, mode='auto', target_node=None, target_host=None, controls=
     registry = ctx.registry
     controls = controls or MigrationControls()
     record = find_instance(registry, ref)
-    with _leases.held(registry, 'instance:%s' % record.uuid, INSTANCE_LEASE_WAIT_SECONDS,
-                      'another run is moving instance %s; %s' % (record.name, _untouched(record))):
+    with _leases.on_instance(registry, record.uuid, _untouched(record), 'migrate') as lease:
         record = find_instance(registry, record.uuid)  # as it is now that no other run moves it
         move = plan(ctx, record, mode, target_node, target_host)
         if check_mode:
@@ -104,10 +105,13 @@ def migrate(ctx, ref, mode='auto', target_node=None, target_host=None, controls=
                 'instance_uuid': record.uuid, 'migration_type': move.mode, 'status': 'would run',
                 'source_node': move.source_node, 'source_host': record.host,
                 'dest_node': move.target_node, 'dest_host': move.target_host}}
-        return run(ctx, move, controls)
+        return run(ctx, move, controls, lease)
 
 
-def run(ctx, move, controls):
+def run(ctx, move, controls, lease):
+    """Claim, record and make the move; lease: the instance's (a Lease), checked before the driver
+    moves it and in the writes of the outcome. A lost lease stops the move before it starts (the
+    claim released, the migration failed); lost after it, the records are left for the reconciler."""
     record, registry = move.record, ctx.registry
     untouched = _untouched(record)
     flavor = registry.get_flavor(record.flavor)
@@ -122,7 +126,8 @@ def run(ctx, move, controls):
     try:
         registry.update_migration(migration.id, status='preparing')
         mode = _prepare(ctx, record, move, source_driver, target_driver)
-        registry.update_migration(migration.id, status='running', migration_type=mode, started_at=utcnow())
+        with lease.guarded(registry):
+            registry.update_migration(migration.id, status='running', migration_type=mode, started_at=utcnow())
         state, stats = source_driver.migrate(record.uuid, move.source_node, MigrationTarget(target_driver, move.target_node, move.target_host),
                                              mode, controls, _progress(registry, migration.id))
     except errors.MultihvError as exc:
@@ -130,12 +135,15 @@ def run(ctx, move, controls):
         if claimed:
             registry.release(record.uuid, node=move.target_node)
         registry.update_migration(migration.id, status=status, error=str(exc), finished_at=utcnow())
-        raise errors.MultihvError('migration %s of instance %s from %s to %s %s: %s' % (
+        kind = errors.LeaseLost if isinstance(exc, errors.LeaseLost) else errors.MultihvError
+        raise kind('migration %s of instance %s from %s to %s %s: %s' % (
             migration.id, record.name, move.source_node, move.target_node, status, exc)) from exc
-    instance = registry.update_instance(record.uuid, node=move.target_node, host=state.host)[1]
-    if claimed:
-        registry.release(record.uuid, node=move.source_node)
-    migration = registry.update_migration(migration.id, status='completed', stats=stats, dest_host=state.host, finished_at=utcnow())
+    with lease.guarded(registry):
+        instance = registry.update_instance(record.uuid, node=move.target_node, host=state.host)[1]
+        if claimed:
+            registry.release(record.uuid, node=move.source_node)
+        migration = registry.update_migration(migration.id, status='completed', stats=stats, dest_host=state.host,
+                                              finished_at=utcnow())
     return {'changed': True, 'instance': instance.as_dict(), 'migration': migration.as_dict()}
 
 
@@ -179,10 +187,18 @@ def _progress(registry, migration_id):
 def drain(ctx, node, mode='auto', controls=None, concurrency=2, check_mode=False, reason=None):
     """Disable node for scheduling and move every instance off it: running ones in `mode`,
     stopped ones cold, `concurrency` at a time. One that fails stays where it was and is
-    reported; the others go on. Returns {changed, node, migrations, failures}."""
+    reported; the others go on. Returns {changed, node, migrations, failures}. The node's lease is
+    held throughout (another drain or evacuation of it is refused), each instance's by its move."""
     kind = ctx.hypervisor_type(node)
     if kind is None:
         raise errors.NotFound('node %s is not in the cloud; nothing was changed' % node)
+    if check_mode:
+        return _drain(ctx, node, kind, mode, controls, concurrency, check_mode, reason)
+    with _leases.on_node(ctx.registry, node, 'nothing was changed', 'drain'):
+        return _drain(ctx, node, kind, mode, controls, concurrency, check_mode, reason)
+
+
+def _drain(ctx, node, kind, mode, controls, concurrency, check_mode, reason):
     registry = ctx.registry
     admin = registry.get_node(node)
     disable = admin is None or admin.get('enabled', True)

@@ -111,6 +111,7 @@ class Evacuation:
     dest: str
     host: str | None
     migration: Migration
+    lease: object = None  # the instance's _leases.Lease, held until the rebuild ended
 
 
 __all__ = ['Evacuation', 'Move', 'NodeView', 'Placement']

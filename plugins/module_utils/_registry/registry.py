@@ -74,6 +74,11 @@ class Registry(SchemaAccess, NodesAccess, CatalogAccess, InstancesAccess, Migrat
             raise
         return registry
 
+    def another(self):
+        """A connection of its own to the same registry, its schema as it is (for another thread:
+        neither sqlite3 nor psycopg connections may be shared between threads)."""
+        return type(self).open(self._url, upgrade=False)
+
 
 # The name the registry's callers knew before the policies moved to _constants.
 SERVER_GROUP_POLICIES = GROUP_POLICIES

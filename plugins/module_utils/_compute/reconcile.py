@@ -1,0 +1,423 @@
+# Copyright: multihv.cloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+"""The reconciler: Nova's periodic tasks in one idempotent pass. Private to multihv.cloud: do not import.
+
+From the registry and what the hypervisors report (every endpoint's list_instances, read
+once), it plans and then carries out, step by step:
+
+- builds: an instance still 'building' whose lease nobody holds, and whose record has not been
+  written for SETTLE_SECONDS, was interrupted. Its VMs,
+  wherever they are, are destroyed with their disks, its allocations freed and it is
+  recorded 'error'; a record that never got a VM is removed (with any local disk left);
+- migrations: a migration or evacuation still accepted / preparing / running whose
+  instance's lease nobody holds, and whose record has not been written for SETTLE_SECONDS,
+  was interrupted. The registry is made to say where the VM
+  is (source, target, both: the running one kept and the other undefined, its disk removed
+  only on local storage; neither: the instance is 'error'), the migration ends completed
+  (or 'done' for an evacuation whose fenced source may still hold a copy) or failed with
+  an error saying the reconciler decided, and the allocation no longer used is freed;
+- power: an instance recorded running whose VM is shut off is recorded stopped, and the
+  other way (Nova's _sync_power_states); one whose node has no VM of it is reported missing;
+- stale: copies of evacuated instances on a node that is not their record's node and
+  answers are destroyed, for every evacuation status (local disks removed, shared kept);
+  evacuations in 'done' go through evacuation.clean_stale, as compute_node does;
+- orphans: VMs whose uuid the registry does not have, allocations of no instance or on a
+  node where their instance is not; always reported, deleted only with delete_orphans.
+  Disks without a VM are not found: the driver interface reports only VMs' disks.
+
+An instance whose node does not answer is reported 'unknown' and nothing about it changes
+(an evacuation from a forced-down node is judged from its target alone). Check mode plans
+and writes nothing. Each action runs holding its instance's lease and only when the records
+it read are unchanged; a second pass finds nothing to do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime
+
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import INSTANCE_LEASE_WAIT_SECONDS, LEASE_LIFETIME_SECONDS
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import TIMESTAMP_FORMAT, utcnow
+
+ACTIVE = ('accepted', 'preparing', 'running')
+# Power states a record can hold; paused or suspended VMs are left as they are recorded.
+RECORDED_POWER = ('running', 'stopped')
+STEPS = ('builds', 'migrations', 'power', 'stale', 'orphans')
+# What the HA pass may run before it judges nodes: interrupted work and power states.
+HA_STEPS = ('builds', 'migrations', 'power')
+# Seconds a building instance or an unfinished migration must have been left unwritten before it
+# counts as interrupted, besides having no live lease. Every operation holds its instance's lease
+# from before its first record and a heartbeat renews it, so a live run always has one; this margin
+# of two lease lifetimes only covers a holder's clock being behind the registry's.
+SETTLE_SECONDS = 2 * LEASE_LIFETIME_SECONDS
+DECIDED = 'interrupted (no run holds its instance any more); the reconciler '
+
+
+def settled(updated_at, settle_seconds):
+    """True when a record was last written settle_seconds ago or more: work that still runs writes
+    its records (a migration's progress every second), so a quiet one was left."""
+    since = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(seconds=settle_seconds)
+    return updated_at <= since.strftime(TIMESTAMP_FORMAT)
+
+
+def lease_is_live(registry, inst_uuid):
+    """True while a run holds instance inst_uuid's lease (one not expired yet: a live holder's
+    heartbeat renews it, a dead holder's ends within a lease lifetime). The one place the
+    reconciler reads leases."""
+    holder = registry.lease_holder('instance:%s' % inst_uuid)
+    return bool(holder) and holder['expires_at'] > utcnow()
+
+
+class Survey:
+    """What the hypervisors report, read once: each instance uuid's VMs by node, and why the
+    endpoints that did not answer did not."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+        self.copies = {}
+        self.down = {}
+        for driver in ctx.drivers:
+            try:
+                states = driver.list_instances()
+            except errors.MultihvError as exc:
+                self.down[driver.endpoint_name()] = str(exc)
+                continue
+            for state in states:
+                self.copies.setdefault(state.uuid, {})[state.node] = state
+
+    def blind(self, node):
+        """None when node's endpoint answered (or there is no node); else why it cannot be seen."""
+        if node is None:
+            return None
+        driver = self.ctx.serving(node)
+        if driver is None:
+            return 'no endpoint in the cloud file serves node %s' % node
+        return self.down.get(driver.endpoint_name())
+
+    def on(self, inst_uuid):
+        """{node: InstanceState} of the instance's VMs on the nodes that answered."""
+        return self.copies.get(inst_uuid, {})
+
+
+@dataclasses.dataclass
+class Action:
+    """One thing the pass does: work() carries it out, holding the instance's lease, when
+    unchanged() still says True then."""
+
+    kind: str
+    uuid: str
+    name: str | None
+    node: str | None
+    found: str
+    does: str
+    work: object
+    unchanged: object
+    lease: str
+
+    def as_dict(self):
+        return {'kind': self.kind, 'uuid': self.uuid, 'name': self.name, 'node': self.node, 'found': self.found, 'does': self.does}
+
+
+class Plan:
+    def __init__(self, ctx, survey, settle_seconds=SETTLE_SECONDS):
+        self.ctx, self.registry, self.survey = ctx, ctx.registry, survey
+        self.settle_seconds = settle_seconds
+        self.actions, self.unknown, self.missing, self.orphans = [], [], [], []
+        self.handled = set()
+        self.records = dict((r.uuid, r) for r in ctx.registry.list_instances())
+
+    def left(self, inst_uuid, updated_at):
+        """True when the work on the instance whose record was written at updated_at was left: no
+        live lease and settled."""
+        return settled(updated_at, self.settle_seconds) and not lease_is_live(self.registry, inst_uuid)
+
+    def add(self, kind, uuid, name, node, found, does, work, unchanged=None, lease=None):
+        """lease: the lease work() runs under (the instance's by default; '' when work() takes its own)."""
+        self.actions.append(Action(kind, uuid, name, node, found, does, work, unchanged or self.same_record(uuid),
+                                   'instance:%s' % uuid if lease is None else lease))
+
+    def same_record(self, uuid):
+        """unchanged(): the instance's record is as the plan read it (or still absent)."""
+        seen = self.records.get(uuid)
+        seen = seen.updated_at if seen else None
+
+        def unchanged():
+            now = self.registry.get_instance(uuid=uuid)
+            return (now.updated_at if now else None) == seen
+        return unchanged
+
+    def blind_to(self, record, node, reason):
+        self.handled.add(record.uuid)
+        self.unknown.append({'uuid': record.uuid, 'name': record.name, 'node': node, 'state': record.state,
+                             'reason': 'node %s cannot be reached (%s); nothing about instance %s was changed'
+                                       % (node, reason, record.name)})
+
+    def destroy(self, uuid, node, destroy_disks):
+        self.ctx.driver_for(node).destroy(uuid, node, destroy_disks=destroy_disks)
+
+
+def _where(copies):
+    return ', '.join('%s (%s)' % (node, state.power_state) for node, state in sorted(copies.items())) or 'no node'
+
+
+def plan_builds(plan):
+    registry = plan.registry
+    for record in plan.records.values():
+        if record.state != 'building' or not plan.left(record.uuid, record.updated_at):
+            continue
+        reason = plan.survey.blind(record.node)
+        if reason:
+            plan.blind_to(record, record.node, reason)
+            continue
+        plan.handled.add(record.uuid)
+        copies = plan.survey.on(record.uuid)
+        found = 'building with no live lease; its VM is on %s' % _where(copies)
+        if copies:
+            def work(record=record, nodes=sorted(copies)):
+                for node in nodes:
+                    plan.destroy(record.uuid, node, True)  # a build's disk is its own
+                registry.release(record.uuid)
+                registry.update_instance(record.uuid, state='error')
+            plan.add('build', record.uuid, record.name, record.node, found,
+                     'destroy its VM and disks on %s, free its allocations, record it error' % ', '.join(sorted(copies)), work)
+        else:
+            def work(record=record):
+                if record.node:
+                    plan.destroy(record.uuid, record.node, True)  # a local disk a spawn may have left
+                registry.delete_instance(record.uuid)  # its allocations go with it
+            plan.add('build', record.uuid, record.name, record.node, found,
+                     'remove its record and allocations (it never got a VM)', work)
+
+
+def plan_migrations(plan):
+    registry = plan.registry
+    for migration in registry.list_migrations():
+        inst_uuid = migration.instance_uuid
+        if migration.status not in ACTIVE or inst_uuid in plan.handled or not plan.left(inst_uuid, migration.updated_at):
+            continue
+        record = plan.records.get(inst_uuid)
+        unchanged = _same_migration(plan, migration)
+        if record is None:
+            def work(migration=migration):
+                registry.update_migration(migration.id, status='failed', finished_at=utcnow(),
+                                          error=DECIDED + 'found its instance deleted')
+            plan.add('migration', inst_uuid, None, migration.source_node, 'migration %s %s of an instance no longer recorded'
+                     % (migration.id, migration.status), 'record the migration failed', work, unchanged)
+            continue
+        _plan_move(plan, record, migration, unchanged)
+
+
+def _same_migration(plan, migration):
+    same_record = plan.same_record(migration.instance_uuid)
+
+    def unchanged():
+        now = plan.registry.get_migration(migration.id)
+        return same_record() and now is not None and now.updated_at == migration.updated_at
+    return unchanged
+
+
+def _plan_move(plan, record, migration, unchanged):
+    registry, survey = plan.registry, plan.survey
+    source, dest = migration.source_node, migration.dest_node
+    evacuation = migration.migration_type == _evacuation.EVACUATION
+    source_blind, dest_blind = survey.blind(source), survey.blind(dest)
+    # An evacuation's source is down by design; forced down, its copy cannot run again unseen.
+    fenced = bool(evacuation and source_blind and (registry.get_node(source) or {}).get('forced_down'))
+    if dest_blind or (source_blind and not fenced):
+        plan.blind_to(record, dest if dest_blind else source, dest_blind or source_blind)
+        return
+    plan.handled.add(record.uuid)
+    copies = dict((node, state) for node, state in survey.on(record.uuid).items() if node in (source, dest))
+    keep, drop = _keep(copies, source, dest, evacuation)
+    kept = copies.get(keep)
+    if kept is None:
+        end = 'failed'
+    elif keep != dest or (source == dest and kept.host != migration.dest_host):
+        end = 'failed'  # it stayed where it was
+    else:
+        end = 'done' if fenced else 'completed'  # done: its stale copy on the fenced source waits for clean_stale
+    local = record.storage == 'local'
+    other = source if keep == dest else dest  # the node whose allocation it no longer uses
+    found = '%s %s %s from %s to %s; its VM is on %s%s' % (migration.migration_type, migration.id, migration.status, source, dest,
+                                                           _where(copies), ' (the source is forced down)' if fenced else '')
+    does = []
+    if drop:
+        does.append('undefine the copy on %s (%s)' % (drop, 'its local disk removed' if local else 'its shared disk kept'))
+    if kept is not None:
+        does.append('record the instance on %s (%s), the migration %s' % (keep, kept.power_state, end))
+    elif fenced:
+        does.append('record the migration failed; the instance stays recorded on %s' % source)
+    else:
+        does.append('record the migration failed and the instance error (it has no VM)')
+    if source != dest:
+        does.append('free its allocation on %s' % other)
+
+    def work():
+        if drop:
+            plan.destroy(record.uuid, drop, local)
+        fields = {}
+        if kept is not None:
+            fields = {'node': keep, 'host': kept.host}
+            if kept.power_state in RECORDED_POWER:
+                fields['state'] = kept.power_state
+        elif not fenced:
+            fields = {'state': 'error'}
+        if fields:
+            registry.update_instance(record.uuid, **fields)
+        if source != dest:
+            registry.release(record.uuid, node=other)
+        decided = DECIDED + ('kept the VM on %s' % keep if kept is not None else 'found no VM on %s or %s' % (source, dest))
+        registry.update_migration(migration.id, status=end, finished_at=utcnow(), error=decided if end == 'failed' else None,
+                                  dest_host=kept.host if kept is not None and keep == dest else migration.dest_host)
+    plan.add('migration', record.uuid, record.name, keep or source, found, '; '.join(does), work, unchanged)
+
+
+def _keep(copies, source, dest, evacuation):
+    """(node whose VM stays, node whose VM is undefined): the running one when exactly one runs, else
+    the target of an evacuation and the source of a migration; (None, None) when there is no VM."""
+    if not copies:
+        return None, None
+    if len(copies) == 1:
+        return next(iter(copies)), None
+    running = [node for node, state in copies.items() if state.power_state == 'running']
+    keep = running[0] if len(running) == 1 else (dest if evacuation else source)
+    return keep, source if keep == dest else dest
+
+
+def plan_power(plan):
+    for record in plan.records.values():
+        if record.uuid in plan.handled or record.state not in RECORDED_POWER:
+            continue
+        reason = plan.survey.blind(record.node)
+        if reason:
+            plan.blind_to(record, record.node, reason)
+            continue
+        state = plan.survey.on(record.uuid).get(record.node)
+        if state is None:
+            plan.missing.append({'uuid': record.uuid, 'name': record.name, 'node': record.node, 'state': record.state,
+                                 'reason': 'node %s has no VM of it: rebuild or delete it' % record.node})
+        elif state.power_state in RECORDED_POWER and state.power_state != record.state:
+            def work(record=record, power=state.power_state):
+                plan.registry.update_instance(record.uuid, state=power)
+            plan.add('power', record.uuid, record.name, record.node, 'recorded %s, its VM is %s' % (record.state, state.power_state),
+                     'record it %s' % state.power_state, work)
+
+
+def plan_stale(plan, check_mode):
+    registry = plan.registry
+    evacuations = registry.list_migrations(migration_type=_evacuation.EVACUATION)
+    # 'done' evacuations: the clean-up compute_node runs, node by node.
+    for node in sorted(set(m.source_node for m in evacuations if m.status == 'done')):
+        if plan.survey.blind(node):
+            continue
+        entries = _evacuation.clean_stale(plan.ctx, node, check_mode=True)
+        if entries:
+            plan.add('stale', None, None, node, 'evacuations done from %s: %s' % (node, ', '.join(
+                '%s (%s)' % (e['name'] or e['uuid'], 'its copy there' if e['destroyed'] else 'no copy there') for e in entries)),
+                'destroy the stale copies (local disks removed, shared kept), record the evacuations completed',
+                lambda node=node: _evacuation.clean_stale(plan.ctx, node), lambda: True, '')  # it takes the node's lease
+            plan.handled.update((e['uuid'], node) for e in entries)
+    for migration in evacuations:
+        record = plan.records.get(migration.instance_uuid)
+        if record is None or record.uuid in plan.handled or migration.status in ACTIVE:
+            continue
+        for node in sorted(set((migration.source_node, migration.dest_node)) - {record.node}):
+            state = plan.survey.on(record.uuid).get(node)
+            if state is None or (record.uuid, node) in plan.handled or plan.survey.blind(node):
+                continue
+            if plan.survey.on(record.uuid).get(record.node) is None:
+                continue  # never the only copy: the instance is reported missing where it is recorded
+            plan.handled.add((record.uuid, node))
+            local = _evacuation.copy_storage(record, migration) == 'local'
+            plan.add('stale', record.uuid, record.name, node, 'a copy (%s) on %s, evacuation %s %s; the record says %s'
+                     % (state.power_state, node, migration.id, migration.status, record.node),
+                     'destroy it (%s)' % ('its local disk removed' if local else 'its shared disk kept'),
+                     lambda record=record, node=node, local=local: plan.destroy(record.uuid, node, local))
+
+
+def plan_orphans(plan, delete):
+    registry = plan.registry
+    for inst_uuid, copies in sorted(plan.survey.copies.items()):
+        if inst_uuid in plan.records:
+            continue
+        for node, state in sorted(copies.items()):
+            plan.orphans.append({'kind': 'vm', 'uuid': inst_uuid, 'name': state.name, 'node': node, 'power_state': state.power_state})
+            if delete:
+                plan.add('orphan', inst_uuid, state.name, node, 'a VM (%s) the registry has no record of' % state.power_state,
+                         'destroy it and its disks', lambda u=inst_uuid, n=node: plan.destroy(u, n, True))
+    moving = set(m.instance_uuid for m in registry.list_migrations() if m.status in ACTIVE)
+    for allocation in registry.list_allocations():
+        inst_uuid, node = allocation['instance_uuid'], allocation['node']
+        record = plan.records.get(inst_uuid)
+        if record is not None and (record.node == node or inst_uuid in plan.handled or inst_uuid in moving
+                                   or lease_is_live(registry, inst_uuid)):
+            continue
+        why = 'of no instance' if record is None else 'of instance %s, which is on %s' % (record.name, record.node)
+        plan.orphans.append({'kind': 'allocation', 'uuid': inst_uuid, 'name': record.name if record else None, 'node': node,
+                             'reason': 'an allocation on %s %s' % (node, why)})
+        if delete:
+            plan.add('orphan', inst_uuid, record.name if record else None, node, 'an allocation on %s %s' % (node, why),
+                     'free it', lambda u=inst_uuid, n=node: registry.release(u, node=n))
+
+
+def survey_and_plan(ctx, delete_orphans=False, steps=STEPS, settle_seconds=SETTLE_SECONDS):
+    """The Plan of one pass (nothing written): the steps run in STEPS order, each skipping the
+    instances an earlier one took."""
+    plan = Plan(ctx, Survey(ctx), settle_seconds)
+    for step in STEPS:
+        if step not in steps:
+            continue
+        if step == 'builds':
+            plan_builds(plan)
+        elif step == 'migrations':
+            plan_migrations(plan)
+        elif step == 'power':
+            plan_power(plan)
+        elif step == 'stale':
+            plan_stale(plan, True)
+        else:
+            plan_orphans(plan, delete_orphans)
+    return plan
+
+
+def run(ctx, delete_orphans=False, check_mode=False, steps=STEPS, settle_seconds=SETTLE_SECONDS):
+    """One pass. Returns {changed, actions, unknown, missing, orphans, failures}: actions as
+    {kind, uuid, name, node, found, does} (and error when it failed; the others go on)."""
+    plan = survey_and_plan(ctx, delete_orphans, steps, settle_seconds)
+    actions, failures = [], []
+    for action in plan.actions:
+        entry = action.as_dict()
+        actions.append(entry)
+        if check_mode:
+            continue
+        try:
+            _carry_out(ctx.registry, action)
+        except errors.MultihvError as exc:
+            entry['error'] = str(exc)
+            failures.append(entry)
+    done = [a for a in actions if 'error' not in a]
+    return {'changed': bool(done), 'actions': actions, 'unknown': plan.unknown, 'missing': plan.missing,
+            'orphans': plan.orphans, 'failures': failures}
+
+
+def _carry_out(registry, action):
+    left = 'the reconciler left %s as it was' % ('instance %s' % (action.name or action.uuid) if action.uuid else 'node %s' % action.node)
+    with contextlib.ExitStack() as held:
+        if action.lease:
+            held.enter_context(_leases.held(registry, action.lease, INSTANCE_LEASE_WAIT_SECONDS, 'another run works on it; ' + left,
+                                            'reconcile'))
+        if not action.unchanged():
+            raise errors.MultihvError('its records changed since the pass read them (another run acted); %s' % left)
+        action.work()
+
+
+def run_for_ha(ctx, check_mode=False, settle_seconds=SETTLE_SECONDS):
+    """What the HA pass may call before judging nodes: interrupted builds and migrations, and power states."""
+    return run(ctx, check_mode=check_mode, steps=HA_STEPS, settle_seconds=settle_seconds)
+
+
+__all__ = ['ACTIVE', 'HA_STEPS', 'SETTLE_SECONDS', 'STEPS', 'Survey', 'lease_is_live', 'settled', 'run', 'run_for_ha', 'survey_and_plan']

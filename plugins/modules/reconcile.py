@@ -1,0 +1,137 @@
+#!/usr/bin/python
+# Copyright: multihv.cloud developers
+# GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
+
+from __future__ import annotations
+
+DOCUMENTATION = r'''
+module: reconcile
+short_description: Make the registry agree with the hypervisors, finishing or undoing interrupted work (Nova's periodic tasks)
+version_added: 0.1.0
+description:
+  - One idempotent pass, meant for an AWX schedule (the playbook C(multihv.cloud.reconcile)) and for after a controller
+    died mid-operation. It reads the registry and every endpoint's VMs once, plans, then acts; every action is listed in
+    RV(actions).
+  - B(Interrupted builds.) An instance still C(building) whose lease no run holds loses whatever VM of it exists on any
+    node (with its disks), its allocations are freed and it is recorded C(error); a record that never got a VM is
+    removed.
+  - B(Interrupted migrations and evacuations.) A migration still C(accepted), C(preparing) or C(running) whose instance's
+    lease no run holds is made to agree with where the VM is. On the target only, the instance is recorded there
+    and the migration C(completed); on the source only, the migration C(failed); on both, the running copy is kept and the
+    other undefined (its disk removed only on C(local) storage, never a shared one); on neither, the migration
+    C(failed) and the instance C(error). The allocation the instance no longer uses is freed. An evacuation whose source
+    is forced down is judged from its target alone.
+  - B(Power states.) An instance recorded running whose VM is shut off is recorded C(stopped), and the other way. One
+    whose node has no VM of it is reported in RV(missing), not changed.
+  - B(Stale copies.) A copy of an evacuated instance on a node that is not the one its record names, and that answers,
+    is destroyed (local disks removed, shared kept), whatever the evacuation's status; evacuations C(done) are cleaned
+    as M(multihv.cloud.compute_node) does when their node comes back. A copy is never destroyed while the node its
+    record names has no VM of it.
+  - B(Orphans.) VMs whose uuid the registry does not know, and allocations of no instance or on a node where their
+    instance is not, are reported in RV(orphans) and deleted only with O(delete_orphans). Disks without a VM are not
+    found (the drivers report only the disks of VMs).
+  - B(Nodes that cannot be reached.) Their instances are reported in RV(unknown) and nothing about them changes.
+  - Work counts as interrupted only when its instance's lease is not held (a running operation's heartbeat renews it; a
+    dead run's lease ends within 30 seconds) and its records have not been written for a minute.
+  - Each action runs holding its instance's lease, and only when the records it read are unchanged; one that cannot is
+    reported with an C(error) and left for the next pass, and the others go on.
+options:
+  delete_orphans:
+    description: Destroy orphan VMs (with their disks) and free orphan allocations, instead of only reporting them.
+    type: bool
+    default: false
+  timeout:
+    description: The longest, in seconds, one hypervisor call (a listing, a destroy) may take.
+    type: int
+    default: 600
+extends_documentation_fragment:
+  - multihv.cloud.cloud
+attributes:
+  check_mode:
+    support: full
+    description: Returns the plan in RV(actions) and changes nothing, in the registry or on the hypervisors.
+  diff_mode:
+    support: none
+    description: RV(actions) says what was found and what is done, per instance.
+  idempotent:
+    support: full
+    description: A second pass after a successful one finds nothing to do.
+notes:
+  - Orphan VMs are the VMs that carry this collection's metadata (libvirt domain metadata, vSphere annotations) and whose
+    uuid this registry does not have; do not use O(delete_orphans) where two registries share a hypervisor.
+  - The instance HA pass (M(multihv.cloud.instance_ha)) does not run this module's steps yet.
+seealso:
+  - module: multihv.cloud.compute_node
+  - module: multihv.cloud.instance_info
+author:
+  - multihv.cloud developers (@multihv)
+'''
+
+EXAMPLES = r'''
+- name: See what the reconciler would do
+  multihv.cloud.reconcile:
+    cloud_file: /etc/multihv/cloud.yml
+  check_mode: true
+  register: plan
+
+- name: Reconcile, deleting orphan VMs and allocations too
+  multihv.cloud.reconcile:
+    cloud_file: /etc/multihv/cloud.yml
+    delete_orphans: true
+'''
+
+RETURN = r'''
+actions:
+  description:
+    - What the pass did (or, in check mode, would do), each with C(kind) (C(build), C(migration), C(power), C(stale) or
+      C(orphan)), C(uuid) and C(name) of the instance (none for the clean-up of a node's stale copies), C(node),
+      C(found) and C(does).
+    - C(error) when the action failed or was left for the next pass.
+  returned: always
+  type: list
+  elements: dict
+unknown:
+  description: Instances whose node cannot be reached, each with C(uuid), C(name), C(node), C(state) and C(reason);
+    nothing about them was changed.
+  returned: always
+  type: list
+  elements: dict
+missing:
+  description: Running or stopped instances whose node answers but has no VM of them, each with C(uuid), C(name), C(node),
+    C(state) and C(reason); rebuild or delete them.
+  returned: always
+  type: list
+  elements: dict
+orphans:
+  description: VMs with no record (C(kind=vm), with C(uuid), C(name), C(node), C(power_state)) and allocations of no
+    instance or on a node where their instance is not (C(kind=allocation), with C(uuid), C(name), C(node), C(reason)).
+  returned: always
+  type: list
+  elements: dict
+'''
+
+from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import reconcile as _reconcile
+
+OPTIONS = {
+    'delete_orphans': {'type': 'bool', 'default': False},
+    'timeout': {'type': 'int', 'default': 600},
+}
+
+
+def main():
+    module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
+                           mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
+    p = module.params
+    with _args.cloud_session(module, p['timeout']) as ctx:
+        result = _reconcile.run(ctx, p['delete_orphans'], module.check_mode)
+    failures = result.pop('failures')
+    if failures:
+        module.fail_json(msg='%d reconciler action(s) failed: %s' % (len(failures), '; '.join(
+            '%s %s on %s: %s' % (f['kind'], f['name'] or f['uuid'] or '', f['node'], f['error']) for f in failures)), **result)
+    module.exit_json(**result)
+
+
+if __name__ == '__main__':
+    main()
