@@ -425,7 +425,8 @@ class FakeCloud:
 
     def __init__(self, world, directory):
         self.world = world
-        url = 'sqlite:///%s/registry.sqlite' % directory
+        self.path = '%s/registry.sqlite' % directory  # the registry's file
+        url = 'sqlite:///%s' % self.path
         self.config = _config.parse({'registry': {'url': url}}, 'the fake cloud', {})
         self.registry = Registry.open(url)
         self._others = itertools.count(1)
@@ -475,3 +476,16 @@ class FakeCloud:
 
 
 __all__ = ['CAPABILITIES', 'CLUSTER', 'CLUSTER_CAPABILITIES', 'FAKE', 'FakeCloud', 'FakeDriver', 'FakeWorld']
+
+
+@contextlib.contextmanager
+def two_node_cloud(tmp_path):
+    """The usual small cloud: fake1 (fenceable) and fake2 sharing the directory 'shared', flavor
+    small and image tick, in a FakeCloud over a registry in tmp_path."""
+    world = FakeWorld()
+    world.add_node('fake1', fence_command='true')
+    world.add_node('fake2')
+    with FakeCloud(world, tmp_path) as made:
+        made.flavor('small')
+        made.image('tick')
+        yield made

@@ -20,7 +20,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import leas
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import migrations as _migrations
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.context import Context
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
-from support.fake_driver import FakeCloud, FakeDriver, FakeWorld
+from support.fake_driver import FakeDriver, two_node_cloud
 
 LIFETIME = 0.6  # seconds: the old code's lease (one number, never renewed) ends long before the work
 
@@ -31,13 +31,7 @@ def cloud_fixture(tmp_path, monkeypatch):
     LIFETIME seconds and a wait of 0.2 s for an instance's."""
     monkeypatch.setattr(_leases, 'LEASE_LIFETIME_SECONDS', LIFETIME)
     monkeypatch.setattr(_leases, 'INSTANCE_LEASE_WAIT_SECONDS', 0.2)
-    world = FakeWorld()
-    world.add_node('fake1', fence_command='true')
-    world.add_node('fake2')
-    with FakeCloud(world, tmp_path) as made:
-        made.flavor('small')
-        made.image('tick')
-        made.path = str(tmp_path / 'registry.sqlite')
+    with two_node_cloud(tmp_path) as made:
         yield made
 
 

@@ -12,19 +12,13 @@ import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import reconcile
-from support.fake_driver import FakeCloud, FakeWorld
+from support.fake_driver import two_node_cloud
 
 
 @pytest.fixture(name='cloud')
 def cloud_fixture(tmp_path):
     """fake1 (fenceable) and fake2, sharing the directory 'shared'; flavor small, image tick."""
-    world = FakeWorld()
-    world.add_node('fake1', fence_command='true')
-    world.add_node('fake2')
-    with FakeCloud(world, tmp_path) as made:
-        made.flavor('small')
-        made.image('tick')
-        made.path = tmp_path / 'registry.sqlite'
+    with two_node_cloud(tmp_path) as made:
         yield made
 
 
