@@ -235,7 +235,7 @@ def rebuild(ctx, evacuation):
         registry.update_migration(migration.id, status='failed', error=str(exc), finished_at=utcnow())
         kind = errors.LeaseLost if isinstance(exc, errors.LeaseLost) else errors.MultihvError
         raise kind('evacuation %s of instance %s from %s to %s failed: %s; instance %s was not evacuated and is '
-                                  'still recorded on %s' % (migration.id, record.name, node, dest, exc, record.name, node)) from exc
+                   'still recorded on %s' % (migration.id, record.name, node, dest, exc, record.name, node)) from exc
     with evacuation.lease.guarded(registry):
         instance = registry.update_instance(inst_uuid, node=dest, host=state.host)[1]
         registry.release(inst_uuid, node=node)

@@ -295,7 +295,7 @@ def _rebuild(ctx, record, image_name, user_data, lease):
         registry.update_instance(record.uuid, state='error')
         kind = errors.LeaseLost if isinstance(exc, errors.LeaseLost) else errors.MultihvError
         raise kind('rebuild of instance %s on %s failed after its old VM was destroyed: %s; the instance is '
-                                  'in state error: rebuild it again or delete it' % (record.name, record.node, exc)) from exc
+                   'in state error: rebuild it again or delete it' % (record.name, record.node, exc)) from exc
     with lease.guarded():
         return registry.update_instance(record.uuid, image=image['name'], host=state.host,
                                         state='stopped' if record.state == 'stopped' else 'running')[1]
