@@ -58,8 +58,8 @@ class Context:
                                                           self.kind_capabilities))
 
     def serving(self, node):
-        """The driver whose endpoint serves node, or None."""
-        return next((d for d in self.drivers if d.serves(node) or d.endpoint_name() == node), None)
+        """The driver whose endpoint serves node (or is named node), or None."""
+        return _nodes.serving(self.drivers, node) or next((d for d in self.drivers if d.endpoint_name() == node), None)
 
     def driver_for(self, node):
         driver = self.serving(node)
@@ -70,9 +70,9 @@ class Context:
     def hypervisor_type(self, node):
         """The node's hypervisor type: from the endpoint whose names it follows, else from the live
         views; None for a node the cloud does not have."""
-        driver = next((d for d in self.drivers if d.serves(node)), None)
-        if driver is not None:
-            return driver.hypervisor_type
+        kind = _nodes.hypervisor_type_of(self.drivers, node)
+        if kind is not None:
+            return kind
         view = self.view(node)
         return view.hypervisor_type if view else None
 
