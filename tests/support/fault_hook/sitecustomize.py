@@ -1,0 +1,63 @@
+"""A test-only injection point, loaded into the module's Python process through PYTHONPATH (the
+collection's code knows nothing of it). MULTIHV_TEST_PAUSE names a function of the collection as
+`module:Qualified.name` with `:before` or `:after`; when a call of it is reached, the file named by
+MULTIHV_TEST_PAUSE_MARK is written and the process sleeps, so that the test kills the controller
+exactly there (between two steps of an operation). Nothing happens when MULTIHV_TEST_PAUSE is unset."""
+
+import importlib.abc
+import os
+import sys
+import time
+
+SPEC = os.environ.get('MULTIHV_TEST_PAUSE')
+
+
+def _pause(mark):
+    with open(mark, 'w', encoding='utf-8') as out:
+        out.write('%d\n' % os.getpid())
+    time.sleep(600)  # the test kills the process group long before
+
+
+def _wrap(function, when, mark):
+    def paused(*args, **kwargs):
+        if when == 'before':
+            _pause(mark)
+        result = function(*args, **kwargs)
+        if when == 'after':
+            _pause(mark)
+        return result
+    return paused
+
+
+class _Patcher(importlib.abc.MetaPathFinder):
+    """Finds the named module through the other finders and patches it once it is loaded."""
+
+    def __init__(self, module, qualname, when, mark):
+        self.module, self.qualname, self.when, self.mark = module, qualname, when, mark
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname != self.module:
+            return None
+        for finder in sys.meta_path:
+            if finder is self or not hasattr(finder, 'find_spec'):
+                continue
+            spec = finder.find_spec(fullname, path, target)
+            if spec is not None and spec.loader is not None:
+                run = spec.loader.exec_module
+                patcher = self
+
+                def exec_module(module, run=run):
+                    run(module)
+                    owner, name = module, patcher.qualname
+                    while '.' in name:
+                        head, name = name.split('.', 1)
+                        owner = getattr(owner, head)
+                    setattr(owner, name, _wrap(getattr(owner, name), patcher.when, patcher.mark))
+                spec.loader.exec_module = exec_module
+                return spec
+        return None
+
+
+if SPEC:
+    _module, _qualname, _when = SPEC.split(':')
+    sys.meta_path.insert(0, _Patcher(_module, _qualname, _when, os.environ['MULTIHV_TEST_PAUSE_MARK']))
