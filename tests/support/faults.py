@@ -17,6 +17,32 @@ HOOK = pathlib.Path(__file__).resolve().parent / 'fault_hook'
 MODULE_UTILS = 'ansible_collections.multihv.cloud.plugins.module_utils.'
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below pid, children before their parents' siblings' children."""
+    children: dict[int, list[int]] = {}
+    for stat in pathlib.Path('/proc').glob('[0-9]*/stat'):
+        try:
+            fields = stat.read_text().rsplit(')', 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def alive(pid: int) -> bool:
+    """Still a live process (not gone, not a zombie waiting for its parent)?"""
+    try:
+        state = pathlib.Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != 'Z'
+
+
 class Controller:
     """One ansible-playbook run of `module` with `args`, started in a session of its own."""
 
@@ -30,7 +56,7 @@ class Controller:
                        MULTIHV_TEST_PAUSE=MODULE_UTILS + pause, MULTIHV_TEST_PAUSE_MARK=str(self.mark))
         self.log = tmp_path / f'{name}.log'
         with open(self.log, 'w', encoding='utf-8') as out:
-            self.process = subprocess.Popen(['ansible-playbook', '-i', 'localhost,', '-c', 'local', str(playbook)], cwd=REPO,
+            self.process = subprocess.Popen(['ansible-playbook', str(playbook)], cwd=REPO,
                                             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.started = time.monotonic()
 
@@ -44,15 +70,35 @@ class Controller:
         return self
 
     def kill(self):
-        """SIGKILL the controller and every process it started (the module's Python too)."""
-        try:
-            os.killpg(self.process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
+        """SIGKILL the controller and every process it started, as a lost pod ends them all: ansible's
+        workers start sessions of their own, so the module's Python is found as a descendant, not a group."""
+        doomed = descendants(self.process.pid) + [self.process.pid]
+        for pid in doomed:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.process.wait(timeout=30)
+        wait_for(lambda: not any(alive(pid) for pid in doomed), 30, 'the killed controller processes to go')
 
     def wait(self, timeout: float = 600) -> int:
         return self.process.wait(timeout=timeout)
 
     def output(self) -> str:
         return self.log.read_text(errors='replace')[-4000:]
+
+
+def scrub(lab, tmp_path):
+    """After a fault test, pass or fail: every domain and instance file of the instances its registry
+    knows goes, so that a failure leaves nothing for the next test to trip over."""
+    from support.cloud import registry_rows  # pylint: disable=import-outside-toplevel
+    from support.invariants import instance_files  # pylint: disable=import-outside-toplevel
+    from support.lab import remove_domains  # pylint: disable=import-outside-toplevel
+    if not (tmp_path / 'registry.sqlite').exists():
+        return
+    rows = registry_rows(tmp_path, 'SELECT uuid, name FROM instances')
+    remove_domains([lab.uri(host) for host in lab.hosts], [name for _uuid, name in rows])
+    known = set(inst_uuid for inst_uuid, _name in rows)
+    for inst_uuid, _host, path in instance_files(lab):
+        if inst_uuid in known:
+            path.unlink(missing_ok=True)

@@ -29,6 +29,24 @@ def _wrap(function, when, mark):
     return paused
 
 
+class _PatchingLoader(importlib.abc.Loader):
+    """Runs the module with its own loader, then wraps the named function."""
+
+    def __init__(self, loader, patcher):
+        self.loader, self.patcher = loader, patcher
+
+    def create_module(self, spec):
+        return self.loader.create_module(spec)
+
+    def exec_module(self, module):
+        self.loader.exec_module(module)
+        owner, name = module, self.patcher.qualname
+        while '.' in name:
+            head, name = name.split('.', 1)
+            owner = getattr(owner, head)
+        setattr(owner, name, _wrap(getattr(owner, name), self.patcher.when, self.patcher.mark))
+
+
 class _Patcher(importlib.abc.MetaPathFinder):
     """Finds the named module through the other finders and patches it once it is loaded."""
 
@@ -43,17 +61,7 @@ class _Patcher(importlib.abc.MetaPathFinder):
                 continue
             spec = finder.find_spec(fullname, path, target)
             if spec is not None and spec.loader is not None:
-                run = spec.loader.exec_module
-                patcher = self
-
-                def exec_module(module, run=run):
-                    run(module)
-                    owner, name = module, patcher.qualname
-                    while '.' in name:
-                        head, name = name.split('.', 1)
-                        owner = getattr(owner, head)
-                    setattr(owner, name, _wrap(getattr(owner, name), patcher.when, patcher.mark))
-                spec.loader.exec_module = exec_module
+                spec.loader = _PatchingLoader(spec.loader, self)  # the finder's loader serves other modules too
                 return spec
         return None
 
