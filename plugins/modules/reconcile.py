@@ -22,7 +22,8 @@ description:
     C(failed) and the instance C(error). The allocation the instance no longer uses is freed. An evacuation whose source
     is forced down is judged from its target alone.
   - B(Power states.) An instance recorded running whose VM is shut off is recorded C(stopped), and the other way. One
-    whose node has no VM of it is reported in RV(missing), not changed.
+    whose node has no VM of it is reported in RV(missing), not changed. An instance a run works on (its lease is held, or a
+    migration of it is unfinished) is left to that run.
   - B(Stale copies.) A copy of an evacuated instance on a node that is not the one its record names, and that answers,
     is destroyed (local disks removed, shared kept), whatever the evacuation's status; evacuations C(done) are cleaned
     as M(multihv.cloud.compute_node) does when their node comes back. A copy is never destroyed while the node its

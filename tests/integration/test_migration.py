@@ -17,7 +17,7 @@ import pytest
 
 from support import guest
 from support.cloud import allocations, boot, console_log, domain_active, domains, registry_rows, ticks, vcsim_vm, wait_ticks
-from support.lab import ansible_module, qemu_processes, serial, wait_for
+from support.lab import ansible_module, incoming_qemu, serial, wait_for
 
 
 def migrate(cloud, expect_failure=False, **args):
@@ -117,11 +117,6 @@ def test_check_mode_says_where_it_would_go(lab, cloud, tmp_path):
     result = ansible_module('multihv.cloud.migrate', dict(cloud, instance='mig-check'), check=True)
     assert result['changed'] is True and result['migration']['dest_node'] == 'kvm2' and result['migration']['status'] == 'would run'
     assert domain_active(lab, 'kvm1', 'mig-check') and allocations(tmp_path) == {'kvm1': 32}
-
-
-def incoming_qemu(name):
-    """The pid of the QEMU waiting for an incoming migration of guest `name`, or None."""
-    return next((pid for pid, args in qemu_processes(name).items() if b'-incoming' in args), None)
 
 
 def test_killing_the_target_mid_migration_leaves_the_guest_on_the_source(lab, cloud, tmp_path):

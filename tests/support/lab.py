@@ -212,6 +212,11 @@ def qemu_processes(name: str) -> dict[int, list[bytes]]:
     return found
 
 
+def incoming_qemu(name: str) -> int | None:
+    """The pid of the QEMU waiting for an incoming migration of guest `name`, or None."""
+    return next((pid for pid, args in qemu_processes(name).items() if b'-incoming' in args), None)
+
+
 def qemu_running(name: str) -> bool:
     """Is a QEMU process for domain `name` alive on this machine (in any namespace)?"""
     return bool(qemu_processes(name))

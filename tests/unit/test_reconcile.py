@@ -200,6 +200,19 @@ def test_power_states_are_recorded_as_the_hypervisor_reports_them(cloud):
     second_pass_does_nothing(cloud)
 
 
+def test_the_power_of_an_instance_a_run_works_on_is_left_to_that_run(cloud):
+    """A cold move stops the VM first: its record says running until the move ends, and a pass meanwhile
+    must neither record it stopped nor fail on the lease the move holds."""
+    _record, _migration = interrupted_migration(cloud, 'moving', migration_type='cold', status='running')
+    cloud.world.vm('moving').power = 'stopped'
+    busy = cloud.boot('busy', node='fake2')
+    cloud.world.vm('busy').power = 'stopped'
+    assert cloud.registry.acquire_lease('instance:%s' % busy.uuid, 'a live reboot', 60)
+    result = reconcile.run(cloud.context())  # settle_seconds as shipped: the move is not left yet
+    assert (result['actions'], result['failures']) == ([], [])
+    assert dict((i.name, i.state) for i in cloud.registry.list_instances()) == {'moving': 'running', 'busy': 'running'}
+
+
 def test_a_stale_copy_of_a_failed_evacuation_on_the_returned_host_is_destroyed_with_its_shared_disk_kept(cloud):
     record = cloud.boot('vm1', node='fake1', storage='shared')
     cloud.world.power_loss('fake1')

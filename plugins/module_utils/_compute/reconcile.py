@@ -18,6 +18,7 @@ once), it plans and then carries out, step by step:
   an error saying the reconciler decided, and the allocation no longer used is freed;
 - power: an instance recorded running whose VM is shut off is recorded stopped, and the
   other way (Nova's _sync_power_states); one whose node has no VM of it is reported missing;
+  one that a run works on (its lease is live, or it has an unfinished migration) is left alone;
 - stale: copies of evacuated instances on a node that is not their record's node and
   answers are destroyed, for every evacuation status (local disks removed, shared kept);
   evacuations in 'done' go through evacuation.clean_stale, as compute_node does;
@@ -289,8 +290,12 @@ def _keep(copies, source, dest, evacuation):
 
 
 def plan_power(plan):
+    # A VM an operation is working on (a cold move stops it first) is not the record's to follow yet.
+    moving = set(m.instance_uuid for m in plan.registry.list_migrations() if m.status in ACTIVE)
     for record in plan.records.values():
         if record.uuid in plan.handled or record.state not in RECORDED_POWER:
+            continue
+        if record.uuid in moving or lease_is_live(plan.registry, record.uuid):
             continue
         reason = plan.survey.blind(record.node)
         if reason:
