@@ -4,7 +4,10 @@
 from __future__ import annotations
 
 import os
+import pathlib
+import re
 import signal
+import subprocess
 import time
 
 from support import invariants
@@ -12,7 +15,7 @@ from support.cloud import boot, console_log, registry_rows, wait_ticks
 import pytest
 
 from support.faults import Controller, scrub
-from support.lab import ansible_module, incoming_qemu, qemu_processes, wait_for
+from support.lab import ansible_module, incoming_qemu, qemu_processes, serial, wait_for
 
 # A killed controller's lease ends within its lifetime (30 s); the reconciler also waits until
 # the interrupted work's records have been quiet for twice that (reconcile.SETTLE_SECONDS).
@@ -27,6 +30,13 @@ def scrubbed(lab, tmp_path):
 
 def reconcile(cloud, **args):
     return ansible_module('multihv.cloud.reconcile', dict(cloud, **args))
+
+
+def run_lab_host(action, lab, host):
+    """kvm-host ACTION for a lab host (restart: its libvirtd only), then wait until it answers."""
+    subprocess.run([str(lab.dir / 'bin' / 'kvm-host'), action, lab.hosts[host]['dir']], check=True, timeout=120,
+                   capture_output=True)
+    wait_for(lambda: lab.answers(host), 60, f'{host} to answer')
 
 
 def url(tmp_path):
@@ -110,4 +120,105 @@ def test_controllers_killed_mid_live_block_and_cold_migration(lab, cloud, tmp_pa
 
     invariants.assert_hold(lab, url(tmp_path), running=['kill-live', 'kill-block', 'kill-cold'])
     invariants.ticked_on(live_log, before)
+    assert reconcile(cloud)['changed'] is False
+
+
+def test_controller_killed_mid_evacuation(lab, cloud, tmp_path):
+    """kvm2 loses power; its evacuation is killed after the instance was rebuilt on kvm1 from its shared
+    disk and before the records said so. The reconciler records it on kvm1 (the source is fenced and
+    forced down, so its copy cannot run unseen); once kvm2 is back, its stale copy goes, the disk kept."""
+    record = boot(cloud, 'kill-evac', node='kvm2')
+    wait_ticks(console_log(lab, record))
+    with lab.power_loss('kvm2'):
+        run = Controller(tmp_path, 'multihv.cloud.evacuate', dict(cloud, node='kvm2'), name='evacuate',
+                         pause='_compute.instances:spawn_in_state:after').paused()
+        assert migration_rows(tmp_path, 'kill-evac') == [('evacuation', 'running', 'kvm2', 'kvm1')]
+        assert registry_rows(tmp_path, "SELECT node FROM instances") == [('kvm2',)]
+        run.kill()
+        killed = time.monotonic()
+        early = reconcile(cloud)
+        assert early['actions'] == [], 'the reconciler acted while the evacuation\'s lease was live'
+        time.sleep(max(0, SETTLED_AFTER - (time.monotonic() - killed)))
+        result = reconcile(cloud)
+        assert [(a['kind'], a['name'], a['node']) for a in result['actions']] == [('migration', 'kill-evac', 'kvm1')]
+        assert 'the source is forced down' in result['actions'][0]['found']
+        assert registry_rows(tmp_path, "SELECT node, state FROM instances") == [('kvm1', 'running')]
+        assert migration_rows(tmp_path, 'kill-evac') == [('evacuation', 'done', 'kvm2', 'kvm1')]
+    # kvm2 boots with the instance's old domain defined (shut off): a stale copy on the shared disk.
+    result = reconcile(cloud)
+    assert [(a['kind'], a['node']) for a in result['actions']] == [('stale', 'kvm2')], result['actions']
+    assert 'shared kept' in result['actions'][0]['does']
+    invariants.assert_hold(lab, url(tmp_path), running=['kill-evac'])
+    assert (pathlib.Path(lab.info['shared_instance_path']) / f"{record['uuid']}.qcow2").exists()
+    assert reconcile(cloud)['changed'] is False
+
+
+def test_a_second_migrate_during_a_long_migration_is_refused_and_the_first_completes(lab, cloud, tmp_path):
+    """A live migration held up for longer than a minute (its target QEMU frozen): its lease outlives
+    its 30 s lifetime because the heartbeat renews it, so a second migrate of the instance, a minute
+    in, is refused naming the holder, and the reconciler leaves it alone. Thawed, the first completes."""
+    record = boot(cloud, 'slow-move')
+    log = console_log(lab, record)
+    before = wait_ticks(log)[-1]
+    first = Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance='slow-move', mode='live', bandwidth=1), name='first')
+    pid = wait_for(lambda: incoming_qemu('slow-move'), 120, 'the target QEMU of the migration', interval=0.01)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: migration_rows(tmp_path, 'slow-move') == [('live', 'running', 'kvm1', 'kvm2')], 60, 'the migration to run')
+        time.sleep(max(0, 62 - (time.monotonic() - first.started)))
+        assert first.process.poll() is None
+        second = ansible_module('multihv.cloud.migrate', dict(cloud, instance='slow-move', mode='live'), expect_failure=True)
+        assert re.search(r'lease instance:\S+ is held by \S+ \(migrate\) until \S+Z; another run works on instance', second['msg']), second['msg']
+        assert reconcile(cloud)['actions'] == []
+        assert migration_rows(tmp_path, 'slow-move') == [('live', 'running', 'kvm1', 'kvm2')]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert first.wait(timeout=300) == 0, first.output()
+    assert migration_rows(tmp_path, 'slow-move') == [('live', 'completed', 'kvm1', 'kvm2')]
+    invariants.assert_hold(lab, url(tmp_path), running=['slow-move'])
+    invariants.ticked_on(log, before)
+    assert reconcile(cloud)['changed'] is False
+
+
+def test_the_destination_losing_power_mid_block_migration(lab, cloud, tmp_path):
+    """The move fails and says so; the guest runs on at the source. When kvm2 boots again it holds the
+    half-copied local disk: the reconciler removes it."""
+    record = boot(cloud, 'lost-dest', storage='local')
+    log = console_log(lab, record)
+    before = wait_ticks(log)[-1]
+    moving = Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance='lost-dest', mode='block', bandwidth=1), name='move')
+    pid = wait_for(lambda: incoming_qemu('lost-dest'), 120, 'the target QEMU of the migration', interval=0.01)
+    os.kill(pid, signal.SIGSTOP)  # held mid-copy; the power loss kills it
+    wait_for(lambda: migration_rows(tmp_path, 'lost-dest') == [('block', 'running', 'kvm1', 'kvm2')], 60, 'the migration to run')
+    with lab.power_loss('kvm2'):
+        assert moving.wait(timeout=300) != 0
+        assert 'failed' in moving.output()
+    assert migration_rows(tmp_path, 'lost-dest') == [('block', 'failed', 'kvm1', 'kvm2')]
+    reconcile(cloud)
+    invariants.assert_hold(lab, url(tmp_path), running=['lost-dest'])
+    wait_ticks(log, after=before)
+    assert len(serial(log)) == 1, 'the guest booted again'
+    assert reconcile(cloud)['changed'] is False
+
+
+def test_libvirtd_restarted_mid_live_migration(lab, cloud, tmp_path):
+    """The source's libvirtd restarts while the move runs (its guests live on): the move fails or
+    completes, and says which; the guest keeps running on exactly one host."""
+    record = boot(cloud, 'restarted')
+    log = console_log(lab, record)
+    before = wait_ticks(log)[-1]
+    moving = Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance='restarted', mode='live', bandwidth=1), name='move')
+    pid = wait_for(lambda: incoming_qemu('restarted'), 120, 'the target QEMU of the migration', interval=0.01)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_for(lambda: migration_rows(tmp_path, 'restarted') == [('live', 'running', 'kvm1', 'kvm2')], 60, 'the migration to run')
+        run_lab_host('restart', lab, 'kvm1')
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    moving.wait(timeout=300)
+    (_kind, status, _source, _dest), = migration_rows(tmp_path, 'restarted')
+    assert status in ('failed', 'completed'), moving.output()
+    reconcile(cloud)
+    invariants.assert_hold(lab, url(tmp_path), running=['restarted'])
+    invariants.ticked_on(log, before)
     assert reconcile(cloud)['changed'] is False
