@@ -23,9 +23,15 @@ SETTLED_AFTER = 62
 
 
 @pytest.fixture(autouse=True)
-def scrubbed(lab, tmp_path):
+def scrubbed(lab, cloud, tmp_path):  # pylint: disable=unused-argument  # torn down before cloud, while the records are there
     yield
     scrub(lab, tmp_path)
+
+
+@pytest.fixture(name='before')
+def before_fixture(lab):
+    """The lab's domains and instance files before the test (see invariants.present)."""
+    return invariants.present(lab)
 
 
 def reconcile(cloud, **args):
@@ -43,7 +49,7 @@ def url(tmp_path):
     return f'sqlite:///{tmp_path}/registry.sqlite'
 
 
-def test_controller_killed_mid_boot(lab, cloud, tmp_path):
+def test_controller_killed_mid_boot(lab, cloud, tmp_path, before):
     run = Controller(tmp_path, 'multihv.cloud.instance', dict(cloud, name='kill-boot', flavor='tiny', image='tick', node='kvm1'),
                      pause='_compute.instances:spawn_in_state:after').paused()
     (inst_uuid, state), = registry_rows(tmp_path, "SELECT uuid, state FROM instances WHERE name = 'kill-boot'")
@@ -57,7 +63,7 @@ def test_controller_killed_mid_boot(lab, cloud, tmp_path):
     result = reconcile(cloud)
     assert [(a['kind'], a['uuid']) for a in result['actions']] == [('build', inst_uuid)]
     assert registry_rows(tmp_path, "SELECT state FROM instances WHERE name = 'kill-boot'") == [('error',)]
-    invariants.assert_hold(lab, url(tmp_path))
+    invariants.assert_hold(lab, url(tmp_path), before=before)
     assert reconcile(cloud)['changed'] is False
 
 
@@ -66,7 +72,7 @@ def migration_rows(tmp_path, name):
                                    f"JOIN instances i ON i.uuid = m.instance_uuid WHERE i.name = '{name}'")
 
 
-def test_controllers_killed_mid_live_block_and_cold_migration(lab, cloud, tmp_path):
+def test_controllers_killed_mid_live_block_and_cold_migration(lab, cloud, tmp_path, before):
     """Three moves at once, each killed at its own step; one reconciler pass once they settled. The live
     and block moves are slowed (1 MiB/s) and killed while both QEMU processes exist; the cold one is
     paused by the hook between defining the VM on the target and removing it from the source."""
@@ -118,12 +124,12 @@ def test_controllers_killed_mid_live_block_and_cold_migration(lab, cloud, tmp_pa
     assert 'kvm2' in acted['kill-cold']['found'] and 'undefine the copy on kvm1' in acted['kill-cold']['does']
     assert placed['kill-cold'] == 'kvm2' and migration_rows(tmp_path, 'kill-cold') == [('cold', 'completed', 'kvm1', 'kvm2')]
 
-    invariants.assert_hold(lab, url(tmp_path), running=['kill-live', 'kill-block', 'kill-cold'])
+    invariants.assert_hold(lab, url(tmp_path), before=before, running=['kill-live', 'kill-block', 'kill-cold'])
     invariants.ticked_on(live_log, before)
     assert reconcile(cloud)['changed'] is False
 
 
-def test_controller_killed_mid_evacuation(lab, cloud, tmp_path):
+def test_controller_killed_mid_evacuation(lab, cloud, tmp_path, before):
     """kvm2 loses power; its evacuation is killed after the instance was rebuilt on kvm1 from its shared
     disk and before the records said so. The reconciler records it on kvm1 (the source is fenced and
     forced down, so its copy cannot run unseen); once kvm2 is back, its stale copy goes, the disk kept."""
@@ -148,12 +154,12 @@ def test_controller_killed_mid_evacuation(lab, cloud, tmp_path):
     result = reconcile(cloud)
     assert [(a['kind'], a['node']) for a in result['actions']] == [('stale', 'kvm2')], result['actions']
     assert 'shared kept' in result['actions'][0]['does']
-    invariants.assert_hold(lab, url(tmp_path), running=['kill-evac'])
+    invariants.assert_hold(lab, url(tmp_path), before=before, running=['kill-evac'])
     assert (pathlib.Path(lab.info['shared_instance_path']) / f"{record['uuid']}.qcow2").exists()
     assert reconcile(cloud)['changed'] is False
 
 
-def test_a_second_migrate_during_a_long_migration_is_refused_and_the_first_completes(lab, cloud, tmp_path):
+def test_a_second_migrate_during_a_long_migration_is_refused_and_the_first_completes(lab, cloud, tmp_path, before):
     """A live migration held up for longer than a minute (its target QEMU frozen): its lease outlives
     its 30 s lifetime because the heartbeat renews it, so a second migrate of the instance, a minute
     in, is refused naming the holder, and the reconciler leaves it alone. Thawed, the first completes."""
@@ -175,12 +181,12 @@ def test_a_second_migrate_during_a_long_migration_is_refused_and_the_first_compl
         os.kill(pid, signal.SIGCONT)
     assert first.wait(timeout=300) == 0, first.output()
     assert migration_rows(tmp_path, 'slow-move') == [('live', 'completed', 'kvm1', 'kvm2')]
-    invariants.assert_hold(lab, url(tmp_path), running=['slow-move'])
+    invariants.assert_hold(lab, url(tmp_path), before=before, running=['slow-move'])
     invariants.ticked_on(log, before)
     assert reconcile(cloud)['changed'] is False
 
 
-def test_the_destination_losing_power_mid_block_migration(lab, cloud, tmp_path):
+def test_the_destination_losing_power_mid_block_migration(lab, cloud, tmp_path, before):
     """The move fails and says so; the guest runs on at the source. When kvm2 boots again it holds the
     half-copied local disk: the reconciler removes it."""
     record = boot(cloud, 'lost-dest', storage='local')
@@ -195,13 +201,13 @@ def test_the_destination_losing_power_mid_block_migration(lab, cloud, tmp_path):
         assert 'failed' in moving.output()
     assert migration_rows(tmp_path, 'lost-dest') == [('block', 'failed', 'kvm1', 'kvm2')]
     reconcile(cloud)
-    invariants.assert_hold(lab, url(tmp_path), running=['lost-dest'])
+    invariants.assert_hold(lab, url(tmp_path), before=before, running=['lost-dest'])
     wait_ticks(log, after=before)
     assert len(serial(log)) == 1, 'the guest booted again'
     assert reconcile(cloud)['changed'] is False
 
 
-def test_libvirtd_restarted_mid_live_migration(lab, cloud, tmp_path):
+def test_libvirtd_restarted_mid_live_migration(lab, cloud, tmp_path, before):
     """The source's libvirtd restarts while the move runs (its guests live on): the move fails or
     completes, and says which; the guest keeps running on exactly one host."""
     record = boot(cloud, 'restarted')
@@ -219,6 +225,6 @@ def test_libvirtd_restarted_mid_live_migration(lab, cloud, tmp_path):
     (_kind, status, _source, _dest), = migration_rows(tmp_path, 'restarted')
     assert status in ('failed', 'completed'), moving.output()
     reconcile(cloud)
-    invariants.assert_hold(lab, url(tmp_path), running=['restarted'])
+    invariants.assert_hold(lab, url(tmp_path), before=before, running=['restarted'])
     invariants.ticked_on(log, before)
     assert reconcile(cloud)['changed'] is False

@@ -82,9 +82,17 @@ def simulator_vms(lab) -> collections.Counter:
         Disconnect(si)
 
 
-def violations(lab, registry_url: str, running=(), vsphere=()) -> list[str]:
+def present(lab) -> frozenset:
+    """The uuids of every domain and instance file in the lab now: what a test found before its fault
+    (another test's leftovers are that test's failure, not this one's)."""
+    return frozenset(lab_domains(lab)) | frozenset(inst_uuid for inst_uuid, _host, _path in instance_files(lab))
+
+
+def violations(lab, registry_url: str, running=(), vsphere=(), before=frozenset()) -> list[str]:
     """What is wrong, as sentences (empty when every invariant holds). running: names of instances
-    that were running before the fault and must still run; vsphere: names of vSphere instances."""
+    that were running before the fault and must still run; vsphere: names of vSphere instances;
+    before: present(lab) when the test began (those uuids' domains and files without a record are
+    not this test's)."""
     registry = Registry.open(registry_url, upgrade=False)
     try:
         records = registry.list_instances()
@@ -109,10 +117,10 @@ def violations(lab, registry_url: str, running=(), vsphere=()) -> list[str]:
             wrong.append('instance %s is recorded %s but its domain on %s is %s' % (
                 record.name, record.state, record.node, 'active' if where[record.node] else 'shut off'))
     for inst_uuid, count in processes.items():
-        if inst_uuid in domains and inst_uuid not in by_uuid:
+        if inst_uuid in domains and inst_uuid not in by_uuid and inst_uuid not in before:
             wrong.append('a QEMU process (x%d) runs for domain %s, which has no record' % (count, inst_uuid))
     for inst_uuid, hosts in domains.items():
-        if inst_uuid not in by_uuid and _managed(lab, inst_uuid, hosts):
+        if inst_uuid not in by_uuid and inst_uuid not in before and _managed(lab, inst_uuid, hosts):
             wrong.append('domain %s is defined on %s and has no record' % (inst_uuid, sorted(hosts)))
 
     if vsphere:
@@ -140,9 +148,9 @@ def violations(lab, registry_url: str, running=(), vsphere=()) -> list[str]:
 
     for inst_uuid, host, path in instance_files(lab):
         record = by_uuid.get(inst_uuid)
-        if record is None:
+        if record is None and inst_uuid not in before:
             wrong.append('file %s belongs to no instance' % path)
-        elif host is not None and record.node != host:
+        elif record is not None and host is not None and record.node != host:
             wrong.append('file %s is on %s, instance %s is on %s' % (path, host, record.name, record.node))
 
     for name in running:
@@ -161,8 +169,8 @@ def _managed(lab, inst_uuid, hosts) -> bool:
         conn.close()
 
 
-def assert_hold(lab, registry_url: str, running=(), vsphere=()):
-    wrong = violations(lab, registry_url, running, vsphere)
+def assert_hold(lab, registry_url: str, running=(), vsphere=(), before=frozenset()):
+    wrong = violations(lab, registry_url, running, vsphere, before)
     assert not wrong, 'invariants broken:\n  ' + '\n  '.join(wrong)
 
 
