@@ -19,8 +19,8 @@ description:
   - On vSphere, a move inside a cluster node is a vMotion to O(target_host) (RelocateVM_Task); a move to another
     cluster node of the same vCenter is a relocation. C(cold) powers the VM off for the move.
   - Without O(target_node) (and O(target_host)) the scheduler chooses, without the source node and honouring the
-    instance's server group and capacity. Resources are claimed on the target before anything moves, so a target
-    without room refuses at once.
+    instance's server group and capacity. Resources are claimed on the target once the migration is recorded and
+    before anything moves, so a target without room refuses at once (the migration is recorded C(failed), with why).
   - Each move has a migration record (accepted, preparing, running, then completed, failed or cancelled) with the
     hypervisor's job statistics; it is returned. A move that fails leaves the instance running where it was.
   - The module waits for the moves it starts; use Ansible's C(async) with C(poll) set to 0 to go on meanwhile.

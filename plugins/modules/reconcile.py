@@ -19,8 +19,10 @@ description:
     lease no run holds is made to agree with where the VM is. On the target only, the instance is recorded there
     and the migration C(completed); on the source only, the migration C(failed); on both, the running copy is kept and the
     other undefined (its disk removed only on C(local) storage, never a shared one); on neither, the migration
-    C(failed) and the instance C(error). The allocation the instance no longer uses is freed. An evacuation whose source
-    is forced down is judged from its target alone.
+    C(failed) and the instance C(error). The allocation the instance no longer uses is freed. When its VM is on one
+    side, the files the move left in the local instance directory of the other side (a block or cold migration's
+    partial copy, or the source's old disk) are removed; when it has no VM anywhere, every file is kept. An evacuation
+    whose source is forced down is judged from its target alone.
   - B(Power states.) An instance recorded running whose VM is shut off is recorded C(stopped), and the other way. One
     whose node has no VM of it is reported in RV(missing), not changed. An instance a run works on (its lease is held, or a
     migration of it is unfinished) is left to that run.
@@ -28,9 +30,17 @@ description:
     is destroyed (local disks removed, shared kept), whatever the evacuation's status; evacuations C(done) are cleaned
     as M(multihv.cloud.compute_node) does when their node comes back. A copy is never destroyed while the node its
     record names has no VM of it.
-  - B(Orphans.) VMs whose uuid the registry does not know, and allocations of no instance or on a node where their
-    instance is not, are reported in RV(orphans) and deleted only with O(delete_orphans). Disks without a VM are not
-    found (the drivers report only the disks of VMs).
+  - B(Files left behind.) Files of an instance (C(<uuid>.qcow2), C(<uuid>.console.log)) in the local instance directory
+    of a KVM host that is not the one its record names and has no VM of it, left by an interrupted migration or an
+    evacuation, are removed, only while its VM is on the node its record names and no run works on it. Shared files are
+    never removed this way, nor a file with the path of one of its VM's files unless the hosts show, by a marker file,
+    that their local directories are two directories. While the node its record names has no VM of it, such files may
+    hold its only disk and are kept.
+  - B(Orphans.) VMs whose uuid the registry does not know, files in the instance directories named after such a uuid
+    (C(kind=file), not those of an orphan VM, which go with it), and allocations of no instance or on a node where
+    their instance is not, are reported in RV(orphans) and deleted only with O(delete_orphans). A file in a shared
+    directory is deleted once, and only while every endpoint answers (one that does not may run a VM from it). vSphere
+    instances have no files apart from their VM, so none are reported there.
   - B(Nodes that cannot be reached.) Their instances are reported in RV(unknown) and nothing about them changes.
   - Work counts as interrupted only when its instance's lease is not held (a running operation's heartbeat renews it; a
     dead run's lease ends within 30 seconds) and its records have not been written for a minute.
@@ -38,7 +48,8 @@ description:
     reported with an C(error) and left for the next pass, and the others go on.
 options:
   delete_orphans:
-    description: Destroy orphan VMs (with their disks) and free orphan allocations, instead of only reporting them.
+    description: Destroy orphan VMs (with their disks), delete orphan files and free orphan allocations, instead of only
+      reporting them.
     type: bool
     default: false
   timeout:
@@ -59,7 +70,9 @@ attributes:
     description: A second pass after a successful one finds nothing to do.
 notes:
   - Orphan VMs are the VMs that carry this collection's metadata (libvirt domain metadata, vSphere annotations) and whose
-    uuid this registry does not have; do not use O(delete_orphans) where two registries share a hypervisor.
+    uuid this registry does not have; orphan files are files named C(<uuid>.*) in the instance directories of the cloud
+    file whose uuid this registry does not have. Do not use O(delete_orphans) where two registries share a hypervisor
+    or an instance directory.
   - The instance HA pass (M(multihv.cloud.instance_ha)) does not run this module's steps yet.
 seealso:
   - module: multihv.cloud.compute_node
@@ -75,7 +88,7 @@ EXAMPLES = r'''
   check_mode: true
   register: plan
 
-- name: Reconcile, deleting orphan VMs and allocations too
+- name: Reconcile, deleting orphan VMs, files and allocations too
   multihv.cloud.reconcile:
     cloud_file: /etc/multihv/cloud.yml
     delete_orphans: true
@@ -85,8 +98,8 @@ RETURN = r'''
 actions:
   description:
     - What the pass did (or, in check mode, would do), each with C(kind) (C(build), C(migration), C(power), C(stale) or
-      C(orphan)), C(uuid) and C(name) of the instance (none for the clean-up of a node's stale copies), C(node),
-      C(found) and C(does).
+      C(orphan)), C(uuid) and C(name) of the instance (neither for the clean-up of a node's stale copies, no name for
+      orphan files), C(node), C(found) and C(does).
     - C(error) when the action failed or was left for the next pass.
   returned: always
   type: list
@@ -104,8 +117,13 @@ missing:
   type: list
   elements: dict
 orphans:
-  description: VMs with no record (C(kind=vm), with C(uuid), C(name), C(node), C(power_state)) and allocations of no
-    instance or on a node where their instance is not (C(kind=allocation), with C(uuid), C(name), C(node), C(reason)).
+  description:
+    - VMs with no record (C(kind=vm), with C(uuid), C(name), C(node), C(power_state)).
+    - Files named after a uuid with no record (C(kind=file), with C(uuid), C(name) (the file's name), C(node) (a node that
+      sees it; a file in a shared directory is listed once per node that sees it), C(storage) (C(local) or C(shared)),
+      C(path) and C(reason) (which says when it is kept although O(delete_orphans) was given)).
+    - Allocations of no instance or on a node where their instance is not (C(kind=allocation), with C(uuid), C(name),
+      C(node), C(reason)).
   returned: always
   type: list
   elements: dict

@@ -18,9 +18,10 @@ import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
-    IMAGE_FILE, IMAGE_TEMPLATE, Capabilities, ComputeDriver, InstanceSpec, InstanceState, MigrationControls, MigrationTarget,
-    NodePlacement, NodeResources,
+    IMAGE_FILE, IMAGE_TEMPLATE, Capabilities, ComputeDriver, InstanceFile, InstanceSpec, InstanceState, MigrationControls,
+    MigrationTarget, NodePlacement, NodeResources, instance_file_uuid,
 )
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import STORAGE_MODES
 
 REFUSED = (errors.DriverError, errors.NotFound)
 
@@ -123,6 +124,37 @@ class DriverContract:
         harness.driver.destroy(spec.uuid, harness.node)  # gone already: no error
         with pytest.raises(errors.NotFound):
             harness.driver.set_power(spec.uuid, harness.node, 'start')
+
+    def test_instance_files_are_reported_by_node_and_go_with_the_instance(self, harness):
+        driver = harness.driver
+        spec = harness.spec()
+        driver.spawn(spec)
+        files = driver.list_instance_files()
+        for found in files:
+            assert isinstance(found, InstanceFile) and found.storage in STORAGE_MODES and driver.serves(found.node), found
+            assert instance_file_uuid(found.name) == found.uuid and found.path.endswith('/' + found.name), found
+        mine = [f for f in files if f.uuid == spec.uuid]
+        if not files:
+            return  # a driver whose instances have no files of their own (vSphere clones)
+        assert mine and all((f.node, f.storage) == (harness.node, spec.storage) for f in mine), mine
+        assert any(f.name.startswith(spec.uuid + '.') for f in mine)
+        driver.destroy(spec.uuid, harness.node)
+        assert [f for f in driver.list_instance_files() if f.uuid == spec.uuid] == []
+
+    def test_remove_instance_files_deletes_a_left_disk_only_once_no_vm_uses_it(self, harness):
+        driver = harness.driver
+        spec = harness.spec()
+        driver.spawn(spec)
+        if not [f for f in driver.list_instance_files() if f.uuid == spec.uuid]:
+            pytest.skip('the driver reports no instance files')
+        with pytest.raises(errors.DriverError, match='in use'):
+            driver.remove_instance_files(spec.uuid, harness.node, spec.storage)
+        driver.destroy(spec.uuid, harness.node, destroy_disks=False)  # what an interrupted move leaves
+        left = sorted(f.name for f in driver.list_instance_files() if f.uuid == spec.uuid and f.node == harness.node)
+        assert left
+        assert sorted(driver.remove_instance_files(spec.uuid, harness.node, spec.storage)) == left
+        assert [f for f in driver.list_instance_files() if f.uuid == spec.uuid] == []
+        assert driver.remove_instance_files(spec.uuid, harness.node, spec.storage) == []  # idempotent
 
     def test_spawn_of_a_missing_image_raises_and_leaves_nothing(self, harness):
         spec = harness.spec(image=harness.missing_image)

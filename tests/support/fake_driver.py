@@ -23,7 +23,8 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import inst
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.context import Context
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import MIGRATION_MODES, POWER_ACTIONS
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
-    IMAGE_FILE, IMAGE_TEMPLATE, Capabilities, ComputeDriver, HostResources, InstanceState, NodePlacement, NodeResources,
+    IMAGE_FILE, IMAGE_TEMPLATE, Capabilities, ComputeDriver, HostResources, InstanceFile, InstanceState, NodePlacement, NodeResources,
+    instance_file_uuid,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
 
@@ -115,7 +116,7 @@ class FakeWorld:
         self.endpoints = {}
         self.nodes = {}
         self.vms = {}             # (node, uuid) -> FakeVM: a stale copy and its rebuild are two VMs
-        self.disks = set()        # paths of the disks that exist
+        self.disks = set()        # paths of the files in the storage directories: disks, and what tests put there
         self.images = {}          # (endpoint, image name) -> (source, disk format)
         self.uploads = []         # (endpoint, image name), one per upload
         self.calls = []           # (endpoint, method) of every call that reaches a hypervisor
@@ -361,6 +362,27 @@ class FakeDriver(ComputeDriver):
             vm = self.world.vms.pop((node, uuid), None)
             if destroy_disks:
                 self.world.disks.difference_update(vm.disks if vm else [self._disk('local', uuid)])
+
+    def list_instance_files(self):
+        """Every file of world.disks named `<uuid>.*` in one of the endpoint's directories, once per node of the endpoint."""
+        with self._io('list_instance_files'):
+            found = []
+            for storage, directory in sorted(self.endpoint.storage.items()):
+                for path in sorted(self.world.disks):
+                    folder, _slash, name = path.rpartition('/')
+                    if folder == directory and instance_file_uuid(name) is not None:
+                        found.extend(InstanceFile(instance_file_uuid(name), node, storage, name, path) for node in self.node_names())
+            return found
+
+    def remove_instance_files(self, uuid, node, storage):
+        with self._io('remove_instance_files'):
+            self._node(node)
+            if (node, uuid) in self.world.vms:
+                raise errors.DriverError('fake node %s has instance %s: its files are in use; nothing was deleted' % (node, uuid))
+            directory = self._disk(storage, uuid).rpartition('/')[0]
+            mine = sorted(p for p in self.world.disks if p.rpartition('/')[0] == directory and instance_file_uuid(p.rpartition('/')[2]) == uuid)
+            self.world.disks.difference_update(mine)
+            return [p.rpartition('/')[2] for p in mine]
 
     def set_power(self, uuid, node, action):
         with self._io('set_power'):

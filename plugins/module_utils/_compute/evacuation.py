@@ -171,7 +171,8 @@ def _evacuate(ctx, node, target_node, instances, concurrency, check_mode):
 
 def _place(ctx, leases, inst_uuid, node, target_node):
     """An Evacuation: the instance's lease taken (into the ExitStack leases), its record checked, a
-    target scheduled and claimed, the evacuation recorded as accepted."""
+    target scheduled, the evacuation recorded as accepted, then the target claimed (a failed claim
+    records the evacuation failed, with the reason)."""
     registry = ctx.registry
     untouched = 'instance %s was not evacuated' % inst_uuid
     lease = leases.enter_context(_leases.on_instance(registry, inst_uuid, untouched, 'evacuate'))
@@ -179,11 +180,25 @@ def _place(ctx, leases, inst_uuid, node, target_node):
     if record is None or record.node != node:
         raise errors.MultihvError('instance %s is not on node %s any more (another run moved or deleted it); %s'
                                   % (inst_uuid, node, untouched))
-    dest, host = _claim_target(ctx, record, target_node, 'instance %s was not evacuated and is still recorded on %s'
-                               % (record.name, node))
+    untouched = 'instance %s was not evacuated and is still recorded on %s' % (record.name, node)
+    request = _request(ctx, record, target_node, untouched)
+    try:
+        dest, host = ctx.scheduler().place(request)
+    except NoValidHost as exc:
+        raise Unplaced('no node can take instance %s: %s; %s' % (record.name, exc, untouched)) from None
+    # Intent first: the evacuation is recorded before its target's claim, so that a controller that
+    # dies between the two never leaves an allocation that no record explains.
     migration = registry.create_migration(
         instance_uuid=inst_uuid, migration_type=EVACUATION, status='accepted', source_node=node,
         source_host=record.host, dest_node=dest, dest_host=host, stats={'storage': record.storage})
+    try:
+        claimed = _claim_target(ctx, record, request, dest, host, untouched)
+    except errors.MultihvError as exc:
+        registry.update_migration(migration.id, status='failed', error=str(exc), finished_at=utcnow())
+        raise
+    if claimed != (dest, host):  # another run took the room: the claim went to the next node the scheduler chose
+        dest, host = claimed
+        migration = registry.update_migration(migration.id, dest_node=dest, dest_host=host)
     return Evacuation(record, dest, host, migration, lease)
 
 
@@ -204,11 +219,10 @@ def _request(ctx, record, target_node, untouched):
     return dataclasses.replace(request, for_failover=True)
 
 
-def _claim_target(ctx, record, target_node, untouched):
-    """(node, host) scheduled and claimed for record; Unplaced when no node has room."""
-    request = _request(ctx, record, target_node, untouched)
+def _claim_target(ctx, record, request, dest, host, untouched):
+    """(node, host) claimed for record: dest, or another node the scheduler chose when other runs
+    took dest's room meanwhile; Unplaced when no node has room."""
     try:
-        dest, host = ctx.scheduler().place(request)
         return _instances.claim_somewhere(ctx, ctx.registry.get_flavor(record.flavor), record.uuid, dest, host, request)
     except NoValidHost as exc:
         raise Unplaced('no node can take instance %s: %s; %s' % (record.name, exc, untouched)) from None

@@ -3,10 +3,11 @@
 """Migrations: move one instance to another node or host, or drain a node.
 Private to multihv.cloud: do not import.
 
-The order is Nova's: check the request, choose the target (the scheduler, without the
-source node, honouring server groups and capacity), claim the instance's resources on
-the target (so that a node without room refuses before anything moves), record the
-migration (accepted, preparing, running), let the source's driver move it, then
+The order is Nova's, with the intent written first: check the request, choose the target
+(the scheduler, without the source node, honouring server groups and capacity), record the
+migration (accepted), claim the instance's resources on the target (a node without room
+refuses before anything moves: the migration is recorded failed), then preparing and
+running while the source's driver moves it, then
 either move the instance's record and free the source's allocation (completed) or free
 the target's (failed / cancelled). One move per instance at a time: the instance's lease
 (instance:<uuid>), checked before the move and in the writes of its outcome; a drain holds
@@ -109,7 +110,7 @@ def migrate(ctx, ref, mode='auto', target_node=None, target_host=None, controls=
 
 
 def run(ctx, move, controls, lease):
-    """Claim, record and make the move; lease: the instance's (a Lease), checked before the driver
+    """Record, claim and make the move; lease: the instance's (a Lease), checked before the driver
     moves it and in the writes of the outcome. A lost lease stops the move before it starts (the
     claim released, the migration failed); lost after it, the records are left for the reconciler."""
     record, registry = move.record, ctx.registry
@@ -117,12 +118,13 @@ def run(ctx, move, controls, lease):
     flavor = registry.get_flavor(record.flavor)
     source_driver, target_driver = ctx.driver_for(move.source_node), ctx.driver_for(move.target_node)
     claimed = move.target_node != move.source_node
-    if claimed and not _instances.claim_on(ctx, flavor, move.target_node, record.uuid):
-        raise errors.MultihvError('node %s has no room for instance %s any more (another run took it); %s'
-                                  % (move.target_node, record.name, untouched))
+    # Intent first: a controller that dies between the two writes leaves a migration that explains
+    # the claim (or an accepted migration with nothing claimed), never an allocation of no move.
     migration = registry.create_migration(
         instance_uuid=record.uuid, migration_type=move.mode, status='accepted', source_node=move.source_node,
         source_host=record.host, dest_node=move.target_node, dest_host=move.target_host)
+    if claimed:
+        _claim_target(ctx, flavor, move, migration.id)
     try:
         registry.update_migration(migration.id, status='preparing')
         mode = _prepare(ctx, record, move, source_driver, target_driver)
@@ -145,6 +147,21 @@ def run(ctx, move, controls, lease):
         migration = registry.update_migration(migration.id, status='completed', stats=stats, dest_host=state.host,
                                               finished_at=utcnow())
     return {'changed': True, 'instance': instance.as_dict(), 'migration': migration.as_dict()}
+
+
+def _claim_target(ctx, flavor, move, migration_id):
+    """Claim the instance's resources on the move's target node for migration migration_id (recorded
+    accepted already); when that fails, the migration is recorded failed with the reason, and raised."""
+    record, registry = move.record, ctx.registry
+    try:
+        if _instances.claim_on(ctx, flavor, move.target_node, record.uuid):
+            return
+        failure = errors.MultihvError('node %s has no room for instance %s any more (another run took it); %s'
+                                      % (move.target_node, record.name, _untouched(record)))
+    except errors.MultihvError as exc:
+        failure = errors.MultihvError('claiming its resources on %s failed: %s; %s' % (move.target_node, exc, _untouched(record)))
+    registry.update_migration(migration_id, status='failed', error=str(failure), finished_at=utcnow())
+    raise failure
 
 
 def _prepare(ctx, record, move, source_driver, target_driver):

@@ -3,7 +3,8 @@
 """The reconciler: Nova's periodic tasks in one idempotent pass. Private to multihv.cloud: do not import.
 
 From the registry and what the hypervisors report (every endpoint's list_instances, read
-once), it plans and then carries out, step by step:
+once, and its list_instance_files, read once when a step first asks), it plans and then
+carries out, step by step:
 
 - builds: an instance still 'building' whose lease nobody holds, and whose record has not been
   written for SETTLE_SECONDS, was interrupted. Its VMs,
@@ -15,16 +16,21 @@ once), it plans and then carries out, step by step:
   is (source, target, both: the running one kept and the other undefined, its disk removed
   only on local storage; neither: the instance is 'error'), the migration ends completed
   (or 'done' for an evacuation whose fenced source may still hold a copy) or failed with
-  an error saying the reconciler decided, and the allocation no longer used is freed;
+  an error saying the reconciler decided, and the allocation no longer used is freed; the
+  local files the move left on the side the VM is not on are removed (see Plan.leftovers);
 - power: an instance recorded running whose VM is shut off is recorded stopped, and the
   other way (Nova's _sync_power_states); one whose node has no VM of it is reported missing;
   one that a run works on (its lease is live, or it has an unfinished migration) is left alone;
 - stale: copies of evacuated instances on a node that is not their record's node and
   answers are destroyed, for every evacuation status (local disks removed, shared kept);
-  evacuations in 'done' go through evacuation.clean_stale, as compute_node does;
-- orphans: VMs whose uuid the registry does not have, allocations of no instance or on a
-  node where their instance is not; always reported, deleted only with delete_orphans.
-  Disks without a VM are not found: the driver interface reports only VMs' disks.
+  evacuations in 'done' go through evacuation.clean_stale, as compute_node does; local files
+  of an instance on a node that is not its record's and has no VM of it are removed, when its
+  VM is on its record's node and nothing works on it (never a shared file, never one that may
+  be the disk it boots from: see Plan.leftovers);
+- orphans: VMs whose uuid the registry does not have, files named after such a uuid (that no
+  VM of it may be using), allocations of no instance or on a node where their instance is not;
+  always reported, deleted only with delete_orphans (a shared file only while every endpoint
+  answers). Drivers whose instances have no files of their own (vSphere) report no files.
 
 An instance whose node does not answer is reported 'unknown' and nothing about it changes
 (an evacuation from a forced-down node is judged from its target alone). Check mode plans
@@ -81,6 +87,8 @@ class Survey:
         self.ctx = ctx
         self.copies = {}
         self.down = {}
+        self._files = None
+        self.files_down = {}
         for driver in ctx.drivers:
             try:
                 states = driver.list_instances()
@@ -89,6 +97,37 @@ class Survey:
                 continue
             for state in states:
                 self.copies.setdefault(state.uuid, {})[state.node] = state
+
+    def files(self, inst_uuid):
+        """[InstanceFile] of the instance's files (see ComputeDriver.list_instance_files) on the nodes
+        whose endpoints answered both listings. The files are listed once, on the first question:
+        passes that ask none (the HA steps, mostly) cost no listing."""
+        if self._files is None:
+            self._files = {}
+            for driver in self.ctx.drivers:
+                if driver.endpoint_name() in self.down:
+                    continue
+                try:
+                    found = driver.list_instance_files()
+                except errors.MultihvError as exc:
+                    self.files_down[driver.endpoint_name()] = str(exc)
+                    continue
+                for instance_file in found:
+                    self._files.setdefault(instance_file.uuid, []).append(instance_file)
+        return self._files.get(inst_uuid, [])
+
+    def all_files(self):
+        """{uuid: [InstanceFile]} of every file listed (see files)."""
+        self.files(None)
+        return self._files
+
+    def files_blind(self, node):
+        """None when node's files were listed; else why they were not."""
+        reason = self.blind(node)
+        if reason:
+            return reason
+        self.files(None)
+        return self.files_down.get(self.ctx.serving(node).endpoint_name())
 
     def blind(self, node):
         """None when node's endpoint answered (or there is no node); else why it cannot be seen."""
@@ -130,6 +169,7 @@ class Plan:
         self.actions, self.unknown, self.missing, self.orphans = [], [], [], []
         self.handled = set()
         self.records = dict((r.uuid, r) for r in ctx.registry.list_instances())
+        self._separate = {}
 
     def left(self, inst_uuid, updated_at):
         """True when the work on the instance whose record was written at updated_at was left: no
@@ -159,6 +199,41 @@ class Plan:
 
     def destroy(self, uuid, node, destroy_disks):
         self.ctx.driver_for(node).destroy(uuid, node, destroy_disks=destroy_disks)
+
+    def remove_files(self, uuid, node, storage):
+        """Delete instance uuid's files in node's storage directory; refused by the driver while node has a VM of it."""
+        self.ctx.driver_for(node).remove_instance_files(uuid, node, storage)
+
+    def leftovers(self, inst_uuid, node, keep, storage):
+        """The files instance inst_uuid has in node's local directory, when node has no VM of it and they are
+        leftovers its VM on keep (whose disk is on keep's `storage`) cannot be using; else []. Never shared
+        files; never when node's files were not listed; never when a file has the path of one of the kept VM's
+        files, unless the drivers show that node's and keep's local directories are two directories (hosts
+        often use one path for their own local directories; one directory seen by both would make the file
+        the disk the instance boots from)."""
+        survey = self.survey
+        kept = survey.on(inst_uuid).get(keep)
+        if node == keep or kept is None or survey.on(inst_uuid).get(node) is not None or survey.files_blind(node):
+            return []
+        files = [f for f in survey.files(inst_uuid) if f.node == node and f.storage == 'local']
+        theirs = dict((f.path, f.storage) for f in survey.files(inst_uuid) if f.node == keep)
+        for path in kept.disk_paths:
+            theirs.setdefault(path, storage)
+        clashes = set(theirs[f.path] for f in files if f.path in theirs)
+        if clashes and (clashes != {'local'} or not self.separate(node, keep)):
+            return []
+        return files
+
+    def separate(self, node, other):
+        """True when the drivers show that node's local instance directory is not other's (a marker test,
+        see ComputeDriver.shares_storage); False when it is the same one, or when they cannot tell."""
+        key = (node, other)
+        if key not in self._separate:
+            try:
+                self._separate[key] = not self.ctx.driver_for(node).shares_storage(self.ctx.driver_for(other), 'local')
+            except errors.MultihvError:
+                self._separate[key] = False
+        return self._separate[key]
 
 
 def _where(copies):
@@ -256,6 +331,10 @@ def _plan_move(plan, record, migration, unchanged):
         does.append('record the migration failed and the instance error (it has no VM)')
     if source != dest:
         does.append('free its allocation on %s' % other)
+    # What a block or cold move left in the local directory of the side the VM is not on.
+    left = plan.leftovers(record.uuid, other, keep, record.storage) if kept is not None and source != dest and other != drop else []
+    if left:
+        does.append('remove its files left on %s (%s)' % (other, ', '.join(f.name for f in left)))
 
     def work():
         if drop:
@@ -274,6 +353,8 @@ def _plan_move(plan, record, migration, unchanged):
         decided = DECIDED + ('kept the VM on %s' % keep if kept is not None else 'found no VM on %s or %s' % (source, dest))
         registry.update_migration(migration.id, status=end, finished_at=utcnow(), error=decided if end == 'failed' else None,
                                   dest_host=kept.host if kept is not None and keep == dest else migration.dest_host)
+        if left:  # last: the records are right even when this fails (the stale step finds the files again)
+            plan.remove_files(record.uuid, other, 'local')
     plan.add('migration', record.uuid, record.name, keep or source, found, '; '.join(does), work, unchanged)
 
 
@@ -342,6 +423,58 @@ def plan_stale(plan, check_mode):
                      % (state.power_state, node, migration.id, migration.status, record.node),
                      'destroy it (%s)' % ('its local disk removed' if local else 'its shared disk kept'),
                      lambda record=record, node=node, local=local: plan.destroy(record.uuid, node, local))
+    plan_left_files(plan)
+
+
+def plan_left_files(plan):
+    """Local files of a recorded instance on a node that is not its record's and has no VM of it (what an
+    interrupted block or cold migration or an evacuation left there), removed when its VM is on its record's
+    node and nothing works on it (see Plan.leftovers)."""
+    moving = set(m.instance_uuid for m in plan.registry.list_migrations() if m.status in ACTIVE)
+    for inst_uuid, found in sorted(plan.survey.all_files().items()):
+        record = plan.records.get(inst_uuid)
+        if record is None or inst_uuid in plan.handled or inst_uuid in moving or record.state == 'building':
+            continue
+        if plan.survey.on(inst_uuid).get(record.node) is None or not plan.left(inst_uuid, record.updated_at):
+            continue  # no VM where it is recorded: these files may hold its only disk
+        for node in sorted(set(f.node for f in found) - {record.node}):
+            files = [] if (inst_uuid, node) in plan.handled else plan.leftovers(inst_uuid, node, record.node, record.storage)
+            if not files:
+                continue
+            plan.handled.add((inst_uuid, node))
+            plan.add('stale', inst_uuid, record.name, node, 'files of it in the local directory of %s, which has no VM of it (%s); '
+                     'its VM is on %s' % (node, ', '.join(f.name for f in files), record.node),
+                     'remove them (its files on %s are kept)' % record.node,
+                     lambda inst_uuid=inst_uuid, node=node: plan.remove_files(inst_uuid, node, 'local'))
+
+
+def plan_orphan_files(plan, delete):
+    """Files named after an instance the registry does not have, and that no VM of that uuid can be using."""
+    survey, removals = plan.survey, {}
+    for inst_uuid, found in sorted(survey.all_files().items()):
+        vms = survey.on(inst_uuid)
+        if inst_uuid in plan.records:
+            continue
+        for found_file in sorted(found, key=lambda f: (f.node, f.storage, f.name)):
+            if found_file.node in vms or (found_file.storage == 'shared' and vms):
+                continue  # the orphan VM's own: it is reported, and its destroy takes them
+            where = 'the %s directory of %s' % (found_file.storage, found_file.node)
+            entry = {'kind': 'file', 'uuid': inst_uuid, 'name': found_file.name, 'node': found_file.node,
+                     'storage': found_file.storage, 'path': found_file.path, 'reason': 'a file of no instance in %s' % where}
+            blind = sorted(set(survey.down) | set(survey.files_down))
+            if found_file.storage == 'shared' and blind:
+                entry['reason'] += '; not deleted while %s, which may see that directory, cannot be seen' % ', '.join(blind)
+            elif delete:
+                # A shared file is removed once, through the first node that sees it.
+                key = (inst_uuid, found_file.node, 'local') if found_file.storage == 'local' else \
+                    (inst_uuid, 'shared', found_file.path.rpartition('/')[0])
+                removals.setdefault(key, (found_file, []))[1].append(found_file.name)
+            plan.orphans.append(entry)
+    for first, names in removals.values():
+        names = sorted(set(names))
+        plan.add('orphan', first.uuid, None, first.node, 'files of no instance in the %s directory of %s: %s'
+                 % (first.storage, first.node, ', '.join(names)), 'delete them',
+                 lambda f=first: plan.remove_files(f.uuid, f.node, f.storage))
 
 
 def plan_orphans(plan, delete):
@@ -354,6 +487,7 @@ def plan_orphans(plan, delete):
             if delete:
                 plan.add('orphan', inst_uuid, state.name, node, 'a VM (%s) the registry has no record of' % state.power_state,
                          'destroy it and its disks', lambda u=inst_uuid, n=node: plan.destroy(u, n, True))
+    plan_orphan_files(plan, delete)
     moving = set(m.instance_uuid for m in registry.list_migrations() if m.status in ACTIVE)
     for allocation in registry.list_allocations():
         inst_uuid, node = allocation['instance_uuid'], allocation['node']

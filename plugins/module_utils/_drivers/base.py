@@ -16,6 +16,7 @@ import abc
 import concurrent.futures
 import dataclasses
 import threading
+import uuid as uuidlib
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import STATE_DOWN, STATE_UP
@@ -218,6 +219,33 @@ class InstanceState:
     disk_paths: list = dataclasses.field(default_factory=list)
 
 
+@dataclasses.dataclass(frozen=True)
+class InstanceFile:
+    """A file of an instance's own (its disk, its console log...) in an instance directory a node
+    uses, named `<uuid>.<anything>` after the instance (see instance_file_uuid). storage: 'local'
+    or 'shared', the node's directory it is in; name: the file's name there; path: its path as
+    the node's host sees it."""
+
+    uuid: str
+    node: str
+    storage: str
+    name: str
+    path: str
+
+
+def instance_file_uuid(name):
+    """The instance uuid a file named `name` belongs to (`<uuid>.<anything>`, the uuid in canonical
+    lower-case form), or None for any other file (image bases, heartbeats, someone else's)."""
+    head, dot, _rest = name.partition('.')
+    if not dot:
+        return None
+    try:
+        canonical = str(uuidlib.UUID(head))
+    except ValueError:
+        return None
+    return canonical if canonical == head else None
+
+
 @dataclasses.dataclass
 class MigrationControls:
     """How a live or block migration runs (Nova's libvirt live_migration_* options).
@@ -352,6 +380,22 @@ class ComputeDriver(abc.ABC):
         """Power off and delete the instance, and its disks unless destroy_disks is False (a
         stale copy whose shared disk another node now uses). Idempotent: no error when it is
         already gone."""
+
+    def list_instance_files(self):
+        """InstanceFile of every file named after an instance (`<uuid>.<anything>`) in the instance
+        directories this endpoint's nodes use, whether a VM uses it or not, one per node that sees it
+        (a file in a shared directory is reported by each node whose endpoint sees that directory).
+        Anything else there (image bases, heartbeats) is not reported. Read-only. The default, [], is
+        for drivers whose instances have no files of their own apart from their VM: a vSphere clone's
+        disks are the VM's and go with it."""
+        return []
+
+    def remove_instance_files(self, uuid, node, storage):
+        """Delete the files of instance uuid (`<uuid>.<anything>`) in node's `storage` ('local' /
+        'shared') instance directory, and nothing else; the names deleted (none when there were none:
+        idempotent). Refused (errors.DriverError, nothing deleted) while a VM of that uuid is defined on
+        node: its files are in use. Asked only of drivers whose list_instance_files reports files."""
+        raise errors.DriverError('%s instances have no files of their own; nothing was deleted' % self.capabilities.label)
 
     @abc.abstractmethod
     def set_power(self, uuid, node, action):

@@ -25,7 +25,7 @@ import xml.etree.ElementTree as ET
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import POWER_ACTIONS
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
-    ComputeDriver, HostResources, NodePlacement, NodeResources, call_within,
+    ComputeDriver, HostResources, InstanceFile, NodePlacement, NodeResources, call_within, instance_file_uuid,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import capabilities as libvirt_capabilities
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
@@ -36,8 +36,8 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.dom
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.image_cache import ImageCache
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.storage import (
-    GIB, MIB, delete_instance_files, delete_named, delete_volume, disk_of, find_volume, instance_dir, instance_pool,
-    read_heartbeat, refresh_pool, storages,
+    GIB, MIB, delete_files_of, delete_instance_files, delete_named, delete_volume, disk_of, find_volume, instance_dir, instance_files,
+    instance_pool, read_heartbeat, refresh_pool, storages,
 )
 
 try:
@@ -302,6 +302,27 @@ class LibvirtDriver(ComputeDriver):
             local = self.host.instance_path
             paths = [posixpath.join(local, inst_uuid + '.qcow2'), posixpath.join(local, inst_uuid + '.console.log')]
         delete_instance_files(conn, self.host, paths)
+
+    def list_instance_files(self):
+        """The `<uuid>.*` volumes (disks, console logs) of the pools on this host's instance_path and,
+        when set, shared_instance_path, each rescanned first; _base and heartbeat files are not reported.
+        A file in the shared directory is reported as this host's: every host that sees it reports it."""
+        return self._run('listing instance files', lambda conn: [
+            InstanceFile(instance_file_uuid(name), self.host.name, storage, name, path) for storage, name, path in instance_files(conn, self.host)])
+
+    def remove_instance_files(self, uuid, node, storage):
+        """Delete the `<uuid>.*` volumes of the instance in this host's local or shared instance directory;
+        refused while a domain of that uuid is defined here (whether or not it is one of ours)."""
+        self._check_node(node)
+        instance_dir(self.host, storage)  # a bad storage fails before any I/O
+        return self._run('removing the %s files of instance %s' % (storage, uuid), functools.partial(self._remove_files, uuid, storage))
+
+    def _remove_files(self, inst_uuid, storage, conn):
+        domain = lookup_uuid(conn, inst_uuid)
+        if domain is not None:
+            raise errors.DriverError('instance %s is defined on %s (domain %s): its files are in use; nothing was deleted'
+                                     % (inst_uuid, self._what(), domain.name()))
+        return delete_files_of(conn, self.host, storage, inst_uuid)
 
     def set_power(self, uuid, node, action):
         """start (also resumes a paused instance), stop (hard power off), shutdown (an ACPI

@@ -19,6 +19,7 @@ import xml.etree.ElementTree as ET
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import STORAGE_MODES
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import instance_file_uuid
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
 
 try:
@@ -68,6 +69,32 @@ def delete_instance_files(conn, host, paths):
             pools[directory] = instance_pool(conn, directory)
             refresh_pool(pools[directory])
         delete_named(pools[directory], posixpath.basename(path))
+
+
+def instance_files(conn, host):
+    """[(storage, name, path)] of every file named after an instance (base.instance_file_uuid) in
+    host's instance directories, each pool rescanned first (files another host or QEMU made);
+    _base, heartbeats and anything else there are left out."""
+    found = []
+    for storage in storages(host):
+        directory = posixpath.normpath(instance_dir(host, storage))
+        pool = instance_pool(conn, directory)
+        refresh_pool(pool)
+        for name in sorted(pool.listVolumes()):
+            if instance_file_uuid(name) is not None:
+                found.append((storage, name, posixpath.join(directory, name)))
+    return found
+
+
+def delete_files_of(conn, host, storage, inst_uuid):
+    """Delete the files named after instance inst_uuid in host's `storage` directory; the names deleted."""
+    pool = instance_pool(conn, posixpath.normpath(instance_dir(host, storage)))
+    refresh_pool(pool)
+    deleted = []
+    for name in sorted(pool.listVolumes()):
+        if instance_file_uuid(name) == inst_uuid and delete_named(pool, name):
+            deleted.append(name)
+    return deleted
 
 
 # Pools ---------------------------------------------------------------------------------
@@ -264,6 +291,7 @@ class BytesSource:
         return chunk
 
 
-__all__ = ['GIB', 'MIB', 'UPLOAD_CHUNK', 'BytesSource', 'aborting', 'delete_instance_files', 'delete_named', 'delete_volume',
-           'disk_of', 'download', 'find_volume', 'found_or_none', 'instance_dir', 'instance_dirs', 'instance_pool',
+__all__ = ['GIB', 'MIB', 'UPLOAD_CHUNK', 'BytesSource', 'aborting', 'delete_files_of', 'delete_instance_files', 'delete_named',
+           'delete_volume', 'disk_of', 'download', 'find_volume', 'found_or_none', 'instance_dir', 'instance_dirs', 'instance_files',
+           'instance_pool',
            'physical_size', 'pool_name', 'refresh_pool', 'storages', 'upload']
