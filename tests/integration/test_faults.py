@@ -10,10 +10,10 @@ import signal
 import subprocess
 import time
 
-from support import invariants
-from support.cloud import boot, console_log, registry_rows, wait_ticks
 import pytest
 
+from support import invariants
+from support.cloud import boot, console_log, registry_rows, wait_ticks
 from support.faults import Controller, scrub
 from support.lab import ansible_module, incoming_qemu, qemu_processes, serial, wait_for
 
@@ -77,8 +77,8 @@ def test_controllers_killed_mid_live_block_and_cold_migration(lab, cloud, tmp_pa
     and block moves are slowed (1 MiB/s) and killed while both QEMU processes exist; the cold one is
     paused by the hook between defining the VM on the target and removing it from the source."""
     live = boot(cloud, 'kill-live')
-    block = boot(cloud, 'kill-block', storage='local')
-    cold = boot(cloud, 'kill-cold', storage='local')
+    boot(cloud, 'kill-block', storage='local')
+    boot(cloud, 'kill-cold', storage='local')
     live_log = console_log(lab, live)
     before = wait_ticks(live_log)[-1]
     moving = {
