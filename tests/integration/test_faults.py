@@ -45,6 +45,19 @@ def run_lab_host(action, lab, host):
     wait_for(lambda: lab.answers(host), 60, f'{host} to answer')
 
 
+def freeze_targets(frozen, names, timeout=120):
+    """SIGSTOP the target QEMU of each named guest's migration the moment it appears (before the move
+    can end), into frozen {name: pid}; the caller thaws them (SIGCONT) whatever happens."""
+    def all_frozen():
+        for name in names:
+            pid = name not in frozen and incoming_qemu(name)
+            if pid:
+                os.kill(pid, signal.SIGSTOP)
+                frozen[name] = pid
+        return len(frozen) == len(names)
+    wait_for(all_frozen, timeout, f'the target QEMUs of {", ".join(names)}', interval=0.01)
+
+
 def url(tmp_path):
     return f'sqlite:///{tmp_path}/registry.sqlite'
 
@@ -91,11 +104,9 @@ def test_controllers_killed_mid_live_block_and_cold_migration(lab, cloud, tmp_pa
     }
     # The target QEMUs are frozen as soon as they wait for their guests: the moves are surely under way
     # when the controllers die, and thawed after.
-    frozen = [wait_for(lambda name=name: incoming_qemu(name), 120, f'the target QEMU of {name}', interval=0.01)
-              for name in ('kill-live', 'kill-block')]
+    frozen = {}
     try:
-        for pid in frozen:
-            os.kill(pid, signal.SIGSTOP)
+        freeze_targets(frozen, ['kill-live', 'kill-block'])
         moving['kill-cold'].paused()
         for name in ('kill-live', 'kill-block'):
             wait_for(lambda name=name: migration_rows(tmp_path, name) == [(name[5:], 'running', 'kvm1', 'kvm2')], 60,
@@ -104,7 +115,7 @@ def test_controllers_killed_mid_live_block_and_cold_migration(lab, cloud, tmp_pa
         for run in moving.values():
             run.kill()
     finally:
-        for pid in frozen:
+        for pid in frozen.values():
             os.kill(pid, signal.SIGCONT)
     killed = time.monotonic()
     early = reconcile(cloud)

@@ -435,8 +435,11 @@ def plan_left_files(plan):
         record = plan.records.get(inst_uuid)
         if record is None or inst_uuid in plan.handled or inst_uuid in moving or record.state == 'building':
             continue
-        if plan.survey.on(inst_uuid).get(record.node) is None or not plan.left(inst_uuid, record.updated_at):
+        if plan.survey.on(inst_uuid).get(record.node) is None:
             continue  # no VM where it is recorded: these files may hold its only disk
+        if lease_is_live(plan.registry, inst_uuid):
+            continue  # a run works on it. No settling time is needed: every run that makes files on another node
+            # records its migration first (`moving` above), so a holder whose clock is behind is still seen.
         for node in sorted(set(f.node for f in found) - {record.node}):
             files = [] if (inst_uuid, node) in plan.handled else plan.leftovers(inst_uuid, node, record.node, record.storage)
             if not files:
