@@ -14,8 +14,8 @@ import pytest
 
 from support import invariants
 from support.cloud import boot, console_log, registry_rows, wait_ticks
-from support.faults import Controller, scrub
-from support.lab import ansible_module, incoming_qemu, qemu_processes, serial, wait_for
+from support.faults import Controller, freeze_incoming, scrub
+from support.lab import ansible_module, qemu_processes, serial, wait_for
 
 # A killed controller's lease ends within its lifetime (30 s); the reconciler also waits until
 # the interrupted work's records have been quiet for twice that (reconcile.SETTLE_SECONDS).
@@ -43,19 +43,6 @@ def run_lab_host(action, lab, host):
     subprocess.run([str(lab.dir / 'bin' / 'kvm-host'), action, lab.hosts[host]['dir']], check=True, timeout=120,
                    capture_output=True)
     wait_for(lambda: lab.answers(host), 60, f'{host} to answer')
-
-
-def freeze_targets(frozen, names, timeout=120):
-    """SIGSTOP the target QEMU of each named guest's migration the moment it appears (before the move
-    can end), into frozen {name: pid}; the caller thaws them (SIGCONT) whatever happens."""
-    def all_frozen():
-        for name in names:
-            pid = name not in frozen and incoming_qemu(name)
-            if pid:
-                os.kill(pid, signal.SIGSTOP)
-                frozen[name] = pid
-        return len(frozen) == len(names)
-    wait_for(all_frozen, timeout, f'the target QEMUs of {", ".join(names)}', interval=0.01)
 
 
 def url(tmp_path):
@@ -93,29 +80,23 @@ def test_controllers_killed_mid_live_block_and_cold_migration(lab, cloud, tmp_pa
     boot(cloud, 'kill-block', storage='local')
     boot(cloud, 'kill-cold', storage='local')
     live_log = console_log(lab, live)
-    before = wait_ticks(live_log)[-1]
-    moving = {
-        'kill-live': Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance='kill-live', mode='live', bandwidth=1),
-                                name='live'),
-        'kill-block': Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance='kill-block', mode='block', bandwidth=1),
-                                 name='block'),
-        'kill-cold': Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance='kill-cold', mode='cold'), name='cold',
-                                pause='_drivers.libvirt.migration:remove_domain:before'),
-    }
-    # The target QEMUs are frozen as soon as they wait for their guests: the moves are surely under way
-    # when the controllers die, and thawed after.
-    frozen = {}
+    last_tick = wait_ticks(live_log)[-1]
+    # One at a time, so that no scheduler runs under the others' load. The target QEMUs are frozen as soon
+    # as they start: the moves are surely under way when the controllers die, and thawed after.
+    moving, frozen = {}, []
     try:
-        freeze_targets(frozen, ['kill-live', 'kill-block'])
-        moving['kill-cold'].paused()
-        for name in ('kill-live', 'kill-block'):
-            wait_for(lambda name=name: migration_rows(tmp_path, name) == [(name[5:], 'running', 'kvm1', 'kvm2')], 60,
+        moving['kill-cold'] = Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance='kill-cold', mode='cold'), name='cold',
+                                         pause='_drivers.libvirt.migration:remove_domain:before').paused()
+        for name, mode in (('kill-live', 'live'), ('kill-block', 'block')):
+            moving[name] = Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance=name, mode=mode, bandwidth=1), name=mode)
+            frozen.append(freeze_incoming(name))
+            wait_for(lambda name=name, mode=mode: migration_rows(tmp_path, name) == [(mode, 'running', 'kvm1', 'kvm2')], 60,
                      f'{name} to be migrating')
-        assert moving['kill-live'].process.poll() is None and moving['kill-block'].process.poll() is None
+        assert all(run.process.poll() is None for run in moving.values())
         for run in moving.values():
             run.kill()
     finally:
-        for pid in frozen.values():
+        for pid in frozen:
             os.kill(pid, signal.SIGCONT)
     killed = time.monotonic()
     early = reconcile(cloud)
@@ -136,7 +117,7 @@ def test_controllers_killed_mid_live_block_and_cold_migration(lab, cloud, tmp_pa
     assert placed['kill-cold'] == 'kvm2' and migration_rows(tmp_path, 'kill-cold') == [('cold', 'completed', 'kvm1', 'kvm2')]
 
     invariants.assert_hold(lab, url(tmp_path), before=before, running=['kill-live', 'kill-block', 'kill-cold'])
-    invariants.ticked_on(live_log, before)
+    invariants.ticked_on(live_log, last_tick)
     assert reconcile(cloud)['changed'] is False
 
 
@@ -176,10 +157,9 @@ def test_a_second_migrate_during_a_long_migration_is_refused_and_the_first_compl
     in, is refused naming the holder, and the reconciler leaves it alone. Thawed, the first completes."""
     record = boot(cloud, 'slow-move')
     log = console_log(lab, record)
-    before = wait_ticks(log)[-1]
+    last_tick = wait_ticks(log)[-1]
     first = Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance='slow-move', mode='live', bandwidth=1), name='first')
-    pid = wait_for(lambda: incoming_qemu('slow-move'), 120, 'the target QEMU of the migration', interval=0.01)
-    os.kill(pid, signal.SIGSTOP)
+    pid = freeze_incoming('slow-move')
     try:
         wait_for(lambda: migration_rows(tmp_path, 'slow-move') == [('live', 'running', 'kvm1', 'kvm2')], 60, 'the migration to run')
         time.sleep(max(0, 62 - (time.monotonic() - first.started)))
@@ -193,7 +173,7 @@ def test_a_second_migrate_during_a_long_migration_is_refused_and_the_first_compl
     assert first.wait(timeout=300) == 0, first.output()
     assert migration_rows(tmp_path, 'slow-move') == [('live', 'completed', 'kvm1', 'kvm2')]
     invariants.assert_hold(lab, url(tmp_path), before=before, running=['slow-move'])
-    invariants.ticked_on(log, before)
+    invariants.ticked_on(log, last_tick)
     assert reconcile(cloud)['changed'] is False
 
 
@@ -202,10 +182,9 @@ def test_the_destination_losing_power_mid_block_migration(lab, cloud, tmp_path, 
     half-copied local disk: the reconciler removes it."""
     record = boot(cloud, 'lost-dest', storage='local')
     log = console_log(lab, record)
-    before = wait_ticks(log)[-1]
+    last_tick = wait_ticks(log)[-1]
     moving = Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance='lost-dest', mode='block', bandwidth=1), name='move')
-    pid = wait_for(lambda: incoming_qemu('lost-dest'), 120, 'the target QEMU of the migration', interval=0.01)
-    os.kill(pid, signal.SIGSTOP)  # held mid-copy; the power loss kills it
+    freeze_incoming('lost-dest')  # held mid-copy; the power loss kills it
     wait_for(lambda: migration_rows(tmp_path, 'lost-dest') == [('block', 'running', 'kvm1', 'kvm2')], 60, 'the migration to run')
     with lab.power_loss('kvm2'):
         assert moving.wait(timeout=300) != 0
@@ -213,7 +192,7 @@ def test_the_destination_losing_power_mid_block_migration(lab, cloud, tmp_path, 
     assert migration_rows(tmp_path, 'lost-dest') == [('block', 'failed', 'kvm1', 'kvm2')]
     reconcile(cloud)
     invariants.assert_hold(lab, url(tmp_path), before=before, running=['lost-dest'])
-    wait_ticks(log, after=before)
+    wait_ticks(log, after=last_tick)
     assert len(serial(log)) == 1, 'the guest booted again'
     assert reconcile(cloud)['changed'] is False
 
@@ -223,10 +202,9 @@ def test_libvirtd_restarted_mid_live_migration(lab, cloud, tmp_path, before):
     completes, and says which; the guest keeps running on exactly one host."""
     record = boot(cloud, 'restarted')
     log = console_log(lab, record)
-    before = wait_ticks(log)[-1]
+    last_tick = wait_ticks(log)[-1]
     moving = Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance='restarted', mode='live', bandwidth=1), name='move')
-    pid = wait_for(lambda: incoming_qemu('restarted'), 120, 'the target QEMU of the migration', interval=0.01)
-    os.kill(pid, signal.SIGSTOP)
+    pid = freeze_incoming('restarted')
     try:
         wait_for(lambda: migration_rows(tmp_path, 'restarted') == [('live', 'running', 'kvm1', 'kvm2')], 60, 'the migration to run')
         run_lab_host('restart', lab, 'kvm1')
@@ -237,5 +215,5 @@ def test_libvirtd_restarted_mid_live_migration(lab, cloud, tmp_path, before):
     assert status in ('failed', 'completed'), moving.output()
     reconcile(cloud)
     invariants.assert_hold(lab, url(tmp_path), before=before, running=['restarted'])
-    invariants.ticked_on(log, before)
+    invariants.ticked_on(log, last_tick)
     assert reconcile(cloud)['changed'] is False

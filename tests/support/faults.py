@@ -43,6 +43,34 @@ def alive(pid: int) -> bool:
     return state != 'Z'
 
 
+def freeze_incoming(name: str, timeout: float = 120) -> int:
+    """SIGSTOP the QEMU that waits for an incoming migration of guest `name` the moment it appears, and
+    return its pid (the caller thaws it with SIGCONT whatever happens). Only processes newer than the
+    call are read, so that each look costs about a millisecond: a small block migration can end within
+    a tenth of a second of its target starting."""
+    oldest = max(int(p) for p in os.listdir('/proc') if p.isdigit())
+    marker = f'guest={name},'.encode()
+    deadline = time.monotonic() + timeout
+    seen = set()
+    while time.monotonic() < deadline:
+        for entry in os.listdir('/proc'):
+            if not entry.isdigit() or int(entry) <= oldest or entry in seen:
+                continue
+            try:
+                args = pathlib.Path(f'/proc/{entry}/cmdline').read_bytes()
+            except OSError:
+                continue
+            if b'qemu-system' not in args:
+                if args:
+                    seen.add(entry)  # exec'd already, and not a QEMU
+                continue
+            if marker in args and b'-incoming' in args:
+                os.kill(int(entry), signal.SIGSTOP)
+                return int(entry)
+        time.sleep(0.001)
+    raise AssertionError(f'no target QEMU of {name} appeared within {timeout} s')
+
+
 class Controller:
     """One ansible-playbook run of `module` with `args`, started in a session of its own."""
 
