@@ -8,6 +8,7 @@ import json
 import os
 import pathlib
 import signal
+import sqlite3
 import subprocess
 import time
 
@@ -51,24 +52,23 @@ def freeze_incoming(name: str, timeout: float = 120) -> int:
     oldest = max(int(p) for p in os.listdir('/proc') if p.isdigit())
     marker = f'guest={name},'.encode()
     deadline = time.monotonic() + timeout
-    seen = set()
     while time.monotonic() < deadline:
         for entry in os.listdir('/proc'):
-            if not entry.isdigit() or int(entry) <= oldest or entry in seen:
+            if not entry.isdigit() or int(entry) <= oldest:
                 continue
             try:
                 args = pathlib.Path(f'/proc/{entry}/cmdline').read_bytes()
             except OSError:
                 continue
-            if b'qemu-system' not in args:
-                if args:
-                    seen.add(entry)  # exec'd already, and not a QEMU
-                continue
-            if marker in args and b'-incoming' in args:
+            if marker in args and b'-incoming' in args and b'qemu-system' in args:
                 os.kill(int(entry), signal.SIGSTOP)
                 return int(entry)
         time.sleep(0.001)
     raise AssertionError(f'no target QEMU of {name} appeared within {timeout} s')
+
+
+# Controllers not yet ended: scrub kills what a failed test left running.
+STARTED: list = []
 
 
 class Controller:
@@ -87,6 +87,7 @@ class Controller:
             self.process = subprocess.Popen(['ansible-playbook', str(playbook)], cwd=REPO,
                                             stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         self.started = time.monotonic()
+        STARTED.append(self)
 
     def paused(self, timeout: float = 120):
         """Wait until the hook paused the module at its step (fail if the run ended first)."""
@@ -122,6 +123,8 @@ def scrub(lab, tmp_path):
     from support.cloud import registry_rows  # pylint: disable=import-outside-toplevel
     from support.invariants import instance_files  # pylint: disable=import-outside-toplevel
     from support.lab import remove_domains  # pylint: disable=import-outside-toplevel
+    while STARTED:
+        STARTED.pop().kill()
     if not (tmp_path / 'registry.sqlite').exists():
         return
     rows = registry_rows(tmp_path, 'SELECT uuid, name FROM instances')
@@ -130,3 +133,5 @@ def scrub(lab, tmp_path):
     for inst_uuid, _host, path in instance_files(lab):
         if inst_uuid in known:
             path.unlink(missing_ok=True)
+    with sqlite3.connect(tmp_path / 'registry.sqlite') as db:
+        db.execute('DELETE FROM locks')  # the killed runs' leases: the records' clean-up comes next
