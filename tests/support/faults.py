@@ -46,15 +46,15 @@ def alive(pid: int) -> bool:
 
 def freeze_incoming(name: str, timeout: float = 120) -> int:
     """SIGSTOP the QEMU that waits for an incoming migration of guest `name` the moment it appears, and
-    return its pid (the caller thaws it with SIGCONT whatever happens). Only processes newer than the
-    call are read, so that each look costs about a millisecond: a small block migration can end within
-    a tenth of a second of its target starting."""
-    oldest = max(int(p) for p in os.listdir('/proc') if p.isdigit())
+    return its pid (the caller thaws it with SIGCONT whatever happens). Only processes started after the
+    call are read (pids wrap: by set, not by number), so that each look costs about a millisecond: a small
+    block migration can end within a tenth of a second of its target starting."""
+    existing = set(os.listdir('/proc'))
     marker = f'guest={name},'.encode()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for entry in os.listdir('/proc'):
-            if not entry.isdigit() or int(entry) <= oldest:
+            if entry in existing or not entry.isdigit():
                 continue
             try:
                 args = pathlib.Path(f'/proc/{entry}/cmdline').read_bytes()
