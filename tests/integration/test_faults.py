@@ -73,31 +73,29 @@ def migration_rows(tmp_path, name):
 
 
 def test_controllers_killed_mid_live_block_and_cold_migration(lab, cloud, tmp_path, before):
-    """Three moves at once, each killed at its own step; one reconciler pass once they settled. The live
-    and block moves are slowed (1 MiB/s) and killed while both QEMU processes exist; the cold one is
-    paused by the hook between defining the VM on the target and removing it from the source."""
+    """Three moves, each killed at its own step; one reconciler pass once they settled. The live and block
+    moves are killed while both QEMU processes exist; the cold one is paused by the hook between defining
+    the VM on the target and removing it from the source."""
     live = boot(cloud, 'kill-live')
     boot(cloud, 'kill-block', storage='local')
     boot(cloud, 'kill-cold', storage='local')
     live_log = console_log(lab, live)
     last_tick = wait_ticks(live_log)[-1]
-    # One at a time, so that no scheduler runs under the others' load. The target QEMUs are frozen as soon
-    # as they start: the moves are surely under way when the controllers die, and thawed after.
-    moving, frozen = {}, []
-    try:
-        moving['kill-cold'] = Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance='kill-cold', mode='cold'), name='cold',
-                                         pause='_drivers.libvirt.migration:remove_domain:before').paused()
-        for name, mode in (('kill-live', 'live'), ('kill-block', 'block')):
-            moving[name] = Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance=name, mode=mode, bandwidth=1), name=mode)
-            frozen.append(freeze_incoming(name))
+    # One at a time. Each target QEMU is frozen as it starts, so that its move is surely under way when
+    # the controller dies, and thawed once it died (a frozen QEMU also holds up its host's libvirtd, and
+    # the next move's scheduler would find kvm2 down).
+    for name, mode in (('kill-live', 'live'), ('kill-block', 'block')):
+        run = Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance=name, mode=mode, bandwidth=1), name=mode)
+        pid = freeze_incoming(name)
+        try:
             wait_for(lambda name=name, mode=mode: migration_rows(tmp_path, name) == [(mode, 'running', 'kvm1', 'kvm2')], 60,
                      f'{name} to be migrating')
-        assert all(run.process.poll() is None for run in moving.values())
-        for run in moving.values():
+            assert run.process.poll() is None
             run.kill()
-    finally:
-        for pid in frozen:
+        finally:
             os.kill(pid, signal.SIGCONT)
+    Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance='kill-cold', mode='cold'), name='cold',
+               pause='_drivers.libvirt.migration:remove_domain:before').paused().kill()
     killed = time.monotonic()
     early = reconcile(cloud)
     assert early['actions'] == [], 'the reconciler acted while the leases were live'
