@@ -88,7 +88,9 @@ class Lease:
                             self.name, self.owner, self.generation)
                         return
                     renewed = time.monotonic()
-                except errors.MultihvError as exc:
+                except Exception as exc:  # pylint: disable=broad-exception-caught  # whatever failed, the renewal did not happen
+                    # Not only the registry's errors: an exception that escaped would end this thread silently and
+                    # the holder would work on unrenewed until its next check.
                     if registry is not None:
                         registry.close()
                         registry = None
