@@ -198,6 +198,8 @@ def boot_one(ctx, params):
     """Plan, ready the image and boot one instance; errors are raised."""
     placed = plan(ctx, [params])
     for error in prepare_images(ctx, placed).values():
+        if isinstance(error, errors.RegistryError):  # its message names the registry, not the boot
+            raise errors.RegistryError('%s; nothing was created' % error) from error
         raise error
     return boot(ctx, placed[0])
 
