@@ -178,8 +178,8 @@ def template(lab):
     yield name
     si = _vcenter(lab)
     try:
-        vm = next(v for v in _objects(si, vim.VirtualMachine) if v.name == name)
-        host = next(h for h in _objects(si, vim.HostSystem) if h.name == host)
+        (vm,) = [v for v in _objects(si, vim.VirtualMachine) if v.name == name]
+        (host,) = [h for h in _objects(si, vim.HostSystem) if h.name == host]
         vm.MarkAsVirtualMachine(pool=host.parent.resourcePool, host=host)
         WaitForTask(vm.PowerOnVM_Task())
     finally:
@@ -197,8 +197,8 @@ def test_vcenter_unreachable_mid_clone(lab, cloud, template, tmp_path):
     vcsim_control(lab, 'POST', '/stats/reset')
     stopped = False
     try:
-        run = Controller(tmp_path, 'multihv.cloud.instance', dict(cloud, name='cut-clone', flavor='tiny', image='tmpl',
-                                                                    node=VSPHERE_NODE, timeout=5))
+        args = dict(cloud, name='cut-clone', flavor='tiny', image='tmpl', node=VSPHERE_NODE, timeout=5)
+        run = Controller(tmp_path, 'multihv.cloud.instance', args)
         clone_seen = wait_for(lambda: soap_calls(lab).get('CloneVM_Task') and soap_calls(lab), 120, 'the clone to be asked for')
         # The next retrieval is the build's first look at the clone task: vCenter answered the clone.
         wait_for(lambda: soap_calls(lab).get('RetrievePropertiesEx', 0) > clone_seen.get('RetrievePropertiesEx', 0), 30,

@@ -147,10 +147,10 @@ def run(ctx, move, controls, lease):
                                                   finished_at=utcnow())
     except errors.MultihvError as exc:
         kind = errors.LeaseLost if isinstance(exc, errors.LeaseLost) else errors.RegistryError
+        what = (migration.id, record.name, move.source_node, move.target_node, state.host, exc)
         raise kind('migration %s moved instance %s from %s to %s (host %s) but its records could not be written: %s; the '
-                   'migration stays %s: once the registry answers and no run holds the instance, multihv.cloud.reconcile '
-                   'records the instance where its VM is' % (migration.id, record.name, move.source_node, move.target_node,
-                                                            state.host, exc, 'running')) from exc
+                   'migration stays running: once the registry answers and no run holds the instance, multihv.cloud.reconcile '
+                   'records the instance where its VM is' % what) from exc
     return {'changed': True, 'instance': instance.as_dict(), 'migration': migration.as_dict()}
 
 

@@ -277,7 +277,8 @@ class VSphereDriver(ComputeDriver):
         """Power off and delete the instance's VM with its disks (Destroy_Task); nothing to do when
         it is gone. A VM of the instance on another node than `node` is left alone (errors.DriverError).
         Without a managed VM, a half-made clone of the instance (its instance uuid, no marker yet) is
-        destroyed: what a spawn cut off by the vCenter left, or the vCenter finished later. destroy_disks=False is refused: a vSphere VM goes with its disks, and the core, which never
+        destroyed: what a spawn cut off by the vCenter left, or the vCenter finished later.
+        destroy_disks=False is refused: a vSphere VM goes with its disks, and the core, which never
         evacuates a cluster, has no stale copy to keep the disks of."""
         if not destroy_disks:
             raise errors.DriverError('instance %s on node %s: vSphere VMs are destroyed with their disks, they cannot be kept; '
