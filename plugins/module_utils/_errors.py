@@ -41,6 +41,12 @@ class Unreachable(DriverError):
     """A hypervisor endpoint did not answer (in time)."""
 
 
+class SpawnUnconfirmed(Unreachable):
+    """A spawn whose endpoint stopped answering and whose VM, which may exist or still be made there
+    (a vCenter finishing a clone), could not be destroyed: the instance's record must stay for the
+    reconciler to clean up after, never be removed as if nothing was made."""
+
+
 class MigrationCancelled(DriverError):
     """A migration was aborted on purpose (its completion timeout ran out): the instance stayed where it was."""
 

@@ -100,12 +100,14 @@ class FakeVM:
 @dataclasses.dataclass
 class SpawnFailure:
     """The next `times` spawns (of instance `name` only, when given) raise error; leave_behind: the VM
-    stays (a spawn that overstayed its deadline and finished anyway), else it is cleaned up."""
+    stays (a spawn that overstayed its deadline and finished anyway), else it is cleaned up;
+    stop_answering: the endpoint answers nothing more from then on (answer_again restores it)."""
 
     name: str | None
     times: int
     error: Exception
     leave_behind: bool = False
+    stop_answering: bool = False
 
 
 class FakeWorld:
@@ -176,8 +178,9 @@ class FakeWorld:
 
     # -- failures ---------------------------------------------------------------------------
 
-    def fail_spawn(self, name=None, times=1, error=None, leave_behind=False):
-        self.spawn_failures.append(SpawnFailure(name, times, error or errors.DriverError('injected spawn failure'), leave_behind))
+    def fail_spawn(self, name=None, times=1, error=None, leave_behind=False, stop_answering=False):
+        self.spawn_failures.append(SpawnFailure(name, times, error or errors.DriverError('injected spawn failure'), leave_behind,
+                                                stop_answering))
 
     def fail_migration(self, ref, error=None):
         self.migration_failures[ref] = error or errors.DriverError('injected failure half way through the migration')
@@ -352,6 +355,8 @@ class FakeDriver(ComputeDriver):
                     del self.world.vms[(spec.node, spec.uuid)]
                     if not spec.reuse_disk:
                         self.world.disks.discard(disk)
+                if failure.stop_answering:
+                    self.endpoint.answering = False
                 raise failure.error
             return vm.state()
 

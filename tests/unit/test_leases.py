@@ -75,3 +75,15 @@ def test_a_lease_that_cannot_be_had_names_its_holder_what_it_does_and_until_when
                                                    r'\d{4}-\d\d-\d\dT[0-9:.]+Z; nothing was evacuated'):
             with _leases.held(theirs, 'node:kvm1', 0.2, 'nothing was evacuated'):
                 pytest.fail('the block ran without the lease')
+
+
+def test_a_registry_that_refuses_the_lease_is_named_with_what_was_left():
+    """Locked past its busy timeout (or out of reach) at the start: the error says nothing was done."""
+    class Locked:
+        def take_lease(self, name, owner, seconds):
+            raise errors.RegistryError('registry sqlite:///r.sqlite: cannot begin a transaction: database is locked')
+    with pytest.raises(errors.RegistryError) as caught:
+        with _leases.on_instance(Locked(), 'u1', 'nothing was created', 'boot'):
+            pass
+    assert str(caught.value) == ('registry sqlite:///r.sqlite: cannot begin a transaction: database is locked; '
+                                 'lease instance:u1 could not be taken: nothing was created')

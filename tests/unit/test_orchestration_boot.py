@@ -8,6 +8,8 @@ import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import reconcile as _reconcile
 from support.fake_driver import FakeCloud, FakeWorld
 
 INSTANCE_UUID = '0e3e7f54-6d0e-4d3c-9d8a-1f0c3c2b5a01'
@@ -62,6 +64,46 @@ def test_a_spawn_that_overstays_its_deadline_has_its_vm_destroyed(cloud):
         cloud.boot('a')
     nothing_left_of(cloud, 'a')
     assert cloud.world.disks == set() and ('fake1', 'destroy') in cloud.world.calls
+
+
+def test_a_spawn_cut_off_whose_vm_cannot_be_destroyed_keeps_its_record_for_the_reconciler(cloud):
+    """The endpoint stopped answering mid-spawn (a vCenter that may still finish its clone): the VM cannot
+    be destroyed, so the record stays 'building' with its allocation; once the endpoint answers again,
+    the reconciler destroys the VM and records the instance error."""
+    cloud.world.fail_spawn(error=errors.Unreachable('fake1 did not answer within 600 s'), leave_behind=True, stop_answering=True)
+    with pytest.raises(errors.SpawnUnconfirmed) as caught:
+        cloud.boot('a')
+    (record,) = cloud.registry.list_instances()
+    assert str(caught.value) == (
+        'boot of instance a (%s) on node fake1 failed: fake1 did not answer within 600 s; the VM it may have left on node fake1 '
+        'could not be destroyed: fake endpoint fake1 does not answer; its record stays in state building with its allocation: '
+        'once node fake1 answers, multihv.cloud.reconcile destroys whatever VM of it is there and settles the record' % record.uuid)
+    assert (record.name, record.state) == ('a', 'building') and cloud.allocations() == [('a', 'fake1')]
+    assert cloud.world.vm('a') is not None
+    cloud.world.answer_again('fake1')
+    result = _reconcile.run(cloud.context(), settle_seconds=0)
+    assert [(a['kind'], a['name']) for a in result['actions']] == [('build', 'a')] and not result['failures']
+    assert cloud.world.vm('a') is None and cloud.world.disks == set() and cloud.allocations() == []
+    assert [(r.name, r.state) for r in cloud.registry.list_instances()] == [('a', 'error')]
+
+
+def test_a_boot_whose_outcome_cannot_be_recorded_says_what_it_left(cloud, monkeypatch):
+    """The VM was made but the registry refused the last write (locked, out of reach): the error names
+    the VM and the record it left in state building, which the reconciler settles later."""
+    def refused(_lease, registry=None):
+        raise errors.RegistryError('registry sqlite:///r.sqlite: cannot begin a transaction: database is locked')
+    monkeypatch.setattr(_leases.Lease, 'guarded', refused)
+    with pytest.raises(errors.RegistryError) as caught:
+        cloud.boot('a')
+    (record,) = cloud.registry.list_instances()
+    assert str(caught.value) == (
+        'instance a (%s) was built on node fake1, host fake1, but its record could not be completed: registry sqlite:///r.sqlite: '
+        'cannot begin a transaction: database is locked; the record stays in state building: once the registry answers and no '
+        'run holds the instance, multihv.cloud.reconcile destroys that VM and records the instance error' % record.uuid)
+    assert record.state == 'building' and cloud.world.placed() == {'a': ('fake1', 'running')}
+    monkeypatch.undo()
+    assert [a['kind'] for a in _reconcile.run(cloud.context(), settle_seconds=0)['actions']] == ['build']
+    assert cloud.world.vms == {} and [(r.name, r.state) for r in cloud.registry.list_instances()] == [('a', 'error')]
 
 
 def test_boot_many_reports_the_instance_that_failed_and_boots_the_others(cloud):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+import sqlite3
 
 import pytest
 
@@ -150,3 +151,74 @@ def test_postgresql_without_psycopg_is_a_missing_library(monkeypatch):
         registry.Registry.open('postgresql://cloud:s3cret@db/multihv')
     assert caught.value.library == 'psycopg'
     assert 'postgresql://cloud:********@db/multihv' in str(caught.value) and 's3cret' not in str(caught.value)
+
+
+class _Dropped:
+    """A PostgreSQL connection whose server restarted: its next statement fails, and psycopg marks it broken."""
+
+    def __init__(self):
+        self.broken = False
+        self.statements = []
+
+    def cursor(self):
+        return self
+
+    def execute(self, sql, params=()):
+        self.statements.append(sql)
+        self.broken = True
+        raise sqlite3.OperationalError('server closed the connection unexpectedly')
+
+    def close(self):
+        pass
+
+
+@pytest.fixture(name='dropped')
+def dropped_fixture(tmp_path, monkeypatch):
+    """A registry whose connection the server dropped; connecting again gives a working one (counted)."""
+    url = 'sqlite:///%s' % (tmp_path / 'r.sqlite')
+    opened = registry.Registry.open(url)
+    opened.set_flavor('m1', vcpus=1, ram_mb=512, disk_gb=1)
+    real_connect, connects = engine.connect, []
+
+    def connect(target):
+        connects.append(target)
+        return real_connect(target)
+    monkeypatch.setattr(engine, 'connect', connect)
+    opened.close()
+    opened = registry.Registry.open(url)
+    opened._conn, opened.connects = _Dropped(), connects  # pylint: disable=protected-access
+    connects.clear()
+    yield opened
+    opened.close()
+
+
+def test_a_read_on_a_dropped_connection_reconnects_once_and_answers(dropped):
+    assert dropped.get_flavor('m1')['vcpus'] == 1
+    assert len(dropped.connects) == 1 and engine.broken(dropped._conn) is False  # pylint: disable=protected-access
+
+
+def test_a_transaction_on_a_dropped_connection_begins_again_on_a_new_one(dropped):
+    dropped.set_flavor('m2', vcpus=2, ram_mb=512, disk_gb=1)
+    assert dropped.get_flavor('m2')['vcpus'] == 2 and len(dropped.connects) == 1
+
+
+def test_a_write_outside_a_transaction_is_not_repeated_but_the_next_statement_reconnects(dropped):
+    lost = dropped._conn  # pylint: disable=protected-access
+    with pytest.raises(sqlite3.OperationalError):
+        dropped._execute("UPDATE flavors SET vcpus = 3 WHERE name = 'm1'")  # pylint: disable=protected-access
+    assert lost.statements == ["UPDATE flavors SET vcpus = 3 WHERE name = 'm1'"] and dropped.connects == []
+    assert dropped.get_flavor('m1')['vcpus'] == 1 and len(dropped.connects) == 1
+
+
+def test_a_registry_server_still_down_is_named_and_tried_again_by_the_next_statement(dropped, monkeypatch):
+    def refused(url):
+        raise errors.RegistryError('registry %s: cannot connect: connection refused' % url)
+    monkeypatch.setattr(engine, 'connect', refused)
+    with pytest.raises(errors.RegistryError, match='cannot connect: connection refused'):
+        dropped.get_flavor('m1')
+    assert isinstance(dropped._conn, _Dropped)  # pylint: disable=protected-access
+
+
+def test_a_sqlite_connection_is_never_broken(tmp_path):
+    with registry.Registry.open('sqlite:///%s' % (tmp_path / 'r.sqlite')) as opened:
+        assert engine.broken(opened._conn) is False  # pylint: disable=protected-access

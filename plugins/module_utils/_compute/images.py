@@ -28,8 +28,8 @@ def upload(registry, driver, name, source, disk_format_):
     """driver.ensure_image under a registry lease per image: two runs readying one image would
     otherwise replace each other's half-uploaded base. Per image, not per host: hosts share the
     base on shared storage. True when uploaded."""
-    with _leases.held(registry, 'image:%s' % name, driver.work_timeout,
-                      'image %s was not placed on %s' % (name, driver.endpoint_name()), 'image upload'):
+    untouched = 'image %s was not placed on %s' % (name, driver.endpoint_name())
+    with _leases.held(registry, 'image:%s' % name, driver.work_timeout, untouched, 'image upload', untouched=untouched):
         return driver.ensure_image(name, source, disk_format_)
 
 

@@ -198,6 +198,8 @@ def boot_one(ctx, params):
     """Plan, ready the image and boot one instance; errors are raised."""
     placed = plan(ctx, [params])
     for error in prepare_images(ctx, placed).values():
+        if isinstance(error, errors.RegistryError):  # its message names the registry, not the boot
+            raise errors.RegistryError('%s; nothing was created' % error) from error
         raise error
     return boot(ctx, placed[0])
 
@@ -238,12 +240,26 @@ def _boot(ctx, placement, inst_uuid, lease):
         power = 'stopped' if params.get('state') == 'stopped' else 'running'
         lease.check()
         state = spawn_in_state(driver, spec, power)
+    except errors.SpawnUnconfirmed as exc:
+        # A VM may be there, or still be made (a clone the vCenter finishes): its record is the only
+        # trace the reconciler can go by, so it stays 'building' and keeps its allocation.
+        raise errors.SpawnUnconfirmed('boot of instance %s (%s) on node %s failed: %s; its record stays in state building with '
+                                      'its allocation: once node %s answers, multihv.cloud.reconcile destroys whatever VM of it '
+                                      'is there and settles the record' % (params['name'], inst_uuid, node, exc, node)) from exc
     except BaseException:
         registry.delete_instance(inst_uuid)  # its allocation goes with it
         raise
     identity['macs'] = state.macs or identity['macs']
-    with lease.guarded():
-        return registry.update_instance(inst_uuid, host=state.host, identity=identity, state=power)[1]
+    try:
+        with lease.guarded():
+            return registry.update_instance(inst_uuid, host=state.host, identity=identity, state=power)[1]
+    except errors.MultihvError as exc:
+        # The VM runs but the registry could not be written (out of reach, locked, the lease lost): a holder that
+        # may have lost its lease takes no further step; the record left 'building' tells the reconciler.
+        kind = errors.LeaseLost if isinstance(exc, errors.LeaseLost) else errors.RegistryError
+        raise kind('instance %s (%s) was built on node %s, host %s, but its record could not be completed: %s; the record stays '
+                   'in state building: once the registry answers and no run holds the instance, multihv.cloud.reconcile '
+                   'destroys that VM and records the instance error' % (params['name'], inst_uuid, node, state.host, exc)) from exc
 
 
 def _spec(inst_uuid, name, node, host, flavor, image, caps, storage, identity, user_data):
@@ -308,23 +324,25 @@ def spawn_in_state(driver, spec, power, destroy_disks=True):
     False: a reused shared disk is not the spawn's to remove) before the error is raised."""
     try:
         state = driver.spawn(spec)
-    except errors.Unreachable:
-        _destroy_quietly(driver, spec.uuid, spec.node, destroy_disks)
+    except errors.Unreachable as exc:
+        _destroy_or_say(driver, spec, destroy_disks, exc)
         raise
     if power == 'stopped':
         try:
             state = driver.set_power(spec.uuid, spec.node, 'stop')
-        except BaseException:
-            _destroy_quietly(driver, spec.uuid, spec.node, destroy_disks)
+        except BaseException as exc:
+            _destroy_or_say(driver, spec, destroy_disks, exc)
             raise
     return state
 
 
-def _destroy_quietly(driver, inst_uuid, node, destroy_disks=True):
+def _destroy_or_say(driver, spec, destroy_disks, cause):
+    """Destroy the VM a failed spawn may have left; errors.SpawnUnconfirmed (with the cause) when that
+    failed too: the VM may be there, or still be made, and whoever called must keep the record."""
     try:
-        driver.destroy(inst_uuid, node, destroy_disks=destroy_disks)
-    except errors.MultihvError:
-        pass  # the caller's own error is the one to report
+        driver.destroy(spec.uuid, spec.node, destroy_disks=destroy_disks)
+    except errors.MultihvError as exc:
+        raise errors.SpawnUnconfirmed('%s; the VM it may have left on node %s could not be destroyed: %s' % (cause, spec.node, exc)) from cause
 
 
 def _boot_apart(ctx, placement):

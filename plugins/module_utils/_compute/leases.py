@@ -88,7 +88,9 @@ class Lease:
                             self.name, self.owner, self.generation)
                         return
                     renewed = time.monotonic()
-                except errors.MultihvError as exc:
+                except Exception as exc:  # pylint: disable=broad-exception-caught  # whatever failed, the renewal did not happen
+                    # Not only the registry's errors: an exception that escaped would end this thread silently and
+                    # the holder would work on unrenewed until its next check.
                     if registry is not None:
                         registry.close()
                         registry = None
@@ -101,16 +103,23 @@ class Lease:
                 registry.close()
 
 
-def take(registry, name, wait, what, doing=None, lifetime=None):
+def take(registry, name, wait, what, doing=None, lifetime=None, untouched=None):
     """Take lease `name`, waiting up to `wait` seconds for another holder to give it up (or for its
     lease to run out when that holder died). A Lease, its heartbeat not started; errors.LeaseHeld
-    naming the holder and when its lease ends once the wait is over; `what` says what was not done."""
+    naming the holder and when its lease ends once the wait is over; `what` says what was not done.
+    A registry that cannot be written (out of reach, locked past its busy timeout) raises its
+    RegistryError, followed by `untouched` (what was left as it was) when given."""
     lifetime = lifetime or LEASE_LIFETIME_SECONDS
     owner = new_owner(doing)
     deadline = time.monotonic() + wait
     pause = 0.05
     while True:
-        generation = registry.take_lease(name, owner, lifetime)
+        try:
+            generation = registry.take_lease(name, owner, lifetime)
+        except errors.RegistryError as exc:
+            if not untouched:
+                raise
+            raise errors.RegistryError('%s; lease %s could not be taken: %s' % (exc, name, untouched)) from exc
         if generation is not None:
             return Lease(registry, name, owner, generation, lifetime)
         left = deadline - time.monotonic()
@@ -123,9 +132,9 @@ def take(registry, name, wait, what, doing=None, lifetime=None):
 
 
 @contextlib.contextmanager
-def held(registry, name, wait, what, doing=None, lifetime=None):
+def held(registry, name, wait, what, doing=None, lifetime=None, untouched=None):
     """Hold lease `name` while the block runs (see take), renewed by a heartbeat; yields the Lease."""
-    lease = take(registry, name, wait, what, doing, lifetime)
+    lease = take(registry, name, wait, what, doing, lifetime, untouched)
     lease.start_heartbeat()
     try:
         yield lease
@@ -139,13 +148,14 @@ def held(registry, name, wait, what, doing=None, lifetime=None):
 def on_instance(registry, inst_uuid, untouched, doing):
     """held() for the work on one instance: its lease instance:<uuid>, waiting a little for another run's."""
     return held(registry, 'instance:%s' % inst_uuid, INSTANCE_LEASE_WAIT_SECONDS,
-                'another run works on instance %s; %s' % (inst_uuid, untouched), doing)
+                'another run works on instance %s; %s' % (inst_uuid, untouched), doing, untouched=untouched)
 
 
 def on_node(registry, node, untouched, doing):
     """held() for the work on a whole node (drain, evacuation, an HA pass): its lease node:<name>, not
     waited for (the second run is refused). Take it before any instance's lease, never while holding one."""
-    return held(registry, 'node:%s' % node, NODE_LEASE_WAIT_SECONDS, 'another run works on node %s; %s' % (node, untouched), doing)
+    return held(registry, 'node:%s' % node, NODE_LEASE_WAIT_SECONDS, 'another run works on node %s; %s' % (node, untouched), doing,
+                untouched=untouched)
 
 
 __all__ = ['Lease', 'held', 'new_owner', 'on_instance', 'on_node', 'take']

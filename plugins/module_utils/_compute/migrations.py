@@ -140,12 +140,19 @@ def run(ctx, move, controls, lease):
         kind = errors.LeaseLost if isinstance(exc, errors.LeaseLost) else errors.MultihvError
         raise kind('migration %s of instance %s from %s to %s %s: %s' % (
             migration.id, record.name, move.source_node, move.target_node, status, exc)) from exc
-    with lease.guarded(registry):
-        instance = registry.update_instance(record.uuid, node=move.target_node, host=state.host)[1]
-        if claimed:
-            registry.release(record.uuid, node=move.source_node)
-        migration = registry.update_migration(migration.id, status='completed', stats=stats, dest_host=state.host,
-                                              finished_at=utcnow())
+    try:
+        with lease.guarded(registry):
+            instance = registry.update_instance(record.uuid, node=move.target_node, host=state.host)[1]
+            if claimed:
+                registry.release(record.uuid, node=move.source_node)
+            migration = registry.update_migration(migration.id, status='completed', stats=stats, dest_host=state.host,
+                                                  finished_at=utcnow())
+    except errors.MultihvError as exc:
+        kind = errors.LeaseLost if isinstance(exc, errors.LeaseLost) else errors.RegistryError
+        what = (migration.id, record.name, move.source_node, move.target_node, state.host, exc)
+        raise kind('migration %s moved instance %s from %s to %s (host %s) but its records could not be written: %s; the '
+                   'migration stays running: once the registry answers and no run holds the instance, multihv.cloud.reconcile '
+                   'records the instance where its VM is' % what) from exc
     return {'changed': True, 'instance': instance.as_dict(), 'migration': migration.as_dict()}
 
 
@@ -190,14 +197,20 @@ def _prepare(ctx, record, move, source_driver, target_driver):
 
 
 def _progress(registry, migration_id):
-    """A driver's progress callback that writes the statistics to the record now and then."""
+    """A driver's progress callback that writes the statistics to the record now and then. A write
+    that fails (the registry restarted, locked) is skipped: the move runs on in the hypervisors
+    whatever the callback does, so an error raised here would only let the run record an outcome
+    (failed) that the hypervisors then contradict; the next report, or the outcome, writes again."""
     last = [0.0]
 
     def report(stats):
         now = time.monotonic()
         if now - last[0] >= PROGRESS_EVERY_SECONDS:
             last[0] = now
-            registry.update_migration(migration_id, stats=stats)
+            try:
+                registry.update_migration(migration_id, stats=stats)
+            except errors.RegistryError:
+                pass
     return report
 
 

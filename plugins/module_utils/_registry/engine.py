@@ -149,6 +149,15 @@ def db_errors():
     return (sqlite3.Error, psycopg.Error) if psycopg is not None else (sqlite3.Error,)
 
 
+def broken(conn):
+    """True when a PostgreSQL connection was lost (the server restarted, the network cut it): psycopg
+    marks it closed or broken once a statement found it gone, and it never works again. A SQLite
+    connection is a file handle: never."""
+    if isinstance(conn, sqlite3.Connection):
+        return False
+    return bool(getattr(conn, 'closed', False) or getattr(conn, 'broken', False))
+
+
 def connect(url):
     """(dialect, connection) to the registry at url, whose schema is not looked at here.
 

@@ -9,10 +9,14 @@ Store is the base of the registry's parts (see registry.py); they speak SQL only
 from __future__ import annotations
 
 import contextlib
+import re
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import engine
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import tables
+
+# Statements that change nothing when they run again: a read, or the start of a transaction.
+_REPEATABLE = re.compile(r'\s*(SELECT|BEGIN)\b', re.IGNORECASE)
 
 
 class Store:
@@ -63,9 +67,30 @@ class Store:
     def _cursor(self, sql, params):
         if self._conn is None:
             raise errors.RegistryError('registry %s is closed' % self.url)
+        if not self._depth and engine.broken(self._conn):
+            self._reconnect()
         cursor = self._conn.cursor()
-        cursor.execute(self._dialect.sql(sql), tuple(params))
+        try:
+            cursor.execute(self._dialect.sql(sql), tuple(params))
+        except engine.db_errors():
+            # A connection the server dropped (PostgreSQL restarted) is only found broken by the statement
+            # that uses it. Outside a transaction, a read or a BEGIN changed nothing: it runs again once on a
+            # new connection. A write's fate is unknown and a transaction's earlier statements are lost: those
+            # fail, and the next statement reconnects.
+            if self._depth or not engine.broken(self._conn) or not _REPEATABLE.match(sql):
+                raise
+            self._reconnect()
+            cursor = self._conn.cursor()
+            cursor.execute(self._dialect.sql(sql), tuple(params))
         return cursor
+
+    def _reconnect(self):
+        """A new connection in place of a broken one (RegistryError when the server cannot be reached yet:
+        the broken one stays, and the next statement tries again)."""
+        _dialect, conn = engine.connect(self._url)
+        old, self._conn = self._conn, conn
+        with contextlib.suppress(*engine.db_errors()):
+            old.close()
 
     def _execute(self, sql, params=()):
         """Run one statement; the number of rows it changed."""

@@ -23,7 +23,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils import _errors as er
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import MIGRATION_MODES, POWER_ACTIONS
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import ComputeDriver, NodePlacement
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import capabilities as vsphere_capabilities
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.annotations import normal_uuid
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.annotations import normal_uuid, parse_annotation
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.clone import clone_config, clone_spec, missing_config
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.instances import (
     disk_gb_of, instance_states, managed_ids, power_state, with_devices,
@@ -276,6 +276,8 @@ class VSphereDriver(ComputeDriver):
     def destroy(self, uuid, node, destroy_disks=True):
         """Power off and delete the instance's VM with its disks (Destroy_Task); nothing to do when
         it is gone. A VM of the instance on another node than `node` is left alone (errors.DriverError).
+        Without a managed VM, a half-made clone of the instance (its instance uuid, no marker yet) is
+        destroyed: what a spawn cut off by the vCenter left, or the vCenter finished later.
         destroy_disks=False is refused: a vSphere VM goes with its disks, and the core, which never
         evacuates a cluster, has no stale copy to keep the disks of."""
         if not destroy_disks:
@@ -290,6 +292,7 @@ class VSphereDriver(ComputeDriver):
     def _destroy(self, content, instance, node):
         located = self._locate(content, instance)
         if located is None:
+            self._destroy_half_made(content, instance)
             return
         vm, state = located
         self._check_node(state, node, 'destroyed')
@@ -298,6 +301,27 @@ class VSphereDriver(ComputeDriver):
         except errors.DriverError as exc:
             raise errors.DriverError('vCenter %s could not destroy instance %s (VM %s on %s, host %s): %s; the VM is left in place' % (
                 self.vcenter.name, instance, state.name, state.node, state.host, exc)) from exc
+
+    def _destroy_half_made(self, content, instance):
+        """Destroy the half-made clone of an instance, if there is one: a VM that carries the instance uuid
+        as its instance uuid (the clone spec sets it, vCenter keeps it unique) but not yet the marker that
+        makes it the instance (the configuration a spawn applies after the clone never came: the vCenter
+        stopped answering, or finished the clone after the spawn gave up). It is no managed VM, so no node
+        owns it: wherever it is in this vCenter, it is the instance's and nobody else's."""
+        found = content.searchIndex.FindByUuid(uuid=instance, vmSearch=True, instanceUuid=True)
+        if found is None:
+            return
+        answer = retrieve_objects(content.propertyCollector, [found], 'VirtualMachine',
+                                  ('name', 'config.annotation', 'summary.config.template'))
+        props = answer[0].props if answer else None
+        if props is None or props.get('summary.config.template') or parse_annotation(props.get('config.annotation'))[0] not in (None, instance):
+            return  # gone meanwhile, a template, or another instance's VM: not this one's leftover
+        try:
+            power_off_and_destroy(content.propertyCollector, found, time.monotonic() + self.work_timeout,
+                                  'the half-made VM of instance %s' % instance)
+        except errors.DriverError as exc:
+            raise errors.DriverError('vCenter %s could not destroy the half-made VM %s of instance %s: %s; it is left in place' % (
+                self.vcenter.name, vm_name(props.get('name')), instance, exc)) from exc
 
     def set_power(self, uuid, node, action):
         """start, stop (PowerOff, hard), shutdown (ShutdownGuest, then PowerOff when the guest is
