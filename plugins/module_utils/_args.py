@@ -50,7 +50,7 @@ def session(module):
     registry = None
     try:
         cloud = load_cloud(module.params)
-        registry = Registry.open(cloud.registry_url)
+        registry = Registry.open(cloud.registry_url, lease_seconds=cloud.lease_seconds)
         yield cloud, registry
     except errors.MultihvError as exc:
         module.fail_json(msg=str(exc))

@@ -19,6 +19,7 @@ import os
 import re
 import shlex
 
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import LEASE_LIFETIME_SECONDS, MIN_LEASE_SECONDS
 from ansible_collections.multihv.cloud.plugins.module_utils._errors import ConfigError
 
 SEARCH_PATH = ('./multihv-cloud.yml', '~/.config/multihv/cloud.yml', '/etc/multihv/cloud.yml')
@@ -91,6 +92,8 @@ class CloudConfig:
 
     source: str
     registry_url: str
+    # How long a lease lives unrenewed (registry.lease_seconds): every controller of one registry must agree.
+    lease_seconds: float = LEASE_LIFETIME_SECONDS
     vcenters: list = dataclasses.field(default_factory=list)
     kvm_hosts: list = dataclasses.field(default_factory=list)
     defaults: Defaults = dataclasses.field(default_factory=Defaults)
@@ -249,6 +252,10 @@ def parse(data, source='the cloud definition', env=None) -> CloudConfig:
     registry = _Reader(source, 'registry', r.get('registry', dict, {}))
     registry_url = env.get(ENV_REGISTRY_URL) or registry.get('url', str)
     registry.get('url', str)  # validated even when the environment overrides it
+    lease_seconds = registry.get('lease_seconds', float, LEASE_LIFETIME_SECONDS)
+    if lease_seconds < MIN_LEASE_SECONDS:
+        raise ConfigError('%s: registry.lease_seconds must be at least %d (a heartbeat renews a lease every third of it), got %s'
+                          % (source, MIN_LEASE_SECONDS, lease_seconds))
     registry.done()
     if not registry_url:
         raise ConfigError('%s: registry.url is required (sqlite:////path/registry.sqlite or postgresql://...), '
@@ -269,7 +276,7 @@ def parse(data, source='the cloud definition', env=None) -> CloudConfig:
     duplicates = sorted(set(n for n in names if names.count(n) > 1))
     if duplicates:
         raise ConfigError('%s: the name %s is used twice (vCenter and KVM host names must be unique)' % (source, duplicates[0]))
-    return CloudConfig(source=source, registry_url=registry_url, vcenters=vcenters, kvm_hosts=kvm_hosts, defaults=defaults)
+    return CloudConfig(source=source, registry_url=registry_url, lease_seconds=lease_seconds, vcenters=vcenters, kvm_hosts=kvm_hosts, defaults=defaults)
 
 
 def find(cloud_file=None, env=None):

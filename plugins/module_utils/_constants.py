@@ -33,5 +33,7 @@ INSTANCE_LEASE_WAIT_SECONDS = 5.0
 # the second is refused (or, in an HA pass, skipped) with the holder named.
 NODE_LEASE_WAIT_SECONDS = 0.0
 # How long a lease lives without renewal. Its holder's heartbeat renews it every third of that while the
-# work runs, so a live holder's lease never ends and a dead holder's ends within this.
+# work runs, so a live holder's lease never ends and a dead holder's ends within this. The default of the
+# cloud file's registry.lease_seconds, which may not be shorter than MIN_LEASE_SECONDS.
 LEASE_LIFETIME_SECONDS = 30.0
+MIN_LEASE_SECONDS = 6

@@ -43,7 +43,8 @@ description:
     instances have no files apart from their VM, so none are reported there.
   - B(Nodes that cannot be reached.) Their instances are reported in RV(unknown) and nothing about them changes.
   - Work counts as interrupted only when its instance's lease is not held (a running operation's heartbeat renews it; a
-    dead run's lease ends within 30 seconds) and its records have not been written for a minute.
+    dead run's lease ends within the lease lifetime, the cloud file's C(registry.lease_seconds), 30 seconds by default)
+    and its records have not been written for two lease lifetimes (a minute by default).
   - Each action runs holding its instance's lease, and only when the records it read are unchanged; one that cannot is
     reported with an C(error) and left for the next pass, and the others go on.
 options:

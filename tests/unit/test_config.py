@@ -24,6 +24,11 @@ def test_defaults():
     assert cloud.kvm_hosts[0].instance_path == '/var/lib/libvirt/instances'
 
 
+def test_the_lease_lifetime_is_the_registry_s_and_thirty_seconds_by_default():
+    assert parse({'registry': REGISTRY}).lease_seconds == 30.0
+    assert parse({'registry': dict(REGISTRY, lease_seconds=8)}).lease_seconds == 8.0
+
+
 def test_password_from_environment_and_never_in_repr():
     env = {'MULTIHV_VCENTER_PASSWORD': 'all', 'MULTIHV_VCENTER_VC_2_PASSWORD': 'only-vc-2'}
     cloud = parse({'vcenters': [VCENTER, dict(VCENTER, name='vc-2')], 'registry': REGISTRY}, env)
@@ -64,6 +69,8 @@ def test_cluster_settings_override_placement():
     ({'vcenters': [dict(VCENTER, password='p', validate_certs='no')]}, r'vcenters\[0\].validate_certs must be true or false'),
     ({'defaults': {'allocation_ratios': {'cpu': 0}}}, r'defaults.allocation_ratios.cpu must be greater than 0'),
     ({'defaults': {'allocation_ratios': {'gpu': 2}}}, r'unknown key defaults.allocation_ratios.gpu'),
+    ({'registry': dict(REGISTRY, lease_seconds=2)}, r'registry.lease_seconds must be at least 6 \(a heartbeat renews'),
+    ({'registry': dict(REGISTRY, lease_seconds='30')}, r'registry.lease_seconds must be a number'),
     ({'surprise': 1}, r'unknown key surprise'),
     (['not', 'a', 'mapping'], r'the file must be a mapping, got a list'),
 ])

@@ -5,13 +5,14 @@ as lost, and a refusal names the holder, what it does and until when."""
 
 from __future__ import annotations
 
+import datetime
 import time
 
 import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
-from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import TIMESTAMP_FORMAT, Registry
 
 LIFETIME = 1.0
 
@@ -87,3 +88,16 @@ def test_a_registry_that_refuses_the_lease_is_named_with_what_was_left():
             pass
     assert str(caught.value) == ('registry sqlite:///r.sqlite: cannot begin a transaction: database is locked; '
                                  'lease instance:u1 could not be taken: nothing was created')
+
+
+def test_a_lease_lives_as_long_as_its_registry_says_and_a_worker_s_registry_says_the_same(tmp_path):
+    url = 'sqlite:///%s/registry.sqlite' % tmp_path
+    with Registry.open(url, lease_seconds=7) as registry:
+        lease = _leases.take(registry, 'instance:x', 0, 'nothing done')
+        expires = registry.lease_holder('instance:x')['expires_at']
+        with registry.another() as worker:
+            assert worker.lease_seconds == 7
+    assert lease.lifetime == 7
+    # written as now + 7 s: it ends before a default (30 s) lease would
+    later = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=8)
+    assert expires < later.strftime(TIMESTAMP_FORMAT)

@@ -29,7 +29,7 @@ LIFETIME = 0.6  # seconds: the old code's lease (one number, never renewed) ends
 def cloud_fixture(tmp_path, monkeypatch):
     """fake1 (fenceable) and fake2 sharing one directory; flavor small, image tick; leases that live
     LIFETIME seconds and a wait of 0.2 s for an instance's."""
-    monkeypatch.setattr(_leases, 'LEASE_LIFETIME_SECONDS', LIFETIME)
+    monkeypatch.setattr(Registry, 'lease_seconds', LIFETIME)  # every registry's leases, the workers' too
     monkeypatch.setattr(_leases, 'INSTANCE_LEASE_WAIT_SECONDS', 0.2)
     with two_node_cloud(tmp_path) as made:
         yield made

@@ -4,7 +4,8 @@
 ansible-playbook runs, AWX jobs): an image upload, the work on an instance or a node.
 Private to multihv.cloud: do not import.
 
-The wait and the lifetime are two numbers. A lease lives LEASE_LIFETIME_SECONDS; while the
+The wait and the lifetime are two numbers. A lease lives the registry's lease_seconds (the cloud
+file's registry.lease_seconds, LEASE_LIFETIME_SECONDS by default); while the
 work runs a heartbeat (a daemon thread with a registry connection of its own) renews it
 every third of that, so a live holder's lease never ends and a dead holder's ends within
 one lifetime. Each acquisition that changes hands gets a higher generation (a fencing
@@ -109,7 +110,7 @@ def take(registry, name, wait, what, doing=None, lifetime=None, untouched=None):
     naming the holder and when its lease ends once the wait is over; `what` says what was not done.
     A registry that cannot be written (out of reach, locked past its busy timeout) raises its
     RegistryError, followed by `untouched` (what was left as it was) when given."""
-    lifetime = lifetime or LEASE_LIFETIME_SECONDS
+    lifetime = lifetime or getattr(registry, 'lease_seconds', LEASE_LIFETIME_SECONDS)
     owner = new_owner(doing)
     deadline = time.monotonic() + wait
     pause = 0.05

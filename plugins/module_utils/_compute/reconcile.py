@@ -7,11 +7,11 @@ once, and its list_instance_files, read once when a step first asks), it plans a
 carries out, step by step:
 
 - builds: an instance still 'building' whose lease nobody holds, and whose record has not been
-  written for SETTLE_SECONDS, was interrupted. Its VMs,
+  written for two lease lifetimes, was interrupted. Its VMs,
   wherever they are, are destroyed with their disks, its allocations freed and it is
   recorded 'error'; a record that never got a VM is removed (with any local disk left);
 - migrations: a migration or evacuation still accepted / preparing / running whose
-  instance's lease nobody holds, and whose record has not been written for SETTLE_SECONDS,
+  instance's lease nobody holds, and whose record has not been written for two lease lifetimes,
   was interrupted. The registry is made to say where the VM
   is (source, target, both: the running one kept and the other undefined, its disk removed
   only on local storage; neither: the instance is 'error'), the migration ends completed
@@ -60,7 +60,12 @@ HA_STEPS = ('builds', 'migrations', 'power')
 # counts as interrupted, besides having no live lease. Every operation holds its instance's lease
 # from before its first record and a heartbeat renews it, so a live run always has one; this margin
 # of two lease lifetimes only covers a holder's clock being behind the registry's.
-SETTLE_SECONDS = 2 * LEASE_LIFETIME_SECONDS
+SETTLE_SECONDS = 2 * LEASE_LIFETIME_SECONDS  # with the default lease lifetime
+
+
+def settle_seconds_of(registry):
+    """Two of the registry's lease lifetimes (the cloud file's registry.lease_seconds)."""
+    return 2 * getattr(registry, 'lease_seconds', LEASE_LIFETIME_SECONDS)
 DECIDED = 'interrupted (no run holds its instance any more); the reconciler '
 
 
@@ -163,9 +168,9 @@ class Action:
 
 
 class Plan:
-    def __init__(self, ctx, survey, settle_seconds=SETTLE_SECONDS):
+    def __init__(self, ctx, survey, settle_seconds=None):
         self.ctx, self.registry, self.survey = ctx, ctx.registry, survey
-        self.settle_seconds = settle_seconds
+        self.settle_seconds = settle_seconds_of(ctx.registry) if settle_seconds is None else settle_seconds
         self.actions, self.unknown, self.missing, self.orphans = [], [], [], []
         self.handled = set()
         self.records = dict((r.uuid, r) for r in ctx.registry.list_instances())
@@ -506,7 +511,7 @@ def plan_orphans(plan, delete):
                      'free it', lambda u=inst_uuid, n=node: registry.release(u, node=n))
 
 
-def survey_and_plan(ctx, delete_orphans=False, steps=STEPS, settle_seconds=SETTLE_SECONDS):
+def survey_and_plan(ctx, delete_orphans=False, steps=STEPS, settle_seconds=None):
     """The Plan of one pass (nothing written): the steps run in STEPS order, each skipping the
     instances an earlier one took."""
     plan = Plan(ctx, Survey(ctx), settle_seconds)
@@ -526,7 +531,7 @@ def survey_and_plan(ctx, delete_orphans=False, steps=STEPS, settle_seconds=SETTL
     return plan
 
 
-def run(ctx, delete_orphans=False, check_mode=False, steps=STEPS, settle_seconds=SETTLE_SECONDS):
+def run(ctx, delete_orphans=False, check_mode=False, steps=STEPS, settle_seconds=None):
     """One pass. Returns {changed, actions, unknown, missing, orphans, failures}: actions as
     {kind, uuid, name, node, found, does} (and error when it failed; the others go on)."""
     plan = survey_and_plan(ctx, delete_orphans, steps, settle_seconds)
@@ -557,9 +562,9 @@ def _carry_out(registry, action):
         action.work()
 
 
-def run_for_ha(ctx, check_mode=False, settle_seconds=SETTLE_SECONDS):
+def run_for_ha(ctx, check_mode=False, settle_seconds=None):
     """What the HA pass may call before judging nodes: interrupted builds and migrations, and power states."""
     return run(ctx, check_mode=check_mode, steps=HA_STEPS, settle_seconds=settle_seconds)
 
 
-__all__ = ['ACTIVE', 'HA_STEPS', 'SETTLE_SECONDS', 'STEPS', 'Survey', 'lease_is_live', 'settled', 'run', 'run_for_ha', 'survey_and_plan']
+__all__ = ['ACTIVE', 'HA_STEPS', 'SETTLE_SECONDS', 'STEPS', 'Survey', 'lease_is_live', 'settle_seconds_of', 'settled', 'run', 'run_for_ha', 'survey_and_plan']

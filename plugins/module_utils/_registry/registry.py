@@ -30,7 +30,7 @@ from __future__ import annotations
 
 # Besides Registry, the names in __all__ are re-exported: the core, the plugins and the tests import them from here.
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import (
-    FLAVOR_RESOURCES, GROUP_POLICIES, MIGRATION_STATUSES,
+    FLAVOR_RESOURCES, GROUP_POLICIES, LEASE_LIFETIME_SECONDS, MIGRATION_STATUSES,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import engine
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.allocations_access import AllocationsAccess
@@ -54,8 +54,11 @@ class Registry(SchemaAccess, NodesAccess, CatalogAccess, InstancesAccess, Migrat
     Open with Registry.open(url); use as a context manager or close().
     """
 
+    # How long this registry's leases live unrenewed (the cloud file's registry.lease_seconds).
+    lease_seconds = LEASE_LIFETIME_SECONDS
+
     @classmethod
-    def open(cls, url, upgrade=True):
+    def open(cls, url, upgrade=True, lease_seconds=None):
         """Connect to the registry at url, creating or upgrading its schema.
 
         upgrade=False leaves the schema as it is (a reader that must not write, such as
@@ -64,6 +67,8 @@ class Registry(SchemaAccess, NodesAccess, CatalogAccess, InstancesAccess, Migrat
         """
         dialect, conn = engine.connect(url)
         registry = cls(conn, dialect, url)
+        if lease_seconds:
+            registry.lease_seconds = lease_seconds
         try:
             if upgrade:
                 registry._ensure_schema()
@@ -77,7 +82,7 @@ class Registry(SchemaAccess, NodesAccess, CatalogAccess, InstancesAccess, Migrat
     def another(self):
         """A connection of its own to the same registry, its schema as it is (for another thread:
         neither sqlite3 nor psycopg connections may be shared between threads)."""
-        return type(self).open(self._url, upgrade=False)
+        return type(self).open(self._url, upgrade=False, lease_seconds=self.lease_seconds)
 
 
 # The name the registry's callers knew before the policies moved to _constants.
