@@ -14,18 +14,21 @@ import pytest
 
 from support import invariants
 from support.cloud import boot, console_log, registry_rows, wait_ticks
-from support.faults import Controller, freeze_incoming, scrub
+from support.faults import SETTLED_AFTER, Controller, freeze_incoming, scrub, short_leases
 from support.lab import ansible_module, qemu_processes, serial, wait_for
 
-# A killed controller's lease ends within its lifetime (30 s); the reconciler also waits until
-# the interrupted work's records have been quiet for twice that (reconcile.SETTLE_SECONDS).
-SETTLED_AFTER = 62
 
 
 @pytest.fixture(autouse=True)
 def scrubbed(lab, cloud, tmp_path):  # pylint: disable=unused-argument  # torn down before cloud, while the records are there
     yield
     scrub(lab, tmp_path)
+
+
+@pytest.fixture(name='fast')
+def fast_fixture(lab, cloud, tmp_path):
+    """The cloud with leases of faults.LEASE_SECONDS: a killed run's work settles in SETTLED_AFTER."""
+    return short_leases(lab, tmp_path, cloud)
 
 
 @pytest.fixture(name='before')
@@ -49,22 +52,22 @@ def url(tmp_path):
     return f'sqlite:///{tmp_path}/registry.sqlite'
 
 
-def test_controller_killed_mid_boot(lab, cloud, tmp_path, before):
-    run = Controller(tmp_path, 'multihv.cloud.instance', dict(cloud, name='kill-boot', flavor='tiny', image='tick', node='kvm1'),
+def test_controller_killed_mid_boot(lab, fast, tmp_path, before):
+    run = Controller(tmp_path, 'multihv.cloud.instance', dict(fast, name='kill-boot', flavor='tiny', image='tick', node='kvm1'),
                      pause='_compute.instances:spawn_in_state:after').paused()
     (inst_uuid, state), = registry_rows(tmp_path, "SELECT uuid, state FROM instances WHERE name = 'kill-boot'")
     assert state == 'building'
     run.kill()
     killed = time.monotonic()
     assert qemu_processes('kill-boot'), 'the VM was not running when the controller died'
-    early = reconcile(cloud)
+    early = reconcile(fast)
     assert not [a for a in early['actions'] if a['uuid'] == inst_uuid], 'the reconciler acted before the work settled'
     time.sleep(max(0, SETTLED_AFTER - (time.monotonic() - killed)))
-    result = reconcile(cloud)
+    result = reconcile(fast)
     assert [(a['kind'], a['uuid']) for a in result['actions']] == [('build', inst_uuid)]
     assert registry_rows(tmp_path, "SELECT state FROM instances WHERE name = 'kill-boot'") == [('error',)]
     invariants.assert_hold(lab, url(tmp_path), before=before)
-    assert reconcile(cloud)['changed'] is False
+    assert reconcile(fast)['changed'] is False
 
 
 def migration_rows(tmp_path, name):
@@ -72,20 +75,20 @@ def migration_rows(tmp_path, name):
                                    f"JOIN instances i ON i.uuid = m.instance_uuid WHERE i.name = '{name}'")
 
 
-def test_controllers_killed_mid_live_block_and_cold_migration(lab, cloud, tmp_path, before):
+def test_controllers_killed_mid_live_block_and_cold_migration(lab, fast, tmp_path, before):
     """Three moves, each killed at its own step; one reconciler pass once they settled. The live and block
     moves are killed while both QEMU processes exist; the cold one is paused by the hook between defining
     the VM on the target and removing it from the source."""
-    live = boot(cloud, 'kill-live')
-    boot(cloud, 'kill-block', storage='local')
-    boot(cloud, 'kill-cold', storage='local')
+    live = boot(fast, 'kill-live')
+    boot(fast, 'kill-block', storage='local')
+    boot(fast, 'kill-cold', storage='local')
     live_log = console_log(lab, live)
     last_tick = wait_ticks(live_log)[-1]
     # One at a time. Each target QEMU is frozen as it starts, so that its move is surely under way when
     # the controller dies, and thawed once it died (a frozen QEMU also holds up its host's libvirtd, and
     # the next move's scheduler would find kvm2 down).
     for name, mode in (('kill-live', 'live'), ('kill-block', 'block')):
-        run = Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance=name, mode=mode, bandwidth=1), name=mode)
+        run = Controller(tmp_path, 'multihv.cloud.migrate', dict(fast, instance=name, mode=mode, bandwidth=1), name=mode)
         pid = freeze_incoming(name)
         try:
             wait_for(lambda name=name, mode=mode: migration_rows(tmp_path, name) == [(mode, 'running', 'kvm1', 'kvm2')], 60,
@@ -94,14 +97,14 @@ def test_controllers_killed_mid_live_block_and_cold_migration(lab, cloud, tmp_pa
             run.kill()
         finally:
             os.kill(pid, signal.SIGCONT)
-    Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance='kill-cold', mode='cold'), name='cold',
+    Controller(tmp_path, 'multihv.cloud.migrate', dict(fast, instance='kill-cold', mode='cold'), name='cold',
                pause='_drivers.libvirt.migration:remove_domain:before').paused().kill()
     killed = time.monotonic()
-    early = reconcile(cloud)
+    early = reconcile(fast)
     assert early['actions'] == [], 'the reconciler acted while the leases were live'
 
     time.sleep(max(0, SETTLED_AFTER - (time.monotonic() - killed)))
-    result = reconcile(cloud)
+    result = reconcile(fast)
     acted = dict((a['name'], a) for a in result['actions'])
     assert set(acted) == {'kill-live', 'kill-block', 'kill-cold'}, result['actions']
     assert all(a['kind'] == 'migration' for a in acted.values())
@@ -116,37 +119,37 @@ def test_controllers_killed_mid_live_block_and_cold_migration(lab, cloud, tmp_pa
 
     invariants.assert_hold(lab, url(tmp_path), before=before, running=['kill-live', 'kill-block', 'kill-cold'])
     invariants.ticked_on(live_log, last_tick)
-    assert reconcile(cloud)['changed'] is False
+    assert reconcile(fast)['changed'] is False
 
 
-def test_controller_killed_mid_evacuation(lab, cloud, tmp_path, before):
+def test_controller_killed_mid_evacuation(lab, fast, tmp_path, before):
     """kvm2 loses power; its evacuation is killed after the instance was rebuilt on kvm1 from its shared
     disk and before the records said so. The reconciler records it on kvm1 (the source is fenced and
     forced down, so its copy cannot run unseen); once kvm2 is back, its stale copy goes, the disk kept."""
-    record = boot(cloud, 'kill-evac', node='kvm2')
+    record = boot(fast, 'kill-evac', node='kvm2')
     wait_ticks(console_log(lab, record))
     with lab.power_loss('kvm2'):
-        run = Controller(tmp_path, 'multihv.cloud.evacuate', dict(cloud, node='kvm2'), name='evacuate',
+        run = Controller(tmp_path, 'multihv.cloud.evacuate', dict(fast, node='kvm2'), name='evacuate',
                          pause='_compute.instances:spawn_in_state:after').paused()
         assert migration_rows(tmp_path, 'kill-evac') == [('evacuation', 'running', 'kvm2', 'kvm1')]
         assert registry_rows(tmp_path, "SELECT node FROM instances") == [('kvm2',)]
         run.kill()
         killed = time.monotonic()
-        early = reconcile(cloud)
+        early = reconcile(fast)
         assert early['actions'] == [], 'the reconciler acted while the evacuation\'s lease was live'
         time.sleep(max(0, SETTLED_AFTER - (time.monotonic() - killed)))
-        result = reconcile(cloud)
+        result = reconcile(fast)
         assert [(a['kind'], a['name'], a['node']) for a in result['actions']] == [('migration', 'kill-evac', 'kvm1')]
         assert 'the source is forced down' in result['actions'][0]['found']
         assert registry_rows(tmp_path, "SELECT node, state FROM instances") == [('kvm1', 'running')]
         assert migration_rows(tmp_path, 'kill-evac') == [('evacuation', 'done', 'kvm2', 'kvm1')]
     # kvm2 boots with the instance's old domain defined (shut off): a stale copy on the shared disk.
-    result = reconcile(cloud)
+    result = reconcile(fast)
     assert [(a['kind'], a['node']) for a in result['actions']] == [('stale', 'kvm2')], result['actions']
     assert 'shared kept' in result['actions'][0]['does']
     invariants.assert_hold(lab, url(tmp_path), before=before, running=['kill-evac'])
     assert (pathlib.Path(lab.info['shared_instance_path']) / f"{record['uuid']}.qcow2").exists()
-    assert reconcile(cloud)['changed'] is False
+    assert reconcile(fast)['changed'] is False
 
 
 def test_a_second_migrate_during_a_long_migration_is_refused_and_the_first_completes(lab, cloud, tmp_path, before):

@@ -135,3 +135,19 @@ def scrub(lab, tmp_path):
             path.unlink(missing_ok=True)
     with sqlite3.connect(tmp_path / 'registry.sqlite') as db:
         db.execute('DELETE FROM locks')  # the killed runs' leases: the records' clean-up comes next
+
+
+# The lease lifetime the fault tests' cloud file sets (registry.lease_seconds): a killed controller's
+# lease ends within it, and the reconciler takes its work as interrupted after two of them.
+LEASE_SECONDS = 10
+SETTLED_AFTER = 2 * LEASE_SECONDS + 2
+
+
+def short_leases(lab, tmp_path, cloud: dict) -> dict:
+    """The cloud fixture's options with a copy of the lab's cloud file whose leases live LEASE_SECONDS."""
+    import yaml  # pylint: disable=import-outside-toplevel
+    data = yaml.safe_load((lab.dir / 'multihv-cloud.yml').read_text())
+    data.setdefault('registry', {})['lease_seconds'] = LEASE_SECONDS
+    path = tmp_path / 'short-leases.yml'
+    path.write_text(yaml.safe_dump(data))
+    return dict(cloud, cloud_file=str(path))
