@@ -24,7 +24,7 @@ import pytest
 
 from support import invariants
 from support.cloud import console_log, registry_rows, vm_name, wait_ticks
-from support.faults import HOOK, MODULE_UTILS, Controller, scrub
+from support.faults import SETTLED_AFTER as SHORT_LEASES_SETTLED_AFTER, Controller, scrub, short_leases
 from support.lab import ansible_module, qemu_processes, remove_domains, wait_for
 from support.registries import PG_URL, private_url, query
 
@@ -36,28 +36,8 @@ BUSY_TIMEOUT = 30
 LOCKED_FOR = BUSY_TIMEOUT + 6
 VSPHERE_NODE = 'vcsim/DC0/DC0_C0'
 
-# A sitecustomize that loads support/fault_hook's and makes its pause wait for MARK.go (so that the
-# test lets the run go on once it injected its fault) instead of sleeping until the kill.
-RESUMABLE_HOOK = '''
-import importlib.util, os, time
-_spec = importlib.util.spec_from_file_location('multihv_fault_hook', %r)
-_hook = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_hook)
-
-
-def _pause(mark):
-    with open(mark, 'w', encoding='utf-8') as out:
-        out.write('%%d\\n' %% os.getpid())
-    while not os.path.exists(mark + '.go'):
-        time.sleep(0.05)
-
-
-_hook._pause = _pause
-''' % str(HOOK / 'sitecustomize.py')
-
-
 @pytest.fixture(autouse=True)
-def scrubbed(lab, tmp_path):
+def scrubbed(lab, cloud, tmp_path):  # pylint: disable=unused-argument  # torn down before cloud, while the records are there
     yield
     scrub(lab, tmp_path)
 
@@ -70,21 +50,13 @@ def url(tmp_path):
     return f'sqlite:///{tmp_path}/registry.sqlite'
 
 
-def held_at(tmp_path, monkeypatch, module, args, pause, name='run'):
-    """A Controller paused by the hook at `pause` (as Controller's pause), resumed by release(run)."""
-    hook = tmp_path / 'resumable_hook'
-    hook.mkdir(exist_ok=True)
-    (hook / 'sitecustomize.py').write_text(RESUMABLE_HOOK)
-    monkeypatch.setenv('PYTHONPATH', os.pathsep.join(filter(None, [str(hook), os.environ.get('PYTHONPATH')])))
-    monkeypatch.setenv('MULTIHV_TEST_PAUSE', MODULE_UTILS + pause)
-    monkeypatch.setenv('MULTIHV_TEST_PAUSE_MARK', str(tmp_path / f'{name}.paused'))
-    run = Controller(tmp_path, module, args, name=name)
-    monkeypatch.undo()  # the Controller copied the environment; the test's other runs need none of it
-    return run.paused()
+def held_at(tmp_path, module, args, pause, name='run'):
+    """A Controller paused by the hook at `pause`, let go by release(run)."""
+    return Controller(tmp_path, module, args, pause=pause, name=name).paused()
 
 
 def release(run):
-    pathlib.Path(str(run.mark) + '.go').touch()
+    run.resume()
 
 
 @contextlib.contextmanager
@@ -186,11 +158,12 @@ def template(lab):
         Disconnect(si)
 
 
-def test_vcenter_unreachable_mid_clone(lab, cloud, template, tmp_path):
+def test_vcenter_unreachable_mid_clone(lab, cloud, template, tmp_path):  # pylint: disable=redefined-outer-name
     """vCenter accepts the clone, then stops answering (SIGSTOP) while the build waits for it: the run
     gives up within its timeout, cannot destroy the clone and says so, and keeps the record (building)
     that the reconciler settles once vCenter answers again. Before the fix the record went and the
     clone (not yet marked as the instance) stayed in vCenter, an orphan no pass could explain."""
+    cloud = short_leases(lab, tmp_path, cloud)  # the build's lease ends soon after vCenter cut it off
     ansible_module('multihv.cloud.image', dict(cloud, name='tmpl', hypervisor_type='vsphere', template=template))
     pid = vcsim_pid(lab)
     vcsim_control(lab, 'PUT', '/delay?ms=700')  # each SOAP call takes a while: the test can act between two
@@ -219,7 +192,7 @@ def test_vcenter_unreachable_mid_clone(lab, cloud, template, tmp_path):
             os.kill(pid, signal.SIGCONT)
         vcsim_control(lab, 'PUT', '/delay?ms=0')
     assert invariants.simulator_vms(lab)['cut-clone'] == 1, 'the clone vCenter made is not there'
-    time.sleep(max(0, SETTLED_AFTER - (time.monotonic() - run.started)))
+    time.sleep(max(0, SHORT_LEASES_SETTLED_AFTER - (time.monotonic() - run.started)))
     result = reconcile(cloud)
     assert [(a['kind'], a['uuid']) for a in result['actions']] == [('build', inst_uuid)], result
     assert registry_rows(tmp_path, "SELECT state FROM instances WHERE name = 'cut-clone'") == []
@@ -247,11 +220,11 @@ def test_sqlite_registry_locked_at_the_start_of_a_boot(lab, cloud, tmp_path):
     invariants.assert_hold(lab, url(tmp_path))
 
 
-def test_sqlite_registry_locked_mid_boot(lab, cloud, tmp_path, monkeypatch):
+def test_sqlite_registry_locked_mid_boot(lab, cloud, tmp_path):
     """The lock is taken once the VM is spawned and held past the busy timeout: the boot cannot record
     its outcome and says what it left (the VM on kvm1, the record building); once the lock is gone the
     reconciler destroys that VM and records the instance error, as for any interrupted build."""
-    run = held_at(tmp_path, monkeypatch, 'multihv.cloud.instance', dict(cloud, name='lock-boot', flavor='tiny', image='tick', node='kvm1'),
+    run = held_at(tmp_path, 'multihv.cloud.instance', dict(cloud, name='lock-boot', flavor='tiny', image='tick', node='kvm1'),
                   '_compute.instances:spawn_in_state:after')
     (inst_uuid, state), = registry_rows(tmp_path, "SELECT uuid, state FROM instances WHERE name = 'lock-boot'")
     assert state == 'building' and qemu_processes('lock-boot')
@@ -339,11 +312,11 @@ def pg_cloud(lab, tmp_path):
 
 
 @needs_postgres
-def test_postgres_restarted_mid_boot(lab, pg_cloud, tmp_path, monkeypatch):
+def test_postgres_restarted_mid_boot(lab, pg_cloud, tmp_path):
     """PostgreSQL restarts while the VM is spawned: the run's connection (and its lease heartbeat's) is
     cut; the next statement connects again and the boot completes as if nothing happened. Before the fix
     the registry connection never reconnected and the boot failed with its VM left running."""
-    run = held_at(tmp_path, monkeypatch, 'multihv.cloud.instance', dict(pg_cloud, name='pg-boot', flavor='tiny', image='tick', node='kvm1'),
+    run = held_at(tmp_path, 'multihv.cloud.instance', dict(pg_cloud, name='pg-boot', flavor='tiny', image='tick', node='kvm1'),
                   '_compute.instances:spawn_in_state:after')
     with ended_after(run):
         restart_postgres()

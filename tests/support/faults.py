@@ -98,6 +98,10 @@ class Controller:
         wait_for(there, timeout, f'the controller to pause ({self.mark.name})')
         return self
 
+    def resume(self):
+        """Let a paused run go on (the hook waits for its mark's .go file)."""
+        pathlib.Path(str(self.mark) + '.go').touch()
+
     def kill(self):
         """SIGKILL the controller and every process it started, as a lost pod ends them all: ansible's
         workers start sessions of their own, so the module's Python is found as a descendant, not a group."""

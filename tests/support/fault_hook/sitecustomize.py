@@ -2,7 +2,8 @@
 collection's code knows nothing of it). MULTIHV_TEST_PAUSE names a function of the collection as
 `module:Qualified.name` with `:before` or `:after`; when a call of it is reached, the file named by
 MULTIHV_TEST_PAUSE_MARK is written and the process sleeps, so that the test kills the controller
-exactly there (between two steps of an operation). Nothing happens when MULTIHV_TEST_PAUSE is unset."""
+exactly there (between two steps of an operation), or lets it go on after injecting a fault of its own.
+Nothing happens when MULTIHV_TEST_PAUSE is unset."""
 
 import importlib.abc
 import os
@@ -13,9 +14,13 @@ SPEC = os.environ.get('MULTIHV_TEST_PAUSE')
 
 
 def _pause(mark):
+    """Write mark, then wait until the test writes mark.go (it lets the run go on: Controller.resume)
+    or kills the process (Controller.kill); ten minutes at most."""
     with open(mark, 'w', encoding='utf-8') as out:
         out.write('%d\n' % os.getpid())
-    time.sleep(600)  # the test kills the process group long before
+    deadline = time.monotonic() + 600
+    while not os.path.exists(mark + '.go') and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _wrap(function, when, mark):
