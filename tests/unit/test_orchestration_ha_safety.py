@@ -195,3 +195,23 @@ def test_a_heartbeat_no_peer_can_read_is_no_evidence(tmp_path, case):
         result = _instance_ha.run_pass(cloud.context(), grace_period=60, **options)
         assert ('fake1', 'fenced') in [(d['node'], d['fencing']) for d in result['down']]
         assert 'fake1' in fenced(tmp_path)
+
+
+def test_a_heartbeat_from_before_the_node_was_seen_down_is_no_evidence(tmp_path):
+    """A host that lost its power leaves a young heartbeat behind for a while: one written before the first pass
+    that found the node down does not make it isolated; one written since does."""
+    with make_cloud(tmp_path) as cloud:
+        cloud.world.power_loss('fake1')
+        seen_down(cloud, 'fake1', seconds=5, probes=2)
+        cloud.world.heartbeat('fake1', age=7)  # its last one, before it was seen down; under heartbeat_timeout
+        result = _instance_ha.run_pass(cloud.context(), grace_period=0)
+        assert [(d['node'], d['fencing']) for d in result['down']] == [('fake1', 'fenced')] and result['withheld'] == []
+
+    (tmp_path / 'isolated').mkdir()
+    with make_cloud(tmp_path / 'isolated') as cloud:
+        cloud.world.stop_answering('fake1')
+        seen_down(cloud, 'fake1', seconds=5, probes=2)
+        cloud.world.heartbeat('fake1', age=2)  # written since
+        result = _instance_ha.run_pass(cloud.context(), grace_period=0)
+        assert [(w['node'], w['why']) for w in result['withheld']] == [('fake1', 'isolated')] and result['down'] == []
+        assert 'written since it was first seen down' in result['withheld'][0]['reason']
