@@ -2,7 +2,8 @@
 collection's code knows nothing of it). MULTIHV_TEST_PAUSE names a function of the collection as
 `module:Qualified.name` with `:before` or `:after`; when a call of it is reached, the file named by
 MULTIHV_TEST_PAUSE_MARK is written and the process sleeps, so that the test kills the controller
-exactly there (between two steps of an operation). Nothing happens when MULTIHV_TEST_PAUSE is unset."""
+exactly there (between two steps of an operation). With MULTIHV_TEST_PAUSE_SECONDS the process sleeps that
+long and then goes on (a slow step, to widen a race window). Nothing happens when MULTIHV_TEST_PAUSE is unset."""
 
 import importlib.abc
 import os
@@ -15,7 +16,8 @@ SPEC = os.environ.get('MULTIHV_TEST_PAUSE')
 def _pause(mark):
     with open(mark, 'w', encoding='utf-8') as out:
         out.write('%d\n' % os.getpid())
-    time.sleep(600)  # the test kills the process group long before
+    # By default the test kills the process group long before the sleep ends.
+    time.sleep(float(os.environ.get('MULTIHV_TEST_PAUSE_SECONDS') or 600))
 
 
 def _wrap(function, when, mark):
