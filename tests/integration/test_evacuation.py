@@ -202,5 +202,9 @@ def test_one_instance_ha_pass_recovers_a_failed_host(lab, cloud, tmp_path):
     back = bring_back(cloud, 'kvm2')
     assert [c['name'] for c in back['cleaned']] == ['ha-first'] and running_copies(lab, 'ha-first') == ['kvm1']
     cleared = ha_pass(cloud, grace_period=0)
-    assert cleared['changed'] is False and cleared['cleared'] == ['kvm2']
+    # The pass's reconciler records what the power loss left of the instances that stayed on kvm2: shut off.
+    assert sorted((a['kind'], a['name'], a['does']) for a in cleared['reconciled']) == [
+        ('power', 'ha-not', 'record it stopped'), ('power', 'ha-second', 'record it stopped')], cleared['reconciled']
+    assert cleared['cleared'] == ['kvm2'] and (cleared['down'], cleared['recovered'], cleared['failures']) == ([], [], [])
+    assert ha_pass(cloud, grace_period=0)['changed'] is False
     assert registry_rows(tmp_path, "SELECT down_since FROM nodes WHERE name = 'kvm2'") == [(None,)]
