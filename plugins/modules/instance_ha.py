@@ -13,7 +13,7 @@ description:
     collection's Event-Driven Ansible rulebook.
   - Runs the reconciler's HA steps first (M(multihv.cloud.reconcile)'s interrupted builds and migrations, and power
     states; not its stale copies or orphans), so that the pass judges nodes from records that say where each instance
-    is: an evacuation or migration that a killed controller left half done is finished or undone before anything is
+    is. An evacuation or migration that a killed controller left half done is finished or undone before anything is
     evacuated again. Its actions are returned in RV(reconciled); in check mode they are only planned, and the instances
     they would touch are left out of the pass's own plan.
   - Reads every node once. A KVM node that does not answer is marked down in the registry the first time a pass sees it,
@@ -32,7 +32,7 @@ description:
   - A node that does not answer but whose storage heartbeat, read through a node that answers and shares its
     C(shared_instance_path), is younger than O(heartbeat_timeout) and was written after a pass first saw the node
     down is isolated, not dead (vSphere HA's datastore heartbeating); it is reported in RV(withheld), neither fenced
-    nor evacuated. The last heartbeat of a host that lost its power is older than that: it is no evidence. The writer of the heartbeat runs on
+    nor evacuated. The last heartbeat of a host that lost its power is older than that, and no evidence. The writer of the heartbeat runs on
     each KVM host (the C(multihv.cloud.kvm_host) role's C(kvm_host_heartbeat)); without a heartbeat the pass goes on as
     if there were no such check.
   - A down node with nothing to recover (no HA instance, or no instance at all with O(evacuate_all)) is not fenced;
