@@ -32,7 +32,9 @@ description:
   - A node that does not answer but whose storage heartbeat, read through a node that answers and shares its
     C(shared_instance_path), is younger than O(heartbeat_timeout) and was written after a pass first saw the node
     down is isolated, not dead (vSphere HA's datastore heartbeating); it is reported in RV(withheld), neither fenced
-    nor evacuated. The last heartbeat of a host that lost its power is older than that, and no evidence. The writer of the heartbeat runs on
+    nor evacuated. A heartbeat from before that, still younger than O(heartbeat_timeout), is what a host that just
+    lost its power leaves behind, and also what a host cut off a moment ago shows; the node stays in RV(waiting) until
+    that heartbeat is O(heartbeat_timeout) old (then it is fenced and evacuated) or advances (isolated). The writer of the heartbeat runs on
     each KVM host (the C(multihv.cloud.kvm_host) role's C(kvm_host_heartbeat)); without a heartbeat the pass goes on as
     if there were no such check.
   - A down node with nothing to recover (no HA instance, or no instance at all with O(evacuate_all)) is not fenced;
@@ -124,7 +126,8 @@ down:
   elements: dict
 waiting:
   description:
-    - Nodes down for less than O(grace_period) or seen down by fewer than O(min_down_probes) passes, each with C(node),
+    - Nodes down for less than O(grace_period) or seen down by fewer than O(min_down_probes) passes, or whose last
+      storage heartbeat is from before they were seen down but younger than O(heartbeat_timeout), each with C(node),
       C(down_since), C(seconds_left), C(down_probes) (passes in a row that found it unreachable, this one included),
       C(probes_left) and C(reason).
   returned: always

@@ -23,9 +23,11 @@ starts. Its actions are reported in `reconciled`; in check mode they are only pl
 A node that does not answer but whose storage heartbeat (the file its writer renews on its
 shared instance storage), read through a node that answers, is younger than heartbeat_timeout
 AND was written after the pass first saw the node down is isolated, not dead (vSphere HA's
-datastore heartbeating): reported in `withheld`, neither fenced nor evacuated. A heartbeat
-from before that is what a host that lost its power leaves behind: no evidence that it lives.
-No heartbeat, or none that a node that answers can read, is no evidence either.
+datastore heartbeating): reported in `withheld`, neither fenced nor evacuated. One from before
+that but still younger than heartbeat_timeout is what a host that just lost its power leaves
+behind, and also what one cut off a moment ago shows: the node stays in `waiting` until that
+heartbeat is heartbeat_timeout old (dead) or advances (isolated). No heartbeat, or none that a
+node that answers can read, is no evidence either way.
 
 A node it acts on is fenced (see _compute/fencing.py: confirmed by its power status where the
 cloud file says how), forced down and its HA instances evacuated, HA first and by restart
@@ -158,18 +160,20 @@ def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode
     return result
 
 
-def _isolated(ctx, node, policy):
-    """The reason not to fence node when a node that answers reads a fresh storage heartbeat of it
-    (vSphere HA's datastore heartbeating: it is cut off, not dead), else None. Fresh: younger than
-    heartbeat_timeout and written since the node was first seen down (a host that lost its power
-    leaves its last heartbeat young for a while, but older than that). No heartbeat, no peer that
-    answers, or a peer that cannot read it: no evidence either way, None."""
+def _heartbeat(ctx, node, policy):
+    """What a storage heartbeat of node, read through the nodes that answer, says (vSphere HA's
+    datastore heartbeating): ('isolated', reason) when one was written since the node was first
+    seen down (it is cut off, not dead); ('unsure', reason, seconds) when the youngest is from
+    before that but younger than heartbeat_timeout (a host that lost its power leaves such a
+    heartbeat, and so may one cut off a moment ago: the pass waits `seconds` for it to age or to
+    advance); None when there is no heartbeat, none is that young, no peer answers or none can
+    read it (no evidence either way)."""
     if not policy.heartbeat_timeout or node.admin.get('forced_down'):
         return None  # forced down: declared off by an operator, or fenced (its power confirmed) by an earlier pass
     name = node.view.name
     down_for = _seconds_since(node.since, policy.now)
     peers = ctx.driver_for(name).storage_peers(name)
-    asked = 0
+    asked, youngest = 0, None
     for other in ctx.views():
         if asked >= HEARTBEAT_READERS or not other.up or other.name == name or (peers and other.name not in peers) \
                 or not ctx.kind_capabilities(other.hypervisor_type).evacuation:
@@ -179,13 +183,22 @@ def _isolated(ctx, node, policy):
             beat = ctx.driver_for(other.name).storage_heartbeat(name)
         except errors.MultihvError:
             continue
-        age = None if beat is None else max(0.0, policy.now.timestamp() - beat)
-        if age is not None and age < policy.heartbeat_timeout and age < down_for:
-            return ('isolated, not dead: it does not answer (%s) but its storage heartbeat, read through %s, is %.0f s old '
-                    '(under heartbeat_timeout %d s, and written since it was first seen down %.0f s ago): it runs on, so it '
+        if beat is None:
+            continue
+        age = max(0.0, policy.now.timestamp() - beat)
+        if age < policy.heartbeat_timeout and age < down_for:
+            return ('isolated', 'isolated, not dead: it does not answer (%s) but its storage heartbeat, read through %s, is %.0f s '
+                    'old (under heartbeat_timeout %d s, and written since it was first seen down %.0f s ago): it runs on, so it '
                     'was neither fenced nor evacuated' % (node.view.reason or 'no answer', other.name, age, policy.heartbeat_timeout,
                                                           down_for))
-    return None
+        if youngest is None or age < youngest[0]:
+            youngest = (age, other.name)
+    if youngest is None or youngest[0] >= policy.heartbeat_timeout:
+        return None
+    age, reader = youngest
+    return ('unsure', 'its last storage heartbeat, read through %s, is %.0f s old, from before it was first seen down %.0f s ago: '
+            'it lost its power or was cut off a moment ago; the pass waits until that heartbeat is heartbeat_timeout (%d s) old, '
+            'or advances' % (reader, age, down_for, policy.heartbeat_timeout), policy.heartbeat_timeout - age)
 
 
 def _recover(ctx, result, node, policy):
@@ -216,9 +229,13 @@ def _recover_held(ctx, result, node, policy):
                 reason='down (%s) with nothing to recover: no %sinstance runs or is stopped there, so it was not fenced'
                 % (node.view.reason or 'no answer', '' if policy.evacuate_all else 'HA ')))
         return
-    isolated = _isolated(ctx, node, policy)
-    if isolated:
-        result['withheld'].append(node.entry(why='isolated', reason=isolated))
+    heard = _heartbeat(ctx, node, policy)
+    if heard and heard[0] == 'isolated':
+        result['withheld'].append(node.entry(why='isolated', reason=heard[1]))
+        return
+    if heard:
+        result['waiting'].append(node.entry(seconds_left=round(heard[2], 1), probes_left=0,
+                                            reason='%s; %s' % (node.view.reason or 'no answer', heard[1])))
         return
     try:
         done = _evacuation.evacuate(ctx, name, instances=todo, concurrency=policy.concurrency, check_mode=policy.check_mode,
