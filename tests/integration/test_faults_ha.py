@@ -94,6 +94,8 @@ def test_two_ha_passes_at_once_evacuate_a_failed_host_once(lab, cloud, tmp_path)
     options = dict(cloud, grace_period=0, min_down_probes=1, heartbeat_timeout=HEARTBEAT_TIMEOUT)
 
     with lab.power_loss('kvm2'):
+        # Its last heartbeat, from before the passes see it down, keeps them waiting until it is HEARTBEAT_TIMEOUT old.
+        wait_for(lambda: time.time() - (heartbeat(lab, 'kvm2') or 0) > HEARTBEAT_TIMEOUT + 1, 30, 'the heartbeat of kvm2 to age')
         # A tiny guest is evacuated in about a second: each pass takes SLOW seconds more once it holds the node's
         # lease, so that the other, started at the same moment, finds it held, whichever pass gets there first.
         runs = recorded_runs(tmp_path, 'multihv.cloud.instance_ha', options, ['pass-a', 'pass-b'],
