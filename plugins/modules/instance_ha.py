@@ -11,6 +11,11 @@ version_added: 0.1.0
 description:
   - What vSphere HA does inside a cluster, for KVM nodes, one pass at a time; meant for an AWX schedule, a loop, or the
     collection's Event-Driven Ansible rulebook.
+  - Runs the reconciler's HA steps first (M(multihv.cloud.reconcile)'s interrupted builds and migrations, and power
+    states; not its stale copies or orphans), so that the pass judges nodes from records that say where each instance
+    is. An evacuation or migration that a killed controller left half done is finished or undone before anything is
+    evacuated again. Its actions are returned in RV(reconciled); in check mode they are only planned, and the instances
+    they would touch are left out of the pass's own plan.
   - Reads every node once. A KVM node that does not answer is marked down in the registry the first time a pass sees it,
     and each pass that finds it unreachable counts one more down probe (a node that answers loses both). Once it has
     been down for O(grace_period) seconds B(and) at least O(min_down_probes) passes saw it down, the pass fences it (the
@@ -25,8 +30,11 @@ description:
     more likely cut off from them than they all failed; the pass fences and evacuates nothing, reports every down node
     in RV(withheld) with that reason, and records only its probes.
   - A node that does not answer but whose storage heartbeat, read through a node that answers and shares its
-    C(shared_instance_path), is younger than O(heartbeat_timeout) is isolated, not dead (vSphere HA's datastore
-    heartbeating); it is reported in RV(withheld), neither fenced nor evacuated. The writer of the heartbeat runs on
+    C(shared_instance_path), is younger than O(heartbeat_timeout) and was written after a pass first saw the node
+    down is isolated, not dead (vSphere HA's datastore heartbeating); it is reported in RV(withheld), neither fenced
+    nor evacuated. A heartbeat from before that, still younger than O(heartbeat_timeout), is what a host that just
+    lost its power leaves behind, and also what a host cut off a moment ago shows; the node stays in RV(waiting) until
+    that heartbeat is O(heartbeat_timeout) old (then it is fenced and evacuated) or advances (isolated). The writer of the heartbeat runs on
     each KVM host (the C(multihv.cloud.kvm_host) role's C(kvm_host_heartbeat)); without a heartbeat the pass goes on as
     if there were no such check.
   - A down node with nothing to recover (no HA instance, or no instance at all with O(evacuate_all)) is not fenced;
@@ -73,11 +81,12 @@ extends_documentation_fragment:
   - multihv.cloud.cloud
   - multihv.cloud.cloud.evacuation
 notes:
-  - In check mode nothing is recorded, fenced or rebuilt; the result says what a pass would do.
+  - In check mode nothing is recorded, fenced, reconciled or rebuilt; the result says what a pass would do.
   - Evacuated local-storage instances get new passwords, returned in RV(recovered); give the task C(no_log) when the
     log is read by others.
 seealso:
   - module: multihv.cloud.evacuate
+  - module: multihv.cloud.reconcile
 author:
   - multihv.cloud developers (@multihv)
 '''
@@ -100,6 +109,16 @@ EXAMPLES = r'''
 '''
 
 RETURN = r'''
+reconciled:
+  description:
+    - What the reconciler did (or, in check mode, would do) before the pass judged the nodes, as
+      M(multihv.cloud.reconcile) returns it in its C(actions), each with C(kind) (C(build), C(migration) or C(power)),
+      C(uuid), C(name), C(node), C(found) and C(does).
+    - An action that could not be carried out (another run changed the instance's records, or holds its lease) has
+      C(error); it is left for the next pass and does not fail this one.
+  returned: always
+  type: list
+  elements: dict
 down:
   description: The nodes this pass acted on, each with C(node), C(down_since), C(down_probes) and C(fencing) (see M(multihv.cloud.evacuate)).
   returned: always
@@ -107,7 +126,8 @@ down:
   elements: dict
 waiting:
   description:
-    - Nodes down for less than O(grace_period) or seen down by fewer than O(min_down_probes) passes, each with C(node),
+    - Nodes down for less than O(grace_period) or seen down by fewer than O(min_down_probes) passes, or whose last
+      storage heartbeat is from before they were seen down but younger than O(heartbeat_timeout), each with C(node),
       C(down_since), C(seconds_left), C(down_probes) (passes in a row that found it unreachable, this one included),
       C(probes_left) and C(reason).
   returned: always

@@ -126,7 +126,8 @@ def test_the_rulebook_rebuilds_the_ha_instances_of_a_failed_host(lab, cloud, tmp
     # The rulebook by its collection name: its source, its playbook and the module come from the installed collection.
     brought_back = False
     try:
-        with rulebook(tmp_path, cloud, 'multihv.cloud.instance_ha', interval=1, grace_period=3) as rb:
+        # The lab hosts write storage heartbeats: the passes wait until the failed host's last one is heartbeat_timeout old.
+        with rulebook(tmp_path, cloud, 'multihv.cloud.instance_ha', interval=1, grace_period=3, heartbeat_timeout=5) as rb:
             # The first read of the nodes is done (the rulebook sends the initial states, which start nothing when up).
             rb.wait(lambda: f'node_events: node_up {FAILED_HOST}' in rb.output(), 120, 'the first read of the nodes')
             with lab.power_loss(FAILED_HOST):

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import pathlib
 import subprocess
+import time
 
 import pytest
 import yaml
 
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
 from support.cloud import allocations, boot, bring_back, console_log, domain_active, domains, registry_rows, ticks, wait_ticks
+from support.faults import heartbeat
 from support.lab import ansible_module, serial, wait_for
 
 
@@ -36,8 +38,18 @@ def evacuate(cloud, expect_failure=False, **args):
     return ansible_module('multihv.cloud.evacuate', dict(cloud, **args), expect_failure=expect_failure)
 
 
+# The lab hosts write storage heartbeats; a pass waits on a failed host until its last one is this old.
+HEARTBEAT_TIMEOUT = 5
+
+
 def ha_pass(cloud, expect_failure=False, check=False, **args):
+    args.setdefault('heartbeat_timeout', HEARTBEAT_TIMEOUT)
     return ansible_module('multihv.cloud.instance_ha', dict(cloud, **args), expect_failure=expect_failure, check=check)
+
+
+def heartbeat_aged(lab, host):
+    """Wait until the last storage heartbeat of a host that lost its power is older than HEARTBEAT_TIMEOUT."""
+    wait_for(lambda: time.time() - (heartbeat(lab, host) or 0) > HEARTBEAT_TIMEOUT + 1, 30, f'the heartbeat of {host} to age')
 
 
 def running_copies(lab, name):
@@ -181,6 +193,7 @@ def test_one_instance_ha_pass_recovers_a_failed_host(lab, cloud, tmp_path):
         waiting = ha_pass(cloud, grace_period=600)
         assert waiting['changed'] is False and [(w['node'], w['down_probes']) for w in waiting['waiting']] == [('kvm2', 1)]
         assert registry_rows(tmp_path, "SELECT forced_down FROM nodes WHERE name = 'kvm2'") == [(0,)]
+        heartbeat_aged(lab, 'kvm2')
         # The next pass is the second to find kvm2 down (check mode counts it without recording it).
         assert ha_pass(cloud, grace_period=0, min_down_probes=2, check=True)['changed'] is True
         assert registry_rows(tmp_path, 'SELECT count(*) FROM migrations') == [(0,)]
@@ -202,5 +215,9 @@ def test_one_instance_ha_pass_recovers_a_failed_host(lab, cloud, tmp_path):
     back = bring_back(cloud, 'kvm2')
     assert [c['name'] for c in back['cleaned']] == ['ha-first'] and running_copies(lab, 'ha-first') == ['kvm1']
     cleared = ha_pass(cloud, grace_period=0)
-    assert cleared['changed'] is False and cleared['cleared'] == ['kvm2']
+    # The pass's reconciler records what the power loss left of the instances that stayed on kvm2: shut off.
+    assert sorted((a['kind'], a['name'], a['does']) for a in cleared['reconciled']) == [
+        ('power', 'ha-not', 'record it stopped'), ('power', 'ha-second', 'record it stopped')], cleared['reconciled']
+    assert cleared['cleared'] == ['kvm2'] and (cleared['down'], cleared['recovered'], cleared['failures']) == ([], [], [])
+    assert ha_pass(cloud, grace_period=0)['changed'] is False
     assert registry_rows(tmp_path, "SELECT down_since FROM nodes WHERE name = 'kvm2'") == [(None,)]

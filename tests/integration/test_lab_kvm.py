@@ -1,4 +1,4 @@
-"""The lab's KVM hosts: distinct hosts, live migration between them, power loss and reboot."""
+"""The lab's KVM hosts: distinct hosts, live migration between them, power loss and reboot, storage heartbeats."""
 
 from __future__ import annotations
 
@@ -9,7 +9,10 @@ import xml.etree.ElementTree as ET
 import libvirt
 import pytest
 
+from support.faults import heartbeat
 from support.lab import last_tick, qemu_running, serial, wait_for
+from ansible_collections.multihv.cloud.plugins.module_utils import _config
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.driver import LibvirtDriver
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.storage import instance_pool
 from support import guest
 
@@ -114,3 +117,23 @@ def test_lab_fail_is_a_power_loss_and_restore_a_reboot(lab, guests):
     second = serial(victim_log)[1]
     assert second.number == 2
     assert second.persisted is not None and second.persisted >= stopped_at - 1
+
+
+def test_each_host_writes_its_storage_heartbeat_while_it_has_power(lab):
+    """The lab hosts run the kvm_host role's heartbeat writer: it advances, the KVM driver reads it through another
+    host, a power loss stops it and a reboot starts it again."""
+    reader, host = list(lab.hosts)[0], list(lab.hosts)[-1]
+    settle = 2 * lab.info['heartbeat_interval'] + 2
+    first = wait_for(lambda: heartbeat(lab, host), settle, f'a heartbeat of {host}')
+    wait_for(lambda: (heartbeat(lab, host) or 0) > first, settle, f'the heartbeat of {host} to advance')
+    config = _config.load(str(lab.dir / 'multihv-cloud.yml'), env={})
+    driver = LibvirtDriver(next(h for h in config.kvm_hosts if h.name == reader))
+    try:
+        assert abs(driver.storage_heartbeat(host) - time.time()) < settle
+    finally:
+        driver.close()
+    with lab.power_loss(host):
+        last = heartbeat(lab, host)
+        time.sleep(settle)
+        assert heartbeat(lab, host) == last, f'the heartbeat of {host} went on after its power loss'
+    wait_for(lambda: (heartbeat(lab, host) or 0) > last, settle, f'the heartbeat of {host} after its reboot')

@@ -4,6 +4,7 @@ exact step by the test-only hook in support/fault_hook (see its sitecustomize)."
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import pathlib
@@ -155,3 +156,63 @@ def short_leases(lab, tmp_path, cloud: dict) -> dict:
     path = tmp_path / 'short-leases.yml'
     path.write_text(yaml.safe_dump(data))
     return dict(cloud, cloud_file=str(path))
+
+
+# -- HA faults: a libvirtd that stops answering while its host lives on, HA passes at once -----------
+
+
+@contextlib.contextmanager
+def frozen_libvirtd(lab, host: str):
+    """SIGSTOP the libvirtd of lab host `host` for the block (it stops answering; its guests, virtlogd and
+    its storage heartbeat writer live on), SIGCONT it after, whatever happens. Only a pid that is the
+    libvirtd of this lab's host (its pid file, in the host's mount namespace) is signalled."""
+    host_dir = pathlib.Path(lab.hosts[host]['dir'])
+    pid = int((host_dir / 'libvirtd.pid').read_text())
+    namespace = (host_dir / 'mntns').read_text().strip()
+    assert os.readlink(f'/proc/{pid}/ns/mnt') == namespace, f'pid {pid} is not in the namespace of lab host {host}'
+    assert pathlib.Path(f'/proc/{pid}/cmdline').read_bytes().split(b'\0')[0].endswith(b'libvirtd'), f'pid {pid} is not a libvirtd'
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        yield pid
+    finally:
+        os.kill(pid, signal.SIGCONT)
+
+
+def heartbeat(lab, host: str) -> float | None:
+    """The time lab host `host`'s storage heartbeat file says, read directly (None when there is none)."""
+    path = pathlib.Path(lab.info['shared_instance_path']) / f'multihv-heartbeat-{host}'
+    try:
+        return float(path.read_text().split()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def recorded_runs(tmp_path: pathlib.Path, module: str, args: dict, names, slow: str | None = None, seconds: float = 0) -> dict:
+    """One ansible-playbook per name, all started at once, each running `module` with `args` once and saving
+    its result (failed or not) as JSON in tmp_path/<name>.json. Returns {name: Popen}; see recorded_result.
+    slow: a step (as Controller's pause) that takes `seconds` longer in each run that reaches it, which then
+    writes tmp_path/<name>.paused."""
+    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK='default')
+    if slow:
+        env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(HOOK), env.get('PYTHONPATH')])),
+                   MULTIHV_TEST_PAUSE=MODULE_UTILS + slow, MULTIHV_TEST_PAUSE_SECONDS=str(seconds))
+    runs = {}
+    for name in names:
+        playbook = tmp_path / f'{name}.yml'
+        playbook.write_text(json.dumps([{'hosts': 'localhost', 'gather_facts': False, 'tasks': [
+            {'name': 'the run', module: args, 'register': 'outcome', 'ignore_errors': True},
+            {'ansible.builtin.copy': {'content': '{{ outcome | to_json }}', 'dest': str(tmp_path / f'{name}.json'), 'mode': '0600'}},
+        ]}]))
+    for name in names:  # in a loop of their own, so that they start within milliseconds of each other
+        with open(tmp_path / f'{name}.log', 'w', encoding='utf-8') as out:
+            runs[name] = subprocess.Popen(['ansible-playbook', str(tmp_path / f'{name}.yml')], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
+                                          env=dict(env, MULTIHV_TEST_PAUSE_MARK=str(tmp_path / f'{name}.paused')), start_new_session=True)
+    return runs
+
+
+def recorded_result(tmp_path: pathlib.Path, name: str, process, timeout: float = 600) -> dict:
+    """The result a recorded_runs run saved, once it ended."""
+    process.wait(timeout=timeout)
+    path = tmp_path / f'{name}.json'
+    assert path.exists(), f'run {name} saved no result:\n' + (tmp_path / f'{name}.log').read_text(errors='replace')[-4000:]
+    return json.loads(path.read_text())

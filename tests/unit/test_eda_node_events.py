@@ -36,7 +36,7 @@ def test_the_first_read_sends_every_state_with_emit_initial():
     assert summary(events) == [('node_up', 'kvm1'), ('node_down', 'kvm2')]
     assert all(e['multihv']['initial'] for e in events)
     assert events[1]['multihv'] == {'event': 'node_down', 'node': 'kvm2', 'hypervisor_type': 'kvm', 'reason': 'no answer',
-                                    'at': AT, 'initial': True}
+                                    'at': AT, 'initial': True, 'repeat': False}
 
 
 def test_a_change_of_state_is_one_event_and_no_change_is_none():
@@ -45,7 +45,7 @@ def test_a_change_of_state_is_one_event_and_no_change_is_none():
     events, states = node_events.transitions(known, nodes, AT)
     assert summary(events) == [('node_down', 'kvm2'), ('node_up', 'vc/DC0/C0')]
     assert events[0]['multihv'] == {'event': 'node_down', 'node': 'kvm2', 'hypervisor_type': 'kvm', 'reason': 'timed out',
-                                    'at': AT, 'initial': False}
+                                    'at': AT, 'initial': False, 'repeat': False}
     assert events[1]['multihv']['reason'] is None and events[1]['multihv']['hypervisor_type'] == 'vsphere'
     assert states == {'kvm1': 'up', 'kvm2': 'down', 'vc/DC0/C0': 'up'}
     again, _states = node_events.transitions(states, nodes, AT)
@@ -57,6 +57,33 @@ def test_nodes_added_or_removed_later():
     events, states = node_events.transitions(known, [node('kvm1'), node('kvm3'), node('kvm4', 'down')], AT)
     assert summary(events) == [('node_down', 'kvm4')]  # a new node that is up is no news; kvm2 left without one
     assert states == {'kvm1': 'up', 'kvm3': 'up', 'kvm4': 'down'}
+
+
+def test_a_node_that_stays_down_gets_node_down_again_every_repeat_down_seconds():
+    sent = {}
+    nodes = [node('kvm1'), node('kvm2', 'down', reason='isolated')]
+    events, _states = node_events.transitions({'kvm1': 'up', 'kvm2': 'up'}, nodes, AT)
+    assert node_events.repeats(nodes, events, sent, 100.0, 60, AT) == [] and sent == {'kvm2': 100.0}
+    assert node_events.repeats(nodes, [], sent, 159.0, 60, AT) == []
+    again = node_events.repeats(nodes, [], sent, 160.0, 60, AT)
+    assert summary(again) == [('node_down', 'kvm2')] and again[0]['multihv']['repeat'] is True
+    assert again[0]['multihv']['reason'] == 'isolated' and sent == {'kvm2': 160.0}
+    assert node_events.repeats(nodes, [], sent, 200.0, 60, AT) == []
+    # Up again: forgotten; 0: never; down since a first read that sent nothing: no repeat either.
+    assert node_events.repeats([node('kvm1'), node('kvm2')], [], sent, 300.0, 60, AT) == [] and sent == {}
+    assert node_events.repeats(nodes, events, {}, 100.0, 0, AT) == [] and node_events.repeats(nodes, [], {}, 999.0, 0, AT) == []
+    assert node_events.repeats(nodes, [], {}, 999.0, 60, AT) == []
+
+
+@pytest.mark.parametrize('value, expected', [(None, 0.0), ('', 0.0), (0, 0.0), ('120', 120.0), (1.5, 1.5)])
+def test_repeat_down(value, expected):
+    assert node_events.as_repeat(value) == expected
+
+
+@pytest.mark.parametrize('value', [-1, 'soon'])
+def test_a_bad_repeat_down_says_what_is_wrong(value):
+    with pytest.raises(ValueError, match='repeat_down must be a number of seconds'):
+        node_events.as_repeat(value)
 
 
 @pytest.mark.parametrize('value, expected', [(True, True), (False, False), ('true', True), ('False', False), ('yes', True),
@@ -111,6 +138,23 @@ def test_a_read_that_fails_is_logged_and_the_watch_goes_on(monkeypatch, caplog):
     assert [r.levelname for r in failures] == ['ERROR', 'DEBUG'], 'one error when reads start failing, not one per read'
     assert 'sqlite:////nowhere/registry.sqlite' in failures[0].getMessage()
     assert any('works again' in r.getMessage() for r in caplog.records)
+
+
+def test_the_source_repeats_node_down_with_repeat_down(monkeypatch):
+    reads = iter([[node('kvm2')]] + [[node('kvm2', 'down', reason='isolated')]] * 3)
+
+    def read(_core, _cloud_file):
+        value = next(reads, None)
+        if value is None:
+            raise asyncio.CancelledError()
+        return value
+    monkeypatch.setattr(node_events, '_import_core', lambda: None)
+    monkeypatch.setattr(node_events, 'read_nodes', read)
+    queue = asyncio.Queue()
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(node_events.main(queue, {'interval': '0.01', 'repeat_down': '0.001'}))
+    events = [queue.get_nowait()['multihv'] for _index in range(queue.qsize())]
+    assert [(e['event'], e['repeat']) for e in events] == [('node_down', False), ('node_down', True), ('node_down', True)]
 
 
 def test_a_bad_argument_stops_the_source_with_its_name():

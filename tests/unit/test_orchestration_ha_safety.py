@@ -195,3 +195,31 @@ def test_a_heartbeat_no_peer_can_read_is_no_evidence(tmp_path, case):
         result = _instance_ha.run_pass(cloud.context(), grace_period=60, **options)
         assert ('fake1', 'fenced') in [(d['node'], d['fencing']) for d in result['down']]
         assert 'fake1' in fenced(tmp_path)
+
+
+def test_a_young_heartbeat_from_before_the_node_was_seen_down_makes_the_pass_wait(tmp_path):
+    """A host that just lost its power leaves a young heartbeat behind, and so does one cut off a moment ago: one
+    written before the first pass that found the node down keeps the node waiting (neither fenced nor withheld) until
+    it is heartbeat_timeout old (dead: fenced) or a newer one shows (isolated)."""
+    with make_cloud(tmp_path) as cloud:
+        cloud.world.power_loss('fake1')
+        seen_down(cloud, 'fake1', seconds=5, probes=2)
+        cloud.world.heartbeat('fake1', age=7)  # its last one, from before it was seen down; under heartbeat_timeout
+        result = _instance_ha.run_pass(cloud.context(), grace_period=0)
+        assert (result['changed'], result['down'], result['withheld'], fenced(tmp_path)) == (False, [], [], [])
+        assert [(w['node'], w['probes_left']) for w in result['waiting']] == [('fake1', 0)] and 22 <= result['waiting'][0]['seconds_left'] <= 23
+        assert 'from before it was first seen down' in result['waiting'][0]['reason']
+        cloud.world.heartbeat('fake1', age=31)  # it aged: dead
+        result = _instance_ha.run_pass(cloud.context(), grace_period=0)
+        assert [(d['node'], d['fencing']) for d in result['down']] == [('fake1', 'fenced')] and result['waiting'] == []
+
+    (tmp_path / 'isolated').mkdir()
+    with make_cloud(tmp_path / 'isolated') as cloud:
+        cloud.world.stop_answering('fake1')
+        seen_down(cloud, 'fake1', seconds=5, probes=2)
+        cloud.world.heartbeat('fake1', age=7)
+        assert [w['node'] for w in _instance_ha.run_pass(cloud.context(), grace_period=0)['waiting']] == ['fake1']
+        cloud.world.heartbeat('fake1', age=2)  # it advanced: written since it was seen down
+        result = _instance_ha.run_pass(cloud.context(), grace_period=0)
+        assert [(w['node'], w['why']) for w in result['withheld']] == [('fake1', 'isolated')] and result['down'] == []
+        assert 'written since it was first seen down' in result['withheld'][0]['reason']

@@ -15,10 +15,19 @@ down) look down at once: then the controller is more likely cut off from them th
 failed at once, and fencing them would power off a healthy estate. It only keeps its
 bookkeeping then, and reports every down node with that reason in `withheld`.
 
+A pass first runs the reconciler's HA steps (reconcile.run_for_ha: interrupted builds and
+migrations, power states), so that it judges nodes from records that say where instances are:
+an evacuation a killed controller left half done is finished or undone before the next one
+starts. Its actions are reported in `reconciled`; in check mode they are only planned.
+
 A node that does not answer but whose storage heartbeat (the file its writer renews on its
 shared instance storage), read through a node that answers, is younger than heartbeat_timeout
-is isolated, not dead (vSphere HA's datastore heartbeating): reported in `withheld`, neither
-fenced nor evacuated. No heartbeat, or none that a node that answers can read, is no evidence.
+AND was written after the pass first saw the node down is isolated, not dead (vSphere HA's
+datastore heartbeating): reported in `withheld`, neither fenced nor evacuated. One from before
+that but still younger than heartbeat_timeout is what a host that just lost its power leaves
+behind, and also what one cut off a moment ago shows: the node stays in `waiting` until that
+heartbeat is heartbeat_timeout old (dead) or advances (isolated). No heartbeat, or none that a
+node that answers can read, is no evidence either way.
 
 A node it acts on is fenced (see _compute/fencing.py: confirmed by its power status where the
 cloud file says how), forced down and its HA instances evacuated, HA first and by restart
@@ -41,6 +50,7 @@ import datetime
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import reconcile as _reconcile
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import TIMESTAMP_FORMAT, utcnow
 
 MAX_DOWN_SHARE = 0.5
@@ -93,6 +103,8 @@ class Policy:
     min_down_probes: int
     heartbeat_timeout: int
     now: datetime.datetime
+    # In check mode, the instances the reconciler would act on first (their records would change): left out.
+    reconciling: frozenset = frozenset()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,19 +121,21 @@ class Down:
 
 
 def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode=False, max_down_share=MAX_DOWN_SHARE,
-             min_down_probes=MIN_DOWN_PROBES, heartbeat_timeout=HEARTBEAT_TIMEOUT):
-    """One pass. Returns {changed, down, waiting, withheld, recovered, unplaced, failures, cleared, skipped}:
-    down the nodes acted on, waiting those still in their grace period or short of probes,
-    withheld the down nodes not acted on and why, recovered the per-instance evacuation
-    results, unplaced the instances no node has room for, failures what went wrong (per node
-    or instance), cleared the nodes that answer again, skipped the nodes another run works on
-    (it holds their lease)."""
+             min_down_probes=MIN_DOWN_PROBES, heartbeat_timeout=HEARTBEAT_TIMEOUT, settle_seconds=_reconcile.SETTLE_SECONDS):
+    """One pass. Returns {changed, reconciled, down, waiting, withheld, recovered, unplaced, failures, cleared,
+    skipped}: reconciled the reconciler's actions (reconcile.run's, an action that failed with its
+    error: the next pass tries again), down the nodes acted on, waiting those still in their
+    grace period or short of probes, withheld the down nodes not acted on and why, recovered
+    the per-instance evacuation results, unplaced the instances no node has room for, failures
+    what went wrong (per node or instance), cleared the nodes that answer again, skipped the
+    nodes another run works on (it holds their lease). settle_seconds: the reconciler's."""
     if not 0 <= max_down_share <= 1 or min_down_probes < 1 or heartbeat_timeout < 0:
         raise errors.MultihvError('max_down_share must be between 0 and 1, min_down_probes at least 1 and heartbeat_timeout at '
                                   'least 0, got %r, %r and %r; no node was looked at' % (max_down_share, min_down_probes, heartbeat_timeout))
     registry = ctx.registry
-    result = {'changed': False, 'down': [], 'waiting': [], 'withheld': [], 'recovered': [], 'unplaced': [], 'failures': [],
-              'cleared': [], 'skipped': []}
+    reconciled = _reconcile.run_for_ha(ctx, check_mode=check_mode, settle_seconds=settle_seconds)
+    result = {'changed': reconciled['changed'], 'reconciled': reconciled['actions'], 'down': [], 'waiting': [], 'withheld': [],
+              'recovered': [], 'unplaced': [], 'failures': [], 'cleared': [], 'skipped': []}
     watched, down = 0, []
     for view in ctx.views():
         if not ctx.kind_capabilities(view.hypervisor_type).evacuation:
@@ -135,7 +149,8 @@ def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode
             down.append(Down(view, admin, since, probes))
     # Now is taken after the probes: a down_since this pass set is not later.
     policy = Policy(grace_period, evacuate_all, concurrency, check_mode, min_down_probes, heartbeat_timeout,
-                    datetime.datetime.now(datetime.timezone.utc))
+                    datetime.datetime.now(datetime.timezone.utc),
+                    frozenset(a['uuid'] for a in reconciled['actions'] if check_mode and a['uuid']))
     refused = _too_many_down([d for d in down if not d.admin.get('forced_down')], watched, max_down_share)
     for node in down:
         if refused:
@@ -145,15 +160,20 @@ def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode
     return result
 
 
-def _isolated(ctx, node, policy):
-    """The reason not to fence node when a node that answers reads a fresh storage heartbeat of it
-    (vSphere HA's datastore heartbeating: it is cut off, not dead), else None. No heartbeat, no
-    peer that answers, or a peer that cannot read it: no evidence either way, None."""
+def _heartbeat(ctx, node, policy):
+    """What a storage heartbeat of node, read through the nodes that answer, says (vSphere HA's
+    datastore heartbeating): ('isolated', reason) when one was written since the node was first
+    seen down (it is cut off, not dead); ('unsure', reason, seconds) when the youngest is from
+    before that but younger than heartbeat_timeout (a host that lost its power leaves such a
+    heartbeat, and so may one cut off a moment ago: the pass waits `seconds` for it to age or to
+    advance); None when there is no heartbeat, none is that young, no peer answers or none can
+    read it (no evidence either way)."""
     if not policy.heartbeat_timeout or node.admin.get('forced_down'):
         return None  # forced down: declared off by an operator, or fenced (its power confirmed) by an earlier pass
     name = node.view.name
+    down_for = _seconds_since(node.since, policy.now)
     peers = ctx.driver_for(name).storage_peers(name)
-    asked = 0
+    asked, youngest = 0, None
     for other in ctx.views():
         if asked >= HEARTBEAT_READERS or not other.up or other.name == name or (peers and other.name not in peers) \
                 or not ctx.kind_capabilities(other.hypervisor_type).evacuation:
@@ -163,12 +183,22 @@ def _isolated(ctx, node, policy):
             beat = ctx.driver_for(other.name).storage_heartbeat(name)
         except errors.MultihvError:
             continue
-        age = None if beat is None else max(0.0, policy.now.timestamp() - beat)
-        if age is not None and age < policy.heartbeat_timeout:
-            return ('isolated, not dead: it does not answer (%s) but its storage heartbeat, read through %s, is %.0f s old '
-                    '(under heartbeat_timeout %d s): it runs on, so it was neither fenced nor evacuated'
-                    % (node.view.reason or 'no answer', other.name, age, policy.heartbeat_timeout))
-    return None
+        if beat is None:
+            continue
+        age = max(0.0, policy.now.timestamp() - beat)
+        if age < policy.heartbeat_timeout and age < down_for:
+            return ('isolated', 'isolated, not dead: it does not answer (%s) but its storage heartbeat, read through %s, is %.0f s '
+                    'old (under heartbeat_timeout %d s, and written since it was first seen down %.0f s ago): it runs on, so it '
+                    'was neither fenced nor evacuated' % (node.view.reason or 'no answer', other.name, age, policy.heartbeat_timeout,
+                                                          down_for))
+        if youngest is None or age < youngest[0]:
+            youngest = (age, other.name)
+    if youngest is None or youngest[0] >= policy.heartbeat_timeout:
+        return None
+    age, reader = youngest
+    return ('unsure', 'its last storage heartbeat, read through %s, is %.0f s old, from before it was first seen down %.0f s ago: '
+            'it lost its power or was cut off a moment ago; the pass waits until that heartbeat is heartbeat_timeout (%d s) old, '
+            'or advances' % (reader, age, down_for, policy.heartbeat_timeout), policy.heartbeat_timeout - age)
 
 
 def _recover(ctx, result, node, policy):
@@ -191,7 +221,7 @@ def _recover_held(ctx, result, node, policy):
     other run's work on it)."""
     name = node.view.name
     todo = [r.uuid for r in ctx.registry.list_instances(node=name)
-            if r.state in _evacuation.EVACUABLE and (policy.evacuate_all or r.ha)]
+            if r.state in _evacuation.EVACUABLE and (policy.evacuate_all or r.ha) and r.uuid not in policy.reconciling]
     if not todo:
         if not node.admin.get('forced_down'):  # a forced-down node with nothing left was handled before: nothing new
             result['withheld'].append(node.entry(
@@ -199,9 +229,13 @@ def _recover_held(ctx, result, node, policy):
                 reason='down (%s) with nothing to recover: no %sinstance runs or is stopped there, so it was not fenced'
                 % (node.view.reason or 'no answer', '' if policy.evacuate_all else 'HA ')))
         return
-    isolated = _isolated(ctx, node, policy)
-    if isolated:
-        result['withheld'].append(node.entry(why='isolated', reason=isolated))
+    heard = _heartbeat(ctx, node, policy)
+    if heard and heard[0] == 'isolated':
+        result['withheld'].append(node.entry(why='isolated', reason=heard[1]))
+        return
+    if heard:
+        result['waiting'].append(node.entry(seconds_left=round(heard[2], 1), probes_left=0,
+                                            reason='%s; %s' % (node.view.reason or 'no answer', heard[1])))
         return
     try:
         done = _evacuation.evacuate(ctx, name, instances=todo, concurrency=policy.concurrency, check_mode=policy.check_mode,

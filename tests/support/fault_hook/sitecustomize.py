@@ -3,7 +3,8 @@ collection's code knows nothing of it). MULTIHV_TEST_PAUSE names a function of t
 `module:Qualified.name` with `:before` or `:after`; when a call of it is reached, the file named by
 MULTIHV_TEST_PAUSE_MARK is written and the process sleeps, so that the test kills the controller
 exactly there (between two steps of an operation), or lets it go on after injecting a fault of its own.
-Nothing happens when MULTIHV_TEST_PAUSE is unset."""
+With MULTIHV_TEST_PAUSE_SECONDS the process goes on by itself after that long (a slow step, to widen a race
+window). Nothing happens when MULTIHV_TEST_PAUSE is unset."""
 
 import importlib.abc
 import os
@@ -14,11 +15,11 @@ SPEC = os.environ.get('MULTIHV_TEST_PAUSE')
 
 
 def _pause(mark):
-    """Write mark, then wait until the test writes mark.go (it lets the run go on: Controller.resume)
-    or kills the process (Controller.kill); ten minutes at most."""
+    """Write mark, then wait until the test writes mark.go (it lets the run go on: Controller.resume),
+    kills the process (Controller.kill) or MULTIHV_TEST_PAUSE_SECONDS (ten minutes) have passed."""
     with open(mark, 'w', encoding='utf-8') as out:
         out.write('%d\n' % os.getpid())
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + float(os.environ.get('MULTIHV_TEST_PAUSE_SECONDS') or 600)
     while not os.path.exists(mark + '.go') and time.monotonic() < deadline:
         time.sleep(0.05)
 

@@ -18,8 +18,8 @@ description:
     clusters) live every O(interval) seconds and sends an event when a node goes down (it stopped answering) or
     comes back up.
   - Each event is C({"multihv": {"event": "node_down" | "node_up", "node": NAME, "hypervisor_type": "kvm" | "vsphere",
-    "reason": WHY_DOWN, "at": ISO_TIME, "initial": BOOL}}). C(initial) is true for the events of the first read
-    when O(emit_initial) is set.
+    "reason": WHY_DOWN, "at": ISO_TIME, "initial": BOOL, "repeat": BOOL}}). C(initial) is true for the events of the
+    first read when O(emit_initial) is set; C(repeat) is true for the node_down that O(repeat_down) sends again.
   - A read that fails as a whole (the cloud file or the registry cannot be read) is logged and the next one goes on; it
     sends no event and forgets no state.
   - The registry may be overridden with the environment variable C(MULTIHV_REGISTRY_URL), vCenter passwords come
@@ -42,6 +42,13 @@ options:
       - By default only changes seen after the first read are sent.
     type: bool
     default: false
+  repeat_down:
+    description:
+      - Send node_down again every so many seconds for a node that stays down after one was sent, so that work
+        that ended without acting on it runs again (an HA pass that found the node isolated, its storage heartbeat
+        advancing, acts once that heartbeat stops). 0 sends one per change only.
+    type: float
+    default: 0
 '''
 
 EXAMPLES = r'''
@@ -76,7 +83,7 @@ DEFAULT_INTERVAL = 10.0
 LOG = logging.getLogger('multihv.cloud.node_events')
 
 
-def _event(kind, node, at, initial=False):
+def _event(kind, node, at, initial=False, repeat=False):
     return {'multihv': {
         'event': kind,
         'node': node['name'],
@@ -84,6 +91,7 @@ def _event(kind, node, at, initial=False):
         'reason': node.get('reason') if kind == NODE_DOWN else None,
         'at': at,
         'initial': initial,
+        'repeat': repeat,
     }}
 
 
@@ -118,6 +126,28 @@ def transitions(known, nodes, at, emit_initial=False):
     return events, states
 
 
+def repeats(nodes, events, sent, now, every, at):
+    """node_down again (repeat true) for each node of this read that is still down and whose last
+    node_down went out `every` seconds ago or more (every 0: none). sent: {node name: monotonic time
+    of its last node_down}, updated with this read's events and repeats; a node that is up or
+    no longer listed is forgotten. A node down since the first read without emit_initial had no
+    node_down, so it gets no repeat either."""
+    for event in events:
+        if event['multihv']['event'] == NODE_DOWN:
+            sent[event['multihv']['node']] = now
+    down = set(node['name'] for node in nodes if node.get('state') == STATE_DOWN)
+    for name in list(sent):
+        if name not in down:
+            del sent[name]
+    again = []
+    for node in nodes:
+        name = node['name']
+        if every and name in sent and now - sent[name] >= every:
+            again.append(_event(NODE_DOWN, node, at, repeat=True))
+            sent[name] = now
+    return again
+
+
 def as_bool(value, name='emit_initial'):
     """A rulebook argument as a bool: rulebook variables rendered by Jinja may arrive as strings."""
     if isinstance(value, bool):
@@ -138,6 +168,16 @@ def as_interval(value):
     if interval <= 0:
         raise ValueError('multihv.cloud.node_events: interval must be a number of seconds greater than 0, got %r' % (value,))
     return interval
+
+
+def as_repeat(value):
+    try:
+        every = float(0 if value in (None, '') else value)
+    except (TypeError, ValueError):
+        every = -1.0
+    if every < 0:
+        raise ValueError('multihv.cloud.node_events: repeat_down must be a number of seconds, 0 or more, got %r' % (value,))
+    return every
 
 
 def _import_core():
@@ -195,6 +235,8 @@ async def main(queue, args):
     cloud_file = args.get('cloud_file') or os.environ.get(ENV_CLOUD_FILE) or None
     interval = as_interval(args.get('interval'))
     emit_initial = as_bool(args.get('emit_initial', False))
+    repeat_down = as_repeat(args.get('repeat_down'))
+    sent = {}
     core = _import_core()
     known = None
     failing = False
@@ -211,9 +253,12 @@ async def main(queue, args):
             if failing:
                 LOG.warning('multihv.cloud.node_events: reading the nodes works again')
             failing = False
-            events, known = transitions(known, nodes, _now(), emit_initial)
+            at = _now()
+            events, known = transitions(known, nodes, at, emit_initial)
+            events += repeats(nodes, events, sent, time.monotonic(), repeat_down, at)
             for event in events:
-                LOG.info('multihv.cloud.node_events: %s %s', event['multihv']['event'], event['multihv']['node'])
+                LOG.info('multihv.cloud.node_events: %s %s%s', event['multihv']['event'], event['multihv']['node'],
+                         ' (again)' if event['multihv']['repeat'] else '')
                 await queue.put(event)
         await asyncio.sleep(max(interval - (time.monotonic() - started), 0))
 
