@@ -74,8 +74,10 @@ notes:
     uuid this registry does not have; orphan files are files named C(<uuid>.*) in the instance directories of the cloud
     file whose uuid this registry does not have. Do not use O(delete_orphans) where two registries share a hypervisor
     or an instance directory.
-  - The instance HA pass (M(multihv.cloud.instance_ha)) does not run this module's steps yet.
+  - The instance HA pass (M(multihv.cloud.instance_ha)) runs this module's steps for interrupted builds, migrations and
+    evacuations and for power states before it judges nodes (not the stale-copy, file and orphan steps).
 seealso:
+  - module: multihv.cloud.instance_ha
   - module: multihv.cloud.compute_node
   - module: multihv.cloud.instance_info
 author:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pathlib
 import re
@@ -48,6 +49,24 @@ def run_lab_host(action, lab, host):
     wait_for(lambda: lab.answers(host), 60, f'{host} to answer')
 
 
+@contextlib.contextmanager
+def held_migration(lab, cloud, tmp_path, name, mode, storage='shared'):
+    """Boot `name` on kvm1 and start moving it to kvm2 in `mode`, its target QEMU frozen as it starts, so that
+    the move is held up mid-flight for the block; yields (the migrate Controller, the guest's serial log, its
+    last tick before the move). The target is thawed after the block (unless the block's fault killed it)."""
+    record = boot(cloud, name, storage=storage)
+    log = console_log(lab, record)
+    last_tick = wait_ticks(log)[-1]
+    run = Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance=name, mode=mode, bandwidth=1), name=f'move-{name}')
+    pid = freeze_incoming(name)
+    try:
+        wait_for(lambda: migration_rows(tmp_path, name) == [(mode, 'running', 'kvm1', 'kvm2')], 60, f'the migration of {name} to run')
+        yield run, log, last_tick
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGCONT)
+
+
 def url(tmp_path):
     return f'sqlite:///{tmp_path}/registry.sqlite'
 
@@ -79,24 +98,14 @@ def test_controllers_killed_mid_live_block_and_cold_migration(lab, fast, tmp_pat
     """Three moves, each killed at its own step; one reconciler pass once they settled. The live and block
     moves are killed while both QEMU processes exist; the cold one is paused by the hook between defining
     the VM on the target and removing it from the source."""
-    live = boot(fast, 'kill-live')
-    boot(fast, 'kill-block', storage='local')
-    boot(fast, 'kill-cold', storage='local')
-    live_log = console_log(lab, live)
-    last_tick = wait_ticks(live_log)[-1]
     # One at a time. Each target QEMU is frozen as it starts, so that its move is surely under way when
     # the controller dies, and thawed once it died (a frozen QEMU also holds up its host's libvirtd, and
     # the next move's scheduler would find kvm2 down).
-    for name, mode in (('kill-live', 'live'), ('kill-block', 'block')):
-        run = Controller(tmp_path, 'multihv.cloud.migrate', dict(fast, instance=name, mode=mode, bandwidth=1), name=mode)
-        pid = freeze_incoming(name)
-        try:
-            wait_for(lambda name=name, mode=mode: migration_rows(tmp_path, name) == [(mode, 'running', 'kvm1', 'kvm2')], 60,
-                     f'{name} to be migrating')
-            assert run.process.poll() is None
-            run.kill()
-        finally:
-            os.kill(pid, signal.SIGCONT)
+    with held_migration(lab, fast, tmp_path, 'kill-live', 'live') as (run, live_log, last_tick):
+        run.kill()
+    with held_migration(lab, fast, tmp_path, 'kill-block', 'block', storage='local') as (run, _log, _tick):
+        run.kill()
+    boot(fast, 'kill-cold', storage='local')
     Controller(tmp_path, 'multihv.cloud.migrate', dict(fast, instance='kill-cold', mode='cold'), name='cold',
                pause='_drivers.libvirt.migration:remove_domain:before').paused().kill()
     killed = time.monotonic()
@@ -156,21 +165,13 @@ def test_a_second_migrate_during_a_long_migration_is_refused_and_the_first_compl
     """A live migration held up for longer than a minute (its target QEMU frozen): its lease outlives
     its 30 s lifetime because the heartbeat renews it, so a second migrate of the instance, a minute
     in, is refused naming the holder, and the reconciler leaves it alone. Thawed, the first completes."""
-    record = boot(cloud, 'slow-move')
-    log = console_log(lab, record)
-    last_tick = wait_ticks(log)[-1]
-    first = Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance='slow-move', mode='live', bandwidth=1), name='first')
-    pid = freeze_incoming('slow-move')
-    try:
-        wait_for(lambda: migration_rows(tmp_path, 'slow-move') == [('live', 'running', 'kvm1', 'kvm2')], 60, 'the migration to run')
+    with held_migration(lab, cloud, tmp_path, 'slow-move', 'live') as (first, log, last_tick):
         time.sleep(max(0, 62 - (time.monotonic() - first.started)))
         assert first.process.poll() is None
         second = ansible_module('multihv.cloud.migrate', dict(cloud, instance='slow-move', mode='live'), expect_failure=True)
         assert re.search(r'lease instance:\S+ is held by \S+ \(migrate\) until \S+Z; another run works on instance', second['msg']), second['msg']
         assert reconcile(cloud)['actions'] == []
         assert migration_rows(tmp_path, 'slow-move') == [('live', 'running', 'kvm1', 'kvm2')]
-    finally:
-        os.kill(pid, signal.SIGCONT)
     assert first.wait(timeout=300) == 0, first.output()
     assert migration_rows(tmp_path, 'slow-move') == [('live', 'completed', 'kvm1', 'kvm2')]
     invariants.assert_hold(lab, url(tmp_path), before=before, running=['slow-move'])
@@ -181,15 +182,10 @@ def test_a_second_migrate_during_a_long_migration_is_refused_and_the_first_compl
 def test_the_destination_losing_power_mid_block_migration(lab, cloud, tmp_path, before):
     """The move fails and says so; the guest runs on at the source. When kvm2 boots again it holds the
     half-copied local disk: the reconciler removes it."""
-    record = boot(cloud, 'lost-dest', storage='local')
-    log = console_log(lab, record)
-    last_tick = wait_ticks(log)[-1]
-    moving = Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance='lost-dest', mode='block', bandwidth=1), name='move')
-    freeze_incoming('lost-dest')  # held mid-copy; the power loss kills it
-    wait_for(lambda: migration_rows(tmp_path, 'lost-dest') == [('block', 'running', 'kvm1', 'kvm2')], 60, 'the migration to run')
-    with lab.power_loss('kvm2'):
-        assert moving.wait(timeout=300) != 0
-        assert 'failed' in moving.output()
+    with held_migration(lab, cloud, tmp_path, 'lost-dest', 'block', storage='local') as (moving, log, last_tick):
+        with lab.power_loss('kvm2'):  # the frozen target QEMU goes with its host
+            assert moving.wait(timeout=300) != 0
+            assert 'failed' in moving.output()
     assert migration_rows(tmp_path, 'lost-dest') == [('block', 'failed', 'kvm1', 'kvm2')]
     reconcile(cloud)
     invariants.assert_hold(lab, url(tmp_path), before=before, running=['lost-dest'])
@@ -201,16 +197,8 @@ def test_the_destination_losing_power_mid_block_migration(lab, cloud, tmp_path, 
 def test_libvirtd_restarted_mid_live_migration(lab, cloud, tmp_path, before):
     """The source's libvirtd restarts while the move runs (its guests live on): the move fails or
     completes, and says which; the guest keeps running on exactly one host."""
-    record = boot(cloud, 'restarted')
-    log = console_log(lab, record)
-    last_tick = wait_ticks(log)[-1]
-    moving = Controller(tmp_path, 'multihv.cloud.migrate', dict(cloud, instance='restarted', mode='live', bandwidth=1), name='move')
-    pid = freeze_incoming('restarted')
-    try:
-        wait_for(lambda: migration_rows(tmp_path, 'restarted') == [('live', 'running', 'kvm1', 'kvm2')], 60, 'the migration to run')
+    with held_migration(lab, cloud, tmp_path, 'restarted', 'live') as (moving, log, last_tick):
         run_lab_host('restart', lab, 'kvm1')
-    finally:
-        os.kill(pid, signal.SIGCONT)
     moving.wait(timeout=300)
     (_kind, status, _source, _dest), = migration_rows(tmp_path, 'restarted')
     assert status in ('failed', 'completed'), moving.output()

@@ -13,6 +13,7 @@ import pytest
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import reconcile
 from support.fake_driver import two_node_cloud
+from support.reconciling import kinds, run, second_pass_does_nothing
 
 
 @pytest.fixture(name='cloud')
@@ -22,14 +23,6 @@ def cloud_fixture(tmp_path):
         yield made
 
 
-def run(cloud, **options):
-    """A pass that takes work left unwritten for 0 s as interrupted (the tests' records are fresh)."""
-    options.setdefault('settle_seconds', 0)
-    return reconcile.run(cloud.context(), **options)
-
-
-def kinds(result):
-    return sorted((a['kind'], a['name'], a['node']) for a in result['actions'])
 
 
 def rows(cloud):
@@ -45,10 +38,6 @@ def rows(cloud):
 def world_of(cloud):
     return (dict((k, dataclasses.asdict(v)) for k, v in cloud.world.vms.items()), sorted(cloud.world.disks))
 
-
-def second_pass_does_nothing(cloud):
-    again = run(cloud, delete_orphans=True)
-    assert (again['changed'], again['actions'], again['failures']) == (False, [], [])
 
 
 def copy_vm(cloud, name, node, power='running'):

@@ -12,6 +12,7 @@ import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import reconcile
 from support.fake_driver import FakeCloud, FakeWorld, two_node_cloud
+from support.reconciling import kinds, run, second_pass_does_nothing
 
 
 @pytest.fixture(name='cloud')
@@ -21,18 +22,7 @@ def cloud_fixture(tmp_path):
         yield made
 
 
-def run(cloud, **options):
-    options.setdefault('settle_seconds', 0)
-    return reconcile.run(cloud.context(), **options)
 
-
-def kinds(result):
-    return sorted((a['kind'], a['name'], a['node']) for a in result['actions'])
-
-
-def second_pass_does_nothing(cloud):
-    again = run(cloud, delete_orphans=True)
-    assert (again['changed'], again['actions'], again['failures']) == (False, [], [])
 
 
 def files_of(cloud, inst_uuid):
