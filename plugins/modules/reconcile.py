@@ -28,8 +28,10 @@ description:
     migration of it is unfinished) is left to that run.
   - B(Stale copies.) A copy of an evacuated instance on a node that is not the one its record names, and that answers,
     is destroyed (local disks removed, shared kept), whatever the evacuation's status; evacuations C(done) are cleaned
-    as M(multihv.cloud.compute_node) does when their node comes back. A copy is never destroyed while the node its
-    record names has no VM of it.
+    as M(multihv.cloud.compute_node) does when their node comes back. Any other second copy of an instance (a move
+    whose source kept its definition, a VM defined by hand) on a node that is not the one its record names is destroyed
+    too, when no migration of the instance is unfinished and no run holds it; its disk is removed only when it is that
+    node's own local disk. A copy is never destroyed while the node its record names has no VM of it.
   - B(Files left behind.) Files of an instance (C(<uuid>.qcow2), C(<uuid>.console.log)) in the local instance directory
     of a KVM host that is not the one its record names and has no VM of it, left by an interrupted migration or an
     evacuation, are removed, only while its VM is on the node its record names and no run works on it. Shared files are

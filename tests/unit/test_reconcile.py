@@ -217,6 +217,21 @@ def test_a_stale_copy_of_a_failed_evacuation_on_the_returned_host_is_destroyed_w
     second_pass_does_nothing(cloud)
 
 
+def test_a_second_copy_of_an_instance_no_run_works_on_is_destroyed_and_its_shared_disk_kept(cloud):
+    record = cloud.boot('vm1', node='fake1', storage='shared')
+    copy_vm(cloud, 'vm1', 'fake2', power='running')  # a move whose source's undefine failed, say
+    busy = cloud.boot('busy', node='fake1', storage='shared')
+    copy_vm(cloud, 'busy', 'fake2', power='stopped')
+    assert cloud.registry.acquire_lease('instance:%s' % busy.uuid, 'a live migration', 60)
+    result = run(cloud)
+    assert kinds(result) == [('stale', 'vm1', 'fake2')]
+    assert result['actions'][0]['found'] == 'a second copy (running) on fake2; the record says fake1 (running) and no migration of it is unfinished'
+    assert result['actions'][0]['does'] == 'destroy it (its disk kept)'
+    assert cloud.world.vm('vm1', 'fake2') is None and cloud.world.vm('vm1', 'fake1').power == 'running'
+    assert 'shared/%s.disk' % record.uuid in cloud.world.disks
+    assert cloud.world.vm('busy', 'fake2') is not None  # a run works on it: left to that run
+
+
 def test_stale_copies_of_done_evacuations_go_through_clean_stale(cloud):
     cloud.boot('vm1', node='fake1', storage='local')
     cloud.world.power_loss('fake1')

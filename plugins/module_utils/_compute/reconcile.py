@@ -22,7 +22,8 @@ carries out, step by step:
   other way (Nova's _sync_power_states); one whose node has no VM of it is reported missing;
   one that a run works on (its lease is live, or it has an unfinished migration) is left alone;
 - stale: copies of evacuated instances on a node that is not their record's node and
-  answers are destroyed, for every evacuation status (local disks removed, shared kept);
+  answers are destroyed, for every evacuation status (local disks removed, shared kept), and
+  so is any other second copy of an instance no run works on (its record names where it is);
   evacuations in 'done' go through evacuation.clean_stale, as compute_node does; local files
   of an instance on a node that is not its record's and has no VM of it are removed, when its
   VM is on its record's node and nothing works on it (never a shared file, never one that may
@@ -428,7 +429,31 @@ def plan_stale(plan, check_mode):
                      % (state.power_state, node, migration.id, migration.status, record.node),
                      'destroy it (%s)' % ('its local disk removed' if local else 'its shared disk kept'),
                      lambda record=record, node=node, local=local: plan.destroy(record.uuid, node, local))
+    plan_second_copies(plan)
     plan_left_files(plan)
+
+
+def plan_second_copies(plan):
+    """A copy of a recorded instance on a node that is not its record's, with no migration of it unfinished
+    and no run on it (a move whose source's undefine failed, a VM defined by hand): the record is where the
+    instance is, so the other copy is destroyed, its disk removed only when it is local and that node's
+    own (never shared: it is the instance's disk). Never the only copy: that one is reported missing."""
+    registry = plan.registry
+    moving = set(m.instance_uuid for m in registry.list_migrations() if m.status in ACTIVE)
+    for record in plan.records.values():
+        if record.state not in RECORDED_POWER or record.uuid in plan.handled or record.uuid in moving:
+            continue
+        copies = plan.survey.on(record.uuid)
+        others = [node for node in sorted(copies) if node != record.node and (record.uuid, node) not in plan.handled]
+        if record.node not in copies or not others or lease_is_live(registry, record.uuid):
+            continue
+        for node in others:
+            plan.handled.add((record.uuid, node))
+            own_disk = record.storage == 'local' and plan.separate(node, record.node)
+            plan.add('stale', record.uuid, record.name, node, 'a second copy (%s) on %s; the record says %s (%s) and no migration of it '
+                     'is unfinished' % (copies[node].power_state, node, record.node, copies[record.node].power_state),
+                     'destroy it (%s)' % ('its local disk removed' if own_disk else 'its disk kept'),
+                     lambda record=record, node=node, own_disk=own_disk: plan.destroy(record.uuid, node, own_disk))
 
 
 def plan_left_files(plan):
