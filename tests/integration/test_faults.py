@@ -19,7 +19,6 @@ from support.faults import SETTLED_AFTER, Controller, freeze_incoming, scrub, sh
 from support.lab import ansible_module, qemu_processes, serial, wait_for
 
 
-
 @pytest.fixture(autouse=True)
 def scrubbed(lab, cloud, tmp_path):  # pylint: disable=unused-argument  # torn down before cloud, while the records are there
     yield

@@ -36,6 +36,7 @@ BUSY_TIMEOUT = 30
 LOCKED_FOR = BUSY_TIMEOUT + 6
 VSPHERE_NODE = 'vcsim/DC0/DC0_C0'
 
+
 @pytest.fixture(autouse=True)
 def scrubbed(lab, cloud, tmp_path):  # pylint: disable=unused-argument  # torn down before cloud, while the records are there
     yield

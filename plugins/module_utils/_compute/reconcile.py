@@ -67,6 +67,8 @@ SETTLE_SECONDS = 2 * LEASE_LIFETIME_SECONDS  # with the default lease lifetime
 def settle_seconds_of(registry):
     """Two of the registry's lease lifetimes (the cloud file's registry.lease_seconds)."""
     return 2 * getattr(registry, 'lease_seconds', LEASE_LIFETIME_SECONDS)
+
+
 DECIDED = 'interrupted (no run holds its instance any more); the reconciler '
 
 
