@@ -23,8 +23,6 @@ def cloud_fixture(tmp_path):
         yield made
 
 
-
-
 def rows(cloud):
     """Every row of every table of the registry, read past the Registry (so nothing is hidden)."""
     conn = sqlite3.connect(str(cloud.path))
@@ -37,7 +35,6 @@ def rows(cloud):
 
 def world_of(cloud):
     return (dict((k, dataclasses.asdict(v)) for k, v in cloud.world.vms.items()), sorted(cloud.world.disks))
-
 
 
 def copy_vm(cloud, name, node, power='running'):

@@ -22,9 +22,6 @@ def cloud_fixture(tmp_path):
         yield made
 
 
-
-
-
 def files_of(cloud, inst_uuid):
     return sorted(p for p in cloud.world.disks if p.rpartition('/')[2].startswith(inst_uuid + '.'))
 
