@@ -9,6 +9,7 @@ by the test-only hook of support/fault_hook, whose pause here waits for a file i
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import json
 import os
@@ -204,21 +205,31 @@ def test_vcenter_unreachable_mid_clone(lab, cloud, template, tmp_path):  # pylin
 # -- (2) the SQLite registry locked past its busy timeout ----------------------------------------
 
 
-def test_sqlite_registry_locked_at_the_start_of_a_boot(lab, cloud, tmp_path):
-    """Another process holds the registry's write lock for longer than the busy timeout as a boot begins:
-    the boot takes no lease, so it makes nothing, and says which registry and that nothing was created."""
-    with locked(tmp_path / 'registry.sqlite'):
+def test_sqlite_registry_locked_at_the_start_of_a_boot_and_of_a_migration(lab, cloud, tmp_path):
+    """Another process holds the registry's write lock for longer than the busy timeout as a boot and a
+    migration begin (both under the one lock): neither takes its lease, so the boot makes nothing and the
+    migration moves nothing (the instance runs on where it was), and each says which registry and what it
+    left untouched."""
+    record = ansible_module('multihv.cloud.instance', dict(cloud, name='lock-move', flavor='tiny', image='tick', node='kvm1',
+                                                           storage='shared'))['instance']
+    wait_ticks(console_log(lab, record))
+    with locked(tmp_path / 'registry.sqlite'), concurrent.futures.ThreadPoolExecutor(2) as pool:
         started = time.monotonic()
-        result = ansible_module('multihv.cloud.instance', dict(cloud, name='lock-start', flavor='tiny', image='tick', node='kvm1'),
-                                expect_failure=True, timeout=BUSY_TIMEOUT * 4)
+        booting = pool.submit(ansible_module, 'multihv.cloud.instance', dict(cloud, name='lock-start', flavor='tiny', image='tick',
+                                                                             node='kvm1'), expect_failure=True, timeout=BUSY_TIMEOUT * 4)
+        moving = pool.submit(ansible_module, 'multihv.cloud.migrate', dict(cloud, instance='lock-move', target_node='kvm2', mode='live'),
+                             expect_failure=True, timeout=BUSY_TIMEOUT * 4)
+        boot, move = booting.result(), moving.result()
         waited = time.monotonic() - started
-    assert waited >= BUSY_TIMEOUT, f'the boot failed after {waited:.0f} s, before the busy timeout'
+    assert waited >= BUSY_TIMEOUT, f'the runs failed after {waited:.0f} s, before the busy timeout'
     # Ansible masks the registry URL (a no_log option) wherever it appears in the message.
-    assert result['msg'].startswith('registry ') and ': cannot begin a transaction: database is locked; lease ' in result['msg']
-    assert result['msg'].endswith(' could not be taken: image tick was not placed on kvm1; nothing was created'), result['msg']
-    assert registry_rows(tmp_path, 'SELECT name FROM instances') == [] and not qemu_processes('lock-start')
+    assert boot['msg'].startswith('registry ') and ': cannot begin a transaction: database is locked; lease ' in boot['msg']
+    assert boot['msg'].endswith(' could not be taken: image tick was not placed on kvm1; nothing was created'), boot['msg']
+    assert 'database is locked' in move['msg'] and 'could not be taken: instance lock-move was ' in move['msg'], move['msg']
+    assert registry_rows(tmp_path, 'SELECT name, node, state FROM instances') == [('lock-move', 'kvm1', 'running')]
+    assert registry_rows(tmp_path, 'SELECT count(*) FROM migrations') == [(0,)] and not qemu_processes('lock-start')
     assert reconcile(cloud)['changed'] is False
-    invariants.assert_hold(lab, url(tmp_path))
+    invariants.assert_hold(lab, url(tmp_path), running=['lock-move'])
 
 
 def test_sqlite_registry_locked_mid_boot(lab, cloud, tmp_path):
@@ -245,21 +256,6 @@ def test_sqlite_registry_locked_mid_boot(lab, cloud, tmp_path):
     assert registry_rows(tmp_path, "SELECT state FROM instances WHERE name = 'lock-boot'") == [('error',)]
     invariants.assert_hold(lab, url(tmp_path))
     assert reconcile(cloud)['changed'] is False
-
-
-def test_sqlite_registry_locked_at_the_start_of_a_migration(lab, cloud, tmp_path):
-    """A migration that cannot take its lease moves nothing: the instance runs on where it was."""
-    record = ansible_module('multihv.cloud.instance', dict(cloud, name='lock-move', flavor='tiny', image='tick', node='kvm1',
-                                                           storage='shared'))['instance']
-    wait_ticks(console_log(lab, record))
-    with locked(tmp_path / 'registry.sqlite'):
-        result = ansible_module('multihv.cloud.migrate', dict(cloud, instance='lock-move', target_node='kvm2', mode='live'),
-                                expect_failure=True, timeout=BUSY_TIMEOUT * 4)
-    assert 'database is locked' in result['msg'] and 'could not be taken: instance lock-move was ' in result['msg'], result['msg']
-    assert registry_rows(tmp_path, "SELECT node, state FROM instances WHERE name = 'lock-move'") == [('kvm1', 'running')]
-    assert registry_rows(tmp_path, 'SELECT count(*) FROM migrations') == [(0,)]
-    assert reconcile(cloud)['changed'] is False
-    invariants.assert_hold(lab, url(tmp_path), running=['lock-move'])
 
 
 # -- (3) the PostgreSQL registry restarted mid-operation -------------------------------------------
