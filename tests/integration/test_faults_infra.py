@@ -165,7 +165,8 @@ def test_vcenter_unreachable_mid_clone(lab, cloud, template, tmp_path):  # pylin
     gives up within its timeout, cannot destroy the clone and says so, and keeps the record (building)
     that the reconciler settles once vCenter answers again. Before the fix the record went and the
     clone (not yet marked as the instance) stayed in vCenter, an orphan no pass could explain."""
-    cloud = short_leases(lab, tmp_path, cloud)  # the build's lease ends soon after vCenter cut it off
+    # The build's lease ends soon after vCenter cut it off, and a silent vCenter is given up on in 5 s, not 30.
+    cloud = short_leases(lab, tmp_path, cloud, vcenter_timeout=5)
     ansible_module('multihv.cloud.image', dict(cloud, name='tmpl', hypervisor_type='vsphere', template=template))
     pid = vcsim_pid(lab)
     vcsim_control(lab, 'PUT', '/delay?ms=700')  # each SOAP call takes a while: the test can act between two

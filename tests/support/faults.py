@@ -148,11 +148,14 @@ LEASE_SECONDS = 10
 SETTLED_AFTER = 2 * LEASE_SECONDS + 2
 
 
-def short_leases(lab, tmp_path, cloud: dict) -> dict:
-    """The cloud fixture's options with a copy of the lab's cloud file whose leases live LEASE_SECONDS."""
+def short_leases(lab, tmp_path, cloud: dict, vcenter_timeout: int | None = None) -> dict:
+    """The cloud fixture's options with a copy of the lab's cloud file whose leases live LEASE_SECONDS
+    (and whose vCenter calls give up after vcenter_timeout seconds, when given)."""
     import yaml  # pylint: disable=import-outside-toplevel
     data = yaml.safe_load((lab.dir / 'multihv-cloud.yml').read_text())
     data.setdefault('registry', {})['lease_seconds'] = LEASE_SECONDS
+    for vcenter in data.get('vcenters', []) if vcenter_timeout else []:
+        vcenter['timeout'] = vcenter_timeout
     path = tmp_path / 'short-leases.yml'
     path.write_text(yaml.safe_dump(data))
     return dict(cloud, cloud_file=str(path))
