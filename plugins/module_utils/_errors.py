@@ -55,6 +55,12 @@ class AuthenticationFailed(DriverError):
     """A hypervisor endpoint refused the credentials."""
 
 
+class GuestDataInvalid(MultihvError):
+    """What an instance's guest would receive (user_data, keys, NICs) cannot be delivered: nothing
+    was made for it. The message names the instance and the field, never the field's content (user_data
+    and passwords may carry secrets)."""
+
+
 class MissingLibrary(MultihvError):
     """A Python library a driver needs is not installed."""
 
