@@ -43,14 +43,17 @@ def load_cloud(params):
 
 
 @contextlib.contextmanager
-def session(module):
-    """(config, registry) for one module run; any core error becomes fail_json(msg)."""
+def session(module, upgrade=True):
+    """(config, registry) for one module run; any core error becomes fail_json(msg).
+
+    upgrade=False opens the registry with its schema as it is (check mode writes nothing, not
+    even a schema upgrade; the core must then cope with an older schema, see Registry.open)."""
     # Imported late: the registry pulls in sqlite3/psycopg only when a module runs.
     from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
     registry = None
     try:
         cloud = load_cloud(module.params)
-        registry = Registry.open(cloud.registry_url, lease_seconds=cloud.lease_seconds)
+        registry = Registry.open(cloud.registry_url, upgrade=upgrade, lease_seconds=cloud.lease_seconds)
         yield cloud, registry
     except errors.MultihvError as exc:
         module.fail_json(msg=str(exc))
@@ -86,11 +89,13 @@ def run_evacuation(module, options, work, failures):
     module.exit_json(**result)
 
 
-def exit_with(module, changed, key, before, after, **extra):
+def exit_with(module, changed, key, before, after, diff_view=None, **extra):
     """exit_json with the object as it is after the task under `key` (and the extra results); its
-    before/after only in diff mode."""
+    before/after only in diff mode, as diff_view(object) when given (say, a fingerprint instead of a key)."""
     result = dict(extra, changed=changed)
     result[key] = after
     if module._diff:  # pylint: disable=protected-access  # AnsibleModule's own flag for --diff
+        if diff_view is not None:
+            before, after = diff_view(before), diff_view(after)
         result['diff'] = {'before': before or {}, 'after': after or {}}
     module.exit_json(**result)

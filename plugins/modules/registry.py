@@ -61,7 +61,7 @@ schema_version:
   description: The schema version after the task (in check mode, as it would be).
   returned: always
   type: int
-  sample: 3
+  sample: 5
 previous_version:
   description: The schema version before the task; V(0) when the registry was empty or did not exist.
   returned: always

@@ -56,7 +56,7 @@ def test_version_3_adds_the_down_mark_and_the_source_index_only():
 
 
 def test_version_4_adds_the_lease_generation_and_the_node_probe_count_only():
-    assert schema.SCHEMA_VERSION == 4 and schema.MIGRATIONS[3][0] == 4
+    assert schema.MIGRATIONS[3][0] == 4
     assert schema.MIGRATIONS[3][1] == ['ALTER TABLE locks ADD COLUMN generation INTEGER NOT NULL DEFAULT 0',
                                        'ALTER TABLE nodes ADD COLUMN down_probes INTEGER NOT NULL DEFAULT 0']
 
@@ -71,12 +71,13 @@ def test_table_columns_match_the_schema():
             added = re.match(r'ALTER TABLE (\w+) ADD COLUMN (\w+) ', statement)
             if added:
                 created[added.group(1)].append(added.group(2))
-    for table in (tables.NODES, tables.FLAVORS, tables.IMAGES, tables.SERVER_GROUPS, tables.INSTANCES):
+    for table in (tables.NODES, tables.FLAVORS, tables.IMAGES, tables.SERVER_GROUPS, tables.KEYPAIRS, tables.INSTANCES):
         # The code names its columns in SELECTs: a column added later may sit anywhere in its list.
         assert sorted(table.columns) == sorted(created[table.name]), table.name
     assert tables.NODES.columns == tables.NODE_COLUMNS
     assert tables.INSTANCES.fields == tables.INSTANCE_FIELDS and tables.FLAVORS.fields == tables.FLAVOR_FIELDS
     assert tables.IMAGES.fields == tables.IMAGE_FIELDS and tables.SERVER_GROUPS.fields == tables.SERVER_GROUP_FIELDS
+    assert tables.KEYPAIRS.fields == tables.KEYPAIR_FIELDS
 
 
 def test_server_group_policies_are_the_schedulers():

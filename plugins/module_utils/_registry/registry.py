@@ -2,7 +2,7 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The registry: the cloud's state of record. Private to multihv.cloud: do not import.
 
-Holds nodes' admin state, flavors, images, server groups, instances, migrations,
+Holds nodes' admin state, flavors, images, server groups, keypairs, instances, migrations,
 allocations and leases; never live resources (those come from the drivers each time).
 Registry is made of one part per job, each in a module of its own:
 
@@ -12,7 +12,7 @@ Registry is made of one part per job, each in a module of its own:
 - tables.py: the tables of record and how their values are stored;
 - rows.py: the records instances and migrations are returned as (Instance, Migration);
 - rules.py: the catalog rules (what a used flavor or a group with members keeps);
-- nodes_access.py, catalog_access.py, instances_access.py, migrations_access.py,
+- nodes_access.py, catalog_access.py, keypairs_access.py, instances_access.py, migrations_access.py,
   leases_access.py, allocations_access.py: the records, one kind each.
 
 Booting an instance uses the registry in this order, so that two concurrent runs
@@ -39,6 +39,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._registry.engine imp
     TIMESTAMP_FORMAT, mask_url, parse_url, utcnow,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.instances_access import InstancesAccess
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.keypairs_access import KeypairsAccess
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.leases_access import LeasesAccess
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.migrations_access import MigrationsAccess
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.nodes_access import NodesAccess
@@ -48,7 +49,8 @@ from ansible_collections.multihv.cloud.plugins.module_utils._registry.schema imp
 )
 
 
-class Registry(SchemaAccess, NodesAccess, CatalogAccess, InstancesAccess, MigrationsAccess, LeasesAccess, AllocationsAccess):
+class Registry(SchemaAccess, NodesAccess, CatalogAccess, KeypairsAccess, InstancesAccess, MigrationsAccess, LeasesAccess,
+               AllocationsAccess):
     """One open registry: a connection and the dialect of its engine.
 
     Open with Registry.open(url); use as a context manager or close().

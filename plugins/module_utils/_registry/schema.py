@@ -127,7 +127,20 @@ MIGRATIONS = [
         # load is not a dead host.
         'ALTER TABLE nodes ADD COLUMN down_probes INTEGER NOT NULL DEFAULT 0',
     ]),
+    (5, [
+        # Nova's keypairs: OpenSSH public keys by name, for guests to be given at boot.
+        # fingerprint and type are derived from public_key (_public_keys.py), kept for listing.
+        'CREATE TABLE keypairs ('
+        ' name TEXT PRIMARY KEY,'
+        ' public_key TEXT NOT NULL,'
+        ' fingerprint TEXT NOT NULL,'
+        ' type TEXT NOT NULL,'
+        ' created_at TEXT NOT NULL,'
+        ' updated_at TEXT NOT NULL)',
+    ]),
 ]
+# The first version with the keypairs table (a registry opened with upgrade=False may predate it).
+KEYPAIRS_VERSION = 5
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 # The bootstrap table, outside MIGRATIONS because it says which of them ran: one row per applied version.

@@ -38,6 +38,7 @@ NODE_COLUMNS = ('name', 'hypervisor_type') + NODE_FIELDS + ('created_at', 'updat
 FLAVOR_FIELDS = FLAVOR_RESOURCES + ('extra_specs',)
 IMAGE_FIELDS = ('hypervisor_type', 'properties', 'locations')
 SERVER_GROUP_FIELDS = ('policy', 'rules')
+KEYPAIR_FIELDS = ('public_key', 'fingerprint', 'type')
 INSTANCE_FIELDS = ('name', 'node', 'host', 'flavor', 'image', 'storage', 'identity', 'ha', 'restart_priority',
                    'server_group', 'state')
 
@@ -72,6 +73,8 @@ FLAVORS = _Table('flavors', 'flavor', 'name', {'vcpus': 'int', 'ram_mb': 'int', 
 IMAGES = _Table('images', 'image', 'name', {'hypervisor_type': 'str', 'properties': dict, 'locations': dict},
                 required=('hypervisor_type',))
 SERVER_GROUPS = _Table('server_groups', 'server group', 'name', {'policy': 'str', 'rules': dict}, required=('policy',))
+KEYPAIRS = _Table('keypairs', 'keypair', 'name', {'public_key': 'str', 'fingerprint': 'str', 'type': 'str'},
+                  required=KEYPAIR_FIELDS)
 INSTANCES = _Table('instances', 'instance', 'uuid', {
     'name': 'str', 'node': 'str', 'host': 'str', 'flavor': 'str', 'image': 'str', 'storage': 'str', 'identity': dict,
     'ha': 'bool', 'restart_priority': 'int', 'server_group': 'str', 'state': 'str',
