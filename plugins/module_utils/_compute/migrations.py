@@ -114,7 +114,6 @@ def run(ctx, move, controls, lease):
     moves it and in the writes of the outcome. A lost lease stops the move before it starts (the
     claim released, the migration failed); lost after it, the records are left for the reconciler."""
     record, registry = move.record, ctx.registry
-    untouched = _untouched(record)
     flavor = registry.get_flavor(record.flavor)
     source_driver, target_driver = ctx.driver_for(move.source_node), ctx.driver_for(move.target_node)
     claimed = move.target_node != move.source_node
