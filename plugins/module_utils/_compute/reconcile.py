@@ -177,6 +177,9 @@ class Plan:
         self.actions, self.unknown, self.missing, self.orphans = [], [], [], []
         self.handled = set()
         self.records = dict((r.uuid, r) for r in ctx.registry.list_instances())
+        # Every migration, read once (planning writes nothing), and the instances an unfinished one moves.
+        self.migrations = ctx.registry.list_migrations()
+        self.moving = set(m.instance_uuid for m in self.migrations if m.status in ACTIVE)
         self._separate = {}
 
     def left(self, inst_uuid, updated_at):
@@ -279,7 +282,7 @@ def plan_builds(plan):
 
 def plan_migrations(plan):
     registry = plan.registry
-    for migration in registry.list_migrations():
+    for migration in plan.migrations:
         inst_uuid = migration.instance_uuid
         if migration.status not in ACTIVE or inst_uuid in plan.handled or not plan.left(inst_uuid, migration.updated_at):
             continue
@@ -379,12 +382,11 @@ def _keep(copies, source, dest, evacuation):
 
 
 def plan_power(plan):
-    # A VM an operation is working on (a cold move stops it first) is not the record's to follow yet.
-    moving = set(m.instance_uuid for m in plan.registry.list_migrations() if m.status in ACTIVE)
     for record in plan.records.values():
         if record.uuid in plan.handled or record.state not in RECORDED_POWER:
             continue
-        if record.uuid in moving or lease_is_live(plan.registry, record.uuid):
+        # A VM an operation is working on (a cold move stops it first) is not the record's to follow yet.
+        if record.uuid in plan.moving or lease_is_live(plan.registry, record.uuid):
             continue
         reason = plan.survey.blind(record.node)
         if reason:
@@ -402,8 +404,7 @@ def plan_power(plan):
 
 
 def plan_stale(plan, check_mode):
-    registry = plan.registry
-    evacuations = registry.list_migrations(migration_type=_evacuation.EVACUATION)
+    evacuations = [m for m in plan.migrations if m.migration_type == _evacuation.EVACUATION]
     # 'done' evacuations: the clean-up compute_node runs, node by node.
     for node in sorted(set(m.source_node for m in evacuations if m.status == 'done')):
         if plan.survey.blind(node):
@@ -441,9 +442,8 @@ def plan_second_copies(plan):
     instance is, so the other copy is destroyed, its disk removed only when it is local and that node's
     own (never shared: it is the instance's disk). Never the only copy: that one is reported missing."""
     registry = plan.registry
-    moving = set(m.instance_uuid for m in registry.list_migrations() if m.status in ACTIVE)
     for record in plan.records.values():
-        if record.state not in RECORDED_POWER or record.uuid in plan.handled or record.uuid in moving:
+        if record.state not in RECORDED_POWER or record.uuid in plan.handled or record.uuid in plan.moving:
             continue
         copies = plan.survey.on(record.uuid)
         others = [node for node in sorted(copies) if node != record.node and (record.uuid, node) not in plan.handled]
@@ -462,16 +462,15 @@ def plan_left_files(plan):
     """Local files of a recorded instance on a node that is not its record's and has no VM of it (what an
     interrupted block or cold migration or an evacuation left there), removed when its VM is on its record's
     node and nothing works on it (see Plan.leftovers)."""
-    moving = set(m.instance_uuid for m in plan.registry.list_migrations() if m.status in ACTIVE)
     for inst_uuid, found in sorted(plan.survey.all_files().items()):
         record = plan.records.get(inst_uuid)
-        if record is None or inst_uuid in plan.handled or inst_uuid in moving or record.state == 'building':
+        if record is None or inst_uuid in plan.handled or inst_uuid in plan.moving or record.state == 'building':
             continue
         if plan.survey.on(inst_uuid).get(record.node) is None:
             continue  # no VM where it is recorded: these files may hold its only disk
         if lease_is_live(plan.registry, inst_uuid):
             continue  # a run works on it. No settling time is needed: every run that makes files on another node
-            # records its migration first (`moving` above), so a holder whose clock is behind is still seen.
+            # records its migration first (`plan.moving`), so a holder whose clock is behind is still seen.
         for node in sorted(set(f.node for f in found) - {record.node}):
             files = [] if (inst_uuid, node) in plan.handled else plan.leftovers(inst_uuid, node, record.node, record.storage)
             if not files:
@@ -523,11 +522,10 @@ def plan_orphans(plan, delete):
                 plan.add('orphan', inst_uuid, state.name, node, 'a VM (%s) the registry has no record of' % state.power_state,
                          'destroy it and its disks', lambda u=inst_uuid, n=node: plan.destroy(u, n, True))
     plan_orphan_files(plan, delete)
-    moving = set(m.instance_uuid for m in registry.list_migrations() if m.status in ACTIVE)
     for allocation in registry.list_allocations():
         inst_uuid, node = allocation['instance_uuid'], allocation['node']
         record = plan.records.get(inst_uuid)
-        if record is not None and (record.node == node or inst_uuid in plan.handled or inst_uuid in moving
+        if record is not None and (record.node == node or inst_uuid in plan.handled or inst_uuid in plan.moving
                                    or lease_is_live(registry, inst_uuid)):
             continue
         why = 'of no instance' if record is None else 'of instance %s, which is on %s' % (record.name, record.node)
