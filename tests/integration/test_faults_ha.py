@@ -17,7 +17,7 @@ import pytest
 
 from support import invariants
 from support.cloud import boot, console_log, registry_rows, ticks, wait_ticks
-from support.faults import frozen_libvirtd, heartbeat, recorded_result, recorded_runs, scrub
+from support.faults import Controller, frozen_libvirtd, heartbeat, scrub
 from support.lab import ansible_module, serial, wait_for
 
 # The lab's writer renews each host's heartbeat every lab.info['heartbeat_interval'] (2) seconds; a pass
@@ -98,9 +98,9 @@ def test_two_ha_passes_at_once_evacuate_a_failed_host_once(lab, cloud, tmp_path)
         wait_for(lambda: time.time() - (heartbeat(lab, 'kvm2') or 0) > HEARTBEAT_TIMEOUT + 1, 30, 'the heartbeat of kvm2 to age')
         # A tiny guest is evacuated in about a second: each pass takes SLOW seconds more once it holds the node's
         # lease, so that the other, started at the same moment, finds it held, whichever pass gets there first.
-        runs = recorded_runs(tmp_path, 'multihv.cloud.instance_ha', options, ['pass-a', 'pass-b'],
-                             slow='_compute.instance_ha:_recover_held:before', seconds=SLOW)
-        results = dict((name, recorded_result(tmp_path, name, process)) for name, process in runs.items())
+        runs = [Controller(tmp_path, 'multihv.cloud.instance_ha', options, name=name, record=True,
+                           pause='_compute.instance_ha:_recover_held:before', pause_seconds=SLOW) for name in ('pass-a', 'pass-b')]
+        results = dict((run.mark.stem, run.result()) for run in runs)
         for name, result in results.items():
             assert not result.get('failed'), (name, result)
         acted = [name for name, result in results.items() if result['down']]

@@ -73,16 +73,26 @@ STARTED: list = []
 
 
 class Controller:
-    """One ansible-playbook run of `module` with `args`, started in a session of its own."""
+    """One ansible-playbook run of `module` with `args`, started in a session of its own. pause: a step
+    where the hook pauses it (see fault_hook), for pause_seconds when given (a slow step), else until
+    resume() or kill(). record: its result, failed or not, is saved for result()."""
 
-    def __init__(self, tmp_path: pathlib.Path, module: str, args: dict, pause: str | None = None, name: str = 'run'):
+    def __init__(self, tmp_path: pathlib.Path, module: str, args: dict, pause: str | None = None, name: str = 'run',
+                 pause_seconds: float | None = None, record: bool = False):
         self.mark = tmp_path / f'{name}.paused'
+        self.saved = tmp_path / f'{name}.json'
+        tasks = [{module: args}]
+        if record:
+            tasks = [{'name': 'the run', module: args, 'register': 'outcome', 'ignore_errors': True},
+                     {'ansible.builtin.copy': {'content': '{{ outcome | to_json }}', 'dest': str(self.saved), 'mode': '0600'}}]
         playbook = tmp_path / f'{name}.yml'
-        playbook.write_text(json.dumps([{'hosts': 'localhost', 'gather_facts': False, 'tasks': [{module: args}]}]))
+        playbook.write_text(json.dumps([{'hosts': 'localhost', 'gather_facts': False, 'tasks': tasks}]))
         env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK='default')
         if pause:
             env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(HOOK), env.get('PYTHONPATH')])),
                        MULTIHV_TEST_PAUSE=MODULE_UTILS + pause, MULTIHV_TEST_PAUSE_MARK=str(self.mark))
+            if pause_seconds is not None:
+                env['MULTIHV_TEST_PAUSE_SECONDS'] = str(pause_seconds)
         self.log = tmp_path / f'{name}.log'
         with open(self.log, 'w', encoding='utf-8') as out:
             self.process = subprocess.Popen(['ansible-playbook', str(playbook)], cwd=REPO,
@@ -105,7 +115,10 @@ class Controller:
 
     def kill(self):
         """SIGKILL the controller and every process it started, as a lost pod ends them all: ansible's
-        workers start sessions of their own, so the module's Python is found as a descendant, not a group."""
+        workers start sessions of their own, so the module's Python is found as a descendant, not a group.
+        A run that already ended is left alone (its pid may be another process's by now)."""
+        if self.process.poll() is not None:
+            return
         doomed = descendants(self.process.pid) + [self.process.pid]
         for pid in doomed:
             try:
@@ -120,6 +133,12 @@ class Controller:
 
     def output(self) -> str:
         return self.log.read_text(errors='replace')[-4000:]
+
+    def result(self, timeout: float = 600) -> dict:
+        """The result a run started with record=True saved, once it ended."""
+        self.wait(timeout)
+        assert self.saved.exists(), f'run {self.mark.stem} saved no result:\n{self.output()}'
+        return json.loads(self.saved.read_text())
 
 
 def scrub(lab, tmp_path):
@@ -188,34 +207,3 @@ def heartbeat(lab, host: str) -> float | None:
         return float(path.read_text().split()[0])
     except (OSError, IndexError, ValueError):
         return None
-
-
-def recorded_runs(tmp_path: pathlib.Path, module: str, args: dict, names, slow: str | None = None, seconds: float = 0) -> dict:
-    """One ansible-playbook per name, all started at once, each running `module` with `args` once and saving
-    its result (failed or not) as JSON in tmp_path/<name>.json. Returns {name: Popen}; see recorded_result.
-    slow: a step (as Controller's pause) that takes `seconds` longer in each run that reaches it, which then
-    writes tmp_path/<name>.paused."""
-    env = dict(os.environ, ANSIBLE_STDOUT_CALLBACK='default')
-    if slow:
-        env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(HOOK), env.get('PYTHONPATH')])),
-                   MULTIHV_TEST_PAUSE=MODULE_UTILS + slow, MULTIHV_TEST_PAUSE_SECONDS=str(seconds))
-    runs = {}
-    for name in names:
-        playbook = tmp_path / f'{name}.yml'
-        playbook.write_text(json.dumps([{'hosts': 'localhost', 'gather_facts': False, 'tasks': [
-            {'name': 'the run', module: args, 'register': 'outcome', 'ignore_errors': True},
-            {'ansible.builtin.copy': {'content': '{{ outcome | to_json }}', 'dest': str(tmp_path / f'{name}.json'), 'mode': '0600'}},
-        ]}]))
-    for name in names:  # in a loop of their own, so that they start within milliseconds of each other
-        with open(tmp_path / f'{name}.log', 'w', encoding='utf-8') as out:
-            runs[name] = subprocess.Popen(['ansible-playbook', str(tmp_path / f'{name}.yml')], cwd=REPO, stdout=out, stderr=subprocess.STDOUT,
-                                          env=dict(env, MULTIHV_TEST_PAUSE_MARK=str(tmp_path / f'{name}.paused')), start_new_session=True)
-    return runs
-
-
-def recorded_result(tmp_path: pathlib.Path, name: str, process, timeout: float = 600) -> dict:
-    """The result a recorded_runs run saved, once it ended."""
-    process.wait(timeout=timeout)
-    path = tmp_path / f'{name}.json'
-    assert path.exists(), f'run {name} saved no result:\n' + (tmp_path / f'{name}.log').read_text(errors='replace')[-4000:]
-    return json.loads(path.read_text())
