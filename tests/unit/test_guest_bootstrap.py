@@ -101,21 +101,35 @@ def test_user_data_unchanged_without_password():
 def test_password_alone_is_a_cloud_config():
     text = bootstrap.user_data(config(admin_password=PASSWORD))
     assert text.startswith('#cloud-config\n')
-    assert yaml.safe_load(text) == {'password': PASSWORD, 'chpasswd': {'expire': False}, 'ssh_pwauth': True}
+    assert yaml.safe_load(text) == {'chpasswd': {'expire': False, 'users': [{'name': 'root', 'password': PASSWORD, 'type': 'text'}]},
+                                    'ssh_pwauth': True}
+
+
+def test_password_for_the_images_admin_user():
+    text = bootstrap.user_data(config(admin_password=PASSWORD, admin_user='debian'))
+    assert yaml.safe_load(text)['chpasswd']['users'] == [{'name': 'debian', 'password': PASSWORD, 'type': 'text'}]
+
+
+@pytest.mark.parametrize('user', ['', 'root\nmallory', 'Root!', '../x'])
+def test_admin_user_that_is_no_user_name_is_refused(user):
+    with pytest.raises(errors.GuestDataInvalid, match='admin user'):
+        config(admin_user=user)
 
 
 def test_password_merged_into_the_users_cloud_config():
-    given = '#cloud-config\npackages: [nginx]\nchpasswd:\n  users:\n  - {name: root, password: x}\nssh_pwauth: false\n'
+    given = ('#cloud-config\npackages: [nginx]\nchpasswd:\n  users:\n  - {name: root, password: x}\n'
+             '  - {name: app, password: y}\nssh_pwauth: false\n')
     text = bootstrap.user_data(config(user_data=given, admin_password=PASSWORD))
     assert text.startswith('#cloud-config\n')
     assert yaml.safe_load(text) == {
-        'packages': ['nginx'], 'password': PASSWORD, 'ssh_pwauth': False,
-        'chpasswd': {'users': [{'name': 'root', 'password': 'x'}], 'expire': False}}
+        'packages': ['nginx'], 'ssh_pwauth': False,
+        'chpasswd': {'users': [{'name': 'app', 'password': 'y'}, {'name': 'root', 'password': PASSWORD, 'type': 'text'}],
+                     'expire': False}}
 
 
 def test_password_that_yaml_would_read_as_a_number_stays_a_string():
     text = bootstrap.user_data(config(admin_password='0123'))
-    assert yaml.safe_load(text)['password'] == '0123'
+    assert yaml.safe_load(text)['chpasswd']['users'][0]['password'] == '0123'
 
 
 @pytest.mark.parametrize('given', [
@@ -128,7 +142,7 @@ def test_password_that_yaml_would_read_as_a_number_stays_a_string():
 def test_other_user_data_kept_byte_for_byte_beside_the_password(given):
     parts = mime_parts(bootstrap.user_data(config(user_data=given, admin_password=PASSWORD)))
     assert [part.get_content_type() for part in parts] == ['text/cloud-config', 'text/plain']
-    assert yaml.safe_load(parts[0].get_payload(decode=True))['password'] == PASSWORD
+    assert yaml.safe_load(parts[0].get_payload(decode=True))['chpasswd']['users'][0]['password'] == PASSWORD
     assert parts[1].get_payload(decode=True) == given.encode('utf-8')
 
 

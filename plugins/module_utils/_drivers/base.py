@@ -40,7 +40,8 @@ class Capabilities:
     itself, and self_recovery says how, for the refusal. hosts_in_node: a node is several
     hosts (a cluster): an instance must fit one host, and may move between hosts of its node.
     image_kind: IMAGE_FILE (a disk file the driver uploads to each host: ensure_image) or
-    IMAGE_TEMPLATE (a template VM the endpoint has: find_template).
+    IMAGE_TEMPLATE (a template VM the endpoint has: find_template). guest_password: the driver
+    sets a running guest's password (set_admin_password), through an agent in the guest.
     """
 
     hypervisor_type: str
@@ -51,6 +52,7 @@ class Capabilities:
     self_recovery: str = ''
     hosts_in_node: bool = False
     image_kind: str = IMAGE_FILE
+    guest_password: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +186,12 @@ class InstanceSpec:
     <metadata>; vSphere: annotation) so that a node alone can tell what it runs.
     reuse_disk: the instance's disk exists already where storage puts it and is used as it
     is (evacuation on shared storage: the same disk, data and password kept); spawn fails
-    when it is not there and never deletes it.
+    when it is not there and never deletes it. Its guest data (config drive) is kept too when
+    there is some, and made from guest when there is none.
+    guest: the _guest.bootstrap.GuestConfig the guest receives at its first boot (KVM: a config
+    drive beside the disk; vSphere: guestinfo extraConfig), None for nothing. It may hold the
+    admin password and secret user_data: a driver never logs it nor puts it in a message.
+    image_properties: the image's properties; a driver reads those it knows (KVM: virt_type).
     """
 
     uuid: str
@@ -201,6 +208,8 @@ class InstanceSpec:
     user_data: str = ''
     metadata: dict = dataclasses.field(default_factory=dict)
     reuse_disk: bool = False
+    guest: object = None
+    image_properties: dict = dataclasses.field(default_factory=dict)
 
 
 @dataclasses.dataclass
@@ -396,6 +405,13 @@ class ComputeDriver(abc.ABC):
         idempotent). Refused (errors.DriverError, nothing deleted) while a VM of that uuid is defined on
         node: its files are in use. Asked only of drivers whose list_instance_files reports files."""
         raise errors.DriverError('%s instances have no files of their own; nothing was deleted' % self.capabilities.label)
+
+    def set_admin_password(self, uuid, node, user, password):
+        """Capabilities.guest_password drivers: set `user`'s password inside the running guest of
+        instance uuid on node (KVM: the QEMU guest agent, virDomainSetUserPassword, as Nova's
+        set-password does). errors.DriverError when the guest cannot (no agent, not running); the
+        password is never in a message."""
+        raise errors.DriverError('%s cannot set a password inside a guest; nothing was changed' % self.capabilities.label)
 
     @abc.abstractmethod
     def set_power(self, uuid, node, action):

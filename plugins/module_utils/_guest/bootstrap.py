@@ -7,7 +7,7 @@ config_drive.py (a NoCloud ISO, for KVM) and guestinfo.py (VMware extraConfig ke
 both deliver the same three documents:
 - meta-data: instance-id (the instance's uuid: cloud-init reruns its per-instance modules when it
   changes), local-hostname and public-keys;
-- user-data: the user's own, and the admin password when one is given;
+- user-data: the user's own, and the admin password (for admin_user) when one is given;
 - network-config: version 2 (netplan) with one entry per NIC, matched by MAC.
 """
 
@@ -63,7 +63,8 @@ class GuestNic:
 @dataclasses.dataclass(frozen=True)
 class GuestConfig:
     """What one instance's guest receives. user_data and admin_password stay out of repr() so that
-    a logged or failed GuestConfig shows no secret; the password is delivered, never stored."""
+    a logged or failed GuestConfig shows no secret; the password is delivered, never stored.
+    admin_user: whose password admin_password is (Nova's os_admin_user image property; root by default)."""
 
     uuid: str
     hostname: str
@@ -71,6 +72,7 @@ class GuestConfig:
     public_keys: tuple = ()
     admin_password: str | None = dataclasses.field(default=None, repr=False)
     nics: tuple = ()
+    admin_user: str = 'root'
 
     def __post_init__(self):
         object.__setattr__(self, 'public_keys', tuple(self.public_keys or ()))
@@ -82,6 +84,8 @@ class GuestConfig:
             if not isinstance(key, str) or not key.strip() or '\n' in key or '\r' in key:
                 raise errors.GuestDataInvalid(
                     'public key %d of instance %s is not one OpenSSH public key line' % (number, self.uuid))
+        if not re.match(r'^[a-z_][a-z0-9_.-]*$', self.admin_user or ''):
+            raise errors.GuestDataInvalid('admin user %r of instance %s is not a user name' % (self.admin_user, self.uuid))
         macs = [nic.mac for nic in self.nics]
         if len(set(macs)) != len(macs):
             raise errors.GuestDataInvalid('instance %s has two NICs with one MAC address' % self.uuid)
@@ -169,11 +173,15 @@ def network_config(cfg):
     return None if data is None else dump_yaml(data)
 
 
-def _password_config(password):
-    """The cloud-config keys cloud-init's set_passwords module reads: 'password' sets the default
-    user's password, chpasswd.expire false keeps it from being forced to change at first login,
-    ssh_pwauth lets the user log in with it over SSH."""
-    return {'password': password, 'chpasswd': {'expire': False}, 'ssh_pwauth': True}
+def _password_entry(user, password):
+    return {'name': user, 'password': password, 'type': 'text'}
+
+
+def _password_config(user, password):
+    """The cloud-config keys cloud-init's set_passwords module reads: chpasswd.users sets user's
+    password (type text: given in clear, hashed by the guest), expire false keeps it from being
+    forced to change at first login, ssh_pwauth lets it be used over SSH."""
+    return {'chpasswd': {'expire': False, 'users': [_password_entry(user, password)]}, 'ssh_pwauth': True}
 
 
 def is_cloud_config(text):
@@ -199,14 +207,16 @@ def _load_cloud_config(text):
     return data if isinstance(data, dict) else None
 
 
-def _merge_password(config, password):
-    """The user's cloud-config with the password keys. The given admin password wins over a
-    'password' the user_data carries (it is the explicit request); the user's other chpasswd
-    keys (users, list) and an explicit ssh_pwauth are kept."""
+def _merge_password(config, user, password):
+    """The user's cloud-config with the password keys. The given admin password wins over one the
+    user_data gives the same user (it is the explicit request); the user's entries for other users,
+    its other chpasswd keys and an explicit ssh_pwauth are kept."""
     merged = dict(config)
-    merged['password'] = password
-    chpasswd = merged.get('chpasswd')
-    merged['chpasswd'] = dict(chpasswd, expire=False) if isinstance(chpasswd, dict) else {'expire': False}
+    chpasswd = dict(merged.get('chpasswd')) if isinstance(merged.get('chpasswd'), dict) else {}
+    users = [u for u in chpasswd.get('users') or [] if not (isinstance(u, dict) and u.get('name') == user)]
+    chpasswd['users'] = users + [_password_entry(user, password)]
+    chpasswd['expire'] = False
+    merged['chpasswd'] = chpasswd
     merged.setdefault('ssh_pwauth', True)
     return merged
 
@@ -244,9 +254,9 @@ def user_data(cfg):
     if cfg.admin_password is None:
         return given or ''
     if not given:
-        return CLOUD_CONFIG_HEADER + '\n' + dump_yaml(_password_config(cfg.admin_password))
+        return CLOUD_CONFIG_HEADER + '\n' + dump_yaml(_password_config(cfg.admin_user, cfg.admin_password))
     if is_cloud_config(given):
         config = _load_cloud_config(given)
         if config is not None:
-            return CLOUD_CONFIG_HEADER + '\n' + dump_yaml(_merge_password(config, cfg.admin_password))
-    return _multipart(CLOUD_CONFIG_HEADER + '\n' + dump_yaml(_password_config(cfg.admin_password)), given)
+            return CLOUD_CONFIG_HEADER + '\n' + dump_yaml(_merge_password(config, cfg.admin_user, cfg.admin_password))
+    return _multipart(CLOUD_CONFIG_HEADER + '\n' + dump_yaml(_password_config(cfg.admin_user, cfg.admin_password)), given)
