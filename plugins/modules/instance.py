@@ -16,6 +16,14 @@ description:
     the room) and weighs the rest; resources are claimed atomically in the registry, so concurrent runs never overcommit
     a node. A boot that fails undoes itself, leaving no record, allocation, disk or VM.
   - O(instances) boots several in one call, with bounded concurrency.
+  - "What reaches the guest at its first boot, when its image runs cloud-init: its uuid as instance-id, its hostname, the
+    public key of O(key_name), O(user_data), the admin password, and each NIC's fixed address by MAC. On KVM nodes they are
+    on a config drive (a NoCloud C(cidata) ISO beside the instance's disk, attached as a CD-ROM); on vSphere nodes in the
+    VM's C(guestinfo.metadata) and C(guestinfo.userdata) extraConfig (cloud-init's VMware datasource)."
+  - The admin password is for the image's C(os_admin_user) property (C(root) when it has none). Every new disk (a boot, a
+    rebuild) gets O(admin_password) or, without it, a generated one that is returned once in C(admin_password) and never
+    stored. The config drive or guestinfo keeps it readable to whoever can read the instance's files or VM configuration,
+    as Nova's config drive does; change it inside the guest (or with O(update_password=always)) when that matters.
 options:
   name:
     description: The instance's name, unique in the cloud. Required unless O(instances) is given.
@@ -26,6 +34,66 @@ options:
         task's options are their defaults.
     type: list
     elements: dict
+    suboptions:
+      name:
+        description: The instance's name.
+        type: str
+        required: true
+      state:
+        description: As O(state).
+        type: str
+        choices: [present, started, stopped, restarted, rebuilt, absent]
+      flavor:
+        description: As O(flavor).
+        type: str
+      image:
+        description: As O(image).
+        type: str
+      node:
+        description: As O(node).
+        type: str
+      availability_zone:
+        description: As O(availability_zone).
+        type: str
+      scheduler_hints:
+        description: As O(scheduler_hints).
+        type: dict
+      server_group:
+        description: As O(server_group).
+        type: str
+      storage:
+        description: As O(storage).
+        type: str
+        choices: [local, shared]
+      networks:
+        description: As O(networks).
+        type: list
+        elements: dict
+      hostname:
+        description: As O(hostname).
+        type: str
+      key_name:
+        description: As O(key_name).
+        type: str
+      user_data:
+        description: As O(user_data).
+        type: str
+      admin_password:
+        description: As O(admin_password).
+        type: str
+      update_password:
+        description: As O(update_password).
+        type: str
+        choices: [always, on_create]
+      metadata:
+        description: As O(metadata).
+        type: dict
+      ha:
+        description: As O(ha).
+        type: bool
+      restart_priority:
+        description: As O(restart_priority).
+        type: int
   state:
     description:
       - C(present) and C(started) boot it when missing and make it run; C(stopped) boots it stopped or stops it;
@@ -67,11 +135,35 @@ options:
     type: list
     elements: dict
   hostname:
-    description: The guest's hostname; defaults to O(name).
+    description: The guest's hostname; defaults to O(name). Kept for the instance's life.
+    type: str
+  key_name:
+    description:
+      - The keypair (see M(multihv.cloud.keypair)) whose public key the guest authorizes. The key is kept with the instance
+        when it boots, so a rebuild or an evacuation delivers it again, even after the keypair is deleted.
+      - An unknown name is refused before anything is made.
     type: str
   user_data:
-    description: User data for the guest.
+    description:
+      - User data for cloud-init (a C(#cloud-config), a script, a MIME multipart...), at most 65535 bytes; more is refused
+        before anything is made. It may hold secrets, so it is never logged, returned nor stored.
+      - Delivered with the boot, and with a rebuild that gives it. An evacuation's new disk starts without it, since it is
+        not stored.
     type: str
+  admin_password:
+    description:
+      - The password of the image's admin user (its C(os_admin_user) property, C(root) by default) on a new disk (a boot,
+        a rebuild). Without it a password is generated and returned once.
+      - With O(update_password=always), also set inside an existing, running instance's guest (KVM, through the QEMU guest
+        agent, which the guest must run); refused for vSphere instances.
+    type: str
+  update_password:
+    description:
+      - C(on_create) gives O(admin_password) to new disks only. C(always) also sets it in an existing instance's running
+        guest, and then always reports a change (a password cannot be read back).
+    type: str
+    choices: [always, on_create]
+    default: on_create
   metadata:
     description: Key/values kept with the instance.
     type: dict
@@ -119,6 +211,25 @@ EXAMPLES = r'''
     image: rhel9
     server_group: db-spread
 
+- name: A Debian guest that authorizes a key and runs a first-boot script; its generated root password is returned once
+  multihv.cloud.instance:
+    name: app-1
+    flavor: m1.small
+    image: debian-12
+    key_name: ops
+    user_data: |
+      #cloud-config
+      runcmd:
+        - [sh, -c, 'echo ready > /var/tmp/ready']
+  no_log: true
+  register: app
+
+- name: A new root password inside the running guest (KVM, QEMU guest agent)
+  multihv.cloud.instance:
+    name: app-1
+    admin_password: "{{ vault_app_password }}"
+    update_password: always
+
 - name: Start web-1 again from a fresh disk of a newer image
   multihv.cloud.instance:
     name: web-1
@@ -133,11 +244,14 @@ EXAMPLES = r'''
 
 RETURN = r'''
 instance:
-  description: The instance's record (uuid, name, node, host, flavor, image, storage, identity, state...), for a single one.
+  description:
+    - The instance's record (uuid, name, node, host, flavor, image, storage, identity, state...), for a single one.
+    - C(admin_password) in it is the password generated for a disk this task made (a boot or a rebuild without
+      O(admin_password)); it is returned this once and stored nowhere. Give the task C(no_log) when others read its log.
   returned: when O(name) is given and the instance exists after the task
   type: dict
 instances:
-  description: The records of the instances of O(instances).
+  description: The records of the instances of O(instances), each with C(admin_password) as RV(instance) has it.
   returned: when O(instances) is given
   type: list
   elements: dict
@@ -152,9 +266,32 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.multihv.cloud.plugins.module_utils import _args
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instance_tasks as _instance_tasks
 
+# An item of `instances`: the options of one instance, with no defaults, so that an option an item
+# leaves out (None) takes the task's (instance_tasks.items). Secrets are no_log here too.
+ITEM_OPTIONS = {
+    'name': {'type': 'str', 'required': True},
+    'state': {'type': 'str', 'choices': ['present', 'started', 'stopped', 'restarted', 'rebuilt', 'absent']},
+    'flavor': {'type': 'str'},
+    'image': {'type': 'str'},
+    'node': {'type': 'str'},
+    'availability_zone': {'type': 'str'},
+    'scheduler_hints': {'type': 'dict'},
+    'server_group': {'type': 'str'},
+    'storage': {'type': 'str', 'choices': ['local', 'shared']},
+    'networks': {'type': 'list', 'elements': 'dict'},
+    'hostname': {'type': 'str'},
+    'key_name': {'type': 'str', 'no_log': False},
+    'user_data': {'type': 'str', 'no_log': True},
+    'admin_password': {'type': 'str', 'no_log': True},
+    'update_password': {'type': 'str', 'choices': ['always', 'on_create']},
+    'metadata': {'type': 'dict'},
+    'ha': {'type': 'bool'},
+    'restart_priority': {'type': 'int'},
+}
+
 OPTIONS = {
     'name': {'type': 'str'},
-    'instances': {'type': 'list', 'elements': 'dict'},
+    'instances': {'type': 'list', 'elements': 'dict', 'options': ITEM_OPTIONS},
     'state': {'type': 'str', 'choices': ['present', 'started', 'stopped', 'restarted', 'rebuilt', 'absent'], 'default': 'present'},
     'flavor': {'type': 'str'},
     'image': {'type': 'str'},
@@ -165,7 +302,10 @@ OPTIONS = {
     'storage': {'type': 'str', 'choices': ['local', 'shared'], 'default': 'local'},
     'networks': {'type': 'list', 'elements': 'dict'},
     'hostname': {'type': 'str'},
-    'user_data': {'type': 'str'},
+    'key_name': {'type': 'str', 'no_log': False},
+    'user_data': {'type': 'str', 'no_log': True},
+    'admin_password': {'type': 'str', 'no_log': True},
+    'update_password': {'type': 'str', 'choices': ['always', 'on_create'], 'default': 'on_create'},
     'metadata': {'type': 'dict'},
     'ha': {'type': 'bool', 'default': False},
     'restart_priority': {'type': 'int', 'default': 0},

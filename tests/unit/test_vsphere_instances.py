@@ -13,6 +13,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils import _errors as er
 from ansible_collections.multihv.cloud.plugins.module_utils._config import VCenter
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import InstanceSpec
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import tasks
+from ansible_collections.multihv.cloud.plugins.module_utils._guest.bootstrap import GuestConfig
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.annotations import (
     annotation_for, format_annotation, managed_uuid, parse_annotation,
 )
@@ -42,7 +43,8 @@ def vcenter(**kwargs):
 
 def spec(**overrides):
     fields = dict(uuid=UUID, name='web-1', node='vc1/DC0/C0', vcpus=2, memory_mb=2048, disk_gb=20, image='tmpl', host='C0_H1',
-                  networks=[], hostname='web-1.example.com', user_data='#cloud-config\npassword: secret', metadata={'tier': 'web'})
+                  networks=[], hostname='web-1.example.com', metadata={'tier': 'web'},
+                  guest=GuestConfig(uuid=UUID, hostname='web-1.example.com', user_data='#cloud-config\npassword: secret'))
     fields.update(overrides)
     return InstanceSpec(**fields)
 

@@ -21,10 +21,10 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import dataclasses
-import secrets
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import fencing as _fencing
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import guest as _guest
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
@@ -36,8 +36,6 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler i
 EVACUATION = 'evacuation'
 # States of an instance that evacuation rebuilds; building ones never ran, error ones have no VM.
 EVACUABLE = ('running', 'stopped')
-# Characters of a generated password: URL-safe base64 of this many random bytes.
-PASSWORD_BYTES = 15
 
 
 class Unplaced(errors.MultihvError):
@@ -240,10 +238,10 @@ def rebuild(ctx, evacuation):
     inst_uuid, node = record.uuid, record.node
     keep = record.storage == 'shared'
     disk = 'kept' if keep else 'rebuilt'
-    password = None if keep else secrets.token_urlsafe(PASSWORD_BYTES)
+    password = None if keep else _guest.new_password()
     try:
         registry.update_migration(migration.id, status='preparing')
-        state = _rebuild_on(ctx, record, dest, host, keep, migration.id, evacuation.lease)
+        state = _rebuild_on(ctx, record, dest, host, keep, password, migration.id, evacuation.lease)
     except errors.MultihvError as exc:
         registry.release(inst_uuid, node=dest)
         registry.update_migration(migration.id, status='failed', error=str(exc), finished_at=utcnow())
@@ -263,7 +261,7 @@ def rebuild(ctx, evacuation):
     return result
 
 
-def _rebuild_on(ctx, record, dest, host, keep, migration_id, lease):
+def _rebuild_on(ctx, record, dest, host, keep, password, migration_id, lease):
     """Spawn the instance from its record on dest: its own disk when keep, else a new one from its
     image; the instance's lease checked as the spawn is recorded."""
     registry = ctx.registry
@@ -276,7 +274,8 @@ def _rebuild_on(ctx, record, dest, host, keep, migration_id, lease):
         _instances.ensure_image_on(registry, driver, image)
     with lease.guarded(registry):
         registry.update_migration(migration_id, status='running', started_at=utcnow())
-    spec = _instances.spec_for(record, driver, dest, host, flavor, image)
+    # A new disk gets a new password; a kept shared disk keeps the guest's own (and its config drive).
+    spec = _instances.spec_for(registry, record, driver, dest, host, flavor, image, password=password)
     # A copy left on dest by a failure would be a second one once the instance is evacuated again.
     return _instances.spawn_in_state(driver, dataclasses.replace(spec, reuse_disk=keep), record.state, destroy_disks=not keep)
 

@@ -10,14 +10,17 @@ diff) holds them as plain dicts (as_dict()), made here as the result is filled i
 from __future__ import annotations
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import guest as _guest
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 
 PER_INSTANCE = ('flavor', 'image', 'node', 'availability_zone', 'scheduler_hints', 'server_group', 'storage', 'networks',
-                'hostname', 'user_data', 'metadata', 'ha', 'restart_priority', 'state')
+                'hostname', 'key_name', 'user_data', 'admin_password', 'update_password', 'metadata', 'ha', 'restart_priority',
+                'state')
 
 
 def items(params):
-    """One dict of options per instance: the task's options with each item's own over them."""
+    """One dict of options per instance: the task's options with each item's own over them (an
+    item's option left out is None, and the task's applies)."""
     if params.get('instances') is None:
         return [dict((k, params.get(k)) for k in PER_INSTANCE + ('name',))]
     result = []
@@ -29,9 +32,19 @@ def items(params):
             raise errors.MultihvError('instances[%d] (%s) has unknown options %s; nothing was changed'
                                       % (index, item['name'], ', '.join(sorted(unknown))))
         merged = dict((k, params.get(k)) for k in PER_INSTANCE)
-        merged.update(item)
+        merged.update((k, v) for k, v in item.items() if v is not None)
         result.append(merged)
     return result
+
+
+def _with_password(item, generated):
+    """item with the admin password its new disk's guest receives: the one given, else a new one
+    (remembered in generated[name], to be returned once)."""
+    if item.get('admin_password'):
+        return item
+    password = _guest.new_password()
+    generated[item['name']] = password
+    return dict(item, admin_password=password)
 
 
 def _check_same(record, wanted):
@@ -54,7 +67,7 @@ def run(ctx, params, check_mode):
     wanted = items(params)
     registry = ctx.registry
     changed = False
-    before, after, to_boot = {}, {}, []
+    before, after, to_boot, generated = {}, {}, [], {}
     for item in wanted:
         record = registry.get_instance(name=item['name'])
         before[item['name']] = _shown(record)
@@ -64,7 +77,7 @@ def run(ctx, params, check_mode):
                     if not item.get(key):
                         raise errors.MultihvError('instance %s does not exist: %s is required to boot it; nothing was changed'
                                                   % (item['name'], key))
-                to_boot.append(item)
+                to_boot.append(item if check_mode else _with_password(item, generated))
             after[item['name']] = None
             continue
         if item['state'] == 'absent':
@@ -76,8 +89,10 @@ def run(ctx, params, check_mode):
         _check_same(record, item)
         if item['state'] == 'rebuilt':
             changed = True
-            rebuilt = record if check_mode else _instances.rebuild(ctx, record, item.get('image'), item.get('user_data'))
-            after[item['name']] = _shown(rebuilt)
+            if not check_mode:
+                given = _with_password(item, generated)
+                record = _instances.rebuild(ctx, record, item.get('image'), item.get('user_data'), given['admin_password'])
+            after[item['name']] = _shown(record)
         elif item['state'] in ('started', 'present', 'stopped', 'restarted'):
             state = 'started' if item['state'] == 'present' else item['state']
             if check_mode:
@@ -90,6 +105,11 @@ def run(ctx, params, check_mode):
                 moved, record = _instances.set_power(ctx, record, state)
                 changed = changed or moved
                 after[item['name']] = _shown(record)
+            if item.get('update_password') == 'always' and item.get('admin_password'):
+                # A password cannot be read back from a guest: setting it always changes.
+                changed = True
+                if not check_mode:
+                    _instances.set_guest_password(ctx, record, item['admin_password'])
     failures = []
     if to_boot:
         changed = True
@@ -107,9 +127,16 @@ def run(ctx, params, check_mode):
                 after[record.name] = _shown(record)
     result = {'changed': changed, 'diff': {'before': before, 'after': after}}
     if params.get('instances') is None:
-        result['instance'] = after[wanted[0]['name']]
+        result['instance'] = _returned(after[wanted[0]['name']], generated)
         result['diff'] = {'before': before[wanted[0]['name']] or {}, 'after': after[wanted[0]['name']] or {}}
     else:
-        result['instances'] = [after[i['name']] for i in wanted if after.get(i['name'])]
+        result['instances'] = [_returned(after[i['name']], generated) for i in wanted if after.get(i['name'])]
         result['failures'] = failures
     return result
+
+
+def _returned(shown, generated):
+    """An instance as the task returns it: with the password generated for its new disk, once (never in the diff)."""
+    if shown is None or shown.get('name') not in generated or shown.get('state') == 'error':
+        return shown
+    return dict(shown, admin_password=generated[shown['name']])

@@ -21,6 +21,7 @@ import hashlib
 import uuid as uuidlib
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import guest as _guest
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import images as _images
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
@@ -127,6 +128,7 @@ def plan(ctx, specs):
             if kind and image.get('hypervisor_type') and kind != image['hypervisor_type']:
                 raise errors.MultihvError('image %s is for %s nodes; node %s is %s; nothing was created'
                                           % (image['name'], image['hypervisor_type'], params['node'], kind))
+        _guest.key_identity(registry, params.get('key_name'), 'nothing was created')
         group, members = group_nodes(registry, params.get('server_group'))
         for earlier in placed:  # members of this batch count for the group too
             if group and earlier.params.get('server_group') == group['name']:
@@ -220,6 +222,10 @@ def _boot(ctx, placement, inst_uuid, lease):
                 for index, net in enumerate(params.get('networks') or [])]
     identity = {'hostname': params.get('hostname') or params['name'], 'macs': [n['mac'] for n in networks],
                 'networks': networks, 'metadata': params.get('metadata') or {}}
+    identity.update(_guest.key_identity(registry, params.get('key_name'), 'nothing was created'))
+    # Refused here, before any record, port, disk or VM exists (user_data over its bound, a bad NIC).
+    guest = _guest_config(registry, inst_uuid, params['name'], identity, image, params.get('user_data'),
+                          params.get('admin_password'))
     registry.create_instance(uuid=inst_uuid, name=params['name'], node=node, host=host, flavor=flavor['name'],
                              image=image['name'], storage=params.get('storage') or 'local', identity=identity,
                              ha=bool(params.get('ha')), restart_priority=params.get('restart_priority') or 0,
@@ -236,7 +242,7 @@ def _boot(ctx, placement, inst_uuid, lease):
         if node != planned:  # prepare_images readied the planned node only
             ensure_image_on(registry, driver, image)
         spec = _spec(inst_uuid, params['name'], node, host, flavor, image, driver.capabilities, params.get('storage') or 'local',
-                     identity, params.get('user_data'))
+                     identity, guest)
         power = 'stopped' if params.get('state') == 'stopped' else 'running'
         lease.check()
         state = spawn_in_state(driver, spec, power)
@@ -262,33 +268,42 @@ def _boot(ctx, placement, inst_uuid, lease):
                    'destroys that VM and records the instance error' % (params['name'], inst_uuid, node, state.host, exc)) from exc
 
 
-def _spec(inst_uuid, name, node, host, flavor, image, caps, storage, identity, user_data):
+def _guest_config(registry, inst_uuid, name, identity, image, user_data, password):
+    # pylint: disable=unused-argument  # registry: the NICs' fixed addresses come from it (networks)
+    return _guest.config(inst_uuid, name, identity, image, _guest.dhcp_nics(identity), user_data, password)
+
+
+def _spec(inst_uuid, name, node, host, flavor, image, caps, storage, identity, guest):
     return InstanceSpec(uuid=inst_uuid, name=name, node=node, vcpus=flavor['vcpus'], memory_mb=flavor['ram_mb'],
                         disk_gb=flavor['disk_gb'], image=_image_ref(image, caps), storage=storage, host=host,
                         networks=identity.get('networks') or [], hostname=identity.get('hostname') or name,
-                        user_data=user_data or '', metadata=identity.get('metadata') or {})
+                        metadata=identity.get('metadata') or {}, guest=guest,
+                        image_properties=dict(image.get('properties') or {}))
 
 
-def spec_for(record, driver, node, host, flavor, image, user_data=None):
+def spec_for(registry, record, driver, node, host, flavor, image, user_data=None, password=None):
     """The InstanceSpec that makes a recorded instance again on node (rebuild, evacuation) through
-    driver: its uuid, name, storage and identity (hostname, MACs, networks, metadata) kept."""
-    return _spec(record.uuid, record.name, node, host, flavor, image, driver.capabilities, record.storage,
-                 record.identity or {}, user_data)
+    driver: its uuid, name, storage and identity (hostname, MACs, networks, key, metadata) kept; its
+    guest receives user_data and password when given (a new disk), else only what its record keeps."""
+    identity = record.identity or {}
+    guest = _guest_config(registry, record.uuid, record.name, identity, image, user_data, password)
+    return _spec(record.uuid, record.name, node, host, flavor, image, driver.capabilities, record.storage, identity, guest)
 
 
-def rebuild(ctx, record, image_name=None, user_data=None):
+def rebuild(ctx, record, image_name=None, user_data=None, password=None):
     """Nova's rebuild: the instance made again from its image (or image_name, of the node's
-    hypervisor type) on the same node and host, keeping its uuid, name, MACs, flavor and
-    allocation; its disk starts afresh. Returns the record after.
+    hypervisor type) on the same node and host, keeping its uuid, name, MACs, addresses, key, flavor
+    and allocation; its disk starts afresh, its guest receives user_data and password (the caller
+    makes it). Returns the record after.
 
     Everything that can be checked is checked before the old VM goes. A spawn that fails
     after it went leaves the record in state 'error' (the instance has no VM then), as
     Nova does; rebuild again or delete it."""
     with _leases.on_instance(ctx.registry, record.uuid, 'instance %s was left untouched' % record.name, 'rebuild') as lease:
-        return _rebuild(ctx, current(ctx.registry, record, 'it was left untouched'), image_name, user_data, lease)
+        return _rebuild(ctx, current(ctx.registry, record, 'it was left untouched'), image_name, user_data, password, lease)
 
 
-def _rebuild(ctx, record, image_name, user_data, lease):
+def _rebuild(ctx, record, image_name, user_data, password, lease):
     registry = ctx.registry
     image = registry.get_image(image_name or record.image)
     if image is None:
@@ -300,13 +315,14 @@ def _rebuild(ctx, record, image_name, user_data, lease):
                                   % (image['name'], image['hypervisor_type'], record.name, kind, record.node))
     request_for(flavor, image, {})  # the image's min_ram / min_disk against the flavor
     driver = ctx.driver_for(record.node)
+    # Before the old VM goes: guest data that cannot be delivered (user_data over its bound) leaves it as it is.
+    spec = spec_for(registry, record, driver, record.node, record.host, flavor, image, user_data, password)
     ensure_image_on(registry, driver, image)
     lease.check()
     driver.destroy(record.uuid, record.node)
     try:
         lease.check()
-        state = spawn_in_state(driver, spec_for(record, driver, record.node, record.host, flavor, image, user_data),
-                               record.state)
+        state = spawn_in_state(driver, spec, record.state)
     except errors.MultihvError as exc:
         registry.update_instance(record.uuid, state='error')
         kind = errors.LeaseLost if isinstance(exc, errors.LeaseLost) else errors.MultihvError
@@ -423,6 +439,25 @@ def set_power(ctx, record, state):
             return True, registry.update_instance(record.uuid, state=wanted)[1]
 
 
+def set_guest_password(ctx, record, password):
+    """Set the admin password inside the running guest of an instance (Nova's set-password), through
+    its driver (KVM: the QEMU guest agent), under the instance's lease. The user is its image's
+    admin user. Refused, naming why, when the driver cannot or the instance does not run."""
+    registry = ctx.registry
+    untouched = 'the password of instance %s was not changed' % record.name
+    driver = ctx.driver_for(record.node)
+    if not driver.capabilities.guest_password:
+        raise errors.MultihvError('%s instances cannot have their password set while they run (instance %s); rebuild it '
+                                  'to give it a new one; %s' % (driver.capabilities.label, record.name, untouched))
+    with _leases.on_instance(registry, record.uuid, untouched, 'set password') as lease:
+        record = current(registry, record, untouched)
+        power = live_power(ctx, record)
+        if power != 'running':
+            raise errors.MultihvError('instance %s is %s: its guest must run to set its password; %s' % (record.name, power, untouched))
+        lease.check()
+        driver.set_admin_password(record.uuid, record.node, _guest.admin_user(registry.get_image(record.image)), password)
+
+
 def _live_states(drivers):
     """{uuid: InstanceState} from every endpoint in parallel; endpoints that fail give nothing."""
     def states(driver):
@@ -455,4 +490,4 @@ def info(config, registry, filters):
 
 __all__ = ['CLAIM_RETRIES', 'ClaimContended', 'boot', 'boot_many', 'boot_one', 'claim_on', 'spawn_in_state', 'delete', 'ensure_image_on',
            'group_nodes', 'info', 'live_power', 'move_request', 'power_change_needed', 'plan', 'prepare_images',
-           'rebuild', 'request_for', 'set_power', 'spec_for', 'stable_mac']
+           'rebuild', 'request_for', 'set_guest_password', 'set_power', 'spec_for', 'stable_mac']

@@ -205,7 +205,6 @@ class InstanceSpec:
     host: str | None = None
     networks: list = dataclasses.field(default_factory=list)
     hostname: str = ''
-    user_data: str = ''
     metadata: dict = dataclasses.field(default_factory=dict)
     reuse_disk: bool = False
     guest: object = None
