@@ -80,6 +80,7 @@ lab-restore:
 
 lab-clean: lab-down
 	rm -rf $(LAB_DIR)
+	! ip link show dev multihv-lab0 >/dev/null 2>&1 || ip link delete multihv-lab0 type bridge
 
 postgres-up: deps
 	tests/postgres.sh start $(PG_DIR)
@@ -105,7 +106,7 @@ sanity: deps
 test: install
 	$(BIN)/pytest -q tests/unit
 	status=0; \
-	{ $(MAKE) --no-print-directory lab-up postgres-up && $(BIN)/pytest -q tests/integration \
+	{ $(MAKE) --no-print-directory lab-up postgres-up && $(BIN)/pytest -q --durations=20 tests/integration \
 	  && $(BIN)/molecule test --all; } || status=$$?; \
 	$(MAKE) --no-print-directory lab-down postgres-down || true; \
 	[ $$status -eq 0 ]

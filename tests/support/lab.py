@@ -54,6 +54,11 @@ class Lab:
     def uri(self, host: str) -> str:
         return self.hosts[host]['uri']
 
+    @property
+    def bridge(self) -> str:
+        """The Linux bridge (no uplink, no host address) guests' NICs go on: `bridge:<this>` in a network's backing."""
+        return self.info['bridge']
+
     def connect(self, host: str):
         import libvirt  # pylint: disable=import-outside-toplevel
         return libvirt.open(self.uri(host))
@@ -69,7 +74,7 @@ class Lab:
                   'lab_kvm_migration_base_port': first['migration_port'], 'lab_vcsim_port': vcsim['port'],
                   'lab_vcsim_control_port': vcsim['control_url'].rsplit(':', 1)[1], 'lab_vcsim_datacenters': vcsim['datacenters'],
                   'lab_vcsim_clusters': vcsim['clusters'], 'lab_vcsim_hosts_per_cluster': vcsim['hosts_per_cluster'],
-                  'lab_vcsim_vms': vcsim['vms'], 'lab_vcsim_delay_ms': vcsim['delay_ms']}
+                  'lab_vcsim_vms': vcsim['vms'], 'lab_vcsim_delay_ms': vcsim['delay_ms'], 'lab_bridge': self.info['bridge']}
         return [arg for key, value in values.items() for arg in ('-e', f'{key}={value}')]
 
     def make(self, *targets: str, timeout: float = 300) -> subprocess.CompletedProcess:
