@@ -1,5 +1,6 @@
 """Instances on the lab's vcsim through the vSphere driver: template lookup, spawn onto a chosen
-ESXi host, listing, power, destroy, and the SOAP calls of a listing.
+ESXi host with its guest data (guestinfo extraConfig), listing, power, destroy, and the SOAP
+calls of a listing.
 
 The lab's vcsim is shared with other tests running at the same time: this module makes its
 own template (a new VM marked as template, not a lab VM) and names every VM test-<uuid8>;
@@ -15,6 +16,7 @@ import urllib.request
 import uuid
 
 import pytest
+import yaml
 from pyVim.connect import Disconnect, SmartConnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim
@@ -24,6 +26,9 @@ from ansible_collections.multihv.cloud.plugins.module_utils import _errors as er
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import InstanceSpec
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.annotations import MARKER, parse_annotation
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import VSphereDriver
+from ansible_collections.multihv.cloud.plugins.module_utils._guest import bootstrap
+from ansible_collections.multihv.cloud.plugins.module_utils._guest.bootstrap import GuestConfig, GuestNic
+from support import vsphere_guestinfo
 from support.cloud import vm_name
 
 GIB = 1024 ** 3
@@ -34,6 +39,9 @@ TEMPLATE_HOST = 'DC0_C0_H0'
 LAB_VM = re.compile(r'^DC\d+_C\d+_H\d+_VM\d+$')
 # A connected driver's list_instances: the view retrieval, then the devices of the managed VMs.
 LIST_CALLS = {'CreateContainerView': 1, 'RetrievePropertiesEx': 2, 'DestroyView': 1}
+# cloud-init data the template was left with (base64 of 'old user-data', 'old vendor-data'): no clone may receive it.
+TEMPLATE_GUESTINFO = {'guestinfo.userdata': 'b2xkIHVzZXItZGF0YQ==', 'guestinfo.userdata.encoding': 'base64',
+                      'guestinfo.vendordata': 'b2xkIHZlbmRvci1kYXRh', 'guestinfo.vendordata.encoding': 'base64'}
 
 
 @pytest.fixture(scope='module')
@@ -102,7 +110,9 @@ def cluster(si, name):
 
 @pytest.fixture(scope='module')
 def template(si):
-    """A template of our own on TEMPLATE_HOST: 1 vCPU, 64 MB, a 1 GiB disk, one e1000 NIC on VM Network."""
+    """A template of our own on TEMPLATE_HOST: 1 vCPU, 64 MB, a 1 GiB disk, one e1000 NIC on VM Network,
+    and cloud-init data of its own (TEMPLATE_GUESTINFO). vcsim 0.24.2 does not copy a template's
+    extraConfig into a clone, a vCenter does: the clone must clear it either way."""
     name = 'test-tmpl-%s' % uuid.uuid4().hex[:8]
     owner = cluster(si, 'DC0_C0')
     scsi = DEVICE.ParaVirtualSCSIController(key=-100, busNumber=0, sharedBus='noSharing')
@@ -111,6 +121,7 @@ def template(si):
     nic = DEVICE.VirtualE1000(key=-102, addressType='generated', backing=DEVICE.VirtualEthernetCard.NetworkBackingInfo(deviceName='VM Network'))
     config = vim.vm.ConfigSpec(
         name=name, guestId='otherGuest64', numCPUs=1, memoryMB=64, files=vim.vm.FileInfo(vmPathName='[LocalDS_0]'),
+        extraConfig=[vim.option.OptionValue(key=key, value=value) for key, value in TEMPLATE_GUESTINFO.items()],
         deviceChange=[DEVICE.VirtualDeviceSpec(operation='add', device=scsi),
                       DEVICE.VirtualDeviceSpec(operation='add', fileOperation='create', device=disk),
                       DEVICE.VirtualDeviceSpec(operation='add', device=nic)])
@@ -121,6 +132,7 @@ def template(si):
     try:
         made.MarkAsTemplate()
         assert made.config.template
+        assert vsphere_guestinfo.documents(si, made)['vendordata'] == 'old vendor-data'
         yield name
     finally:
         # vcsim's MarkAsTemplate drops the VM's resource pool but leaves it in the pool's vm
@@ -170,10 +182,24 @@ def test_find_template(driver, template, si):
         driver.find_template(lab_vm)
 
 
-def test_spawn_onto_the_chosen_host_and_list(driver, template, instances, si):
-    """Onto the last host of the other cluster than the template's: the clone is placed, not left by the template."""
-    spec = instances(image=template, networks=[{'network': 'VM Network', 'mac': '00:50:56:01:02:03'},
-                                               {'network': 'DC0_DVPG0', 'mac': '00:50:56:01:02:04'}])
+def test_spawn_onto_the_chosen_host_and_list(driver, template, instances, si, monkeypatch):
+    """Onto the last host of the other cluster than the template's: the clone is placed, not left by the template.
+    Its guest data is in its extraConfig, as cloud-init's VMware datasource will read it; the template's is not.
+    vcsim keeps the CloneSpec's extraConfig: the data is there straight after CloneVM_Task, before any reconfiguration."""
+    after_clone = []
+    complete = VSphereDriver._complete  # pylint: disable=protected-access
+
+    def seen_after_clone(self, content, spec, plan, vm, deadline, guest_keys):
+        after_clone.append(vsphere_guestinfo.documents(si, vim.VirtualMachine(vm._moId, si._stub)))  # pylint: disable=protected-access
+        return complete(self, content, spec, plan, vm, deadline, guest_keys)
+
+    monkeypatch.setattr(VSphereDriver, '_complete', seen_after_clone)
+    instance = str(uuid.uuid4())
+    guest = GuestConfig(uuid=instance, hostname='web-%s' % instance[:8], public_keys=['ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkV alice@lab'],
+                        nics=[GuestNic('00:50:56:01:02:03', '192.0.2.10/24', '192.0.2.1', ['192.0.2.53']), GuestNic('00:50:56:01:02:04')],
+                        admin_password='lab-Adm1n-pw', user_data='#cloud-config\nruncmd:\n  - echo hello > /root/hello\n')
+    spec = instances(uuid=instance, name='test-%s' % instance[:8], image=template, guest=guest,
+                     networks=[{'network': 'VM Network', 'mac': '00:50:56:01:02:03'}, {'network': 'DC0_DVPG0', 'mac': '00:50:56:01:02:04'}])
     state = driver.spawn(spec)
     assert (state.uuid, state.name, state.node, state.host, state.power_state) == (spec.uuid, spec.name, NODE_C1, 'DC0_C1_H2', 'running')
     assert (state.vcpus, state.memory_mb, state.macs) == (2, 128, ['00:50:56:01:02:03', '00:50:56:01:02:04'])
@@ -200,6 +226,21 @@ def test_spawn_onto_the_chosen_host_and_list(driver, template, instances, si):
     assert [d.capacityInKB for d in disks] == [2 * GIB // 1024]  # grown from the template's 1 GiB to the flavor's
     assert state.disk_paths == [disks[0].backing.fileName]
 
+    documents = vsphere_guestinfo.documents(si, vm)
+    metadata = yaml.safe_load(documents['metadata'])
+    assert {k: metadata[k] for k in ('instance-id', 'local-hostname', 'public-keys')} == {
+        'instance-id': spec.uuid, 'local-hostname': guest.hostname, 'public-keys': list(guest.public_keys)}
+    assert metadata['network']['version'] == 2
+    assert metadata['network']['ethernets']['eth0'] == {
+        'match': {'macaddress': '00:50:56:01:02:03'}, 'set-name': 'eth0', 'dhcp4': False, 'addresses': ['192.0.2.10/24'],
+        'routes': [{'to': 'default', 'via': '192.0.2.1'}], 'nameservers': {'addresses': ['192.0.2.53']}}
+    assert metadata['network']['ethernets']['eth1']['match'] == {'macaddress': nics[1].macAddress}
+    assert documents['userdata'] == bootstrap.user_data(guest) and 'lab-Adm1n-pw' in documents['userdata']
+    assert after_clone == [documents]
+    assert documents['vendordata'] is None  # the template's, cleared
+    held = vsphere_guestinfo.extra_config(si, vm)
+    assert (held['guestinfo.vendordata'], held['guestinfo.vendordata.encoding']) == ('', '')
+
     listed = driver.list_instances()
     assert [s for s in listed if s.uuid == spec.uuid] == [state]
     names = set(s.name for s in listed)
@@ -213,6 +254,10 @@ def test_power_and_destroy(driver, template, instances, si):
     state = driver.spawn(spec)
     assert state.host in ('DC0_C0_H0', 'DC0_C0_H1', 'DC0_C0_H2') and state.node == NODE_C0
     vm = vm_named(si, spec.name)
+    # No guest data: cloud-init finds nothing, not the template's data. The driver cleared the template's keys
+    # (empty values: a vCenter removes such keys, vcsim keeps them empty; either reads as absent to cloud-init).
+    assert vsphere_guestinfo.documents(si, vm) == {'metadata': None, 'userdata': None, 'vendordata': None}
+    assert {k: v for k, v in vsphere_guestinfo.extra_config(si, vm).items() if k.startswith('guestinfo.')} == dict.fromkeys(TEMPLATE_GUESTINFO, '')
     assert vm.runtime.host.name == state.host
     assert len(state.macs) == 1 and [n.macAddress for n in vm.config.hardware.device if isinstance(n, DEVICE.VirtualEthernetCard)] == state.macs
 

@@ -1,9 +1,12 @@
 """The vSphere driver's instance logic without a vCenter: the annotation marker, telling managed
 VMs from others, placement from one PropertyCollector answer, the mapping of an InstanceSpec
-to the clone's ConfigSpec and what a clone still lacks. pyVmomi objects here are plain data."""
+to the clone's ConfigSpec (its guest data as extraConfig included) and what a clone still lacks,
+the redaction of a fault that quotes the guest data. pyVmomi objects here are plain data."""
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 
 import pytest
@@ -12,8 +15,7 @@ from pyVmomi import vim, vmodl
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._config import VCenter
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import InstanceSpec
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import tasks
-from ansible_collections.multihv.cloud.plugins.module_utils._guest.bootstrap import GuestConfig
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import extra_config, tasks
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.annotations import (
     annotation_for, format_annotation, managed_uuid, parse_annotation,
 )
@@ -27,7 +29,10 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.inv
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.placement import (
     NetworkChoice, Placement, choose_host, pick_template, plan_relocate, plan_spawn,
 )
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.properties import DEVICES, Record, by_kind, vm_name
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import VSphereDriver
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.properties import DEVICES, EXTRA_CONFIG, Record, by_kind, vm_name
+from ansible_collections.multihv.cloud.plugins.module_utils._guest import bootstrap, guestinfo
+from ansible_collections.multihv.cloud.plugins.module_utils._guest.bootstrap import GuestConfig, GuestNic
 
 GIB = 1024 ** 3
 MIB = 1024 ** 2
@@ -404,6 +409,124 @@ def test_what_vcsim_leaves_out_is_applied_again():
     assert (grow.operation, grow.device.key, grow.device.capacityInKB, grow.device.capacityInBytes) == ('edit', 2000, 20 * GIB // 1024, 20 * GIB)
     assert grow.device.backing.fileName == '[ds1] vm/vm.vmdk'  # the same disk, grown in place
     assert vcsim_clone[DEVICES][0].capacityInKB == GIB // 1024  # the read devices are not changed
+
+
+# ------------------------------------------------------------------ guest data as extraConfig
+
+PASSWORD = 'Adm1n-Pa55-only-here'
+USER_DATA = '#cloud-config\nruncmd:\n  - echo user-data-secret > /root/marker\n'
+
+
+def guest(**overrides):
+    fields = dict(uuid=UUID, hostname='web-1', public_keys=['ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0 alice@example'],
+                  nics=[GuestNic('00:50:56:01:02:03', '192.0.2.10/24', '192.0.2.1')], admin_password=PASSWORD, user_data=USER_DATA)
+    fields.update(overrides)
+    return GuestConfig(**fields)
+
+
+def opt(key, value):
+    return vim.option.OptionValue(key=key, value=value)
+
+
+def as_keys(options):
+    return [(o.key, o.value) for o in options]
+
+
+def decode(value):
+    return gzip.decompress(base64.b64decode(value)).decode('utf-8')
+
+
+def test_clone_config_carries_the_guestinfo_of_the_guest():
+    cfg = guest()
+    keys = extra_config.wanted(cfg, [opt('govcsim', 'TRUE')])
+    config = clone_config(spec(guest=cfg), placement(), [disk(2000, 10)], template_cores=1, guest_keys=keys)
+    assert as_keys(config.extraConfig) == list(guestinfo.guestinfo(cfg).items())
+    values = dict(as_keys(config.extraConfig))
+    assert decode(values['guestinfo.userdata']) == bootstrap.user_data(cfg) and PASSWORD in bootstrap.user_data(cfg)
+    assert decode(values['guestinfo.metadata']).startswith('instance-id: %s\n' % UUID)
+    # Only the gzip+base64 form leaves the controller: neither secret is readable in the spec as sent.
+    assert not any(PASSWORD in str(v) or 'user-data-secret' in str(v) for _k, v in as_keys(config.extraConfig))
+
+
+def test_no_guest_and_a_clean_template_add_no_key():
+    assert extra_config.wanted(None, [opt('govcsim', 'TRUE'), opt('guestinfo.afterburn.initrd.network-kargs', 'ip=dhcp')]) == {}
+    assert extra_config.wanted(None, None) == {}
+    assert clone_config(spec(), placement(), [], template_cores=1, guest_keys={}).extraConfig == []
+    assert clone_config(spec(), placement(), [], template_cores=1).extraConfig == []
+
+
+def template_with_old_data():
+    """A template left with cloud-init data of its own (one key spelt in another case), an
+    agent's guestinfo key and an empty key."""
+    return [opt('govcsim', 'TRUE'), opt('guestinfo.userdata', 'b2xkIHVzZXItZGF0YQ=='), opt('guestinfo.userdata.encoding', 'base64'),
+            opt('guestinfo.VendorData', 'b2xkIHZlbmRvcg=='), opt('guestinfo.metadata', ''),
+            opt('guestinfo.afterburn.initrd.network-kargs', 'ip=dhcp')]
+
+
+def test_the_templates_cloud_init_keys_are_cleared_and_others_kept():
+    assert extra_config.wanted(None, template_with_old_data()) == {
+        'guestinfo.userdata': '', 'guestinfo.userdata.encoding': '', 'guestinfo.VendorData': ''}
+    cfg = guest(user_data=None, admin_password=None)  # no user-data: the template's must not stand in for it
+    keys = extra_config.wanted(cfg, template_with_old_data())
+    assert keys == dict(guestinfo.guestinfo(cfg), **{'guestinfo.userdata': '', 'guestinfo.userdata.encoding': '', 'guestinfo.VendorData': ''})
+    given = extra_config.wanted(guest(), template_with_old_data())  # the instance's user-data replaces the template's
+    assert given == dict(guestinfo.guestinfo(guest()), **{'guestinfo.VendorData': ''})
+    assert extra_config.CLOUD_INIT_KEYS == ('guestinfo.metadata', 'guestinfo.metadata.encoding', 'guestinfo.userdata',
+                                            'guestinfo.userdata.encoding', 'guestinfo.vendordata', 'guestinfo.vendordata.encoding')
+
+
+def test_a_clone_lacking_its_guest_data_is_given_it_again():
+    keys = extra_config.wanted(guest(), template_with_old_data())
+    config = missing_config(spec(), clone_props(**{EXTRA_CONFIG: [opt('govcsim', 'TRUE')]}), keys)
+    # A cleared key the clone does not hold is no lack: only the instance's own keys are given again.
+    assert as_keys(config.extraConfig) == list(guestinfo.guestinfo(guest()).items())
+    assert (config.numCPUs, config.annotation, config.deviceChange) == (None, None, [])  # nothing else was lacking
+
+
+def test_a_clone_with_its_guest_data_lacks_nothing():
+    keys = extra_config.wanted(guest(), template_with_old_data())
+    # vcsim 0.24.2 appends a reconfigured key: the last entry of a key is the one in force.
+    held = [opt('govcsim', 'TRUE'), opt('guestinfo.vendordata', 'b2xk')] + extra_config.options(keys)
+    assert missing_config(spec(), clone_props(**{EXTRA_CONFIG: held}), keys) is None
+    assert missing_config(spec(), clone_props(), {}) is None  # no guest data: the clone's extraConfig is not looked at
+    stale = missing_config(spec(), clone_props(**{EXTRA_CONFIG: extra_config.options(keys) + [opt('guestinfo.vendordata', 'b2xk')]}), keys)
+    assert as_keys(stale.extraConfig) == [('guestinfo.VendorData', '')]  # a template key still held is cleared again
+
+
+def test_redact_takes_out_any_quote_of_the_guest_data_sent():
+    keys = extra_config.wanted(guest(), [])
+    userdata = keys['guestinfo.userdata']
+    for quote in (userdata, userdata[:40], userdata[5:60], 'x' + userdata[3:50] + 'Q', userdata[len(userdata) - 20:]):
+        text = 'A specified parameter was not correct: value %s in spec.config.extraConfig' % quote
+        redacted = extra_config.redact(text, keys)
+        assert redacted == 'A specified parameter was not correct: value <redacted> in spec.config.extraConfig', quote
+    plain = 'Insufficient disk space on datastore LocalDS_0 for VM test-6f1c1d0e (vm-42, 0123456789abcdefABCDEF)'
+    assert extra_config.redact(plain, keys) == plain
+    assert extra_config.redact(plain + ' ' + userdata, {}) == plain + ' ' + userdata  # nothing sent, nothing to redact
+
+
+def test_a_failed_clone_quoting_the_guest_data_says_so_without_it(monkeypatch):
+    """The spawn path up to the clone with the vCenter replaced: its fault quotes the userdata sent."""
+    cfg = guest()
+    sent = {}
+
+    def clone(_self, _content, _spec, _plan, config, _deadline, _made):
+        sent.update(as_keys(config.extraConfig))
+        raise vmodl.fault.InvalidArgument(msg='A specified parameter was not correct: %s' % sent['guestinfo.userdata'],
+                                          invalidProperty='spec.config.extraConfig')
+
+    monkeypatch.setattr('ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver.retrieve_inventory',
+                        lambda _content, _paths: spawn_records())
+    monkeypatch.setattr(VSphereDriver, '_template_props', lambda *_args: {DEVICES: [disk(2000, 1)], EXTRA_CONFIG: []})
+    monkeypatch.setattr(VSphereDriver, '_clone', clone)
+    monkeypatch.setattr(VSphereDriver, '_remove_half_made', lambda *_args: 'no VM was left behind')
+    with pytest.raises(errors.DriverError) as caught:
+        VSphereDriver(vcenter())._spawn(None, spec(guest=cfg))  # pylint: disable=protected-access
+    message = str(caught.value)
+    assert message == ('vCenter vc1 could not build instance %s (web-1) on cluster DC0/C0, host C0_H1: '
+                       'A specified parameter was not correct: <redacted>; no VM was left behind' % UUID)
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__  # the fault, which holds the quote, is not chained
+    assert sent['guestinfo.userdata'] and sent['guestinfo.userdata'][:16] not in message
 
 
 def test_power_states():

@@ -1,11 +1,12 @@
 # Copyright: multihv.cloud developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The pyVmomi specs that make an instance of a template VM: the clone's CloneSpec and
-ConfigSpec (the flavor, the instance's uuid and marker annotation, its NICs), and what a
-fresh clone still lacks. Private to multihv.cloud: do not import.
+ConfigSpec (the flavor, the instance's uuid and marker annotation, its NICs, its guest data as
+extraConfig), and what a fresh clone still lacks. Private to multihv.cloud: do not import.
 
-vcsim 0.24.2 ignores CloneSpec.location.host and most of CloneSpec.config, a vCenter applies
-them; spawn reads the clone back (CLONE_PATHS) and applies missing_config. Pure functions:
+vcsim 0.24.2 ignores CloneSpec.location.host and most of CloneSpec.config (it keeps
+extraConfig, but not the template's), a vCenter applies them; spawn reads the clone back
+(CLONE_PATHS) and applies missing_config. Pure functions:
 they build data objects, they call nothing.
 """
 
@@ -16,9 +17,10 @@ import copy
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.annotations import (
     annotation_for, normal_uuid, parse_annotation,
 )
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import extra_config
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.instances import disk_bytes, disks_of, nics_of
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.inventory import GIB
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.properties import DEVICES
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.properties import DEVICES, EXTRA_CONFIG
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.vmomi import vim
 
 
@@ -61,13 +63,16 @@ def nic_changes(choices, template_nics):
     return changes
 
 
-def clone_config(spec, placement, template_devices, template_cores):
+def clone_config(spec, placement, template_devices, template_cores, guest_keys=None):
     """The ConfigSpec of the clone: the flavor's vCPUs and RAM, the instance uuid as BIOS and
-    instance uuid, the marker annotation, and the NICs of spec.networks."""
+    instance uuid, the marker annotation, the NICs of spec.networks, and guest_keys (the
+    extra_config.wanted guestinfo) as extraConfig: on a vCenter the clone has them before it
+    first powers on; none when guest_keys is empty."""
     return vim.vm.ConfigSpec(
         numCPUs=spec.vcpus, numCoresPerSocket=cores_per_socket(spec.vcpus, template_cores), memoryMB=spec.memory_mb,
         uuid=spec.uuid, instanceUuid=spec.uuid, annotation=annotation_for(spec),
-        deviceChange=nic_changes(placement.networks, nics_of(template_devices)))
+        deviceChange=nic_changes(placement.networks, nics_of(template_devices)),
+        extraConfig=extra_config.options(guest_keys or {}))
 
 
 def clone_spec(placement, config):
@@ -91,9 +96,10 @@ def grown_disk(devices, disk_gb):
     return vim.vm.device.VirtualDeviceSpec(operation=vim.vm.device.VirtualDeviceSpec.Operation.edit, device=disk)
 
 
-def missing_config(spec, props):
+def missing_config(spec, props, guest_keys=None):
     """A ConfigSpec with what the fresh clone (CLONE_PATHS props) lacks of the instance, or None:
-    nothing but a too small root disk on a vCenter that applied CloneSpec.config."""
+    nothing but a too small root disk on a vCenter that applied CloneSpec.config. guest_keys:
+    the guestinfo the clone must have (extra_config.wanted); the keys it lacks are given again."""
     config = vim.vm.ConfigSpec()
     missing = False
     if int(props.get('summary.config.numCpu') or 0) != spec.vcpus:
@@ -112,6 +118,9 @@ def missing_config(spec, props):
     disk = grown_disk(props.get(DEVICES) or [], spec.disk_gb)
     if disk is not None:
         config.deviceChange, missing = [disk], True
+    guest = extra_config.lacking(guest_keys or {}, props.get(EXTRA_CONFIG))
+    if guest:
+        config.extraConfig, missing = extra_config.options(guest), True
     return config if missing else None
 
 

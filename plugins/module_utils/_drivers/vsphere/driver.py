@@ -23,6 +23,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils import _errors as er
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import MIGRATION_MODES, POWER_ACTIONS
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import ComputeDriver, NodePlacement
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import capabilities as vsphere_capabilities
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import extra_config
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.annotations import normal_uuid, parse_annotation
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.clone import clone_config, clone_spec, missing_config
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.instances import (
@@ -34,7 +35,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.pow
     SHUTDOWN_TIMEOUT, power, power_action, power_off_and_destroy, read_power_state,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.properties import (
-    CLONE_PATHS, DEVICES, LIST_PROPERTIES, SPAWN_PROPERTIES, TEMPLATE_PROPERTIES, by_kind, describe_spec, plain,
+    CLONE_PATHS, DEVICES, EXTRA_CONFIG, LIST_PROPERTIES, SPAWN_PROPERTIES, TEMPLATE_PROPERTIES, by_kind, describe_spec, plain,
     retrieve_inventory, retrieve_objects, retrieve_pages, stub, vm_name,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.session import Session
@@ -105,16 +106,15 @@ class VSphereDriver(ComputeDriver):
 
     def _find_template(self, content, name, datacenter):
         template = pick_template(self.vcenter.name, by_kind(retrieve_inventory(content, TEMPLATE_PROPERTIES)), name, datacenter)
-        template['disk_gb'] = disk_gb_of(self._template_hardware(content, template['moid'])[0])
+        template['disk_gb'] = disk_gb_of(self._template_props(content, template['moid'], (DEVICES,)).get(DEVICES) or [])
         return template
 
-    def _template_hardware(self, content, moid):
-        """(devices, cores per socket) of a template VM."""
-        answer = retrieve_objects(content.propertyCollector, [vim.VirtualMachine(moid, stub(content))], 'VirtualMachine',
-                                  (DEVICES, 'config.hardware.numCoresPerSocket'))
+    def _template_props(self, content, moid, paths):
+        """{path: value} of a template VM (one RetrievePropertiesEx)."""
+        answer = retrieve_objects(content.propertyCollector, [vim.VirtualMachine(moid, stub(content))], 'VirtualMachine', paths)
         if not answer:
             raise errors.NotFound('template VM %s of vCenter %s was deleted while it was read' % (moid, self.vcenter.name))
-        return answer[0].props.get(DEVICES) or [], answer[0].props.get('config.hardware.numCoresPerSocket')
+        return answer[0].props
 
     def list_instances(self):
         """InstanceState of every managed VM on the nodes: CreateContainerView, RetrievePropertiesEx,
@@ -133,8 +133,11 @@ class VSphereDriver(ComputeDriver):
     def spawn(self, spec):
         """Clone template spec.image into the node's resource pool onto spec.host (or the usable
         host with the most free RAM), apply what the clone lacks, power it on; InstanceState.
-        A failure after the clone began destroys the half-made VM, then raises errors.DriverError
-        naming the instance, cluster and host and saying what was left."""
+        spec.guest reaches cloud-init's VMware datasource as the clone's guestinfo extraConfig,
+        set before the first power-on; the template's own cloud-init keys never reach the clone
+        (extra_config.py). A failure after the clone began destroys the half-made VM, then raises
+        errors.DriverError naming the instance, cluster and host and saying what was left; the
+        guest data is in no message (a vCenter fault's quote of it is redacted)."""
         require(self.vcenter)
         instance = normal_uuid(spec.uuid)
         if instance is None:
@@ -147,12 +150,14 @@ class VSphereDriver(ComputeDriver):
 
     def _spawn(self, content, spec):
         plan = plan_spawn(self.vcenter, retrieve_inventory(content, SPAWN_PROPERTIES), spec)
-        devices, cores = self._template_hardware(content, plan.template['moid'])
+        template = self._template_props(content, plan.template['moid'], (DEVICES, 'config.hardware.numCoresPerSocket', EXTRA_CONFIG))
+        guest_keys = extra_config.wanted(spec.guest, template.get(EXTRA_CONFIG))
+        config = clone_config(spec, plan, template.get(DEVICES) or [], template.get('config.hardware.numCoresPerSocket'), guest_keys)
         deadline = time.monotonic() + self.work_timeout
         made = []
         try:
-            vm = self._clone(content, spec, plan, clone_config(spec, plan, devices, cores), deadline, made)
-            props = self._complete(content, spec, plan, vm, deadline)
+            vm = self._clone(content, spec, plan, config, deadline, made)
+            props = self._complete(content, spec, plan, vm, deadline, guest_keys)
             if props.get('runtime.powerState') != 'poweredOn':
                 power(content.propertyCollector, vm, 'PowerOnVM_Task', 'poweredOn', deadline, 'PowerOnVM_Task of instance %s' % spec.uuid)
             state = self._describe(content, vm)
@@ -164,11 +169,15 @@ class VSphereDriver(ComputeDriver):
             where = 'vCenter %s could not build instance %s (%s) on cluster %s/%s, host %s' % (
                 self.vcenter.name, spec.uuid, spec.name, plan.datacenter, plan.cluster, plan.host_name)
             if isinstance(exc, (errors.Unreachable,) + NETWORK_ERRORS):
-                raise errors.Unreachable('%s: %s did not answer (%s); %s' % (where, self.endpoint, exc, left)) from exc
-            if isinstance(exc, (errors.DriverError, vmodl.MethodFault)):
+                kind, message = errors.Unreachable, '%s: %s did not answer (%s); %s' % (where, self.endpoint, exc, left)
+            elif isinstance(exc, (errors.DriverError, vmodl.MethodFault)):
                 text = fault_text(exc) if isinstance(exc, vmodl.MethodFault) else str(exc)
-                raise errors.DriverError('%s: %s; %s' % (where, text, left)) from exc
-            raise
+                kind, message = errors.DriverError, '%s: %s; %s' % (where, text, left)
+            else:
+                raise
+            # A fault that quoted the guest data sent is not chained either: it holds the quote too.
+            redacted = extra_config.redact(message, guest_keys)
+            raise kind(redacted) from (exc if redacted == message else None)
 
     def _clone(self, content, spec, plan, config, deadline, made):
         refs = stub(content)
@@ -178,9 +187,9 @@ class VSphereDriver(ComputeDriver):
         made.append(vim.VirtualMachine(moid, refs))
         return made[-1]
 
-    def _complete(self, content, spec, plan, vm, deadline):
-        """Move the clone to the chosen host and apply the configuration it lacks (missing_config),
-        while it is still powered off; its CLONE_PATHS props."""
+    def _complete(self, content, spec, plan, vm, deadline, guest_keys):
+        """Move the clone to the chosen host and apply the configuration it lacks (missing_config,
+        the guest data included), while it is still powered off; its CLONE_PATHS props."""
         pc = content.propertyCollector
         answer = retrieve_objects(pc, [vm], 'VirtualMachine', CLONE_PATHS)
         if not answer:
@@ -190,7 +199,7 @@ class VSphereDriver(ComputeDriver):
             refs = stub(content)
             relocate = vim.vm.RelocateSpec(host=vim.HostSystem(plan.host, refs), pool=vim.ResourcePool(plan.pool, refs))
             wait_task(pc, vm.RelocateVM_Task(spec=relocate), deadline, 'RelocateVM_Task to host %s' % plan.host_name)
-        config = missing_config(spec, props)
+        config = missing_config(spec, props, guest_keys)
         if config is not None:
             wait_task(pc, vm.ReconfigVM_Task(spec=config), deadline, 'ReconfigVM_Task of the clone')
         return props

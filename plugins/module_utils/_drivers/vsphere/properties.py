@@ -59,6 +59,8 @@ PROPERTIES = collections.OrderedDict([
 Record = collections.namedtuple('Record', 'kind moid props')
 
 DEVICES = 'config.hardware.device'
+# The VM's .vmx options (extra_config.py: the guest's cloud-init data among them).
+EXTRA_CONFIG = 'config.extraConfig'
 
 # config.* rather than summary.config.* for what identifies an instance: vcsim does not
 # update summary.config.annotation, and a VM whose configuration cannot be read (files
@@ -114,8 +116,10 @@ DESCRIBE_PROPERTIES = merge_properties(LIST_PROPERTIES, collections.OrderedDict(
 
 # What spawn checks on the fresh clone: vcsim 0.24.2 ignores CloneSpec.location.host and
 # most of CloneSpec.config, a vCenter applies them; what is missing is applied again.
+# (vcsim does keep CloneSpec.config.extraConfig: it is read back to check the guest data landed.)
 CLONE_PATHS = ('runtime.host', 'runtime.powerState', 'summary.config.numCpu', 'summary.config.memorySizeMB',
-               'config.uuid', 'config.instanceUuid', 'config.annotation', 'config.hardware.numCoresPerSocket', DEVICES)
+               'config.uuid', 'config.instanceUuid', 'config.annotation', 'config.hardware.numCoresPerSocket', DEVICES,
+               EXTRA_CONFIG)
 
 # vCenter keeps '%', '/' and '\' of an entity name escaped.
 _NAME_ESCAPES = re.compile(r'%(25|2[fF]|5[cC])')
@@ -238,6 +242,6 @@ def describe_spec(vm):
                                 propSet=property_specs(DESCRIBE_PROPERTIES))
 
 
-__all__ = ['CLONE_PATHS', 'DESCRIBE_PROPERTIES', 'DEVICES', 'LIST_PROPERTIES', 'PAGE_SIZE', 'PROPERTIES', 'Record',
+__all__ = ['CLONE_PATHS', 'DESCRIBE_PROPERTIES', 'DEVICES', 'EXTRA_CONFIG', 'LIST_PROPERTIES', 'PAGE_SIZE', 'PROPERTIES', 'Record',
            'SPAWN_PROPERTIES', 'TEMPLATE_PROPERTIES', 'by_kind', 'describe_spec', 'plain', 'retrieve_inventory',
            'retrieve_objects', 'retrieve_pages', 'stub', 'vm_name']
