@@ -12,12 +12,24 @@ from support.cloud import allocations, domain_active, domains, registry_rows, vc
 from support.lab import ansible_module, run, serial, wait_for
 
 
+KEY = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN6i2CvFCwz54Soz+ludqXfqXyZnzDCGFwjweGz3enl5 it@example'
+SECRET = 'it-user-data-secret-4711'
+
+
 def test_boot_pinned_idempotent_power_cycle_and_delete(lab, cloud, tmp_path):
-    args = dict(cloud, name='it-pinned', flavor='tiny', image='tick', node='kvm1')
-    first = ansible_module('multihv.cloud.instance', args)
+    ansible_module('multihv.cloud.keypair', dict(cloud, name='it-key', public_key=KEY))
+    args = dict(cloud, name='it-pinned', flavor='tiny', image='tick', node='kvm1', key_name='it-key',
+                user_data='#cloud-config\nbootcmd: [echo %s]\n' % SECRET)
+    first = ansible_module('multihv.cloud.instance', args, diff=True)
     assert first['changed'] is True and first['instance']['node'] == 'kvm1' and first['instance']['state'] == 'running'
     assert domain_active(lab, 'kvm1', 'it-pinned')
-    assert ansible_module('multihv.cloud.instance', args)['changed'] is False
+    # The generated password is returned once; user_data (no_log) and the password are nowhere else.
+    password = first['instance']['admin_password']
+    assert len(password) == 20 and first['_output'].count(password) == 1 and SECRET not in first['_output']
+    stored = b''.join(f.read_bytes() for f in tmp_path.glob('registry.sqlite*'))  # the database and its write-ahead log
+    assert password.encode() not in stored and SECRET.encode() not in stored and KEY.encode() in stored
+    again = ansible_module('multihv.cloud.instance', args)
+    assert again['changed'] is False and 'admin_password' not in again['instance']
     assert allocations(tmp_path) == {'kvm1': 32}
 
     stopped = ansible_module('multihv.cloud.instance', dict(args, state='stopped'))
