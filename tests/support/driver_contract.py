@@ -36,7 +36,8 @@ class Harness:
     name the driver does not have. target: where an instance of spec() may migrate (a
     MigrationTarget, its image ready there), or None when the harness has none. unreachable():
     a driver of the same kind whose endpoint does not answer, or None when the harness cannot
-    make one.
+    make one. read_file(InstanceFile): what the file holds (bytes, or the fake's model of them), or None
+    when the harness cannot read files.
     """
 
     driver: ComputeDriver
@@ -45,6 +46,7 @@ class Harness:
     missing_image: str
     target: MigrationTarget | None = None
     unreachable: Callable[[], ComputeDriver] | None = None
+    read_file: Callable[[InstanceFile], object] | None = None
 
 
 def listed(driver, inst_uuid):
@@ -69,6 +71,12 @@ def file_kinds(driver, inst_uuid, node=None):
         if found.uuid == inst_uuid and node in (None, found.node):
             kinds.setdefault(found.node, []).append(found.name[len(inst_uuid):])
     return dict((name, sorted(names)) for name, names in kinds.items())
+
+
+def file_contents(harness, inst_uuid, kinds):
+    """{kind: what harness.read_file reads} of the instance's files of those kinds on the harness's node."""
+    return dict((f.name[len(inst_uuid):], harness.read_file(f)) for f in harness.driver.list_instance_files()
+                if f.uuid == inst_uuid and f.node == harness.node and f.name[len(inst_uuid):] in kinds)
 
 
 class DriverContract:
@@ -187,7 +195,7 @@ class DriverContract:
 
     def test_guest_data_is_a_file_of_the_instance_kept_on_reuse_and_gone_with_it(self, harness):
         """Guest data (a config drive) where the driver keeps files: one more file of the instance's own,
-        kept as it is when the disk is reused (a shared-storage evacuation), deleted with the disks."""
+        kept as it is (same content) when the disk is reused (a shared-storage evacuation), deleted with the disks."""
         driver, node = harness.driver, harness.node
         spec = with_guest(harness.spec(), 'contract-Secret-2')
         assert driver.spawn(spec).power_state == 'running'
@@ -198,6 +206,9 @@ class DriverContract:
         driver.spawn(plain)
         without = file_kinds(driver, plain.uuid, node)[node]
         assert set(with_data) > set(without), (with_data, without)
+        guest_kinds = set(with_data) - set(without)
+        before = file_contents(harness, spec.uuid, guest_kinds) if harness.read_file else None
+        assert before is None or all(before.values()), before
         driver.destroy(spec.uuid, node, destroy_disks=False)
         assert file_kinds(driver, spec.uuid, node)[node] == with_data
         with pytest.raises(REFUSED) as raised:  # a fresh build over the files left: refused, and they stay
@@ -207,6 +218,8 @@ class DriverContract:
         again = dataclasses.replace(with_guest(spec, 'contract-Secret-4'), reuse_disk=True)
         assert driver.spawn(again).power_state == 'running'
         assert file_kinds(driver, spec.uuid, node)[node] == with_data
+        if before is not None:  # not rebuilt with the new password: the guest keeps what it had
+            assert file_contents(harness, spec.uuid, guest_kinds) == before
         driver.destroy(spec.uuid, node)
         assert file_kinds(driver, spec.uuid) == {}
 
@@ -273,4 +286,4 @@ class DriverContract:
         gone.close()  # idempotent
 
 
-__all__ = ['DriverContract', 'Harness', 'file_kinds', 'listed', 'with_guest']
+__all__ = ['DriverContract', 'Harness', 'file_contents', 'file_kinds', 'listed', 'with_guest']

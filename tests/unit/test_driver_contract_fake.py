@@ -34,7 +34,8 @@ def host_world():
     world.add_node('gone')
     world.stop_answering('gone')
     return world, Harness(world.driver('fake1'), 'fake1', spec_maker(node='fake1', image='tick'), 'no-such-image',
-                          MigrationTarget(world.driver('fake2'), 'fake2'), lambda: world.driver('gone'))
+                          MigrationTarget(world.driver('fake2'), 'fake2'), lambda: world.driver('gone'),
+                          lambda found: world.guest_data.get(found.path) if found.path in world.disks else None)
 
 
 def cluster_world():

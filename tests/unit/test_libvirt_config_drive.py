@@ -91,7 +91,7 @@ class AgentError(Exception):
 
 
 @pytest.mark.parametrize('code, message, expected', [
-    ('VIR_ERR_AGENT_UNRESPONSIVE', 'Guest agent is not responding: QEMU guest agent is not connected', 'not connected or not answering'),
+    ('VIR_ERR_AGENT_UNRESPONSIVE', 'Guest agent is not responding: QEMU guest agent is not connected', 'guest agent does not answer'),
     ('VIR_ERR_ARGUMENT_UNSUPPORTED', 'argument unsupported: QEMU guest agent is not configured', 'no QEMU guest agent channel'),
     ('VIR_ERR_OPERATION_INVALID', 'domain is not running', 'it is not running'),
     ('VIR_ERR_INTERNAL_ERROR', 'unable to execute QEMU agent command', 'the guest agent refused'),

@@ -469,7 +469,7 @@ def _agent_failure(exc, password):
         message = ''
     code = exc.get_error_code()
     if code == libvirt.VIR_ERR_AGENT_UNRESPONSIVE:
-        reason = 'its QEMU guest agent is not connected or not answering (is qemu-guest-agent running in the guest?)'
+        reason = 'its QEMU guest agent does not answer (is qemu-guest-agent installed and running in the guest?)'
     elif code in (libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED, libvirt.VIR_ERR_CONFIG_UNSUPPORTED):
         reason = 'the domain has no QEMU guest agent channel'
     elif code == libvirt.VIR_ERR_OPERATION_INVALID:
