@@ -171,7 +171,7 @@ class DriverContract:
 
     def test_remove_instance_files_deletes_a_left_disk_only_once_no_vm_uses_it(self, harness):
         driver = harness.driver
-        spec = harness.spec()
+        spec = with_guest(harness.spec(), 'contract-Secret-7')  # its guest data file is left and removed too
         driver.spawn(spec)
         if not [f for f in driver.list_instance_files() if f.uuid == spec.uuid]:
             pytest.skip('the driver reports no instance files')

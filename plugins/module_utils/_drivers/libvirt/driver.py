@@ -324,7 +324,7 @@ class LibvirtDriver(ComputeDriver):
         return states
 
     def destroy(self, uuid, node, destroy_disks=True):
-        """Power off and undefine the instance, and delete its disks and console log unless
+        """Power off and undefine the instance, and delete its disks, config drive and console log unless
         destroy_disks is False (a stale copy on a host that comes back after its instances
         were evacuated on shared storage: the rebuilt instance uses that disk). Idempotent:
         no error when it is already gone. When the domain is not defined here, only leftovers
