@@ -18,7 +18,7 @@ import pytest
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import MigrationTarget
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.driver import LibvirtDriver
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import VSphereDriver
-from integration.test_libvirt_instances import Made, drivers  # noqa: F401  pylint: disable=unused-import  # drivers: a fixture
+from integration.test_libvirt_instances import Made, drivers, here  # noqa: F401  pylint: disable=unused-import  # drivers: a fixture
 from integration.test_vsphere_instances import (  # noqa: F401  pylint: disable=unused-import  # fixtures: instances, lab_vcenter, si, template
     TEMPLATE_HOST, instances, lab_vcenter, si, template,
 )
@@ -46,7 +46,8 @@ class TestLibvirtDriverContract(DriverContract):
             host = drivers['kvm1'].host
             return LibvirtDriver(dataclasses.replace(host, name='kvm-nowhere', uri='qemu+tcp://127.0.0.1:%d/system' % NOWHERE_PORT))
 
-        yield Harness(drivers['kvm1'], 'kvm1', spec, 'test-no-such-image', MigrationTarget(drivers['kvm2'], 'kvm2'), unreachable)
+        yield Harness(drivers['kvm1'], 'kvm1', spec, 'test-no-such-image', MigrationTarget(drivers['kvm2'], 'kvm2'), unreachable,
+                      lambda found: here(lab, found.node, found.path).read_bytes())
         made.cleanup()
 
 

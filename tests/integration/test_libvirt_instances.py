@@ -8,18 +8,28 @@ files through its local_dir (lab.json).
 import concurrent.futures
 import dataclasses
 import hashlib
+import io
 import pathlib
 import shutil
 import uuid
+import xml.etree.ElementTree as ET
 
+import pycdlib
 import pytest
+import yaml
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _config
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import InstanceSpec
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import InstanceSpec, MigrationControls, MigrationTarget
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import storage
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.driver import LibvirtDriver
+from support import guest
+from support.driver_contract import with_guest
 from support.lab import qemu_running, serial, wait_for
+
+# The admin password the tests' guest data carries: it must reach the drive and no message.
+SECRET = 'Lab-Secret-0427'
 
 
 @pytest.fixture
@@ -85,6 +95,38 @@ def domain_names(lab, host):
         return {d.name() for d in conn.listAllDomains(0)}
     finally:
         conn.close()
+
+
+def read_drive(lab, host, path):
+    """The config drive at path on host, downloaded through libvirt's storage stream and read with
+    pycdlib: (volume label, {file name: text})."""
+    conn = lab.connect(host)
+    try:
+        vol = conn.storageVolLookupByPath(path)
+        data = storage.download(conn, vol, limit=vol.info()[1])
+    finally:
+        conn.close()
+    iso = pycdlib.PyCdlib()
+    iso.open_fp(io.BytesIO(data))
+    try:
+        files = {}
+        for name in ('meta-data', 'user-data', 'network-config'):
+            out = io.BytesIO()
+            iso.get_file_from_iso_fp(out, rr_path='/' + name)
+            files[name] = out.getvalue().decode()
+        return iso.pvd.volume_identifier.decode().strip(), files
+    finally:
+        iso.close()
+
+
+def live_cdroms(lab, host, inst_uuid):
+    """[(path, read-only?)] of the CD-ROMs of the instance's domain as the host runs it."""
+    conn = lab.connect(host)
+    try:
+        root = ET.fromstring(conn.lookupByUUIDString(inst_uuid).XMLDesc(0))
+    finally:
+        conn.close()
+    return [(d.find('source').get('file'), d.find('readonly') is not None) for d in root.findall('devices/disk[@device="cdrom"]')]
 
 
 def wait_ticks(log, boots, ticks=2, timeout=30):
@@ -175,8 +217,8 @@ def test_instances_local_and_shared_live_and_die(lab, drivers, cloud, guests):
     kvm1.ensure_image(image, lab.info['images']['tick_qcow2'], 'qcow2')
     foreign, _log = guests.start('kvm1', storage='local')
 
-    local = cloud.spec('kvm1', image, 'local', networks=[])
-    shared = cloud.spec('kvm2', image, 'shared')  # from the shared base kvm1 placed
+    local = with_guest(cloud.spec('kvm1', image, 'local', networks=[]), SECRET)
+    shared = with_guest(cloud.spec('kvm2', image, 'shared'), SECRET)  # from the shared base kvm1 placed
     state = kvm1.spawn(local)
     assert (state.uuid, state.name, state.node, state.host, state.power_state) == (local.uuid, local.name, 'kvm1', 'kvm1', 'running')
     assert (state.vcpus, state.memory_mb, state.macs) == (1, 32, [])
@@ -192,6 +234,25 @@ def test_instances_local_and_shared_live_and_die(lab, drivers, cloud, guests):
     assert listed[local.uuid].power_state == 'running' and shared.uuid not in listed
     assert foreign in domain_names(lab, 'kvm1') and foreign not in {s.name for s in listed.values()}
     assert {s.uuid: s.power_state for s in kvm2.list_instances()}.get(shared.uuid) == 'running'
+
+    # The config drive: a cidata ISO beside the disk, the CD-ROM of the running domain, readable by its owner only.
+    for host, spec, directory in (('kvm1', local, lab.info['local_instance_path']), ('kvm2', shared, lab.info['shared_instance_path'])):
+        drive = '%s/%s.config.iso' % (directory, spec.uuid)
+        assert here(lab, host, drive).stat().st_mode & 0o777 == 0o600
+        assert live_cdroms(lab, host, spec.uuid) == [(drive, True)]
+        label, files = read_drive(lab, host, drive)
+        assert label == 'cidata'
+        meta, network = yaml.safe_load(files['meta-data']), yaml.safe_load(files['network-config'])
+        assert (meta['instance-id'], meta['local-hostname'], meta['public-keys']) == (spec.uuid, spec.hostname, list(spec.guest.public_keys))
+        assert network['version'] == 2 and [(n['match']['macaddress'], n['addresses']) for n in network['ethernets'].values()] == [
+            ('52:54:00:00:00:01', ['192.0.2.10/24'])]
+        assert SECRET in files['user-data'] and 'runcmd' in files['user-data']
+
+    # The tick guest runs no QEMU guest agent: said so, without the password.
+    with pytest.raises(errors.DriverError, match=r'cannot set the password of root in instance %s on KVM host kvm1 .*: its QEMU guest '
+                                                 r'agent does not answer .*not connected.*; nothing was changed' % local.uuid) as raised:
+        kvm1.set_admin_password(local.uuid, 'kvm1', 'root', SECRET)
+    assert SECRET not in str(raised.value)
 
     conn = lab.connect('kvm1')
     try:
@@ -216,11 +277,11 @@ def test_instances_local_and_shared_live_and_die(lab, drivers, cloud, guests):
     assert [b.number for b in wait_ticks(shared_log, 2)] == [1, 2]
 
     for driver, spec, log in ((kvm1, local, local_log), (kvm2, shared, shared_log)):
-        disk = log.with_name('%s.qcow2' % spec.uuid)
-        assert disk.exists()
+        disk, drive = log.with_name('%s.qcow2' % spec.uuid), log.with_name('%s.config.iso' % spec.uuid)
+        assert disk.exists() and drive.exists()
         driver.destroy(spec.uuid, spec.node)
         assert spec.name not in domain_names(lab, spec.node) and not qemu_running(spec.name)
-        assert not disk.exists() and not log.exists()
+        assert not disk.exists() and not log.exists() and not drive.exists()
         assert spec.uuid not in {s.uuid for s in driver.list_instances()}
         driver.destroy(spec.uuid, spec.node)  # gone already: nothing to do, no error
         with pytest.raises(errors.NotFound, match='not defined on KVM host %s' % spec.node):
@@ -243,10 +304,12 @@ def test_failed_spawn_leaves_no_domain_and_no_files(lab, drivers, cloud):
     before = set(local_dir.iterdir())
     # The lab hosts define no libvirt network: the domain is defined, its disk made, and
     # starting it fails; both must go again.
-    unstartable = cloud.spec('kvm1', image, networks=[{'network': 'multihv-test-no-such-network', 'mac': '52:54:00:00:00:01'}])
-    with pytest.raises(errors.DriverError, match=r'cannot spawn instance %s .*multihv-test-no-such-network.*removed its domain, disk'
-                                                 % unstartable.name):
+    unstartable = with_guest(cloud.spec('kvm1', image, networks=[{'network': 'multihv-test-no-such-network', 'mac': '52:54:00:00:00:01'}]),
+                             SECRET)
+    with pytest.raises(errors.DriverError, match=r'cannot spawn instance %s .*multihv-test-no-such-network.*removed its domain, disk, '
+                                                 r'config drive' % unstartable.name) as raised:
         kvm1.spawn(unstartable)
+    assert SECRET not in str(raised.value)
 
     for spec in (missing, unstartable):
         assert spec.name not in domain_names(lab, 'kvm1')
@@ -267,3 +330,44 @@ def test_bad_requests_fail_before_touching_the_host(drivers, cloud):
     no_shared = LibvirtDriver(dataclasses.replace(kvm1.host, shared_instance_path=''))
     with pytest.raises(errors.DriverError, match='has no shared_instance_path'):
         no_shared.spawn(cloud.spec('kvm1', 'x', storage='shared'))
+
+
+def test_the_config_drive_moves_with_block_and_cold_migration(lab, drivers, cloud):
+    """A block migration does not copy read-only disks: the driver copies the drive first, removes it
+    from the target when the move fails and from the source when it succeeded; a cold one moves it."""
+    kvm1, kvm2 = drivers['kvm1'], drivers['kvm2']
+    image = cloud.image()
+    for driver in (kvm1, kvm2):
+        driver.ensure_image(image, lab.info['images']['tick_qcow2'], 'qcow2')
+    spec = with_guest(cloud.spec('kvm1', image), SECRET)
+    cloud.instances.append(('kvm2', spec.uuid))
+    kvm1.spawn(spec)
+    local = lab.info['local_instance_path']
+    drive, disk = '%s/%s.config.iso' % (local, spec.uuid), '%s/%s.qcow2' % (local, spec.uuid)
+    original = here(lab, 'kvm1', drive).read_bytes()
+
+    # A domain of that name on kvm2 makes libvirt refuse the move there, after the copies were made.
+    conn = lab.connect('kvm2')
+    try:
+        stub = conn.defineXML(guest.domain_xml(spec.name, '/nonexistent.qcow2', '/nonexistent.log', domain_type=lab.domain_type(),
+                                               uuid=str(uuid.uuid4())))
+        try:
+            with pytest.raises(errors.DriverError, match='already exists') as raised:
+                kvm1.migrate(spec.uuid, 'kvm1', MigrationTarget(kvm2, 'kvm2'), 'block', MigrationControls())
+        finally:
+            stub.undefine()
+    finally:
+        conn.close()
+    assert SECRET not in str(raised.value)
+    assert not here(lab, 'kvm2', drive).exists() and not here(lab, 'kvm2', disk).exists()
+    assert here(lab, 'kvm1', drive).read_bytes() == original and live_cdroms(lab, 'kvm1', spec.uuid) == [(drive, True)]
+
+    state, _stats = kvm1.migrate(spec.uuid, 'kvm1', MigrationTarget(kvm2, 'kvm2'), 'block', MigrationControls())
+    assert (state.node, state.power_state) == ('kvm2', 'running')
+    assert here(lab, 'kvm2', drive).read_bytes() == original and not here(lab, 'kvm1', drive).exists()
+    assert live_cdroms(lab, 'kvm2', spec.uuid) == [(drive, True)]
+
+    state, _stats = kvm2.migrate(spec.uuid, 'kvm2', MigrationTarget(kvm1, 'kvm1'), 'cold', MigrationControls())
+    assert (state.node, state.power_state) == ('kvm1', 'running')
+    assert here(lab, 'kvm1', drive).read_bytes() == original and not here(lab, 'kvm2', drive).exists()
+    assert live_cdroms(lab, 'kvm1', spec.uuid) == [(drive, True)]

@@ -22,6 +22,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import
     MigrationTarget, NodePlacement, NodeResources, instance_file_uuid,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import STORAGE_MODES
+from ansible_collections.multihv.cloud.plugins.module_utils._guest.bootstrap import GuestConfig, GuestNic
 
 REFUSED = (errors.DriverError, errors.NotFound)
 
@@ -35,7 +36,8 @@ class Harness:
     name the driver does not have. target: where an instance of spec() may migrate (a
     MigrationTarget, its image ready there), or None when the harness has none. unreachable():
     a driver of the same kind whose endpoint does not answer, or None when the harness cannot
-    make one.
+    make one. read_file(InstanceFile): what the file holds (bytes, or the fake's model of them), or None
+    when the harness cannot read files.
     """
 
     driver: ComputeDriver
@@ -44,11 +46,37 @@ class Harness:
     missing_image: str
     target: MigrationTarget | None = None
     unreachable: Callable[[], ComputeDriver] | None = None
+    read_file: Callable[[InstanceFile], object] | None = None
 
 
 def listed(driver, inst_uuid):
     """The instance's InstanceState as list_instances reports it, or None."""
     return next((s for s in driver.list_instances() if s.uuid == inst_uuid), None)
+
+
+def with_guest(spec, password):
+    """spec with guest data: its hostname, a key, user_data, the password, and a fixed address on each
+    of its NICs (one made up when it has none: the data reaches the guest whatever its interfaces)."""
+    macs = [n['mac'] for n in spec.networks if n.get('mac')] or ['52:54:00:00:00:01']
+    nics = tuple(GuestNic(mac, '192.0.2.%d/24' % (10 + i), '192.0.2.1', ('192.0.2.1',)) for i, mac in enumerate(macs))
+    guest = GuestConfig(uuid=spec.uuid, hostname=spec.hostname or spec.name, user_data='#cloud-config\nruncmd: [[true]]\n',
+                        public_keys=('ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIContractKey contract',), admin_password=password, nics=nics)
+    return dataclasses.replace(spec, guest=guest)
+
+
+def file_kinds(driver, inst_uuid, node=None):
+    """{node: sorted names of the instance's files without the uuid} (e.g. ['.console.log', '.qcow2'])."""
+    kinds = {}
+    for found in driver.list_instance_files():
+        if found.uuid == inst_uuid and node in (None, found.node):
+            kinds.setdefault(found.node, []).append(found.name[len(inst_uuid):])
+    return dict((name, sorted(names)) for name, names in kinds.items())
+
+
+def file_contents(harness, inst_uuid, kinds):
+    """{kind: what harness.read_file reads} of the instance's files of those kinds on the harness's node."""
+    return dict((f.name[len(inst_uuid):], harness.read_file(f)) for f in harness.driver.list_instance_files()
+                if f.uuid == inst_uuid and f.node == harness.node and f.name[len(inst_uuid):] in kinds)
 
 
 class DriverContract:
@@ -143,7 +171,7 @@ class DriverContract:
 
     def test_remove_instance_files_deletes_a_left_disk_only_once_no_vm_uses_it(self, harness):
         driver = harness.driver
-        spec = harness.spec()
+        spec = with_guest(harness.spec(), 'contract-Secret-7')  # its guest data file is left and removed too
         driver.spawn(spec)
         if not [f for f in driver.list_instance_files() if f.uuid == spec.uuid]:
             pytest.skip('the driver reports no instance files')
@@ -157,11 +185,59 @@ class DriverContract:
         assert driver.remove_instance_files(spec.uuid, harness.node, spec.storage) == []  # idempotent
 
     def test_spawn_of_a_missing_image_raises_and_leaves_nothing(self, harness):
-        spec = harness.spec(image=harness.missing_image)
-        with pytest.raises(REFUSED):
+        spec = with_guest(harness.spec(image=harness.missing_image), 'contract-Secret-1')
+        with pytest.raises(REFUSED) as raised:
             harness.driver.spawn(spec)
+        assert 'contract-Secret-1' not in str(raised.value)
         assert listed(harness.driver, spec.uuid) is None
         assert spec.name not in [s.name for s in harness.driver.list_instances()]
+        assert file_kinds(harness.driver, spec.uuid) == {}  # no guest data file either
+
+    def test_guest_data_is_a_file_of_the_instance_kept_on_reuse_and_gone_with_it(self, harness):
+        """Guest data (a config drive) where the driver keeps files: one more file of the instance's own,
+        kept as it is (same content) when the disk is reused (a shared-storage evacuation), deleted with the disks."""
+        driver, node = harness.driver, harness.node
+        spec = with_guest(harness.spec(), 'contract-Secret-2')
+        assert driver.spawn(spec).power_state == 'running'
+        with_data = file_kinds(driver, spec.uuid, node).get(node)
+        if not with_data:
+            return  # a driver whose instances have no files of their own (vSphere: guestinfo in the VM)
+        plain = harness.spec()
+        driver.spawn(plain)
+        without = file_kinds(driver, plain.uuid, node)[node]
+        assert set(with_data) > set(without), (with_data, without)
+        guest_kinds = set(with_data) - set(without)
+        before = file_contents(harness, spec.uuid, guest_kinds) if harness.read_file else None
+        assert before is None or all(before.values()), before
+        driver.destroy(spec.uuid, node, destroy_disks=False)
+        assert file_kinds(driver, spec.uuid, node)[node] == with_data
+        with pytest.raises(REFUSED) as raised:  # a fresh build over the files left: refused, and they stay
+            driver.spawn(with_guest(spec, 'contract-Secret-3'))
+        assert 'contract-Secret' not in str(raised.value)
+        assert file_kinds(driver, spec.uuid, node)[node] == with_data
+        again = dataclasses.replace(with_guest(spec, 'contract-Secret-4'), reuse_disk=True)
+        assert driver.spawn(again).power_state == 'running'
+        assert file_kinds(driver, spec.uuid, node)[node] == with_data
+        if before is not None:  # not rebuilt with the new password: the guest keeps what it had
+            assert file_contents(harness, spec.uuid, guest_kinds) == before
+        driver.destroy(spec.uuid, node)
+        assert file_kinds(driver, spec.uuid) == {}
+
+    def test_set_admin_password_is_refused_where_it_cannot_be_set_without_showing_it(self, harness):
+        driver, node = harness.driver, harness.node
+        if not driver.capabilities.guest_password:
+            with pytest.raises(errors.DriverError) as raised:
+                driver.set_admin_password(str(uuidlib.uuid4()), node, 'root', 'contract-Secret-5')
+            assert 'contract-Secret-5' not in str(raised.value)
+            return
+        with pytest.raises(errors.NotFound):
+            driver.set_admin_password(str(uuidlib.uuid4()), node, 'root', 'contract-Secret-5')
+        spec = harness.spec()
+        driver.spawn(spec)
+        driver.set_power(spec.uuid, node, 'stop')
+        with pytest.raises(errors.DriverError, match='not running') as raised:
+            driver.set_admin_password(spec.uuid, node, 'root', 'contract-Secret-5')
+        assert spec.uuid in str(raised.value) and 'contract-Secret-5' not in str(raised.value)
 
     def test_reusing_a_disk_that_is_not_there_raises_and_leaves_nothing(self, harness):
         spec = harness.spec(reuse_disk=True)
@@ -173,8 +249,9 @@ class DriverContract:
         if harness.target is None:
             pytest.skip('the harness has no migration target')
         driver, target = harness.driver, harness.target
-        spec = harness.spec()
+        spec = with_guest(harness.spec(), 'contract-Secret-6')
         driver.spawn(spec)
+        files = file_kinds(driver, spec.uuid, harness.node).get(harness.node, [])
         caps = driver.capabilities
         if 'block' in caps.migration_modes and not driver.shares_storage(target.driver, spec.storage):
             mode = 'block'
@@ -191,6 +268,9 @@ class DriverContract:
         assert (seen.node, seen.host, seen.power_state) == (target.node, state.host, 'running')
         if target.driver.endpoint_name() != driver.endpoint_name():
             assert listed(driver, spec.uuid) is None
+        if mode == 'block':  # its files, guest data included, went with it
+            assert file_kinds(target.driver, spec.uuid, target.node).get(target.node, []) == files
+            assert file_kinds(driver, spec.uuid, harness.node) == {}
 
     def test_an_endpoint_that_does_not_answer_raises_unreachable(self, harness):
         if harness.unreachable is None:
@@ -206,4 +286,4 @@ class DriverContract:
         gone.close()  # idempotent
 
 
-__all__ = ['DriverContract', 'Harness', 'listed']
+__all__ = ['DriverContract', 'Harness', 'file_contents', 'file_kinds', 'listed', 'with_guest']

@@ -3,7 +3,9 @@ the core's failure paths can be tested in milliseconds against a real registry.
 
 A FakeWorld is one test's hypervisors: endpoints (what a driver talks to), their nodes, each
 node's hosts (one named after the node, or several like a vSphere cluster), the VMs on them,
-the disks in each storage directory and the images uploaded. Every FakeDriver a test or a
+the disks in each storage directory and the images uploaded. A VM spawned with guest data
+(InstanceSpec.guest) keeps what its guest received (FakeVM.guest) and, like a KVM instance's
+config drive, has a file `<uuid>.config` beside its disk holding it (world.guest_data). Every FakeDriver a test or a
 worker thread makes (world.drivers is a Context's driver_factory) points at the same world, so
 what one run does, the next sees. Failures are injected on the world: spawns that fail,
 migrations that fail half way, endpoints that stop answering.
@@ -32,7 +34,7 @@ FAKE = 'fake'
 CLUSTER = 'fakecluster'
 # Everything on: a node is its own host, its instances are evacuated when it fails.
 CAPABILITIES = Capabilities(hypervisor_type=FAKE, label='Fake', node_noun='fake host', migration_modes=MIGRATION_MODES, evacuation=True,
-                            image_kind=IMAGE_FILE)
+                            image_kind=IMAGE_FILE, guest_password=True)
 # A node of several hosts whose hypervisor restarts its VMs itself, with template images.
 CLUSTER_CAPABILITIES = Capabilities(hypervisor_type=CLUSTER, label='Fake cluster', node_noun='fake cluster', migration_modes=('live', 'cold'),
                                     self_recovery='fake HA restarts the VMs by itself', hosts_in_node=True,
@@ -91,6 +93,14 @@ class FakeVM:
     image: str
     disks: list
     macs: list
+    guest: object = None     # the GuestConfig the guest booted with: its drive's content (a reused drive's is the old one)
+    drive: str | None = None  # the path of its guest data file (a config drive), None without guest data
+    passwords: dict = dataclasses.field(default_factory=dict)  # user -> the last password set_admin_password set
+    agent: bool = True        # False: a guest without an agent, where set_admin_password fails
+
+    def files(self):
+        """Its files in the storage directories: disks and guest data."""
+        return self.disks + ([self.drive] if self.drive else [])
 
     def state(self):
         return InstanceState(self.uuid, self.name, self.node, self.host, self.power, self.vcpus, self.memory_mb,
@@ -118,7 +128,8 @@ class FakeWorld:
         self.endpoints = {}
         self.nodes = {}
         self.vms = {}             # (node, uuid) -> FakeVM: a stale copy and its rebuild are two VMs
-        self.disks = set()        # paths of the files in the storage directories: disks, and what tests put there
+        self.disks = set()        # paths of the files in the storage directories: disks, guest data files, and what tests put there
+        self.guest_data = {}      # path of a guest data file -> the GuestConfig it holds
         self.images = {}          # (endpoint, image name) -> (source, disk format)
         self.uploads = []         # (endpoint, image name), one per upload
         self.calls = []           # (endpoint, method) of every call that reaches a hypervisor
@@ -279,6 +290,10 @@ class FakeDriver(ComputeDriver):
             raise errors.DriverError('fake endpoint %s has no %s storage; nothing was created' % (self.endpoint.name, storage))
         return '%s/%s.disk' % (directory, uuid)
 
+    def _drive(self, storage, uuid):
+        """The path of the instance's guest data file (its config drive), beside its disk."""
+        return self._disk(storage, uuid)[:-len('.disk')] + '.config'
+
     # -- nodes and images -------------------------------------------------------------------
 
     def get_nodes(self):
@@ -345,9 +360,10 @@ class FakeDriver(ComputeDriver):
                 raise errors.DriverError('the disk %s to reuse is missing; %s' % (disk, untouched))
             if not spec.reuse_disk and disk in self.world.disks:
                 raise errors.DriverError('a disk %s is there already; %s' % (disk, untouched))
+            drive, guest, made_drive = self._spawn_drive(spec, untouched)
             self.world.disks.add(disk)
             vm = FakeVM(spec.uuid, spec.name, spec.node, host, 'running', spec.vcpus, spec.memory_mb, spec.disk_gb, spec.storage,
-                        spec.image, [disk], [n['mac'] for n in spec.networks])
+                        spec.image, [disk], [n['mac'] for n in spec.networks], guest=guest, drive=drive)
             self.world.vms[(spec.node, spec.uuid)] = vm
             failure = self.world._spawn_failure(spec.name)  # pylint: disable=protected-access
             if failure is not None:
@@ -355,18 +371,34 @@ class FakeDriver(ComputeDriver):
                     del self.world.vms[(spec.node, spec.uuid)]
                     if not spec.reuse_disk:
                         self.world.disks.discard(disk)
+                    if made_drive:
+                        self.world.disks.discard(drive)
                 if failure.stop_answering:
                     self.endpoint.answering = False
                 raise failure.error
             return vm.state()
 
+    def _spawn_drive(self, spec, untouched):
+        """(path, what the guest receives, made now) of the spawn's guest data file. Reused as it is with
+        reuse_disk (the guest keeps its old data and password), made from spec.guest otherwise."""
+        drive = self._drive(spec.storage, spec.uuid)
+        if spec.reuse_disk and drive in self.world.disks:
+            return drive, self.world.guest_data.get(drive), False
+        if spec.guest is None:
+            return None, None, False
+        if drive in self.world.disks:
+            raise errors.DriverError('a config drive %s is there already; %s' % (drive, untouched))
+        self.world.disks.add(drive)
+        self.world.guest_data[drive] = spec.guest
+        return drive, spec.guest, True
+
     def destroy(self, uuid, node, destroy_disks=True):
-        """Idempotent. When the VM is not here, only its local disk goes (a shared one may be another copy's)."""
+        """Idempotent. When the VM is not here, only its local files go (shared ones may be another copy's)."""
         with self._io('destroy'):
             self._node(node)
             vm = self.world.vms.pop((node, uuid), None)
             if destroy_disks:
-                self.world.disks.difference_update(vm.disks if vm else [self._disk('local', uuid)])
+                self.world.disks.difference_update(vm.files() if vm else [self._disk('local', uuid), self._drive('local', uuid)])
 
     def list_instance_files(self):
         """Every file of world.disks named `<uuid>.*` in one of the endpoint's directories, once per node of the endpoint."""
@@ -388,6 +420,19 @@ class FakeDriver(ComputeDriver):
             mine = sorted(p for p in self.world.disks if p.rpartition('/')[0] == directory and instance_file_uuid(p.rpartition('/')[2]) == uuid)
             self.world.disks.difference_update(mine)
             return [p.rpartition('/')[2] for p in mine]
+
+    def set_admin_password(self, uuid, node, user, password):
+        """Recorded in the VM's passwords; refused (no password in the message) unless it runs with an agent."""
+        if not self.capabilities.guest_password:
+            return super().set_admin_password(uuid, node, user, password)
+        with self._io('set_admin_password'):
+            self._node(node)
+            vm = self._vm(uuid, node)
+            if vm.power != 'running' or not vm.agent:
+                raise errors.DriverError('cannot set the password of %s in instance %s on fake node %s: %s; nothing was changed'
+                                         % (user, uuid, node, 'it is not running' if vm.power != 'running' else 'it has no guest agent'))
+            vm.passwords[user] = password
+            return None
 
     def set_power(self, uuid, node, action):
         with self._io('set_power'):
@@ -435,9 +480,13 @@ class FakeDriver(ComputeDriver):
                 raise failure
             del self.world.vms[(node, uuid)]
             if not shared:
-                self.world.disks.difference_update(vm.disks)
+                self.world.disks.difference_update(vm.files())
                 vm.disks = [dest._disk(vm.storage, uuid)]  # pylint: disable=protected-access
-                self.world.disks.update(vm.disks)
+                if vm.drive:  # the guest data moves with the disk, unchanged
+                    moved = dest._drive(vm.storage, uuid)  # pylint: disable=protected-access
+                    self.world.guest_data[moved] = self.world.guest_data.get(vm.drive)
+                    vm.drive = moved
+                self.world.disks.update(vm.files())
             vm.node, vm.host = target.node, host
             self.world.vms[(target.node, uuid)] = vm
             return vm.state(), stats

@@ -178,3 +178,40 @@ def test_pool_built_with_a_mode():
     root = ET.fromstring(domxml.pool_xml('multihv-2', '/srv/_base', mode='0755'))
     assert root.findtext('target/permissions/mode') == '0755'
     assert ET.fromstring(domxml.pool_xml('multihv-2', '/srv/_base')).find('target/permissions') is None
+
+
+def test_config_drive_is_a_read_only_ide_cdrom_on_the_pc_machine():
+    iso = '/srv/instances/%s.config.iso' % UUID
+    root = ET.fromstring(domxml.build_domain(spec(), '/srv/instances/%s.qcow2' % UUID, '/srv/l.log', config_drive=iso))
+    assert root.find('os/type').get('machine') == 'pc'
+    disk, cdrom = root.findall('devices/disk')
+    assert disk.get('device') == 'disk' and disk.find('target').get('dev') == 'vda'  # still the boot disk
+    assert (cdrom.get('type'), cdrom.get('device')) == ('file', 'cdrom')
+    assert cdrom.find('driver').attrib == {'name': 'qemu', 'type': 'raw'}
+    assert cdrom.find('source').get('file') == iso
+    assert cdrom.find('target').attrib == {'dev': 'hda', 'bus': 'ide'}
+    assert cdrom.find('readonly') is not None
+    info = domxml.parse_domain(ET.tostring(root, encoding='unicode'))
+    assert (info.disk_paths, info.cdrom_paths) == (['/srv/instances/%s.qcow2' % UUID], [iso])
+
+
+def test_no_config_drive_no_cdrom():
+    root = ET.fromstring(build())
+    assert [d.get('device') for d in root.findall('devices/disk')] == ['disk']
+    assert domxml.parse_domain(build()).cdrom_paths == []
+
+
+@pytest.mark.parametrize('machine, bus', [('pc', 'ide'), ('pc-i440fx-7.2', 'ide'), ('q35', 'sata'), ('pc-q35-7.2', 'sata'),
+                                          (None, 'ide')])
+def test_cdrom_bus_follows_the_machine_type(machine, bus):
+    assert domxml.cdrom_bus(machine) == bus
+
+
+def test_the_guest_agent_has_its_channel():
+    channels = ET.fromstring(build()).findall('devices/channel')
+    assert [(c.get('type'), c.find('target').attrib) for c in channels] == [
+        ('unix', {'type': 'virtio', 'name': 'org.qemu.guest_agent.0'})]
+
+
+def test_foreign_cdroms_are_parsed_apart_from_disks():
+    assert domxml.parse_domain(FOREIGN).cdrom_paths == ['/isos/boot.iso']

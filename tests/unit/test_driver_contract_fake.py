@@ -3,13 +3,14 @@ template images), and the fake's own failure knobs that the orchestration tests 
 
 from __future__ import annotations
 
+import dataclasses
 import uuid as uuidlib
 
 import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import InstanceSpec, MigrationControls, MigrationTarget
-from support.driver_contract import DriverContract, Harness, listed
+from support.driver_contract import DriverContract, Harness, listed, with_guest
 from support.fake_driver import FakeWorld
 
 
@@ -33,7 +34,8 @@ def host_world():
     world.add_node('gone')
     world.stop_answering('gone')
     return world, Harness(world.driver('fake1'), 'fake1', spec_maker(node='fake1', image='tick'), 'no-such-image',
-                          MigrationTarget(world.driver('fake2'), 'fake2'), lambda: world.driver('gone'))
+                          MigrationTarget(world.driver('fake2'), 'fake2'), lambda: world.driver('gone'),
+                          lambda found: world.guest_data.get(found.path) if found.path in world.disks else None)
 
 
 def cluster_world():
@@ -118,3 +120,65 @@ def test_file_images_upload_once_per_endpoint_and_again_when_changed():
     assert world.uploads == [('fake1', 'tick'), ('fake2', 'tick'), ('fake1', 'tick')]
     with pytest.raises(errors.DriverError, match='not templates'):
         harness.driver.find_template('tick')
+
+
+def test_the_guest_receives_what_spawn_got_and_a_reused_drive_keeps_the_old_data():
+    world, harness = host_world()
+    spec = with_guest(harness.spec(storage='shared'), 'first')
+    harness.driver.spawn(spec)
+    vm, drive = world.vm(spec.name), 'shared/%s.config' % spec.uuid
+    assert vm.guest is spec.guest and vm.drive == drive and world.disks == {'shared/%s.disk' % spec.uuid, drive}
+    received = (vm.guest.hostname, vm.guest.admin_password, [n.mac for n in vm.guest.nics])
+    assert received == (spec.hostname or spec.name, 'first', ['52:54:00:00:00:01'])
+    assert listed(harness.driver, spec.uuid).disk_paths == ['shared/%s.disk' % spec.uuid]  # the drive is no disk
+    harness.driver.destroy(spec.uuid, 'fake1', destroy_disks=False)
+    assert drive in world.disks
+    fake2 = world.driver('fake2')
+    fake2.spawn(dataclasses.replace(with_guest(spec, 'second'), node='fake2', reuse_disk=True))  # a shared-storage evacuation
+    assert world.vm(spec.name).guest.admin_password == 'first'  # the drive was kept: so was the password
+    fake2.destroy(spec.uuid, 'fake2')
+    assert world.disks == set()
+
+
+def test_a_failed_spawn_removes_the_drive_it_made_but_not_a_reused_one():
+    world, harness = host_world()
+    world.fail_spawn()
+    with pytest.raises(errors.DriverError, match='injected'):
+        harness.driver.spawn(with_guest(harness.spec(), 'pw'))
+    assert world.disks == set() and world.vms == {}
+    spec = with_guest(harness.spec(storage='shared'), 'pw')
+    harness.driver.spawn(spec)
+    harness.driver.destroy(spec.uuid, 'fake1', destroy_disks=False)
+    kept = set(world.disks)
+    world.fail_spawn()
+    with pytest.raises(errors.DriverError, match='injected'):
+        harness.driver.spawn(dataclasses.replace(spec, reuse_disk=True))
+    assert world.disks == kept and len(kept) == 2
+
+
+def test_no_guest_data_no_drive_and_a_block_migration_moves_the_drive():
+    world, harness = host_world()
+    plain = harness.spec()
+    harness.driver.spawn(plain)
+    assert world.vm(plain.name).guest is None and world.disks == {'local-fake1/%s.disk' % plain.uuid}
+    spec = with_guest(harness.spec(), 'pw')
+    harness.driver.spawn(spec)
+    harness.driver.migrate(spec.uuid, 'fake1', harness.target, 'block', MigrationControls())
+    moved = 'local-fake2/%s.config' % spec.uuid
+    assert world.vm(spec.name).drive == moved and world.guest_data[moved] is spec.guest
+    assert {p for p in world.disks if spec.uuid in p} == {'local-fake2/%s.disk' % spec.uuid, moved}
+
+
+def test_set_admin_password_is_recorded_in_a_running_guest_with_an_agent_only():
+    world, harness = host_world()
+    spec = harness.spec()
+    harness.driver.spawn(spec)
+    assert harness.driver.set_admin_password(spec.uuid, 'fake1', 'root', 'pw-1') is None
+    assert world.vm(spec.name).passwords == {'root': 'pw-1'}
+    world.vm(spec.name).agent = False
+    with pytest.raises(errors.DriverError, match='no guest agent') as raised:
+        harness.driver.set_admin_password(spec.uuid, 'fake1', 'root', 'pw-2')
+    assert 'pw-2' not in str(raised.value) and world.vm(spec.name).passwords == {'root': 'pw-1'}
+    cluster = cluster_world()[1]
+    with pytest.raises(errors.DriverError, match='cannot set a password inside a guest'):
+        cluster.driver.set_admin_password(str(uuidlib.uuid4()), 'vc/c1', 'root', 'pw')

@@ -12,11 +12,13 @@ HYPERVISOR_TYPE = 'kvm'
 
 # A KVM host is its own node. Live migration needs the disk on storage both hosts see,
 # block migration copies the disk's top layer, and nothing restarts the guests of a failed
-# host: the core evacuates them. Images are files uploaded to each host's base pool.
+# host: the core evacuates them. Images are files uploaded to each host's base pool. A running
+# guest's password is set through its QEMU guest agent.
 CAPABILITIES = Capabilities(
     hypervisor_type=HYPERVISOR_TYPE, label='KVM', node_noun='KVM host',
     migration_modes=MIGRATION_MODES,
     evacuation=True,
     hosts_in_node=False,
     image_kind=IMAGE_FILE,
+    guest_password=True,
 )

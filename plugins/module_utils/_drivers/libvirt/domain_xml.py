@@ -21,6 +21,8 @@ import xml.etree.ElementTree as ET
 NAMESPACE = 'https://multihv.cloud/xmlns/instance/1'
 PREFIX = 'multihv'
 BRIDGE_PREFIX = 'bridge:'
+# The virtio-serial port the QEMU guest agent listens on (what setUserPassword talks to).
+GUEST_AGENT_CHANNEL = 'org.qemu.guest_agent.0'
 
 # libvirt's virDomainState values (a stable ABI), mapped to InstanceState.power_state.
 # BLOCKED is a running guest waiting on a resource; SHUTDOWN one that is shutting down.
@@ -53,6 +55,7 @@ class DomainInfo:
     disk_paths: list = dataclasses.field(default_factory=list)
     console_log: str | None = None
     managed: dict | None = None
+    cdrom_paths: list = dataclasses.field(default_factory=list)
 
 
 def _text(field, value):
@@ -125,9 +128,27 @@ def _interfaces(devices, networks):
         _sub(interface, 'model', type=entry.get('model') or 'virtio')
 
 
-def build_domain(spec, disk_path, console_log, domain_kind='kvm', disk_format='qcow2'):
+def cdrom_bus(machine):
+    """The bus of a CD-ROM on a machine type: q35 has no IDE controller, only SATA (AHCI);
+    pc (i440FX) has IDE and no SATA unless one is added."""
+    return 'sata' if 'q35' in (machine or '') else 'ide'
+
+
+def _config_drive(devices, path, machine):
+    """The config drive: a read-only CD-ROM, raw ISO. Not virtio: cloud-init finds NoCloud by
+    its label on any block device, and a CD-ROM is what Nova's config drive is too."""
+    bus = cdrom_bus(machine)
+    disk = _sub(devices, 'disk', type='file', device='cdrom')
+    _sub(disk, 'driver', name='qemu', type='raw')
+    _sub(disk, 'source', file=_text('config drive path', path))
+    _sub(disk, 'target', dev='sda' if bus == 'sata' else 'hda', bus=bus)
+    _sub(disk, 'readonly')
+
+
+def build_domain(spec, disk_path, console_log, domain_kind='kvm', disk_format='qcow2', config_drive=None):
     """Domain XML of one instance (an InstanceSpec): its disk at disk_path, its serial
-    console appended to console_log, one interface per spec.networks entry.
+    console appended to console_log, one interface per spec.networks entry, and, when
+    config_drive is a path, that ISO as a read-only CD-ROM.
 
     The disk is virtio with cache='writethrough': a guest that never flushes (the lab
     guest's BIOS writes) must not lose its writes when QEMU is killed, as on a host
@@ -162,10 +183,15 @@ def build_domain(spec, disk_path, console_log, domain_kind='kvm', disk_format='q
     _sub(disk, 'driver', name='qemu', type=disk_format, cache='writethrough')
     _sub(disk, 'source', file=_text('disk path', disk_path))
     _sub(disk, 'target', dev='vda', bus='virtio')
+    if config_drive:
+        _config_drive(devices, config_drive, os_element.find('type').get('machine'))
     _interfaces(devices, spec.networks)
     serial = _sub(devices, 'serial', type='file')
     _sub(serial, 'source', path=_text('console log', console_log), append='on')
     _sub(serial, 'target', port='0')
+    # The QEMU guest agent's port (libvirt picks the socket): set_admin_password talks to it.
+    channel = _sub(devices, 'channel', type='unix')
+    _sub(channel, 'target', type='virtio', name=GUEST_AGENT_CHANNEL)
     return ET.tostring(domain, encoding='unicode')
 
 
@@ -203,13 +229,14 @@ def _memory_mb(element):
 def parse_domain(xml):
     """DomainInfo of a domain's XML (virDomainGetXMLDesc)."""
     root = ET.fromstring(xml)
-    disks = []
+    disks, cdroms = [], []
     for disk in root.findall('devices/disk'):
         source = disk.find('source')
-        if disk.get('device', 'disk') == 'disk' and source is not None:
-            path = source.get('file') or source.get('dev')
-            if path:
-                disks.append(path)
+        path = (source.get('file') or source.get('dev')) if source is not None else None
+        if path and disk.get('device', 'disk') == 'disk':
+            disks.append(path)
+        elif path and disk.get('device') == 'cdrom':
+            cdroms.append(path)
     console_log = None
     for serial in root.findall('devices/serial'):
         source = serial.find('source')
@@ -225,6 +252,7 @@ def parse_domain(xml):
         disk_paths=disks,
         console_log=console_log,
         managed=_managed(root),
+        cdrom_paths=cdroms,
     )
 
 

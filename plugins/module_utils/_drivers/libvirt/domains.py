@@ -6,10 +6,12 @@ Private to multihv.cloud: do not import. The driver and migration share these.
 
 from __future__ import annotations
 
+import posixpath
+
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import InstanceState
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.storage import found_or_none
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.storage import found_or_none, instance_file_names
 
 try:
     import libvirt
@@ -52,9 +54,16 @@ def instance_state(domain, node, state=None, info=None):
                          macs=info.macs, disk_paths=info.disk_paths)
 
 
+def config_drives(info):
+    """The domain's config drive (a list: none or one): the CD-ROM named after the instance
+    (storage.instance_file_names). Another CD-ROM someone attached is not the instance's own."""
+    name = instance_file_names(info.uuid)[2]
+    return [path for path in info.cdrom_paths if posixpath.basename(path) == name]
+
+
 def files_of(info):
-    """The files of a domain that are the instance's: its disks and its console log."""
-    return info.disk_paths + ([info.console_log] if info.console_log else [])
+    """The files of a domain that are the instance's: its disks, its config drive and its console log."""
+    return info.disk_paths + config_drives(info) + ([info.console_log] if info.console_log else [])
 
 
 def ignore_not_running(call):
@@ -84,4 +93,4 @@ def remove_domain(domain):
             raise
 
 
-__all__ = ['files_of', 'ignore_not_running', 'instance_state', 'lookup_name', 'lookup_uuid', 'managed_domain', 'remove_domain']
+__all__ = ['config_drives', 'files_of', 'ignore_not_running', 'instance_state', 'lookup_name', 'lookup_uuid', 'managed_domain', 'remove_domain']

@@ -11,6 +11,11 @@ the instance directories (image_cache.py); an instance's files sit next to them:
 
     <instance_path or shared_instance_path>/<uuid>.qcow2        its disk, an overlay on the base
     <same>/<uuid>.console.log                                   its serial console, next to its disk
+    <same>/<uuid>.config.iso                                    its config drive (NoCloud ISO), when it has guest data
+
+The config drive is built on the controller (_guest/config_drive.py) and uploaded through a
+storage stream; the domain has it as a read-only CD-ROM. Being a read-only disk, a block
+migration does not copy it: migration.py copies it to the target first.
 """
 
 from __future__ import annotations
@@ -36,9 +41,10 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.dom
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.image_cache import ImageCache
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.storage import (
-    GIB, MIB, delete_files_of, delete_instance_files, delete_named, delete_volume, disk_of, find_volume, instance_dir, instance_files,
-    instance_pool, read_heartbeat, refresh_pool, storages,
+    GIB, MIB, create_volume_with, delete_files_of, delete_instance_files, delete_named, delete_volume, disk_of, find_volume, instance_dir,
+    instance_file_names, instance_files, instance_pool, read_heartbeat, refresh_pool, storages,
 )
+from ansible_collections.multihv.cloud.plugins.module_utils._guest import config_drive
 
 try:
     import libvirt
@@ -189,18 +195,38 @@ class LibvirtDriver(ComputeDriver):
             raise errors.DriverError('instance %s: %r is not a UUID; nothing was created' % (spec.name, spec.uuid)) from None
         self._check_node(spec.node)
         instance_dir(self.host, spec.storage)  # a bad storage fails before any I/O
-        return self._run('spawning instance %s (%s)' % (spec.name, inst_uuid), functools.partial(self._spawn, spec, inst_uuid))
+        drive = self._config_drive_image(spec, inst_uuid)  # so does guest data that cannot be delivered
+        return self._run('spawning instance %s (%s)' % (spec.name, inst_uuid), functools.partial(self._spawn, spec, inst_uuid, drive))
 
-    def _spawn(self, spec, inst_uuid, conn):
+    @staticmethod
+    def _config_drive_image(spec, inst_uuid):
+        """The bytes of the config drive for spec.guest (a NoCloud ISO), None without guest data.
+        Built before the host is touched: it holds the password, so nothing here may show it."""
+        if spec.guest is None:
+            return None
+        try:
+            for_uuid = str(uuidlib.UUID(str(spec.guest.uuid)))
+        except ValueError:
+            for_uuid = None
+        if for_uuid != inst_uuid:
+            # The drive's instance-id is what cloud-init keys its per-instance work on: another
+            # instance's would make the guest skip or redo it.
+            raise errors.DriverError('instance %s (%s): its guest data is for instance %s; nothing was created'
+                                     % (spec.name, inst_uuid, spec.guest.uuid))
+        return config_drive.nocloud_iso(spec.guest)
+
+    def _spawn(self, spec, inst_uuid, drive, conn):
         failed = 'cannot spawn instance %s (%s) on %s' % (spec.name, inst_uuid, self._what())
         try:
-            plan = self._spawn_plan(conn, spec, inst_uuid)
+            plan = self._spawn_plan(conn, spec, inst_uuid, drive)
         except (errors.DriverError, ValueError, libvirt.libvirtError) as exc:
             raise errors.DriverError('%s: %s; nothing was created' % (failed, _message(exc))) from exc
         made = {}
         try:
             if plan['volume_xml'] is not None:  # None: the disk exists and is reused, never removed
                 made['volume'] = plan['pool'].createXML(plan['volume_xml'], 0)
+            if plan['drive_data'] is not None:  # None: no drive, or one kept (reused), never removed
+                made['config_drive'] = create_volume_with(conn, plan['pool'], plan['drive_name'], plan['drive_data'])
             made['domain'] = conn.defineXML(plan['domain_xml'])
             made['domain'].create()
             return instance_state(made['domain'], self.host.name)
@@ -208,15 +234,16 @@ class LibvirtDriver(ComputeDriver):
             undone = self._undo_spawn(plan, made)
             raise errors.DriverError('%s: %s; %s' % (failed, _message(exc), undone)) from exc
 
-    def _spawn_plan(self, conn, spec, inst_uuid):
-        """Everything spawn needs, checked before anything is created on the host."""
+    def _spawn_plan(self, conn, spec, inst_uuid, drive):
+        """Everything spawn needs, checked before anything is created on the host. drive: the
+        config drive's bytes, or None."""
         directory = instance_dir(self.host, spec.storage)
         pool = instance_pool(conn, directory)
         refresh_pool(pool)
         for exists in (lookup_uuid(conn, inst_uuid), lookup_name(conn, spec.name)):
             if exists is not None:
                 raise errors.DriverError('a domain %s (%s) is already defined there' % (exists.name(), exists.UUIDString()))
-        disk_name, log_name = inst_uuid + '.qcow2', inst_uuid + '.console.log'
+        disk_name, log_name, drive_name = instance_file_names(inst_uuid)
         disk_path = posixpath.join(directory, disk_name)
         volume_xml = None
         if spec.reuse_disk:
@@ -228,6 +255,18 @@ class LibvirtDriver(ComputeDriver):
             base_path, base_format, virtual_size = self.images.base_volume(conn, spec.storage, spec.image)
             capacity = max(int(spec.disk_gb or 0) * GIB, virtual_size)
             volume_xml = domxml.volume_xml(disk_name, capacity, 'qcow2', backing_path=base_path, backing_format=base_format)
+        drive_path = posixpath.join(directory, drive_name)
+        drive_there = find_volume(pool, drive_name) is not None
+        if spec.reuse_disk and drive_there:
+            # Evacuation on shared storage: the guest keeps its drive as it is (same password, and
+            # cloud-init sees the same instance), as it keeps its disk.
+            attach, drive = True, None
+        elif drive is not None:
+            if drive_there:
+                raise errors.DriverError('its config drive %s already exists' % drive_path)
+            attach = True
+        else:
+            attach = False
         log_path = posixpath.join(directory, log_name)
         kind = domxml.domain_type(conn.getCapabilities())
         domain_spec = _with_uuid(spec, inst_uuid)
@@ -236,14 +275,18 @@ class LibvirtDriver(ComputeDriver):
             'log_name': log_name,
             'log_existed': find_volume(pool, log_name) is not None,
             'volume_xml': volume_xml,
-            'domain_xml': domxml.build_domain(domain_spec, disk_path, log_path, kind, 'qcow2'),
+            'drive_name': drive_name,
+            'drive_data': drive,
+            'domain_xml': domxml.build_domain(domain_spec, disk_path, log_path, kind, 'qcow2',
+                                              config_drive=drive_path if attach else None),
         }
 
     @staticmethod
     def _undo_spawn(plan, made):
         """Remove what a failed spawn created; a sentence saying what was removed and not."""
         removed, left = [], []
-        steps = [('domain', made.get('domain'), remove_domain), ('disk', made.get('volume'), delete_volume)]
+        steps = [('domain', made.get('domain'), remove_domain), ('disk', made.get('volume'), delete_volume),
+                 ('config drive', made.get('config_drive'), delete_volume)]
         for what, thing, remove in steps:
             if thing is None:
                 continue
@@ -281,7 +324,7 @@ class LibvirtDriver(ComputeDriver):
         return states
 
     def destroy(self, uuid, node, destroy_disks=True):
-        """Power off and undefine the instance, and delete its disks and console log unless
+        """Power off and undefine the instance, and delete its disks, config drive and console log unless
         destroy_disks is False (a stale copy on a host that comes back after its instances
         were evacuated on shared storage: the rebuilt instance uses that disk). Idempotent:
         no error when it is already gone. When the domain is not defined here, only leftovers
@@ -299,12 +342,11 @@ class LibvirtDriver(ComputeDriver):
         if info is not None:
             paths = files_of(info)
         else:
-            local = self.host.instance_path
-            paths = [posixpath.join(local, inst_uuid + '.qcow2'), posixpath.join(local, inst_uuid + '.console.log')]
+            paths = [posixpath.join(self.host.instance_path, name) for name in instance_file_names(inst_uuid)]
         delete_instance_files(conn, self.host, paths)
 
     def list_instance_files(self):
-        """The `<uuid>.*` volumes (disks, console logs) of the pools on this host's instance_path and,
+        """The `<uuid>.*` volumes (disks, console logs, config drives) of the pools on this host's instance_path and,
         when set, shared_instance_path, each rescanned first; _base and heartbeat files are not reported.
         A file in the shared directory is reported as this host's: every host that sees it reports it."""
         return self._run('listing instance files', lambda conn: [
@@ -353,6 +395,26 @@ class LibvirtDriver(ComputeDriver):
             domain.reset(0)
         return instance_state(domain, self.host.name)
 
+    def set_admin_password(self, uuid, node, user, password):
+        """user's password in the running guest, through its QEMU guest agent (virDomainSetUserPassword,
+        as Nova's set-password). DriverError naming the instance and why (not running, no agent); the
+        password is in no message."""
+        self._check_node(node)
+        self._run('setting a password in instance %s' % uuid, functools.partial(self._set_password, uuid, user, password))
+
+    def _set_password(self, inst_uuid, user, password, conn):
+        domain, _info = managed_domain(conn, inst_uuid, self._what())
+        if domain is None:
+            raise errors.NotFound('instance %s is not defined on %s; no password was set' % (inst_uuid, self._what()))
+        failed = 'cannot set the password of %s in instance %s on %s' % (user, inst_uuid, self._what())
+        if not domain.isActive():
+            raise errors.DriverError('%s: it is not running (the guest agent sets it in a running guest); nothing was changed' % failed)
+        try:
+            domain.setUserPassword(user, password, 0)
+        except libvirt.libvirtError as exc:
+            # from None: the libvirt error stays out of tracebacks, whatever it might echo.
+            raise errors.DriverError('%s: %s; nothing was changed' % (failed, _agent_failure(exc, password))) from None
+
     # Migration --------------------------------------------------------------------------
 
     def shares_storage(self, target, storage):
@@ -397,6 +459,24 @@ def _message(exc):
     if libvirt is not None and isinstance(exc, libvirt.libvirtError):
         return exc.get_error_message()
     return str(exc)
+
+
+def _agent_failure(exc, password):
+    """Why setUserPassword failed, in words that cannot hold the password: libvirt's message unless
+    it contains the password (then a sentence chosen by the error code alone)."""
+    message = exc.get_error_message() or ''
+    if password and password in message:
+        message = ''
+    code = exc.get_error_code()
+    if code == libvirt.VIR_ERR_AGENT_UNRESPONSIVE:
+        reason = 'its QEMU guest agent does not answer (is qemu-guest-agent installed and running in the guest?)'
+    elif code in (libvirt.VIR_ERR_ARGUMENT_UNSUPPORTED, libvirt.VIR_ERR_CONFIG_UNSUPPORTED):
+        reason = 'the domain has no QEMU guest agent channel'
+    elif code == libvirt.VIR_ERR_OPERATION_INVALID:
+        reason = 'it is not running'
+    else:
+        reason = 'the guest agent refused'
+    return '%s (%s)' % (reason, message) if message else reason
 
 
 def _with_uuid(spec, inst_uuid):

@@ -11,6 +11,11 @@ A failure at any point leaves the instance running on the source: libvirt resume
 source guest when the destination fails, and what this module created on the
 destination (the disks of a block migration) is removed.
 
+An instance's config drive (a read-only CD-ROM) is not copied by libvirt's block migration
+(NBD copies writable disks only) and QEMU on the target opens it at start: it is copied to
+the target before the move, like a cold migration's disks, and removed from the source with
+the disk after it.
+
 The source and target are the two hosts' HostConnections (connection.py).
 """
 
@@ -24,7 +29,9 @@ import uuid as uuidlib
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.domains import files_of, managed_domain, remove_domain
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.domains import (
+    config_drives, files_of, managed_domain, remove_domain,
+)
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.storage import (
     aborting, delete_instance_files, delete_named, find_volume, instance_dirs, instance_pool, physical_size, refresh_pool, upload,
 )
@@ -96,8 +103,12 @@ def live(source, target, inst_uuid, block, controls, deadline, progress):
     if not domain.isActive():
         raise errors.DriverError('%s: a %s migration needs a running instance and it is stopped; migrate it cold; nothing moved'
                                  % (what, 'block' if block else 'live'))
-    made = _precreate_disks(sconn, tconn, info.disk_paths) if block else []
+    made = []
     try:
+        if block:
+            made = _precreate_disks(sconn, tconn, info.disk_paths)
+            for path in config_drives(info):  # read-only: NBD does not copy it, QEMU on the target opens it
+                made.append(_copy_file(sconn, tconn, path, deadline))
         stats = _run_live(domain, tconn, target, block, controls, deadline, progress, what)
     except BaseException:
         _remove_volumes(made)
@@ -255,7 +266,7 @@ def cold(source, target, inst_uuid, shared, deadline):
     copied, moved = [], False
     try:
         if not shared:
-            for path in info.disk_paths:
+            for path in info.disk_paths + config_drives(info):
                 copied.append(_copy_file(sconn, tconn, path, deadline))
         moved_domain = tconn.defineXML(xml)
         moved = True
@@ -292,7 +303,7 @@ def _copy_file(sconn, tconn, path, deadline):
     refresh_pool(pool)
     name = posixpath.basename(path)
     if find_volume(pool, name) is not None:
-        raise errors.DriverError('the target already has a disk %s; nothing moved' % path)
+        raise errors.DriverError('the target already has a file %s; nothing moved' % path)
     # Created raw: the bytes sent are the whole file, qcow2 header and all.
     copy = pool.createXML(domxml.volume_xml(name, size, 'raw', mode='0600'), 0)
     try:

@@ -30,6 +30,11 @@ except ImportError:  # pragma: no cover - connection.py reports it on use
 MIB = 1024 * 1024
 GIB = 1024 * MIB
 UPLOAD_CHUNK = MIB
+# An instance's files in its instance directory, named after its uuid (base.instance_file_uuid) so that
+# listing, leftover and orphan handling and destroy cover every one of them.
+DISK_SUFFIX = '.qcow2'
+CONSOLE_LOG_SUFFIX = '.console.log'
+CONFIG_DRIVE_SUFFIX = '.config.iso'
 
 
 # Instance directories ------------------------------------------------------------------
@@ -49,6 +54,11 @@ def instance_dir(host, storage):
 def storages(host):
     """The storage modes host has a directory for: local, then shared when the cloud file gives one."""
     return ['local', 'shared'] if host.shared_instance_path else ['local']
+
+
+def instance_file_names(inst_uuid):
+    """(disk, console log, config drive): the names of instance inst_uuid's files in its directory."""
+    return inst_uuid + DISK_SUFFIX, inst_uuid + CONSOLE_LOG_SUFFIX, inst_uuid + CONFIG_DRIVE_SUFFIX
 
 
 def instance_dirs(host):
@@ -198,6 +208,20 @@ def delete_named(pool, name):
     return True
 
 
+def create_volume_with(conn, pool, name, data, mode='0600'):
+    """A new raw volume `name` in pool holding the bytes `data` (uploaded through a stream); the
+    volume. Removed again when the upload fails. mode 0600: data may be secret (a config drive)."""
+    vol = pool.createXML(domxml.volume_xml(name, len(data), 'raw', mode=mode), 0)
+    try:
+        sent = upload(conn, vol, BytesSource(data), len(data))
+        if sent != len(data):
+            raise errors.DriverError('uploading %s stopped after %d of %d bytes' % (name, sent, len(data)))
+    except BaseException:
+        delete_volume(vol)
+        raise
+    return vol
+
+
 def delete_volume(vol):
     """Delete a volume; no error when it is gone already."""
     try:
@@ -291,7 +315,8 @@ class BytesSource:
         return chunk
 
 
-__all__ = ['GIB', 'MIB', 'UPLOAD_CHUNK', 'BytesSource', 'aborting', 'delete_files_of', 'delete_instance_files', 'delete_named',
-           'delete_volume', 'disk_of', 'download', 'find_volume', 'found_or_none', 'instance_dir', 'instance_dirs', 'instance_files',
-           'instance_pool',
+__all__ = ['CONFIG_DRIVE_SUFFIX', 'CONSOLE_LOG_SUFFIX', 'DISK_SUFFIX', 'GIB', 'MIB', 'UPLOAD_CHUNK', 'BytesSource', 'aborting',
+           'create_volume_with', 'delete_files_of', 'delete_instance_files', 'delete_named',
+           'delete_volume', 'disk_of', 'download', 'find_volume', 'found_or_none', 'instance_dir', 'instance_dirs', 'instance_file_names',
+           'instance_files', 'instance_pool',
            'physical_size', 'pool_name', 'refresh_pool', 'storages', 'upload']
