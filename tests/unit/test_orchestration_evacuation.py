@@ -165,7 +165,8 @@ def test_the_stale_copies_go_when_the_node_is_back_and_only_then(cloud):
         ('local-one', True, True), ('shared-one', True, False)]
     assert world.placed() == {'local-one': ('fake2', 'running'), 'shared-one': ('fake2', 'running')}
     # The shared disk is the rebuilt instance's now; the local one on fake1 was the stale copy's only.
-    assert world.disks == {'shared/%s.disk' % shared.uuid, 'local-fake2/%s.disk' % local.uuid}
+    assert world.disks == {'shared/%s.disk' % shared.uuid, 'local-fake2/%s.disk' % local.uuid,
+                           'shared/%s.config' % shared.uuid, 'local-fake2/%s.config' % local.uuid}  # their config drives
     assert [m.status for m in evacuations(cloud)] == ['completed', 'completed']
     assert cloud.registry.get_node('fake1')['forced_down'] is False
     assert _evacuation.set_admin_state(cloud.context(), 'fake1', back)[3] == []  # nothing left to clean

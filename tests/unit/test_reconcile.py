@@ -109,7 +109,7 @@ def test_an_evacuation_interrupted_while_its_source_is_forced_down_is_judged_fro
     cloud.world.answer_again('fake1')
     back = run(cloud)
     assert kinds(back) == [('stale', None, 'fake1')]
-    assert cloud.world.vm('vm1', 'fake1') is None and cloud.world.disks == {'shared/%s.disk' % record.uuid}
+    assert cloud.world.vm('vm1', 'fake1') is None and cloud.world.disks == {'shared/%s.disk' % record.uuid, 'shared/%s.config' % record.uuid}
     assert cloud.registry.get_migration(evacuation.id).status == 'completed'
     second_pass_does_nothing(cloud)
 
@@ -144,7 +144,7 @@ def test_a_migration_interrupted_with_the_vm_on_both_keeps_the_running_one_and_t
     result = run(cloud)
     assert 'undefine the copy on fake1 (its shared disk kept)' in result['actions'][0]['does']
     assert cloud.world.vm('vm1', 'fake1') is None and cloud.world.vm('vm1', 'fake2').power == 'running'
-    assert cloud.world.disks == disks == {'shared/%s.disk' % record.uuid}
+    assert cloud.world.disks == disks == {'shared/%s.disk' % record.uuid, 'shared/%s.config' % record.uuid}
     assert cloud.registry.get_migration(migration.id).status == 'completed'
     assert cloud.nodes_of() == {'vm1': 'fake2'} and cloud.allocations() == [('vm1', 'fake2')]
     second_pass_does_nothing(cloud)
@@ -210,7 +210,7 @@ def test_a_stale_copy_of_a_failed_evacuation_on_the_returned_host_is_destroyed_w
     assert kinds(result) == [('stale', 'vm1', 'fake1')]
     assert result['actions'][0]['does'] == 'destroy it (its shared disk kept)'
     assert cloud.world.vm('vm1', 'fake1') is None and cloud.world.vm('vm1', 'fake2').power == 'running'
-    assert cloud.world.disks == {'shared/%s.disk' % record.uuid}
+    assert cloud.world.disks == {'shared/%s.disk' % record.uuid, 'shared/%s.config' % record.uuid}
     second_pass_does_nothing(cloud)
 
 

@@ -26,6 +26,11 @@ def files_of(cloud, inst_uuid):
     return sorted(p for p in cloud.world.disks if p.rpartition('/')[2].startswith(inst_uuid + '.'))
 
 
+def own(directory, inst_uuid):
+    """The files a boot makes for an instance in directory: its config drive and its disk."""
+    return ['%s/%s.config' % (directory, inst_uuid), '%s/%s.disk' % (directory, inst_uuid)]
+
+
 NOT_INSTANCE_FILES = ['local-fake1/_base', 'shared/_base', 'shared/multihv-heartbeat-fake1', 'local-fake2/notauuid.qcow2',
                       'local-fake2/%s.qcow2' % str(uuidlib.uuid4()).upper(), 'local-fake2/%s' % uuidlib.uuid4()]
 
@@ -48,7 +53,7 @@ def test_files_of_no_instance_are_reported_always_and_deleted_only_when_asked(cl
     assert sorted(a['found'] for a in deleted['actions']) == [
         'files of no instance in the local directory of fake2: %s.console.log, %s.disk' % (lost, lost),
         'files of no instance in the shared directory of fake1: %s.disk' % lost]
-    assert cloud.world.disks == {'local-fake1/%s.disk' % kept.uuid} | set(NOT_INSTANCE_FILES)
+    assert cloud.world.disks == set(own('local-fake1', kept.uuid)) | set(NOT_INSTANCE_FILES)
     second_pass_does_nothing(cloud)
 
 
@@ -74,12 +79,12 @@ def test_local_files_left_on_a_node_that_does_not_hold_the_instance_are_removed(
     record = cloud.boot('vm1', node='fake1', storage='local')
     cloud.world.disks.update({'local-fake2/%s.disk' % record.uuid, 'local-fake2/%s.console.log' % record.uuid})
     plan = run(cloud, check_mode=True)
-    assert kinds(plan) == [('stale', 'vm1', 'fake2')] and len(files_of(cloud, record.uuid)) == 3
+    assert kinds(plan) == [('stale', 'vm1', 'fake2')] and len(files_of(cloud, record.uuid)) == 4
     assert plan['actions'][0]['found'] == ('files of it in the local directory of fake2, which has no VM of it (%s.console.log, %s.disk); '
                                            'its VM is on fake1' % (record.uuid, record.uuid))
     result = run(cloud)
     assert kinds(result) == [('stale', 'vm1', 'fake2')] and result['orphans'] == []
-    assert files_of(cloud, record.uuid) == ['local-fake1/%s.disk' % record.uuid]
+    assert files_of(cloud, record.uuid) == own('local-fake1', record.uuid)
     assert cloud.world.vm('vm1').power == 'running'
     second_pass_does_nothing(cloud)
 
@@ -122,7 +127,7 @@ def test_a_local_directory_two_nodes_share_is_never_taken_for_leftovers(tmp_path
         record = cloud.boot('vm1', node='fake1', storage='local')
         result = run(cloud, delete_orphans=True)
         assert result['actions'] == [] and result['orphans'] == []
-        assert world.disks == {'local-same/%s.disk' % record.uuid}
+        assert world.disks == set(own('local-same', record.uuid))
 
 
 def interrupted_block_migration(cloud, name):
@@ -142,7 +147,7 @@ def test_a_block_migration_interrupted_on_the_source_loses_the_target_s_partial_
     assert kinds(result) == [('migration', 'vm1', 'fake1')]
     assert 'remove its files left on fake2 (%s.disk)' % record.uuid in result['actions'][0]['does']
     assert cloud.registry.get_migration(migration.id).status == 'failed'
-    assert files_of(cloud, record.uuid) == ['local-fake1/%s.disk' % record.uuid]
+    assert files_of(cloud, record.uuid) == own('local-fake1', record.uuid)
     assert cloud.allocations() == [('vm1', 'fake1')]
     second_pass_does_nothing(cloud)
 
@@ -168,7 +173,7 @@ def test_a_move_that_left_no_vm_keeps_every_file(cloud):
     result = run(cloud, delete_orphans=True)
     assert kinds(result) == [('migration', 'vm1', 'fake1')]
     assert cloud.registry.get_migration(migration.id).status == 'failed'
-    assert files_of(cloud, record.uuid) == ['local-fake1/%s.disk' % record.uuid, 'local-fake2/%s.disk' % record.uuid]
+    assert files_of(cloud, record.uuid) == own('local-fake1', record.uuid) + ['local-fake2/%s.disk' % record.uuid]
     assert run(cloud, delete_orphans=True)['actions'] == []
 
 
