@@ -8,7 +8,7 @@ import pathlib
 import pytest
 import yaml
 
-from support.cloud import allocations, domain_active, domains, registry_rows, vcsim_vm
+from support.cloud import allocations, domain_active, domains, registry_rows, vcsim_guest_documents, vcsim_vm
 from support.lab import ansible_module, run, serial, wait_for
 
 
@@ -175,9 +175,17 @@ def test_boot_power_and_delete_on_vsphere_through_the_module(lab, cloud, templat
     clusters = ansible_module('multihv.cloud.compute_node_info', dict(cloud, hypervisor_type='vsphere'))['nodes']
     ansible_module('multihv.cloud.image', dict(cloud, name='tmpl', hypervisor_type='vsphere', template=template))
     # Scheduled: the image's hypervisor type alone sends it to a vSphere cluster.
-    args = dict(cloud, name='it-vsphere', flavor='tiny', image='tmpl', metadata={'role': 'e2e'})
+    ansible_module('multihv.cloud.keypair', dict(cloud, name='it-key', public_key=KEY))
+    args = dict(cloud, name='it-vsphere', flavor='tiny', image='tmpl', metadata={'role': 'e2e'}, hostname='legacy.example',
+                key_name='it-key', user_data='#cloud-config\nbootcmd: [echo %s]\n' % SECRET)
     booted = ansible_module('multihv.cloud.instance', args)
     record = booted['instance']
+    # cloud-init's VMware datasource finds the instance's identity, key, user_data and generated password.
+    documents = vcsim_guest_documents(lab, 'it-vsphere')
+    metadata = yaml.safe_load(documents['metadata'])
+    assert (metadata['instance-id'], metadata['local-hostname'], metadata['public-keys']) == (record['uuid'], 'legacy.example', [KEY])
+    assert SECRET in documents['userdata'] and record['admin_password'] in documents['userdata']
+    assert SECRET not in booted['_output']
     hosts = dict((c['name'], [h['name'] for h in c['hosts']]) for c in clusters)
     assert booted['changed'] is True and record['node'] in hosts and record['state'] == 'running'
     assert record['host'] in hosts[record['node']]

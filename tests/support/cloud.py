@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import pathlib
 import re
 import sqlite3
 
+from support import vsphere_guestinfo
 from support.lab import ansible_module, wait_for
 
 TICK = re.compile(r'tick (\d+)')
@@ -46,27 +48,47 @@ def vm_name(vm):
         return ''  # another test's VM, destroyed meanwhile
 
 
-def vcsim_vm(lab, name):
-    """(power state, host name) of the vcsim VM called name, or None."""
+@contextlib.contextmanager
+def vcsim(lab):
+    """A pyVmomi ServiceInstance of the lab's vcsim, disconnected afterwards."""
     from pyVim.connect import Disconnect, SmartConnect  # pylint: disable=import-outside-toplevel
-    from pyVmomi import vim, vmodl  # pylint: disable=import-outside-toplevel
-    vcsim = lab.info['vcsim']
-    si = SmartConnect(host=vcsim['host'], port=vcsim['port'], user=vcsim['username'], pwd='lab-only-secret',
+    vcsim_info = lab.info['vcsim']
+    si = SmartConnect(host=vcsim_info['host'], port=vcsim_info['port'], user=vcsim_info['username'], pwd='lab-only-secret',
                       disableSslCertValidation=True)
     try:
-        collector = vmodl.query.PropertyCollector
-        view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
-        spec = collector.FilterSpec(
-            objectSet=[collector.ObjectSpec(obj=view, skip=True, selectSet=[
-                collector.TraversalSpec(name='v', type=vim.view.ContainerView, path='view', skip=False)])],
-            propSet=[collector.PropertySpec(type=vim.VirtualMachine, pathSet=['name', 'runtime.powerState', 'runtime.host'])])
-        for obj in si.content.propertyCollector.RetrieveContents([spec]):
-            props = {p.name: p.val for p in obj.propSet}
-            if props.get('name') == name:
-                return str(props['runtime.powerState']), props['runtime.host'].name
-        return None
+        yield si
     finally:
         Disconnect(si)
+
+
+def _vcsim_vm(si, name):
+    """(VM object, {name, runtime.powerState, runtime.host}) of the vcsim VM called name, or (None, None)."""
+    from pyVmomi import vim, vmodl  # pylint: disable=import-outside-toplevel
+    collector = vmodl.query.PropertyCollector
+    view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.VirtualMachine], True)
+    spec = collector.FilterSpec(
+        objectSet=[collector.ObjectSpec(obj=view, skip=True, selectSet=[
+            collector.TraversalSpec(name='v', type=vim.view.ContainerView, path='view', skip=False)])],
+        propSet=[collector.PropertySpec(type=vim.VirtualMachine, pathSet=['name', 'runtime.powerState', 'runtime.host'])])
+    for obj in si.content.propertyCollector.RetrieveContents([spec]):
+        props = {p.name: p.val for p in obj.propSet}
+        if props.get('name') == name:
+            return obj.obj, props
+    return None, None
+
+
+def vcsim_vm(lab, name):
+    """(power state, host name) of the vcsim VM called name, or None."""
+    with vcsim(lab) as si:
+        _vm, props = _vcsim_vm(si, name)
+        return (str(props['runtime.powerState']), props['runtime.host'].name) if props else None
+
+
+def vcsim_guest_documents(lab, name):
+    """{'metadata', 'userdata', 'vendordata': text or None} cloud-init would find in the vcsim VM called name."""
+    with vcsim(lab) as si:
+        vm, _props = _vcsim_vm(si, name)
+        return vsphere_guestinfo.documents(si, vm)
 
 
 # -- lab guests booted through the instance module ---------------------------------------------
