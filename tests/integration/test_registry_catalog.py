@@ -89,7 +89,7 @@ def test_version_1_registry_is_upgraded_to_the_latest_keeping_its_rows(url, monk
                     "'2024-01-01T00:00:00.000000Z')")
     assert 'server_groups' not in _tables(url)
     with Registry.open(url) as upgraded:
-        assert upgraded.schema_version() == SCHEMA_VERSION == 5
+        assert upgraded.schema_version() == SCHEMA_VERSION == 6
         assert upgraded.get_node('kvm1')['enabled'] is False
         assert upgraded.get_node('kvm1')['down_since'] is None  # version 3's column, empty for old rows
         assert upgraded.get_node('kvm1')['down_probes'] == 0  # version 4's, zero for old rows

@@ -20,6 +20,7 @@ import time
 from ansible_collections.multihv.cloud.plugins.module_utils import _config
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import networks as _networks
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.context import Context
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import MIGRATION_MODES, POWER_ACTIONS
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
@@ -476,6 +477,11 @@ class FakeCloud:
         if not properties:
             properties = {'source': '/images/%s.qcow2' % name, 'format': 'qcow2'}
         return self.registry.set_image(name, hypervisor_type=hypervisor_type, properties=properties)[1]
+
+    def network(self, name, cidr='192.0.2.0/24', backings=None, **fields):
+        """A registry network (on every node, as backing `name`, unless backings say otherwise)."""
+        backings = [{'backing': name}] if backings is None else backings
+        return _networks.set_network(self.registry, name, 'present', dict(fields, cidr=cidr, backings=backings))[2]
 
     def boot(self, name, flavor='small', image='tick', **params):
         """One instance booted through the core (params: node, storage, ha, restart_priority, state...)."""

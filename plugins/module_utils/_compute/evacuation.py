@@ -276,7 +276,7 @@ def _rebuild_on(ctx, record, dest, host, keep, migration_id, lease):
         _instances.ensure_image_on(registry, driver, image)
     with lease.guarded(registry):
         registry.update_migration(migration_id, status='running', started_at=utcnow())
-    spec = _instances.spec_for(record, driver, dest, host, flavor, image)
+    spec = _instances.spec_for(ctx, record, driver, dest, host, flavor, image)
     # A copy left on dest by a failure would be a second one once the instance is evacuated again.
     return _instances.spawn_in_state(driver, dataclasses.replace(spec, reuse_disk=keep), record.state, destroy_disks=not keep)
 
