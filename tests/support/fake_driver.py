@@ -92,6 +92,7 @@ class FakeVM:
     image: str
     disks: list
     macs: list
+    networks: list = dataclasses.field(default_factory=list)  # spec.networks as spawned: [{network: backing, mac}]
 
     def state(self):
         return InstanceState(self.uuid, self.name, self.node, self.host, self.power, self.vcpus, self.memory_mb,
@@ -348,7 +349,7 @@ class FakeDriver(ComputeDriver):
                 raise errors.DriverError('a disk %s is there already; %s' % (disk, untouched))
             self.world.disks.add(disk)
             vm = FakeVM(spec.uuid, spec.name, spec.node, host, 'running', spec.vcpus, spec.memory_mb, spec.disk_gb, spec.storage,
-                        spec.image, [disk], [n['mac'] for n in spec.networks])
+                        spec.image, [disk], [n['mac'] for n in spec.networks], [dict(n) for n in spec.networks])
             self.world.vms[(spec.node, spec.uuid)] = vm
             failure = self.world._spawn_failure(spec.name)  # pylint: disable=protected-access
             if failure is not None:

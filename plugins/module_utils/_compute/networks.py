@@ -122,6 +122,10 @@ def set_network(registry, name, state, fields, check_mode=False):
     if unknown:
         raise errors.MultihvError('unknown network setting(s) %s; network %s was left unchanged' % (', '.join(unknown), name))
     untouched = 'network %s was left unchanged' % name
+    if state == 'absent' and given:
+        # Refused rather than ignored: a setting given with absent is a mistake the user should see.
+        raise errors.MultihvError('state absent takes no network settings, got %s; network %s was left untouched'
+                                  % (', '.join(sorted(given)), name))
     with contextlib.nullcontext() if check_mode else registry.transaction():
         before = network_view(registry.get_network(name, lock=not check_mode))
         if state == 'absent':
@@ -131,6 +135,10 @@ def set_network(registry, name, state, fields, check_mode=False):
             if not check_mode:
                 registry.delete_network(name)
             return True, before, None
+        if before is not None and 'cidr' in given:
+            # Said first: a used network's new cidr is refused whatever else would not fit in it.
+            cidr = str(addressing.subnet(given['cidr'], 'network %s: cidr' % name, untouched))
+            rules.keep_addressing_of_used_network(name, registry.network_users(name) if cidr != before['cidr'] else [], {'cidr': cidr})
         after = _after(name, before, given, untouched if before else 'nothing was created')
         if after == before:
             return False, before, after
@@ -219,8 +227,6 @@ def requested(registry, nics, untouched='nothing was created'):
     result, seen = [], {}
     for index, nic in enumerate(nics):
         what = 'networks[%d]' % index
-        if isinstance(nic, str):
-            nic = {'network': nic}
         if not isinstance(nic, dict) or not isinstance(nic.get('network'), str) or not nic['network']:
             raise errors.MultihvError('%s must name a network ({network, fixed_ip, mac}), got %r; %s' % (what, nic, untouched))
         unknown = sorted(set(nic) - set(NIC_KEYS))
@@ -240,6 +246,22 @@ def requested(registry, nics, untouched='nothing was created'):
                           registry.port_holder(mac=wanted['mac']), untouched)
         result.append(wanted)
     return result
+
+
+def same_nics(identity, nics):
+    """True when the NICs an instance has (its identity) are those asked for (the networks option): the same
+    networks in order, and the fixed IPs and MACs that are asked for."""
+    have = (identity or {}).get('networks') or []
+    if len(have) != len(nics or []):
+        return False
+    for had, nic in zip(have, nics):
+        if not isinstance(nic, dict) or had.get('network') != nic.get('network'):
+            return False
+        if nic.get('fixed_ip') and str(addressing.address(nic['fixed_ip'], 'fixed_ip', 'nothing was changed')) != had.get('address'):
+            return False
+        if nic.get('mac') and str(nic['mac']).lower() != had.get('mac'):
+            return False
+    return True
 
 
 def _refuse_taken(seen, key, what, asked, holder, untouched):
