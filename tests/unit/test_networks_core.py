@@ -129,12 +129,13 @@ def test_module_check_mode_on_an_older_registry_neither_writes_nor_upgrades(tmp_
 
 # -- where a network is --------------------------------------------------------------------------
 
+BACKINGS = [
+    {'backing': 'pinned', 'nodes': ['kvm9']},
+    {'backing': 'gold-kvm', 'aggregates': ['gold', 'silver'], 'hypervisor_type': 'kvm'},
+    {'backing': 'vc-a-pg', 'endpoints': ['vc-a']},
+]
 ROW = {'name': 'n', 'cidr': '192.0.2.0/24', 'gateway': None, 'dns_servers': [], 'allocation_start': '192.0.2.1',
-       'allocation_end': '192.0.2.254', 'backings': [
-           {'backing': 'pinned', 'nodes': ['kvm9']},
-           {'backing': 'gold-kvm', 'aggregates': ['gold', 'silver'], 'hypervisor_type': 'kvm'},
-           {'backing': 'vc-a-pg', 'endpoints': ['vc-a']},
-       ]}
+       'allocation_end': '192.0.2.254', 'backings': BACKINGS}
 
 
 @pytest.mark.parametrize('node, backing', [
@@ -186,8 +187,8 @@ def cloud_fixture(tmp_path):
     with FakeCloud(world, tmp_path) as made:
         made.flavor('small')
         made.image('tick')
-        made.network('tenant', gateway='192.0.2.1', backings=[{'backing': 'bridge:br1', 'nodes': ['fake1']},
-                                                               {'backing': 'bridge:br2', 'endpoints': ['fake2']}])
+        made.network('tenant', gateway='192.0.2.1',
+                     backings=[{'backing': 'bridge:br1', 'nodes': ['fake1']}, {'backing': 'bridge:br2', 'endpoints': ['fake2']}])
         made.network('edge', '198.51.100.0/24', backings=[{'backing': 'edge-net', 'nodes': ['fake2']}])
         yield made
 

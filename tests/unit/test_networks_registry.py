@@ -212,8 +212,8 @@ def test_macs_are_unique_a_taken_one_is_refused_naming_the_holder_and_a_derived_
     reg.allocate_ports(first.uuid, [{'network': 'tenant', 'mac': addressing.stable_mac(UUID_B, 0).upper()}])
     assert reg.list_ports()[0]['mac'] == addressing.stable_mac(UUID_B, 0)  # stored in lower case
     second = instance(reg, 'second', UUID_B)
-    with pytest.raises(errors.RegistryError, match=re.escape('instance second: networks[0].mac %s is taken by instance first'
-                                                            % addressing.stable_mac(UUID_B, 0))):
+    taken = 'instance second: networks[0].mac %s is taken by instance first' % addressing.stable_mac(UUID_B, 0)
+    with pytest.raises(errors.RegistryError, match=re.escape(taken)):
         reg.allocate_ports(second.uuid, [{'network': 'tenant', 'mac': addressing.stable_mac(UUID_B, 0)}])
     (port,) = reg.allocate_ports(second.uuid, [{'network': 'tenant'}])
     assert port['mac'] == addressing.stable_mac(UUID_B, 0, 1)
