@@ -101,7 +101,7 @@ def test_version_1_registry_is_upgraded_to_the_latest_keeping_its_rows(url, monk
         upgraded.set_server_group('legacy', 'soft-affinity')
         with pytest.raises(errors.RegistryError, match='server group legacy still has members old1'):
             upgraded.delete_server_group('legacy')
-    assert [row[0] for row in query(url, 'SELECT version FROM schema_version ORDER BY version')] == [1, 2, 3, 4, 5]
+    assert [row[0] for row in query(url, 'SELECT version FROM schema_version ORDER BY version')] == [1, 2, 3, 4, 5, 6]
 
 
 def _tables(url):  # pylint: disable=redefined-outer-name
