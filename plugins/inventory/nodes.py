@@ -14,6 +14,11 @@ description:
     aggregate (C(aggregate_<name>)) and state (C(state_up), C(state_down)).
   - Each vCenter costs a constant number of PropertyCollector calls whatever its size; KVM hosts are queried in
     parallel with a timeout each. A node that does not answer is a host in C(state_down), not an error.
+  - Each node's C(networks) maps the registry networks that exist on it (see M(multihv.cloud.network)) to their backing
+    there.
+  - The registry is only read, never created, upgraded or written. A registry that does not exist yet, or has no
+    schema, gives nodes without admin state or networks; one whose schema is older than the collection's is an error
+    (upgrade it with M(multihv.cloud.registry)).
   - Every value of a node is marked unsafe, so that a name that came from a hypervisor API cannot run templates on the
     controller. C(ansible-inventory --list) shows each such value as a mapping with the single key C(__ansible_unsafe).
   - Reads files named C(*.multihv.yml), C(*.multihv.yaml), C(multihv.yml) or C(multihv.yaml).
@@ -71,8 +76,14 @@ keyed_groups:
     prefix: tier
 compose:
   free_ram_gb: multihv_free.memory_mb // 1024
+
+# nets.multihv.yml: only the nodes where the network tenant-a exists
+plugin: multihv.cloud.nodes
+query: "contains(keys(networks), 'tenant-a')"
 '''
 
+import contextlib
+import os
 import re
 
 from ansible.errors import AnsibleError, AnsibleParserError
@@ -81,6 +92,24 @@ from ansible.utils.unsafe_proxy import wrap_var
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
+
+
+@contextlib.contextmanager
+def _read_only(url):
+    """The registry at url opened as it is, or None when there is none yet (a SQLite file that does not exist, a
+    database without a schema): an inventory only reads. One older than the collection's schema is refused."""
+    from ansible_collections.multihv.cloud.plugins.module_utils._registry import engine  # pylint: disable=import-outside-toplevel
+    from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import SCHEMA_VERSION, Registry  # pylint: disable=import-outside-toplevel
+    kind, target = engine.parse_url(url)
+    if kind == 'sqlite' and not os.path.exists(target):
+        yield None
+        return
+    with Registry.open(url, upgrade=False) as registry:
+        version = registry.schema_version()
+        if version and version < SCHEMA_VERSION:
+            raise errors.RegistryError('registry %s has schema version %d, older than this collection\'s %d; upgrade it with '
+                                       'multihv.cloud.registry (the inventory only reads it)' % (registry.url, version, SCHEMA_VERSION))
+        yield registry if version else None
 
 
 def _group(prefix, value):
@@ -113,13 +142,13 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
 
     def _fetch(self):
         """Every node's view, as plain data (cacheable)."""
-        import os  # pylint: disable=import-outside-toplevel
         env = dict(os.environ)
         if self.get_option('vcenter_password'):
             env['MULTIHV_VCENTER_PASSWORD'] = self.get_option('vcenter_password')
         # Imported here: the registry needs sqlite3 or psycopg only when the plugin runs.
         from ansible_collections.multihv.cloud.plugins.module_utils import _config  # pylint: disable=import-outside-toplevel
-        from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry  # pylint: disable=import-outside-toplevel
+        from ansible_collections.multihv.cloud.plugins.module_utils._compute import networks as _networks  # pylint: disable=import-outside-toplevel
+        from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds  # pylint: disable=import-outside-toplevel
         try:
             if self.get_option('cloud') is not None:
                 cloud = _config.parse(self.get_option('cloud'), 'the inline cloud definition', env)
@@ -127,8 +156,11 @@ class InventoryModule(BaseInventoryPlugin, Constructable, Cacheable):
                 cloud = _config.load(cloud_file=self.get_option('cloud_file'), env=env)
             if self.get_option('registry_url'):
                 cloud.registry_url = self.get_option('registry_url')
-            with Registry.open(cloud.registry_url) as registry:
-                return [node.as_dict() for node in _nodes.list_nodes(cloud, registry)]
+            drivers = kinds.drivers_for(cloud)
+            with _read_only(cloud.registry_url) as registry:
+                views = _nodes.list_nodes(cloud, registry, drivers)
+                networks = _networks.by_node(registry.list_networks() if registry else [], views, drivers)
+            return [dict(node.as_dict(), networks=networks[node.name]) for node in views]
         except errors.MultihvError as exc:
             raise AnsibleParserError('multihv.cloud.nodes: %s' % exc)
 

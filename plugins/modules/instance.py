@@ -12,8 +12,8 @@ description:
   - Boots an instance from a flavor and an image on a node the scheduler chooses (or O(node)), powers it, or deletes it.
     Instances are known by name, so a second run with the same name changes nothing.
   - The scheduler filters nodes (up and enabled, availability zone, aggregates and extra_specs, hypervisor type, capacity
-    with allocation ratios, server group policy, scheduler hints, and on a vSphere cluster a single ESXi host that has
-    the room) and weighs the rest; resources are claimed atomically in the registry, so concurrent runs never overcommit
+    with allocation ratios, server group policy, scheduler hints, the instance's networks, and on a vSphere cluster a single
+    ESXi host that has the room) and weighs the rest; resources are claimed atomically in the registry, so concurrent runs never overcommit
     a node. A boot that fails undoes itself, leaving no record, allocation, disk or VM.
   - O(instances) boots several in one call, with bounded concurrency.
   - "What reaches the guest at its first boot, when its image runs cloud-init: its uuid as instance-id, its hostname, the
@@ -130,10 +130,33 @@ options:
     default: local
   networks:
     description:
-      - NICs, each C(network) (a libvirt network, C(bridge:NAME), or a vSphere port group) and optional C(mac); a MAC not
-        given is derived from the instance's uuid, so it is kept for life.
+      - The instance's NICs, in order. Each is on a network of the registry (see M(multihv.cloud.network)) and gets a fixed
+        IP there, allocated atomically - two concurrent boots never get one address. The scheduler places the instance only
+        on a node where every one of its networks has a backing, and each NIC is made on that node's backing (a libvirt
+        network, a bridge, a port group).
+      - The addresses and MACs stay with the instance through every migration, rebuild and evacuation, and are freed when
+        it is deleted. Given for an existing instance, it must be the NICs it has (the same networks in order, and the
+        fixed IPs and MACs given); NICs are not added, removed or re-addressed, and asking for that is an error.
+      - A network the registry does not have is refused, as is an address or a MAC another instance holds (the error
+        names it); nothing is left behind.
     type: list
     elements: dict
+    suboptions:
+      network:
+        description: The network's name in the registry.
+        type: str
+        required: true
+      fixed_ip:
+        description:
+          - The address this NIC must have, a host address of the network's subnet other than its gateway (inside the
+            allocation range or not).
+          - When not given, the lowest free address of the network's allocation range.
+        type: str
+      mac:
+        description:
+          - The NIC's MAC address. When not given, one is derived from the instance's uuid and the NIC's position (another
+            derivation when that one is taken), so that it is kept for life. MACs are unique in the registry.
+        type: str
   hostname:
     description: The guest's hostname; defaults to O(name). Kept for the instance's life.
     type: str
@@ -246,6 +269,8 @@ RETURN = r'''
 instance:
   description:
     - The instance's record (uuid, name, node, host, flavor, image, storage, identity, state...), for a single one.
+    - C(identity.networks) lists its NICs in order, each C(network), C(mac) and C(address); C(addresses) maps each network
+      to the instance's addresses on it, as M(multihv.cloud.instance_info) returns them.
     - C(admin_password) in it is the password generated for a disk this task made (a boot or a rebuild without
       O(admin_password)); it is returned this once and stored nowhere. Give the task C(no_log) when others read its log.
   returned: when O(name) is given and the instance exists after the task
@@ -300,7 +325,11 @@ OPTIONS = {
     'scheduler_hints': {'type': 'dict'},
     'server_group': {'type': 'str'},
     'storage': {'type': 'str', 'choices': ['local', 'shared'], 'default': 'local'},
-    'networks': {'type': 'list', 'elements': 'dict'},
+    'networks': {'type': 'list', 'elements': 'dict', 'options': {
+        'network': {'type': 'str', 'required': True},
+        'fixed_ip': {'type': 'str'},
+        'mac': {'type': 'str'},
+    }},
     'hostname': {'type': 'str'},
     'key_name': {'type': 'str', 'no_log': False},
     'user_data': {'type': 'str', 'no_log': True},

@@ -46,6 +46,18 @@ instances:
   returned: always
   type: list
   elements: dict
+  contains:
+    identity:
+      description:
+        - What the instance keeps across rebuilds and evacuations - C(hostname), C(macs), C(metadata) and C(networks), its
+          NICs in order, each C(network) (the registry network), C(mac) and C(address) (without prefix).
+      type: dict
+      sample: {hostname: web-1, macs: ['52:54:00:3e:11:a0'], metadata: {},
+               networks: [{network: tenant-a, mac: '52:54:00:3e:11:a0', address: 192.0.2.100}]}
+    addresses:
+      description: The instance's addresses by network (as Nova's server addresses), in NIC order.
+      type: dict
+      sample: {tenant-a: [192.0.2.100]}
 '''
 
 from ansible.module_utils.basic import AnsibleModule

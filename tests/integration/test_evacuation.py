@@ -26,10 +26,13 @@ BRIDGE = 'mhv-evac0'
 
 
 @pytest.fixture
-def bridge():
+def bridge(cloud):  # pylint: disable=redefined-outer-name
+    """The registry network evac (a subnet of the documentation range), the bridge on every KVM host."""
     subprocess.run(['ip', 'link', 'add', BRIDGE, 'type', 'bridge'], check=True)
     try:
-        yield 'bridge:' + BRIDGE
+        ansible_module('multihv.cloud.network', dict(cloud, name='evac', cidr='192.0.2.0/24',
+                                                     backings=[{'backing': 'bridge:' + BRIDGE, 'hypervisor_type': 'kvm'}]))
+        yield 'evac'
     finally:
         subprocess.run(['ip', 'link', 'del', BRIDGE], check=False)
 
@@ -142,6 +145,7 @@ def test_evacuation_then_recovery_of_the_failed_host(lab, cloud, tmp_path, bridg
         assert serial(local_log)[-1].persisted is None, 'the local instance kept data it cannot have'
         assert by_name['ev-local']['instance']['uuid'] == local['uuid']
         assert domain_macs(lab, 'kvm1', 'ev-local') == local['identity']['macs'] and local['identity']['macs']
+        assert by_name['ev-local']['instance']['addresses'] == local['addresses'] == {'evac': ['192.0.2.1']}
         node = ansible_module('multihv.cloud.compute_node_info', dict(cloud, names=['kvm2']))['nodes'][0]
         assert (node['state'], node['forced_down']) == ('down', True)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import os
 import pathlib
 
 import pytest
@@ -221,3 +222,46 @@ def test_runs_placing_one_image_at_once_take_turns(lab, cloud, tmp_path):
             driver = LibvirtDriver(host)
             driver.remove_image('it-race')
             driver.close()
+
+
+def test_fixed_ips_on_a_bridge_where_the_network_is(lab, cloud, tmp_path):
+    """A network only on kvm2 (a bridge there): the scheduler sends its instances to kvm2, each NIC is on the bridge
+    with its MAC, addresses are allocated and shown, a taken fixed IP is refused naming its holder, a delete frees it."""
+    bridge = 'mhv-net%d' % (os.getpid() % 10000)  # stays down, no address, no uplink: nothing leaves it
+    run('ip', 'link', 'add', bridge, 'type', 'bridge')
+    try:
+        ansible_module('multihv.cloud.network', dict(cloud, name='it-net', cidr='192.0.2.0/28', gateway='192.0.2.1',
+                                                     backings=[{'backing': 'bridge:' + bridge, 'nodes': ['kvm2']}]))
+        first = ansible_module('multihv.cloud.instance', dict(cloud, name='it-net-1', flavor='tiny', image='tick',
+                                                              networks=[{'network': 'it-net'}]))['instance']
+        assert first['node'] == 'kvm2' and first['addresses'] == {'it-net': ['192.0.2.2']}
+        (nic,) = first['identity']['networks']
+        conn = lab.connect('kvm2')
+        try:
+            xml = conn.lookupByName('it-net-1').XMLDesc()
+        finally:
+            conn.close()
+        assert f"<source bridge='{bridge}'/>" in xml and f"<mac address='{nic['mac']}'/>" in xml
+        second = ansible_module('multihv.cloud.instance', dict(cloud, name='it-net-2', flavor='tiny', image='tick', networks=[
+            {'network': 'it-net', 'fixed_ip': '192.0.2.9'}]))['instance']
+        assert second['addresses'] == {'it-net': ['192.0.2.9']}
+        info = ansible_module('multihv.cloud.instance_info', dict(cloud, names=['it-net-1', 'it-net-2'], live=False))['instances']
+        assert dict((i['name'], i['addresses']) for i in info) == {'it-net-1': {'it-net': ['192.0.2.2']}, 'it-net-2': {'it-net': ['192.0.2.9']}}
+
+        taken = ansible_module('multihv.cloud.instance', dict(cloud, name='it-net-3', flavor='tiny', image='tick', networks=[
+            {'network': 'it-net', 'fixed_ip': '192.0.2.9'}]), expect_failure=True)
+        assert 'fixed_ip 192.0.2.9 on network it-net is taken by instance it-net-2; nothing was created' in taken['msg']
+        refused = ansible_module('multihv.cloud.instance', dict(cloud, name='it-net-3', flavor='tiny', image='tick', node='kvm1',
+                                                                networks=[{'network': 'it-net'}]), expect_failure=True)
+        assert 'NetworkFilter removed kvm1 (network it-net: not there)' in refused['msg']
+        assert registry_rows(tmp_path, "SELECT count(*) FROM instances WHERE name = 'it-net-3'") == [(0,)]
+
+        ansible_module('multihv.cloud.instance', dict(cloud, name='it-net-2', state='absent'))
+        assert registry_rows(tmp_path, 'SELECT address FROM ports') == [('192.0.2.2',)]
+        again = ansible_module('multihv.cloud.instance', dict(cloud, name='it-net-3', flavor='tiny', image='tick', networks=[
+            {'network': 'it-net', 'fixed_ip': '192.0.2.9'}]))['instance']
+        assert again['addresses'] == {'it-net': ['192.0.2.9']}
+    finally:
+        for name in ('it-net-1', 'it-net-2', 'it-net-3'):
+            ansible_module('multihv.cloud.instance', dict(cloud, name=name, state='absent'))
+        run('ip', 'link', 'del', bridge, check=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 
 import pytest
 import yaml
@@ -10,7 +11,8 @@ from pyVim.connect import Disconnect, SmartConnect
 from pyVim.task import WaitForTask
 from pyVmomi import vim
 
-from support.lab import run
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.schema import SCHEMA_VERSION
+from support.lab import ansible_module, run
 
 
 @pytest.fixture
@@ -46,8 +48,9 @@ def inventory(path, *extra, env=None):
     return plain(data)
 
 
-def test_one_host_per_node_grouped(lab, source):
+def test_one_host_per_node_grouped(lab, source, tmp_path):
     data = inventory(source())
+    assert not (tmp_path / 'registry.sqlite').exists(), 'the inventory created the registry'
     hostvars = data['_meta']['hostvars']
     kvm = sorted(data['hypervisor_kvm']['hosts'])
     vsphere = sorted(data['hypervisor_vsphere']['hosts'])
@@ -58,6 +61,7 @@ def test_one_host_per_node_grouped(lab, source):
     kvm1 = hostvars['kvm1']
     assert kvm1['multihv_hypervisor_type'] == 'kvm' and kvm1['multihv_endpoint'] == lab.uri('kvm1')
     assert kvm1['multihv_capacity']['vcpus'] > 0 and kvm1['multihv_enabled'] is True
+    assert kvm1['multihv_networks'] == {}
     cluster = hostvars[vsphere[0]]
     assert len(cluster['multihv_hosts']) == lab.info['vcsim']['hosts_per_cluster']
     assert cluster['multihv_largest_host_free']['memory_mb'] > 0
@@ -71,6 +75,26 @@ def test_query_compose_and_keyed_groups(source):
     assert hosts == ['kvm1', 'kvm2']
     assert sorted(data['zone_kvm']['hosts']) == hosts
     assert all(isinstance(v['free_vcpus'], int) for v in data['_meta']['hostvars'].values())
+
+
+def test_each_node_shows_the_networks_there_and_the_registry_is_only_read(lab, source, tmp_path):
+    url = f'sqlite:///{tmp_path}/registry.sqlite'
+    cloud = {'cloud_file': str(lab.dir / 'multihv-cloud.yml'), 'registry_url': url}
+    ansible_module('multihv.cloud.network', dict(cloud, name='tenant', cidr='192.0.2.0/24', backings=[
+        {'backing': 'bridge:br-t', 'nodes': ['kvm2']}, {'backing': 'default', 'hypervisor_type': 'kvm'},
+        {'backing': 'VM Network', 'endpoints': ['vcsim']}]))
+    data = inventory(source(query="contains(keys(networks), 'tenant')"))
+    hostvars = data['_meta']['hostvars']
+    assert hostvars['kvm1']['multihv_networks'] == {'tenant': 'default'} and hostvars['kvm2']['multihv_networks'] == {'tenant': 'bridge:br-t'}
+    assert sorted(hostvars) == sorted(data['hypervisor_kvm']['hosts'] + data['hypervisor_vsphere']['hosts'])
+    assert all(hostvars[name]['multihv_networks'] == {'tenant': 'VM Network'} for name in data['hypervisor_vsphere']['hosts'])
+    # A registry older than the collection's schema is refused, never upgraded.
+    with sqlite3.connect(tmp_path / 'registry.sqlite') as conn:
+        conn.execute('DELETE FROM schema_version WHERE version = (SELECT max(version) FROM schema_version)')
+    result = run('ansible-inventory', '-i', str(source()), '--list', check=False, env={'ANSIBLE_INVENTORY_UNPARSED_FAILED': 'true'})
+    assert result.returncode != 0 and 'upgrade it with multihv.cloud.registry' in result.stdout + result.stderr
+    with sqlite3.connect(tmp_path / 'registry.sqlite') as conn:
+        assert conn.execute('SELECT max(version) FROM schema_version').fetchone()[0] == SCHEMA_VERSION - 1
 
 
 def test_bad_query_fails_naming_it(source):

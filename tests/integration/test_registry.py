@@ -20,7 +20,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._registry import sch
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import SCHEMA_VERSION, Registry
 from support.registries import ENGINES, PG_URL, private_url, query, raw, released_together
 
-TABLES = {'schema_version', 'nodes', 'flavors', 'images', 'server_groups', 'keypairs', 'instances', 'migrations',
+TABLES = {'schema_version', 'nodes', 'flavors', 'images', 'server_groups', 'keypairs', 'networks', 'ports', 'instances', 'migrations',
           'allocations', 'locks'}
 SECRET = 'S3cret-pw'
 

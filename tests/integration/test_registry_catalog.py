@@ -89,7 +89,7 @@ def test_version_1_registry_is_upgraded_to_the_latest_keeping_its_rows(url, monk
                     "'2024-01-01T00:00:00.000000Z')")
     assert 'server_groups' not in _tables(url)
     with Registry.open(url) as upgraded:
-        assert upgraded.schema_version() == SCHEMA_VERSION == 5
+        assert upgraded.schema_version() == SCHEMA_VERSION == 6
         assert upgraded.get_node('kvm1')['enabled'] is False
         assert upgraded.get_node('kvm1')['down_since'] is None  # version 3's column, empty for old rows
         assert upgraded.get_node('kvm1')['down_probes'] == 0  # version 4's, zero for old rows
@@ -101,7 +101,7 @@ def test_version_1_registry_is_upgraded_to_the_latest_keeping_its_rows(url, monk
         upgraded.set_server_group('legacy', 'soft-affinity')
         with pytest.raises(errors.RegistryError, match='server group legacy still has members old1'):
             upgraded.delete_server_group('legacy')
-    assert [row[0] for row in query(url, 'SELECT version FROM schema_version ORDER BY version')] == [1, 2, 3, 4, 5]
+    assert [row[0] for row in query(url, 'SELECT version FROM schema_version ORDER BY version')] == [1, 2, 3, 4, 5, 6]
 
 
 def _tables(url):  # pylint: disable=redefined-outer-name

@@ -22,6 +22,7 @@ import time
 from ansible_collections.multihv.cloud.plugins.module_utils import _config
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import networks as _networks
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.context import Context
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import MIGRATION_MODES, POWER_ACTIONS
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
@@ -93,6 +94,7 @@ class FakeVM:
     image: str
     disks: list
     macs: list
+    networks: list = dataclasses.field(default_factory=list)  # spec.networks as spawned: [{network: backing, mac}]
     guest: object = None     # the GuestConfig the guest booted with: its drive's content (a reused drive's is the old one)
     drive: str | None = None  # the path of its guest data file (a config drive), None without guest data
     passwords: dict = dataclasses.field(default_factory=dict)  # user -> the last password set_admin_password set
@@ -363,7 +365,7 @@ class FakeDriver(ComputeDriver):
             drive, guest, made_drive = self._spawn_drive(spec, untouched)
             self.world.disks.add(disk)
             vm = FakeVM(spec.uuid, spec.name, spec.node, host, 'running', spec.vcpus, spec.memory_mb, spec.disk_gb, spec.storage,
-                        spec.image, [disk], [n['mac'] for n in spec.networks], guest=guest, drive=drive)
+                        spec.image, [disk], [n['mac'] for n in spec.networks], [dict(n) for n in spec.networks], guest=guest, drive=drive)
             self.world.vms[(spec.node, spec.uuid)] = vm
             failure = self.world._spawn_failure(spec.name)  # pylint: disable=protected-access
             if failure is not None:
@@ -525,6 +527,11 @@ class FakeCloud:
         if not properties:
             properties = {'source': '/images/%s.qcow2' % name, 'format': 'qcow2'}
         return self.registry.set_image(name, hypervisor_type=hypervisor_type, properties=properties)[1]
+
+    def network(self, name, cidr='192.0.2.0/24', backings=None, **fields):
+        """A registry network (on every node, as backing `name`, unless backings say otherwise)."""
+        backings = [{'backing': name}] if backings is None else backings
+        return _networks.set_network(self.registry, name, 'present', dict(fields, cidr=cidr, backings=backings))[2]
 
     def boot(self, name, flavor='small', image='tick', **params):
         """One instance booted through the core (params: node, storage, ha, restart_priority, state...)."""

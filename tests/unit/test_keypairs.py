@@ -112,7 +112,7 @@ def test_a_long_unknown_type_is_cut_in_the_message():
 
 
 def test_version_5_adds_the_keypairs_table_only():
-    assert schema.SCHEMA_VERSION == 5 == schema.KEYPAIRS_VERSION and schema.MIGRATIONS[4][0] == 5
+    assert schema.KEYPAIRS_VERSION == 5 and schema.MIGRATIONS[4][0] == 5
     statements = schema.MIGRATIONS[4][1]
     assert len(statements) == 1
     table = re.match(r'CREATE TABLE keypairs \((.*)\)$', statements[0]).group(1)
@@ -172,7 +172,7 @@ def test_a_registry_older_than_keypairs_opened_as_it_is_has_none_and_is_not_writ
         assert keypairs.set_keypair(old, 'ops', 'present', ED25519, check_mode=True)[0] is True
         assert old.schema_version() == 4
     with registry.Registry.open(url) as upgraded:
-        assert upgraded.schema_version() == 5 and upgraded.list_keypairs() == []
+        assert upgraded.schema_version() == schema.SCHEMA_VERSION and upgraded.list_keypairs() == []
 
 
 # -- the core ----------------------------------------------------------------------------------

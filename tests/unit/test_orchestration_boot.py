@@ -34,10 +34,12 @@ def nothing_left_of(cloud, name):
 
 
 def test_a_boot_records_claims_spawns_and_gives_stable_macs(cloud):
+    cloud.network('default')
     record = cloud.boot('a', networks=[{'network': 'default'}], uuid=INSTANCE_UUID)
     mac = _instances.stable_mac(INSTANCE_UUID, 0)
     assert (record.uuid, record.node, record.host, record.state) == (INSTANCE_UUID, 'fake1', 'fake1', 'running')
     assert record.identity['macs'] == [mac]
+    assert record.identity['networks'] == [{'network': 'default', 'mac': mac, 'address': '192.0.2.1'}]
     assert cloud.allocations() == [('a', 'fake1')]
     vm = cloud.world.vm('a')
     assert (vm.node, vm.power, vm.macs, vm.disks) == ('fake1', 'running', [mac], ['local-fake1/%s.disk' % INSTANCE_UUID])

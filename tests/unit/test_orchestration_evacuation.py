@@ -34,6 +34,7 @@ def evacuations(cloud, status=None):
 
 
 def test_a_fenced_node_s_instances_are_rebuilt_elsewhere_with_their_disks_kept_when_shared(cloud):
+    cloud.network('default')
     shared = cloud.boot('shared-one', node='fake1', storage='shared', networks=[{'network': 'default'}])
     local = cloud.boot('local-one', node='fake1', storage='local')
     cloud.boot('stopped-one', node='fake1', storage='shared', state='stopped')

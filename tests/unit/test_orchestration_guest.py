@@ -99,9 +99,11 @@ def test_bad_guest_data_is_refused_before_anything_is_made(cloud, spawned, param
     assert spawned == [] and cloud.registry.list_instances() == [] and cloud.registry.list_allocations() == []
 
 
-def test_check_mode_refuses_an_unknown_key_and_makes_no_password(cloud, spawned):
+def test_check_mode_refuses_an_unknown_key_or_too_much_user_data_and_makes_no_password(cloud, spawned):
     with pytest.raises(errors.NotFound, match='keypair nobody'):
         task(cloud, check_mode=True, name='web-1', flavor='small', image='tick', key_name='nobody')
+    with pytest.raises(errors.GuestDataInvalid, match='user_data of instance web-1 is 65536 bytes'):
+        task(cloud, check_mode=True, name='web-1', flavor='small', image='tick', user_data='x' * (bootstrap.USER_DATA_MAX_BYTES + 1))
     result = task(cloud, check_mode=True, name='web-1', flavor='small', image='tick', key_name='ops')
     assert result['changed'] and 'admin_password' not in result['instance'] and spawned == []
 
@@ -165,3 +167,16 @@ def test_set_guest_password_refuses_a_stopped_instance(cloud):
     record = cloud.boot('web-1', state='stopped')
     with pytest.raises(errors.MultihvError, match='is stopped: its guest must run'):
         _instances.set_guest_password(cloud.context(), record, 'New-Pass-9')
+
+
+def test_the_guest_gets_each_nics_address_gateway_and_dns_by_mac_and_keeps_them_through_evacuation(cloud, spawned):
+    cloud.network('lan', cidr='192.0.2.0/24', gateway='192.0.2.1', dns_servers=['192.0.2.53'])
+    cloud.network('back', cidr='198.51.100.0/24')
+    record = cloud.boot('web-1', node='fake1', networks=[{'network': 'lan', 'fixed_ip': '192.0.2.10'}, {'network': 'back'}])
+    macs = record.identity['macs']
+    expected = (bootstrap.GuestNic(mac=macs[0], address='192.0.2.10/24', gateway='192.0.2.1', dns=('192.0.2.53',)),
+                bootstrap.GuestNic(mac=macs[1], address='198.51.100.1/24'))
+    assert spawned[0].guest.nics == expected
+    cloud.world.power_loss('fake1')
+    _evacuation.evacuate(cloud.context(), 'fake1')
+    assert spawned[1].guest.nics == expected and spawned[1].node == 'fake2'

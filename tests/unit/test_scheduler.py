@@ -42,7 +42,7 @@ def test_every_filter_names_what_it_removed():
     assert failure.value.rejected == {
         'ComputeFilter': ['down', 'disabled', 'forced', 'failover'], 'AvailabilityZoneFilter': ['zone-b'],
         'AggregateFilter': ['untiered'], 'HypervisorTypeFilter': ['vc/dc/c'], 'NodeFilter': [],
-        'SchedulerHintsFilter': [], 'ServerGroupFilter': [], 'ResourcesFilter': ['small'], 'ClusterHostFitFilter': []}
+        'SchedulerHintsFilter': [], 'ServerGroupFilter': [], 'NetworkFilter': [], 'ResourcesFilter': ['small'], 'ClusterHostFitFilter': []}
     assert 'ComputeFilter removed down, disabled, forced, failover' in str(failure.value)
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import networks as _networks
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import scheduler as _scheduler
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds
@@ -53,9 +54,11 @@ class Context:
         return next((v for v in self.views() if v.name == node), None)
 
     def scheduler(self):
-        """A Scheduler over the node views and the registry's allocations as they are now."""
-        return _scheduler.Scheduler(_scheduler.candidates(self.views(), self.registry.allocations_by_node(),
-                                                          self.kind_capabilities))
+        """A Scheduler over the node views, the registry's allocations as they are now and the networks on each node."""
+        views = self.views()
+        networks = _networks.by_node(self.registry.list_networks(), views, self.drivers)
+        return _scheduler.Scheduler(_scheduler.candidates(views, self.registry.allocations_by_node(),
+                                                          self.kind_capabilities, networks=networks))
 
     def serving(self, node):
         """The driver whose endpoint serves node (or is named node), or None."""

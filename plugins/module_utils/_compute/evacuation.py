@@ -275,7 +275,7 @@ def _rebuild_on(ctx, record, dest, host, keep, password, migration_id, lease):
     with lease.guarded(registry):
         registry.update_migration(migration_id, status='running', started_at=utcnow())
     # A new disk gets a new password; a kept shared disk keeps the guest's own (and its config drive).
-    spec = _instances.spec_for(registry, record, driver, dest, host, flavor, image, password=password)
+    spec = _instances.spec_for(ctx, record, driver, dest, host, flavor, image, password=password)
     # A copy left on dest by a failure would be a second one once the instance is evacuated again.
     return _instances.spawn_in_state(driver, dataclasses.replace(spec, reuse_disk=keep), record.state, destroy_disks=not keep)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import guest as _guest
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import networks as _networks
 
 PER_INSTANCE = ('flavor', 'image', 'node', 'availability_zone', 'scheduler_hints', 'server_group', 'storage', 'networks',
                 'hostname', 'key_name', 'user_data', 'admin_password', 'update_password', 'metadata', 'ha', 'restart_priority',
@@ -55,6 +56,10 @@ def _check_same(record, wanted):
         if wanted.get(key) and wanted[key] != have:
             raise errors.MultihvError('instance %s exists with %s %s, not %s; resizing or rebuilding on another image is not '
                                       'supported: delete it first. Nothing was changed' % (record.name, key, have, wanted[key]))
+    if wanted.get('networks') is not None and not _networks.same_nics(record.identity, wanted['networks']):
+        have = ', '.join('%s %s' % (nic['network'], nic.get('address') or nic['mac']) for nic in (record.identity or {}).get('networks') or [])
+        raise errors.MultihvError('instance %s exists with other NICs (%s); NICs are not added, removed or re-addressed on an '
+                                  'existing instance: delete it first. Nothing was changed' % (record.name, have or 'none'))
 
 
 def _shown(record):

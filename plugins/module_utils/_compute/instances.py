@@ -17,29 +17,24 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import hashlib
 import uuid as uuidlib
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import guest as _guest
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import images as _images
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import networks as _networks
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.records import Placement
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import NoValidHost, Request
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import IMAGE_FILE, IMAGE_TEMPLATE, InstanceSpec
+# A MAC an instance keeps for life; the registry derives one per NIC that asks for none (ports_access.py).
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.addressing import stable_mac
 
 CLAIM_RETRIES = 5
 # The driver's power action for each state an instance task asks for.
 POWER_ACTION_FOR = {'started': 'start', 'stopped': 'stop', 'restarted': 'reboot'}
-
-
-def stable_mac(instance_uuid, index):
-    """A MAC that an instance keeps for life (rebuilds and evacuations included):
-    derived from its uuid and the NIC's position, in QEMU's locally administered range."""
-    digest = hashlib.sha256(('%s/%d' % (instance_uuid, index)).encode()).digest()
-    return '52:54:00:%02x:%02x:%02x' % (digest[0], digest[1], digest[2])
 
 
 def request_for(flavor, image, params, group=None, group_nodes=None, hints=None):
@@ -98,16 +93,18 @@ def group_nodes(registry, group_name, without=None, untouched='nothing was creat
     return group, counts
 
 
-def move_request(ctx, record, target_node, untouched):
+def move_request(ctx, record, target_node, untouched, keep_backing=False):
     """The scheduler Request that places an existing instance elsewhere (a migration, an evacuation):
-    its flavor, image and server group (itself not counted), optionally pinned to target_node, its
-    current node excluded."""
+    its flavor, image, server group (itself not counted) and networks (with the backings they have on
+    its node when keep_backing: a migration moves its NICs as they are), optionally pinned to
+    target_node, its current node excluded."""
     registry = ctx.registry
     flavor = registry.get_flavor(record.flavor)
     image = registry.get_image(record.image) or {'name': record.image}
     group, members = group_nodes(registry, record.server_group, without=record.uuid, untouched=untouched)
     request = request_for(flavor, image, {'node': target_node}, group, members)
-    return dataclasses.replace(request, exclude=request.exclude | frozenset([record.node]))
+    return dataclasses.replace(request, exclude=request.exclude | frozenset([record.node]),
+                               networks=_networks.for_move(ctx, record, keep_backing))
 
 
 def plan(ctx, specs):
@@ -128,12 +125,15 @@ def plan(ctx, specs):
             if kind and image.get('hypervisor_type') and kind != image['hypervisor_type']:
                 raise errors.MultihvError('image %s is for %s nodes; node %s is %s; nothing was created'
                                           % (image['name'], image['hypervisor_type'], params['node'], kind))
-        _guest.key_identity(registry, params.get('key_name'), 'nothing was created')
+        # Guest data that cannot be delivered is refused with the plan, so that check mode says so too.
+        _guest.config(params['name'], params['name'], _guest.key_identity(registry, params.get('key_name'), 'nothing was created'),
+                      image, [], params.get('user_data'), params.get('admin_password'))
         group, members = group_nodes(registry, params.get('server_group'))
         for earlier in placed:  # members of this batch count for the group too
             if group and earlier.params.get('server_group') == group['name']:
                 members[earlier.node] = members.get(earlier.node, 0) + 1
         req = request_for(flavor, image, params, group, members, _hint_nodes(registry, params.get('scheduler_hints')))
+        req = dataclasses.replace(req, networks=_networks.required(_networks.requested(registry, params.get('networks'))))
         try:
             node, host = scheduler.place(req)
         except NoValidHost as exc:
@@ -218,19 +218,18 @@ def boot(ctx, placement):
 def _boot(ctx, placement, inst_uuid, lease):
     registry = ctx.registry
     params, flavor, image, node, host = placement.params, placement.flavor, placement.image, placement.node, placement.host
-    networks = [{'network': net['network'], 'mac': net.get('mac') or stable_mac(inst_uuid, index)}
-                for index, net in enumerate(params.get('networks') or [])]
-    identity = {'hostname': params.get('hostname') or params['name'], 'macs': [n['mac'] for n in networks],
-                'networks': networks, 'metadata': params.get('metadata') or {}}
+    identity = {'hostname': params.get('hostname') or params['name'], 'macs': [], 'networks': [],
+                'metadata': params.get('metadata') or {}}
     identity.update(_guest.key_identity(registry, params.get('key_name'), 'nothing was created'))
-    # Refused here, before any record, port, disk or VM exists (user_data over its bound, a bad NIC).
-    guest = _guest_config(registry, inst_uuid, params['name'], identity, image, params.get('user_data'),
-                          params.get('admin_password'))
+    # Refused here, before any record, port, disk or VM exists (user_data over its bound...).
+    _guest_config(registry, inst_uuid, params['name'], identity, image, params.get('user_data'), params.get('admin_password'))
     registry.create_instance(uuid=inst_uuid, name=params['name'], node=node, host=host, flavor=flavor['name'],
                              image=image['name'], storage=params.get('storage') or 'local', identity=identity,
                              ha=bool(params.get('ha')), restart_priority=params.get('restart_priority') or 0,
                              server_group=params.get('server_group'), state='building')
     try:
+        # Its ports (an address and a MAC per NIC), before the claim: a refused address leaves no allocation either.
+        identity = _networks.allocate(registry, inst_uuid, identity, _networks.requested(registry, params.get('networks')))
         planned = node
         try:
             node, host = claim_somewhere(ctx, flavor, inst_uuid, node, host, placement.request)
@@ -241,7 +240,9 @@ def _boot(ctx, placement, inst_uuid, lease):
         driver = ctx.driver_for(node)
         if node != planned:  # prepare_images readied the planned node only
             ensure_image_on(registry, driver, image)
-        spec = _spec(inst_uuid, params['name'], node, host, flavor, image, driver.capabilities, params.get('storage') or 'local',
+        guest = _guest_config(registry, inst_uuid, params['name'], identity, image, params.get('user_data'),
+                              params.get('admin_password'))
+        spec = _spec(ctx, inst_uuid, params['name'], node, host, flavor, image, driver.capabilities, params.get('storage') or 'local',
                      identity, guest)
         power = 'stopped' if params.get('state') == 'stopped' else 'running'
         lease.check()
@@ -269,25 +270,26 @@ def _boot(ctx, placement, inst_uuid, lease):
 
 
 def _guest_config(registry, inst_uuid, name, identity, image, user_data, password):
-    # pylint: disable=unused-argument  # registry: the NICs' fixed addresses come from it (networks)
-    return _guest.config(inst_uuid, name, identity, image, _guest.dhcp_nics(identity), user_data, password)
+    """What the guest receives (guest.config): its recorded identity and key, its NICs with their addresses."""
+    return _guest.config(inst_uuid, name, identity, image, _networks.guest_nics(registry, identity), user_data, password)
 
 
-def _spec(inst_uuid, name, node, host, flavor, image, caps, storage, identity, guest):
+def _spec(ctx, inst_uuid, name, node, host, flavor, image, caps, storage, identity, guest):
     return InstanceSpec(uuid=inst_uuid, name=name, node=node, vcpus=flavor['vcpus'], memory_mb=flavor['ram_mb'],
                         disk_gb=flavor['disk_gb'], image=_image_ref(image, caps), storage=storage, host=host,
-                        networks=identity.get('networks') or [], hostname=identity.get('hostname') or name,
+                        networks=_networks.backings_for(ctx, identity, node), hostname=identity.get('hostname') or name,
                         metadata=identity.get('metadata') or {}, guest=guest,
                         image_properties=dict(image.get('properties') or {}))
 
 
-def spec_for(registry, record, driver, node, host, flavor, image, user_data=None, password=None):
+def spec_for(ctx, record, driver, node, host, flavor, image, user_data=None, password=None):
     """The InstanceSpec that makes a recorded instance again on node (rebuild, evacuation) through
-    driver: its uuid, name, storage and identity (hostname, MACs, networks, key, metadata) kept; its
-    guest receives user_data and password when given (a new disk), else only what its record keeps."""
+    driver: its uuid, name, storage and identity (hostname, MACs, addresses, key, metadata) kept, its
+    NICs on node's backings of their networks; its guest receives user_data and password when given
+    (a new disk), else only what its record keeps."""
     identity = record.identity or {}
-    guest = _guest_config(registry, record.uuid, record.name, identity, image, user_data, password)
-    return _spec(record.uuid, record.name, node, host, flavor, image, driver.capabilities, record.storage, identity, guest)
+    guest = _guest_config(ctx.registry, record.uuid, record.name, identity, image, user_data, password)
+    return _spec(ctx, record.uuid, record.name, node, host, flavor, image, driver.capabilities, record.storage, identity, guest)
 
 
 def rebuild(ctx, record, image_name=None, user_data=None, password=None):
@@ -315,8 +317,9 @@ def _rebuild(ctx, record, image_name, user_data, password, lease):
                                   % (image['name'], image['hypervisor_type'], record.name, kind, record.node))
     request_for(flavor, image, {})  # the image's min_ram / min_disk against the flavor
     driver = ctx.driver_for(record.node)
-    # Before the old VM goes: guest data that cannot be delivered (user_data over its bound) leaves it as it is.
-    spec = spec_for(registry, record, driver, record.node, record.host, flavor, image, user_data, password)
+    # Made before the old VM goes: guest data that cannot be delivered (user_data over its bound) or a network no
+    # longer on the node refuses the rebuild with the instance untouched.
+    spec = spec_for(ctx, record, driver, record.node, record.host, flavor, image, user_data, password)
     ensure_image_on(registry, driver, image)
     lease.check()
     driver.destroy(record.uuid, record.node)

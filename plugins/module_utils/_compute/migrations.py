@@ -86,7 +86,8 @@ def _schedule(ctx, record, target_node, untouched):
     """(node, host) from the scheduler: the source excluded, the instance's server group and
     scheduler filters applied, capacity as the registry's allocations say now."""
     try:
-        return ctx.scheduler().place(_instances.move_request(ctx, record, target_node, untouched))
+        # The VM moves with its NICs as they are: the target must give each network the same backing.
+        return ctx.scheduler().place(_instances.move_request(ctx, record, target_node, untouched, keep_backing=True))
     except NoValidHost as exc:
         raise errors.MultihvError('no node can take instance %s: %s; %s' % (record.name, exc, untouched)) from None
 

@@ -55,6 +55,7 @@ class Candidate:
     allocated: dict = dataclasses.field(default_factory=lambda: dict.fromkeys(RESOURCES, 0))
     instances: int = 0
     hosts: list | None = None
+    networks: dict = dataclasses.field(default_factory=dict)  # {registry network: its backing on this node}
 
     def free(self, resource):
         return self.capacity[resource] - self.allocated[resource]
@@ -67,6 +68,9 @@ class Request:
     group_nodes: {node: members of the request's server group already there}.
     different_host / same_host: node names from the scheduler hints (the nodes
     of the instances they name). exclude: nodes never to use (a migration's source).
+    networks: ((network, backing or None), ...): the registry networks the instance's NICs
+    are on, each with the backing the node must give it (a migration keeps the VM's NIC
+    backing) or None (any backing: a boot, an evacuation spawns with the node's own).
     """
 
     vcpus: int
@@ -82,6 +86,7 @@ class Request:
     same_host: frozenset = frozenset()
     exclude: frozenset = frozenset()
     for_failover: bool = False
+    networks: tuple = ()
 
     def needs(self):
         return {'vcpus': self.vcpus, 'memory_mb': self.memory_mb, 'disk_gb': self.disk_gb}
@@ -93,21 +98,31 @@ class NoValidHost(Exception):
     def __init__(self, request, rejected):
         self.request = request
         self.rejected = rejected
-        reasons = '; '.join('%s removed %s' % (name, ', '.join(nodes)) for name, nodes in rejected.items() if nodes)
+        reasons = '; '.join('%s removed %s%s' % (name, ', '.join(nodes), _detail(name, request)) for name, nodes in rejected.items() if nodes)
         super().__init__('no node can take %s vCPUs, %s MB RAM, %s GB disk: %s' % (
             request.vcpus, request.memory_mb, request.disk_gb, reasons or 'the cloud has no compute node'))
 
 
+def _detail(filter_name, request):
+    """What a refusal by filter_name adds to its nodes: the networks the request wanted there."""
+    if filter_name != 'NetworkFilter':
+        return ''
+    wanted = ', '.join(name if backing is None else '%s with backing %s' % (name, backing) for name, backing in request.networks)
+    return ' (network%s %s: not there)' % ('s' if len(request.networks) > 1 else '', wanted)
+
+
 # ------------------------------------------------------------------ candidates
 
-def candidates(views, allocations, capabilities=kinds.capabilities, hypervisor_free=True):
+def candidates(views, allocations, capabilities=kinds.capabilities, hypervisor_free=True, networks=None):
     """Scheduler candidates from NodeViews and the registry's allocations.
 
     Capacity is the view's (ratios and reserved applied); what is allocated comes
     from the registry, so instances being built by another run count at once. On a node of
     several hosts (a cluster) each host offers the vCPUs and RAM it has free now.
-    capabilities(hypervisor_type) -> Capabilities.
+    capabilities(hypervisor_type) -> Capabilities. networks: {node: {network: backing}},
+    the registry networks there are on each node (see _compute/networks.py).
     """
+    networks = networks or {}
     result = []
     for view in views:
         allocated = dict(allocations.get(view.name, {}))
@@ -125,7 +140,7 @@ def candidates(views, allocations, capabilities=kinds.capabilities, hypervisor_f
             allocated={'vcpus': allocated.get('vcpus', 0), 'memory_mb': allocated.get('memory_mb', 0),
                        'disk_gb': allocated.get('disk_gb', 0)},
             instances=allocated.get('instances', view.instances),
-            hosts=hosts))
+            hosts=hosts, networks=dict(networks.get(view.name) or {})))
     return result
 
 
@@ -173,6 +188,12 @@ def group_filter(req, node):
     return True
 
 
+def network_filter(req, node):
+    """Every network the instance's NICs are on exists on the node (has a backing there), with the
+    backing asked for when the request keeps one."""
+    return all(name in node.networks and backing in (None, node.networks[name]) for name, backing in req.networks)
+
+
 def resources_filter(req, node):
     """vCPUs, RAM and disk fit what is left of the capacity (ratios and reserved applied)."""
     needs = req.needs()
@@ -194,6 +215,7 @@ STATIC_FILTERS = (
     ('NodeFilter', node_filter),
     ('SchedulerHintsFilter', hints_filter),
     ('ServerGroupFilter', group_filter),
+    ('NetworkFilter', network_filter),
 )
 RESOURCE_FILTERS = (
     ('ResourcesFilter', resources_filter),
@@ -265,7 +287,7 @@ def pick_host(req, node):
 def _signature(req):
     """Requests with one signature pass the same static filters on the same nodes."""
     return (req.hypervisor_type, req.availability_zone, tuple(sorted(req.aggregates)), req.node, req.group_policy,
-            req.different_host, req.same_host, req.exclude, req.for_failover)
+            req.different_host, req.same_host, req.exclude, req.for_failover, req.networks)
 
 
 class Scheduler:

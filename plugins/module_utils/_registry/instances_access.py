@@ -25,7 +25,7 @@ class InstancesAccess(store.Store):
         """The instance with this uuid, or this name (give one), as an Instance; None when there is none.
 
         Fields: INSTANCE_FIELDS plus uuid and timestamps; identity is a dict
-        (hostname, macs, ips, networks, metadata), ha a bool. lock: see get_node.
+        (hostname, macs, networks, metadata), ha a bool. lock: see get_node.
         """
         if (uuid is None) == (name is None):
             raise TypeError('get_instance needs uuid or name, not both or neither')
@@ -121,8 +121,9 @@ class InstancesAccess(store.Store):
         return before, self._get(tables.INSTANCES, uuid)
 
     def delete_instance(self, uuid):
-        """Delete instance uuid and its allocations (ON DELETE CASCADE); the Instance as it was, or None.
-        Its migrations stay: they are the history of the moves."""
+        """Delete instance uuid with its allocations and its ports (ON DELETE CASCADE, in the same statement: its
+        addresses and MACs are free once this commits); the Instance as it was, or None. Its migrations stay:
+        they are the history of the moves."""
         with self.transaction():
             with self._failing('delete instance %s' % uuid):
                 return self._delete(tables.INSTANCES, uuid)

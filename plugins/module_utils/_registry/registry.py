@@ -2,8 +2,8 @@
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
 """The registry: the cloud's state of record. Private to multihv.cloud: do not import.
 
-Holds nodes' admin state, flavors, images, server groups, keypairs, instances, migrations,
-allocations and leases; never live resources (those come from the drivers each time).
+Holds nodes' admin state, flavors, images, server groups, keypairs, networks, instances, their ports,
+migrations, allocations and leases; never live resources (those come from the drivers each time).
 Registry is made of one part per job, each in a module of its own:
 
 - engine.py: URLs and their masking, connecting to SQLite or PostgreSQL, what the two spell differently;
@@ -12,15 +12,17 @@ Registry is made of one part per job, each in a module of its own:
 - tables.py: the tables of record and how their values are stored;
 - rows.py: the records instances and migrations are returned as (Instance, Migration);
 - rules.py: the catalog rules (what a used flavor or a group with members keeps);
-- nodes_access.py, catalog_access.py, keypairs_access.py, instances_access.py, migrations_access.py,
-  leases_access.py, allocations_access.py: the records, one kind each.
+- addressing.py: the addressing rules of networks and ports (subnets, free addresses, MACs);
+- nodes_access.py, catalog_access.py, keypairs_access.py, networks_access.py, ports_access.py, instances_access.py,
+  migrations_access.py, leases_access.py, allocations_access.py: the records, one kind each.
 
 Booting an instance uses the registry in this order, so that two concurrent runs
 never overcommit a node and a failed boot leaves a record to clean up:
 
-1. create_instance(..., state='building'): the row allocations refer to;
-2. claim(uuid, node, ...): atomic; False means the node is full (reschedule or
-   delete_instance);
+1. create_instance(..., state='building'): the row allocations and ports refer to;
+2. allocate_ports(uuid, nics): atomic; an address or a MAC taken is refused;
+   claim(uuid, node, ...): atomic; False means the node is full (reschedule or
+   delete_instance, which frees the ports and the allocation);
 3. the driver spawns it;
 4. update_instance(uuid, state='active', host=...), or on failure release(uuid)
    and update_instance(uuid, state='error') / delete_instance(uuid).
@@ -42,7 +44,9 @@ from ansible_collections.multihv.cloud.plugins.module_utils._registry.instances_
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.keypairs_access import KeypairsAccess
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.leases_access import LeasesAccess
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.migrations_access import MigrationsAccess
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.networks_access import NetworksAccess
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.nodes_access import NodesAccess
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.ports_access import PortsAccess
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.rules import name_list
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.schema import (
     MIGRATIONS, SCHEMA_VERSION, SchemaAccess,
@@ -50,7 +54,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._registry.schema imp
 
 
 class Registry(SchemaAccess, NodesAccess, CatalogAccess, KeypairsAccess, InstancesAccess, MigrationsAccess, LeasesAccess,
-               AllocationsAccess):
+               AllocationsAccess, PortsAccess, NetworksAccess):
     """One open registry: a connection and the dialect of its engine.
 
     Open with Registry.open(url); use as a context manager or close().

@@ -21,7 +21,8 @@ class Instance:
     node: the node it is placed on (None while unplaced); host: the hypervisor host it runs
     on (the ESXi host inside a cluster node, else the node's host); storage: shared or local;
     identity: {hostname, macs, networks, metadata}, what it keeps across rebuilds and
-    evacuations; state: building, running, stopped or error.
+    evacuations (networks: [{network, mac, address}], one per NIC, as its ports hold them);
+    state: building, running, stopped or error.
     """
 
     uuid: str
@@ -40,8 +41,20 @@ class Instance:
     updated_at: str
 
     def as_dict(self):
-        """The record as modules return it: {column: value}, in column order."""
-        return dataclasses.asdict(self)
+        """The record as modules return it: {column: value}, in column order, then addresses."""
+        result = dataclasses.asdict(self)
+        result['addresses'] = self.addresses
+        return result
+
+    @property
+    def addresses(self):
+        """{network: [address, ...]}: the instance's addresses by network (Nova's server addresses), in
+        NIC order; a NIC recorded without an address (before networks were in the registry) has none."""
+        found = {}
+        for nic in (self.identity or {}).get('networks') or []:
+            if isinstance(nic, dict) and nic.get('address'):
+                found.setdefault(nic['network'], []).append(nic['address'])
+        return found
 
 
 @dataclasses.dataclass

@@ -1,7 +1,7 @@
 # Copyright: multihv.cloud developers
 # GNU General Public License v3.0+ (see https://www.gnu.org/licenses/gpl-3.0.txt)
-"""The catalog's rules, written once: what instances hold fixed in the flavors and server
-groups they use. Private to multihv.cloud: do not import. No I/O.
+"""The catalog's rules, written once: what instances hold fixed in the flavors, server groups and
+networks they use. Private to multihv.cloud: do not import. No I/O.
 
 Nova's rules: a flavor used by instances keeps its vcpus, ram_mb and disk_gb
 (flavors are immutable: an instance is resized to another flavor) and cannot be
@@ -64,3 +64,27 @@ def keep_group_with_members(name, members, error=errors.MultihvError):
     if members:
         raise error('server group %s still has members %s; delete them or take them out of the group '
                     'first; server group %s was left untouched' % (name, name_list(members), name))
+
+
+# Networks: the addressing of a network whose addresses instances hold is theirs (Neutron refuses to
+# change a subnet's CIDR too); such a network cannot be deleted.
+
+def keep_addressing_of_used_network(name, users, changes, error=errors.MultihvError):
+    """Network name, whose ports the instances named in users hold, may take changes ({field: new value})
+    only when they leave its cidr as it is."""
+    if users and 'cidr' in changes:
+        raise error('network %s has ports of instance(s) %s: its cidr cannot change while they hold addresses in it; '
+                    'network %s was left unchanged' % (name, name_list(users), name))
+
+
+def keep_gateway_free(name, gateway, holder, error=errors.MultihvError):
+    """Network name may take gateway only when no port holds that address (holder: that port's instance's name, or None)."""
+    if holder:
+        raise error('network %s: gateway %s is the address of instance %s; network %s was left unchanged' % (name, gateway, holder, name))
+
+
+def keep_network_in_use(name, users, error=errors.MultihvError):
+    """Network name may be deleted only when no instance has a port on it (users: their names)."""
+    if users:
+        raise error('network %s is used by instance(s) %s; delete them first; network %s was left untouched'
+                    % (name, name_list(users), name))

@@ -138,9 +138,37 @@ MIGRATIONS = [
         ' created_at TEXT NOT NULL,'
         ' updated_at TEXT NOT NULL)',
     ]),
+    (6, [
+        # Networks with their subnet, and where each exists on the hypervisors (backings: a list of
+        # {backing, nodes, aggregates, endpoints, hypervisor_type}; see _compute/networks.py).
+        'CREATE TABLE networks ('
+        ' name TEXT PRIMARY KEY,'
+        ' cidr TEXT NOT NULL,'
+        ' gateway TEXT,'
+        ' dns_servers TEXT,'
+        ' allocation_start TEXT NOT NULL,'
+        ' allocation_end TEXT NOT NULL,'
+        ' backings TEXT,'
+        ' created_at TEXT NOT NULL,'
+        ' updated_at TEXT NOT NULL)',
+        # An instance's NICs: a port dies with its instance; a network with ports cannot go (the key,
+        # besides the rule the registry checks first to name the instances). The unique constraints
+        # are what makes two concurrent allocations unable to share a MAC or an address.
+        'CREATE TABLE ports ('
+        ' instance_uuid TEXT NOT NULL REFERENCES instances (uuid) ON DELETE CASCADE,'
+        ' nic INTEGER NOT NULL,'
+        ' network TEXT NOT NULL REFERENCES networks (name),'
+        ' mac TEXT NOT NULL UNIQUE,'
+        ' address TEXT NOT NULL,'
+        ' created_at TEXT NOT NULL,'
+        ' PRIMARY KEY (instance_uuid, nic),'
+        ' UNIQUE (network, address))',
+    ]),
 ]
 # The first version with the keypairs table (a registry opened with upgrade=False may predate it).
 KEYPAIRS_VERSION = 5
+# The first version with the networks and ports tables.
+NETWORKS_VERSION = 6
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 
 # The bootstrap table, outside MIGRATIONS because it says which of them ran: one row per applied version.

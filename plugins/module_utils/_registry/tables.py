@@ -39,6 +39,7 @@ FLAVOR_FIELDS = FLAVOR_RESOURCES + ('extra_specs',)
 IMAGE_FIELDS = ('hypervisor_type', 'properties', 'locations')
 SERVER_GROUP_FIELDS = ('policy', 'rules')
 KEYPAIR_FIELDS = ('public_key', 'fingerprint', 'type')
+NETWORK_FIELDS = ('cidr', 'gateway', 'dns_servers', 'allocation_start', 'allocation_end', 'backings')
 INSTANCE_FIELDS = ('name', 'node', 'host', 'flavor', 'image', 'storage', 'identity', 'ha', 'restart_priority',
                    'server_group', 'state')
 
@@ -75,6 +76,9 @@ IMAGES = _Table('images', 'image', 'name', {'hypervisor_type': 'str', 'propertie
 SERVER_GROUPS = _Table('server_groups', 'server group', 'name', {'policy': 'str', 'rules': dict}, required=('policy',))
 KEYPAIRS = _Table('keypairs', 'keypair', 'name', {'public_key': 'str', 'fingerprint': 'str', 'type': 'str'},
                   required=KEYPAIR_FIELDS)
+NETWORKS = _Table('networks', 'network', 'name', {
+    'cidr': 'str', 'gateway': 'str', 'dns_servers': list, 'allocation_start': 'str', 'allocation_end': 'str', 'backings': list,
+}, required=('cidr', 'allocation_start', 'allocation_end'))
 INSTANCES = _Table('instances', 'instance', 'uuid', {
     'name': 'str', 'node': 'str', 'host': 'str', 'flavor': 'str', 'image': 'str', 'storage': 'str', 'identity': dict,
     'ha': 'bool', 'restart_priority': 'int', 'server_group': 'str', 'state': 'str',
