@@ -158,13 +158,13 @@ options:
             derivation when that one is taken), so that it is kept for life. MACs are unique in the registry.
         type: str
   hostname:
-    description: The guest's hostname; defaults to O(name). Kept for the instance's life.
+    description: The guest's hostname; defaults to O(name). Kept for the instance's life; an existing instance asked for another is refused.
     type: str
   key_name:
     description:
       - The keypair (see M(multihv.cloud.keypair)) whose public key the guest authorizes. The key is kept with the instance
         when it boots, so a rebuild or an evacuation delivers it again, even after the keypair is deleted.
-      - An unknown name is refused before anything is made.
+      - An unknown name is refused before anything is made; an existing instance asked for another key is refused.
     type: str
   user_data:
     description:

@@ -180,3 +180,15 @@ def test_the_guest_gets_each_nics_address_gateway_and_dns_by_mac_and_keeps_them_
     cloud.world.power_loss('fake1')
     _evacuation.evacuate(cloud.context(), 'fake1')
     assert spawned[1].guest.nics == expected and spawned[1].node == 'fake2'
+
+
+@pytest.mark.parametrize('option, value, message', [
+    ('key_name', 'other', 'exists with key_name ops, not other'),
+    ('hostname', 'elsewhere.example', 'exists with hostname web-1.example, not elsewhere.example'),
+])
+def test_an_existing_instance_asked_for_another_key_or_hostname_is_refused(cloud, option, value, message):
+    _keypairs.set_keypair(cloud.registry, 'other', 'present', KEY.replace('ops@', 'other@'))
+    task(cloud, name='web-1', flavor='small', image='tick', key_name='ops', hostname='web-1.example')
+    with pytest.raises(errors.MultihvError, match=message):
+        task(cloud, name='web-1', **{option: value})
+    assert task(cloud, name='web-1', key_name='ops', hostname='web-1.example')['changed'] is False

@@ -56,6 +56,11 @@ def _check_same(record, wanted):
         if wanted.get(key) and wanted[key] != have:
             raise errors.MultihvError('instance %s exists with %s %s, not %s; resizing or rebuilding on another image is not '
                                       'supported: delete it first. Nothing was changed' % (record.name, key, have, wanted[key]))
+    identity = record.identity or {}
+    for key, have in (('key_name', identity.get('key_name')), ('hostname', identity.get('hostname') or record.name)):
+        if wanted.get(key) and wanted[key] != have:
+            raise errors.MultihvError('instance %s exists with %s %s, not %s; its guest got it at its first boot and keeps it: '
+                                      'delete the instance first. Nothing was changed' % (record.name, key, have or '(none)', wanted[key]))
     if wanted.get('networks') is not None and not _networks.same_nics(record.identity, wanted['networks']):
         have = ', '.join('%s %s' % (nic['network'], nic.get('address') or nic['mac']) for nic in (record.identity or {}).get('networks') or [])
         raise errors.MultihvError('instance %s exists with other NICs (%s); NICs are not added, removed or re-addressed on an '
