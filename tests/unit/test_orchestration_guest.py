@@ -132,7 +132,8 @@ def test_evacuation_gives_a_new_local_disk_a_new_password_and_a_kept_shared_disk
     result = _evacuation.evacuate(cloud.context(), 'fake1')
     done = dict((e['name'], e) for e in result['evacuations'])
     rebuilt = dict((s.name, s) for s in spawned[2:])
-    assert rebuilt['local-one'].guest.admin_password == done['local-one']['admin_password'] not in (None, 'Boot-Pass')
+    new = done['local-one']['admin_password']
+    assert rebuilt['local-one'].guest.admin_password == new and new not in (None, 'Boot-Pass')
     assert rebuilt['shared-one'].guest.admin_password is None and 'admin_password' not in done['shared-one']
     for spec in rebuilt.values():  # same identity, same key; no user_data is kept to deliver again
         assert spec.guest.public_keys == (KEY,) and spec.guest.user_data is None
