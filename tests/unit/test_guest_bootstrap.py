@@ -50,7 +50,7 @@ def test_network_config_is_version_2_matched_by_mac():
     data = yaml.safe_load(bootstrap.network_config(config()))
     assert data == {'version': 2, 'ethernets': {
         'eth0': {'match': {'macaddress': '52:54:00:aa:bb:01'}, 'set-name': 'eth0', 'dhcp4': False,
-                 'addresses': ['192.0.2.10/24'], 'routes': [{'to': 'default', 'via': '192.0.2.1'}],
+                 'addresses': ['192.0.2.10/24'], 'routes': [{'to': '0.0.0.0/0', 'via': '192.0.2.1'}],
                  'nameservers': {'addresses': ['192.0.2.53', '198.51.100.53']}},
         'eth1': {'match': {'macaddress': '52:54:00:aa:bb:02'}, 'set-name': 'eth1', 'dhcp4': True},
     }}
@@ -61,7 +61,7 @@ def test_ipv6_static_nic_routes_by_its_gateway():
     nic = GuestNic('52:54:00:aa:bb:03', '2001:db8::10/64', '2001:db8::1', ['2001:db8::53'])
     entry = yaml.safe_load(bootstrap.network_config(config(nics=[nic])))['ethernets']['eth0']
     assert entry['addresses'] == ['2001:db8::10/64']
-    assert entry['routes'] == [{'to': 'default', 'via': '2001:db8::1'}]
+    assert entry['routes'] == [{'to': '::/0', 'via': '2001:db8::1'}]
 
 
 def test_no_nics_no_network_config():

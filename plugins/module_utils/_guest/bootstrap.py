@@ -150,8 +150,11 @@ def _nic_config(nic, number):
     entry['dhcp4'] = False
     entry['addresses'] = [nic.address]
     if nic.gateway:
-        # 'routes: to default' replaces gateway4/gateway6, which netplan deprecated.
-        entry['routes'] = [{'to': 'default', 'via': nic.gateway}]
+        # A route replaces gateway4/gateway6, which netplan deprecated. Its destination is written
+        # 0.0.0.0/0 (::/0), not 'default': netplan reads both, but older cloud-init releases (Debian 12's
+        # 22.4.2, seen in the lab) fail their whole network stage on 'default' (cloud-init LP #1978543).
+        default = '::/0' if ipaddress.ip_address(nic.gateway).version == 6 else '0.0.0.0/0'
+        entry['routes'] = [{'to': default, 'via': nic.gateway}]
     if nic.dns:
         entry['nameservers'] = {'addresses': list(nic.dns)}
     return name, entry
