@@ -44,7 +44,12 @@ options:
     description: Smallest flavor disk (GB) the image boots with.
     type: int
   properties:
-    description: Other properties to record with the image.
+    description:
+      - Other properties to record with the image.
+      - C(virt_type) (KVM images) is the libvirt domain type its instances boot with, V(kvm) or V(qemu). Without it a KVM host
+        uses KVM where it offers it and QEMU's emulator (TCG) where it does not. V(qemu) is TCG even on a host that offers KVM,
+        for a guest that does not boot under that host's KVM; V(kvm) is refused by a host that offers no KVM. Any other
+        value fails the instance's boot before anything is created for it.
     type: dict
 extends_documentation_fragment:
   - multihv.cloud.cloud
@@ -60,6 +65,14 @@ EXAMPLES = r'''
     hypervisor_type: kvm
     source: /srv/images/debian-12-genericcloud-amd64.qcow2
     min_disk: 2
+
+- name: A KVM image whose instances run under QEMU's emulator (TCG) even where KVM is offered
+  multihv.cloud.image:
+    name: debian-12-tcg
+    hypervisor_type: kvm
+    source: /srv/images/debian-12-genericcloud-amd64.qcow2
+    properties:
+      virt_type: qemu
 
 - name: A vSphere image is a template VM
   multihv.cloud.image:

@@ -1,5 +1,6 @@
 """libvirt XML of the KVM driver: domains, volumes, pools (pure logic)."""
 
+import re
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -71,6 +72,23 @@ def test_domain_type_follows_the_host_capabilities():
     assert domxml.domain_type(CAPS_KVM) == 'kvm'
     assert domxml.domain_type(CAPS_TCG) == 'qemu'
     assert domxml.domain_type(CAPS_KVM, arch='aarch64') == 'qemu'
+
+
+def test_image_virt_type_qemu_is_tcg_even_where_kvm_is_offered():
+    assert domxml.domain_type(CAPS_KVM, virt_type='qemu') == 'qemu'
+    assert domxml.domain_type(CAPS_TCG, virt_type='qemu') == 'qemu'
+
+
+def test_image_virt_type_kvm_needs_a_host_that_offers_kvm():
+    assert domxml.domain_type(CAPS_KVM, virt_type='kvm') == 'kvm'
+    with pytest.raises(ValueError, match='asks for virt_type kvm and this host offers no KVM for x86_64 guests'):
+        domxml.domain_type(CAPS_TCG, virt_type='kvm')
+
+
+@pytest.mark.parametrize('virt_type', ['xen', 'KVM', 'tcg', '', 1])
+def test_other_image_virt_types_are_refused(virt_type):
+    with pytest.raises(ValueError, match=r'image property virt_type must be one of kvm, qemu, got %s' % re.escape(repr(virt_type))):
+        domxml.domain_type(CAPS_KVM, virt_type=virt_type)
 
 
 def test_networks_plain_name_bridge_and_fixed_macs():

@@ -72,17 +72,35 @@ def _sub(parent, tag, text=None, **attrs):
     return element
 
 
-def domain_type(capabilities_xml, arch='x86_64'):
-    """'kvm' when the host's capabilities (virConnectGetCapabilities) offer KVM guests
-    for arch, else 'qemu' (TCG: slower, but runs where /dev/kvm does not)."""
-    caps = ET.fromstring(capabilities_xml)
+# The image property that picks the domain type (Nova's libvirt virt_type, per image here).
+VIRT_TYPES = ('kvm', 'qemu')
+
+
+def domain_type(capabilities_xml, arch='x86_64', virt_type=None):
+    """The domain type of a guest of arch on the host whose capabilities (virConnectGetCapabilities)
+    are given. Without virt_type: 'kvm' when the host offers KVM guests for arch, else 'qemu' (TCG:
+    slower, but runs where /dev/kvm does not). virt_type, the image's property, overrides that:
+    'qemu' is TCG even where KVM is offered (an image that cannot boot under a host's KVM, as Linux
+    on the lab machines); 'kvm' on a host that offers no KVM is refused rather than emulated.
+    ValueError for any other virt_type."""
+    if virt_type is not None and virt_type not in VIRT_TYPES:
+        raise ValueError('image property virt_type must be one of %s, got %r' % (', '.join(VIRT_TYPES), virt_type))
+    offered = _offers_kvm(ET.fromstring(capabilities_xml), arch)
+    if virt_type == 'qemu':
+        return 'qemu'
+    if virt_type == 'kvm' and not offered:
+        raise ValueError('the image asks for virt_type kvm and this host offers no KVM for %s guests' % arch)
+    return 'kvm' if offered else 'qemu'
+
+
+def _offers_kvm(caps, arch):
     for guest in caps.findall('guest'):
         arch_element = guest.find('arch')
         if arch_element is None or arch_element.get('name') != arch:
             continue
         if any(d.get('type') == 'kvm' for d in arch_element.findall('domain')):
-            return 'kvm'
-    return 'qemu'
+            return True
+    return False
 
 
 def interface_source(network):

@@ -268,7 +268,7 @@ class LibvirtDriver(ComputeDriver):
         else:
             attach = False
         log_path = posixpath.join(directory, log_name)
-        kind = domxml.domain_type(conn.getCapabilities())
+        kind = domxml.domain_type(conn.getCapabilities(), virt_type=(spec.image_properties or {}).get('virt_type'))
         domain_spec = _with_uuid(spec, inst_uuid)
         return {
             'pool': pool,
