@@ -32,12 +32,13 @@ LAB := $(BIN)/ansible-playbook $(LAB_PLAYBOOK) -e lab_dir=$(LAB_DIR) $(LAB_VARS)
 LAB_RUNNING := test -x $(BIN)/ansible-playbook -a -f $(LAB_DIR)/lab.json \
 	|| { echo "the lab is not up ($(LAB_DIR)/lab.json missing, or no $(BIN)/ansible-playbook): run make lab-up first" >&2; exit 2; }
 
-.PHONY: help deps install demo test unit integration molecule sanity lab-up lab-down lab-fail lab-restore lab-clean postgres-up postgres-down
+.PHONY: help deps install demo test unit integration molecule sanity lab-up lab-down lab-fail lab-restore lab-clean lab-guest-image postgres-up postgres-down
 
 help:
 	@echo "make demo          install everything, start the local lab, run the main job"
 	@echo "make test          run the whole suite (unit, integration on the lab, Molecule, ansible-test sanity)"
 	@echo "make lab-up | lab-down | lab-clean | lab-fail HOST=kvm2 | lab-restore HOST=kvm2"
+	@echo "make lab-guest-image  build the lab's Debian 12 guest image (once per recipe) into \$$LAB_DIR/images"
 
 # System packages (what bindep.txt says is missing), then the virtualenv.
 deps: $(VENV)/.deps
@@ -77,6 +78,11 @@ lab-restore:
 	@test -n "$(HOST)" || { echo "usage: make lab-restore HOST=<kvm host or ESXi host>"; exit 2; }
 	@$(LAB_RUNNING)
 	$(LAB) -e lab_action=restore -e lab_host=$(HOST)
+
+# The lab's Debian 12 guest (cloud-init, QEMU guest agent): built once per recipe into $(LAB_DIR)/images, or
+# waited for when lab-up's background build is under way. Prints the image's path.
+lab-guest-image: deps
+	tests/lab/roles/lab/files/debian/build-image.sh $(LAB_DIR)/images
 
 lab-clean: lab-down
 	rm -rf $(LAB_DIR)

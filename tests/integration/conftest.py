@@ -3,6 +3,7 @@
 import pytest
 
 from support.cloud import registry_rows, vm_name
+from support.guest_image import debian_image as build_debian_image
 from support.lab import LAB_DIR, Guests, Lab, ansible_module
 
 
@@ -11,6 +12,13 @@ def lab() -> Lab:
     if not (LAB_DIR / 'lab.json').is_file():
         pytest.fail(f'the lab is not up ({LAB_DIR}/lab.json missing): run `make lab-up` first')
     return Lab(LAB_DIR)
+
+
+@pytest.fixture(scope='session')
+def debian_image(lab):  # pylint: disable=redefined-outer-name
+    """Path of the lab's Debian 12 guest image (cloud-init, QEMU guest agent), built if missing. Its Linux
+    does not boot under the lab machines' KVM: give it the image property virt_type qemu (TCG)."""
+    return build_debian_image(lab.dir)
 
 
 @pytest.fixture
