@@ -91,8 +91,8 @@ dd if="$mbr" of="$tmp/disk.raw" bs=440 count=1 conv=notrunc status=none
 out=$(mkfs.vfat -F 16 -n BOOT -h "$boot_start" --offset="$boot_start" "$tmp/disk.raw" $((boot_sectors / 2)) 2>&1) \
     || { echo "$out" >&2; exit 1; }
 syslinux --install --offset $((boot_start * sector)) "$tmp/disk.raw"
-kernel=$(ls "$tmp"/root/boot/vmlinuz-* | sort -V | tail -n 1)
-initrd=$(ls "$tmp"/root/boot/initrd.img-* | sort -V | tail -n 1)
+kernel=$(find "$tmp/root/boot" -name 'vmlinuz-*' | sort -V | tail -n 1)
+initrd=$(find "$tmp/root/boot" -name 'initrd.img-*' | sort -V | tail -n 1)
 fat="$tmp/disk.raw@@$((boot_start * sector))"
 mcopy -i "$fat" "$kernel" ::/vmlinuz
 mcopy -i "$fat" "$initrd" ::/initrd.img
