@@ -44,8 +44,8 @@ def bridge():
 
 @pytest.fixture
 def kvm1(lab):
-    host = next(h for h in _config.load(str(lab.dir / 'multihv-cloud.yml'), env={}).kvm_hosts if h.name == 'kvm1')
-    driver = LibvirtDriver(host)
+    hosts = {h.name: h for h in _config.load(str(lab.dir / 'multihv-cloud.yml'), env={}).kvm_hosts}
+    driver = LibvirtDriver(hosts['kvm1'])
     yield driver
     driver.close()
 
