@@ -15,6 +15,10 @@ import time
 import libvirt
 import libvirt_qemu
 
+# libvirt prints every error to stderr besides raising it; waiting for an agent raises one a second
+# until the guest has booted, which buries a test's output. The exceptions still carry the errors.
+libvirt.registerErrorHandler(lambda _ctx, _error: None, None)
+
 
 class AgentError(Exception):
     """The agent did not answer in time, refused a command, or a command failed in the guest."""
