@@ -24,7 +24,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._guest.bootstrap imp
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import schema
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
 from ansible_collections.multihv.cloud.plugins.modules import network as network_module
-from support.fake_driver import FakeCloud, FakeWorld
+from support.fake_driver import two_node_cloud
 
 UUID_A = '0e3e7f54-6d0e-4d3c-9d8a-1f0c3c2b5a01'
 
@@ -181,12 +181,7 @@ def test_the_network_filter_keeps_nodes_with_every_network_and_the_backing_asked
 @pytest.fixture(name='cloud')
 def cloud_fixture(tmp_path):
     """fake1 and fake2 sharing 'shared' (fake1 fenceable); tenant on both (bridge:br1 / bridge:br2), edge on fake2 only."""
-    world = FakeWorld()
-    world.add_node('fake1', fence_command='true')
-    world.add_node('fake2')
-    with FakeCloud(world, tmp_path) as made:
-        made.flavor('small')
-        made.image('tick')
+    with two_node_cloud(tmp_path) as made:
         made.network('tenant', gateway='192.0.2.1',
                      backings=[{'backing': 'bridge:br1', 'nodes': ['fake1']}, {'backing': 'bridge:br2', 'endpoints': ['fake2']}])
         made.network('edge', '198.51.100.0/24', backings=[{'backing': 'edge-net', 'nodes': ['fake2']}])

@@ -20,7 +20,6 @@ from ansible_collections.multihv.cloud.plugins.module_utils._registry import row
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import rules
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import schema
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import tables
-from ansible_collections.multihv.cloud.plugins.module_utils._compute import scheduler
 from support.records import instance
 
 # sha256 of json.dumps(MIGRATIONS[0]) as released: a released version never changes.
@@ -78,10 +77,6 @@ def test_table_columns_match_the_schema():
     assert tables.INSTANCES.fields == tables.INSTANCE_FIELDS and tables.FLAVORS.fields == tables.FLAVOR_FIELDS
     assert tables.IMAGES.fields == tables.IMAGE_FIELDS and tables.SERVER_GROUPS.fields == tables.SERVER_GROUP_FIELDS
     assert tables.KEYPAIRS.fields == tables.KEYPAIR_FIELDS
-
-
-def test_server_group_policies_are_the_schedulers():
-    assert registry.SERVER_GROUP_POLICIES == scheduler.GROUP_POLICIES
 
 
 # -- encoding ----------------------------------------------------------------------------------

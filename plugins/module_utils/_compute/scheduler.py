@@ -20,7 +20,7 @@ from __future__ import annotations
 import dataclasses
 import heapq
 
-from ansible_collections.multihv.cloud.plugins.module_utils._constants import GROUP_POLICIES, RESOURCES  # noqa: F401  pylint: disable=unused-import
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import RESOURCES
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds
 # failover: a node reserved for failover comes first for a failover request (evacuation, HA):
 # the other terms are fractions of 1, so 10 puts every reserved node ahead.
