@@ -233,7 +233,7 @@ def test_spawn_onto_the_chosen_host_and_list(driver, template, instances, si, mo
     assert metadata['network']['version'] == 2
     assert metadata['network']['ethernets']['eth0'] == {
         'match': {'macaddress': '00:50:56:01:02:03'}, 'set-name': 'eth0', 'dhcp4': False, 'addresses': ['192.0.2.10/24'],
-        'routes': [{'to': 'default', 'via': '192.0.2.1'}], 'nameservers': {'addresses': ['192.0.2.53']}}
+        'routes': [{'to': '0.0.0.0/0', 'via': '192.0.2.1'}], 'nameservers': {'addresses': ['192.0.2.53']}}
     assert metadata['network']['ethernets']['eth1']['match'] == {'macaddress': nics[1].macAddress}
     assert documents['userdata'] == bootstrap.user_data(guest) and 'lab-Adm1n-pw' in documents['userdata']
     assert after_clone == [documents]
