@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._guest.bootstrap import GuestConfig, GuestNic
+from ansible_collections.multihv.cloud.plugins.module_utils._guest.bootstrap import GuestConfig
 
 # A generated password: URL-safe base64 of this many random bytes (20 characters, 120 bits).
 PASSWORD_BYTES = 15
@@ -46,11 +46,6 @@ def key_identity(registry, key_name, untouched):
     return {'key_name': key_name, 'public_key': row['public_key']}
 
 
-def dhcp_nics(identity):
-    """A GuestNic per recorded NIC, by MAC, with no fixed address (the guest asks DHCP)."""
-    return [GuestNic(mac=entry['mac']) for entry in identity.get('networks') or [] if entry.get('mac')]
-
-
 def config(inst_uuid, name, identity, image, nics, user_data=None, password=None):
     """The GuestConfig of an instance: its uuid as instance-id, its recorded hostname and key, its
     NICs (GuestNic, each by MAC with its fixed address), and what this boot brings: user_data and
@@ -61,5 +56,5 @@ def config(inst_uuid, name, identity, image, nics, user_data=None, password=None
                        admin_user=admin_user(image))
 
 
-__all__ = ['ADMIN_USER_PROPERTY', 'DEFAULT_ADMIN_USER', 'PASSWORD_BYTES', 'admin_user', 'config', 'dhcp_nics', 'key_identity',
+__all__ = ['ADMIN_USER_PROPERTY', 'DEFAULT_ADMIN_USER', 'PASSWORD_BYTES', 'admin_user', 'config', 'key_identity',
            'new_password']

@@ -220,9 +220,8 @@ def _boot(ctx, placement, inst_uuid, lease):
     params, flavor, image, node, host = placement.params, placement.flavor, placement.image, placement.node, placement.host
     identity = {'hostname': params.get('hostname') or params['name'], 'macs': [], 'networks': [],
                 'metadata': params.get('metadata') or {}}
+    # Guest data that cannot be delivered was refused by plan(), before any record, port, disk or VM.
     identity.update(_guest.key_identity(registry, params.get('key_name'), 'nothing was created'))
-    # Refused here, before any record, port, disk or VM exists (user_data over its bound...).
-    _guest_config(registry, inst_uuid, params['name'], identity, image, params.get('user_data'), params.get('admin_password'))
     registry.create_instance(uuid=inst_uuid, name=params['name'], node=node, host=host, flavor=flavor['name'],
                              image=image['name'], storage=params.get('storage') or 'local', identity=identity,
                              ha=bool(params.get('ha')), restart_priority=params.get('restart_priority') or 0,
