@@ -26,7 +26,7 @@ options:
         collection at a real cloud", for each key's meaning and default).
       - Only the keys that may hold a secret are hidden from the output (C(password), C(registry.url),
         C(fence_command), C(power_status_command)); the passwords that come from the environment
-        (E(MULTIHV_VCENTER_PASSWORD), E(MULTIHV_VCENTER_<NAME>_PASSWORD), E(MULTIHV_REGISTRY_URL)'s) and the
+        (E(MULTIHV_VCENTER_PASSWORD), E(MULTIHV_VCENTER_<NAME>_PASSWORD), the password in E(MULTIHV_REGISTRY_URL)) and the
         variables a host's C(fence_environment) names are hidden too.
     type: dict
     suboptions:
@@ -123,7 +123,7 @@ options:
               - Names of the controller's environment variables that O(cloud.kvm_hosts[].fence_command) and
                 O(cloud.kvm_hosts[].power_status_command) get, say C(IPMI_PASSWORD) for C(ipmitool -E). Besides
                 these they get only C(PATH), C(HOME), C(USER), C(LOGNAME), the locale variables, C(TZ), C(TMPDIR)
-                and C(MULTIHV_NODE) (the node's name): never the controller's own credentials.
+                and C(MULTIHV_NODE) (the node's name), never the controller's own credentials.
               - A name the controller's environment does not set stops the fence (nothing is evacuated).
               - The values are hidden from the output.
             type: list
