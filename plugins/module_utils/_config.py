@@ -303,8 +303,9 @@ def _yaml_problem(exc):
     line it shows may be a password's."""
     mark = getattr(exc, 'problem_mark', None)
     problem = ' '.join(str(part) for part in (getattr(exc, 'context', None), getattr(exc, 'problem', None)) if part)
-    if mark is None:
-        return problem or type(exc).__name__
+    if mark is None:  # a ReaderError (bytes that are no text) gives a position in the file instead
+        reason, position = getattr(exc, 'reason', None), getattr(exc, 'position', None)
+        return '%s at byte %d' % (reason, position) if reason and position is not None else problem or type(exc).__name__
     return '%s at line %d, column %d' % (problem or 'a syntax error', mark.line + 1, mark.column + 1)
 
 
