@@ -5,15 +5,18 @@ status command runs in (a minimal one plus the host's fence_environment, never t
 
 from __future__ import annotations
 
+import json
 import types
 
 import pytest
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
+from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _args
 from ansible_collections.multihv.cloud.plugins.module_utils import _config
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import fencing
+from ansible_collections.multihv.cloud.plugins.modules import flavor as flavor_module
 
 # A cloud with every key a cloud file knows (README, "Pointing the collection at a real cloud").
 FULL = {
@@ -75,6 +78,27 @@ def test_load_cloud_adds_the_secrets_to_the_module_s_no_log_values(tmp_path, mon
     config = _args.load_cloud(module)
     assert config.registry_url == 'postgresql://cloud:Option-Pw@db/x'
     assert module.no_log_values == {'From-Env-2', 'Option-Pw'}
+
+
+def run_flavor(capsys, **args):
+    with patch_module_args(args), pytest.raises(SystemExit):
+        flavor_module.main()
+    return json.loads(capsys.readouterr().out)
+
+
+def test_flavor_with_an_inline_cloud_returns_the_flavor_unmasked_and_masks_an_environment_password(tmp_path, capsys, monkeypatch):
+    cloud = {'registry': {'url': 'sqlite:///%s' % (tmp_path / 'r.sqlite'), 'lease_seconds': 60},
+             'defaults': {'allocation_ratios': {'cpu': 1}},
+             'vcenters': [{'name': 'vc1', 'hostname': 'vc1.example.com', 'username': 'u', 'password': 'In-Line-Pw'}]}
+    result = run_flavor(capsys, cloud=cloud, name='m1.small', vcpus=1, ram_mb=60, disk_gb=1)
+    assert result['flavor'] == {'name': 'm1.small', 'vcpus': 1, 'ram_mb': 60, 'disk_gb': 1, 'extra_specs': {}}
+    assert result['invocation']['module_args']['cloud']['vcenters'][0]['password'] == 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER'
+    assert result['invocation']['module_args']['cloud']['registry']['lease_seconds'] == 60
+    # A password from the environment is masked wherever it shows, as a no_log option's value is.
+    monkeypatch.setenv('MULTIHV_VCENTER_PASSWORD', 'Env-Pw-77')
+    del cloud['vcenters'][0]['password']
+    result = run_flavor(capsys, cloud=cloud, name='Env-Pw-77', vcpus=1, ram_mb=60, disk_gb=1)
+    assert result['flavor']['name'] == 'VALUE_SPECIFIED_IN_NO_LOG_PARAMETER' and 'Env-Pw-77' not in json.dumps(result)
 
 
 # -- fence and power status commands ---------------------------------------------------------------
