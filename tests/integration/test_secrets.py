@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from ansible_collections.multihv.cloud.extensions.eda.plugins.event_source import node_events
-from support.lab import run
+from support.lab import ansible_module, run
 
 VC_PW = 'Vc-Secret-2718'
 VC_NUM = 7391824  # an unquoted numeric password: YAML reads it as an integer
@@ -46,8 +46,8 @@ def clouds(tmp):
         'bad_yaml': ('vcenters:\n  - name: vc1\n    password: %s: x\n' % VC_PW, 'is not valid YAML: mapping values are not allowed here at line 3'),
         'fence_quote': ({'kvm_hosts': [kvm(fence_command="ipmitool -P %s 'off" % BMC_PW)], 'registry': registry},
                         'fence_command is not a command line (No closing quotation)'),
-        'uri_password': ({'kvm_hosts': [kvm(uri='qemu+tcp://root:%s@kvm1/nowhere' % URI_PW)], 'registry': registry},
-                         "uri must be a libvirt QEMU URI"),
+        'uri_password': ({'kvm_hosts': [kvm(uri='qemu+tcp://root:%s@127.0.0.1:1/system' % URI_PW)], 'registry': registry},
+                         "uri must not hold a password"),
         'registry_no_scheme': ({'registry': {'url': 'cloud:%s@db/multihv' % REG_PW}}, 'registry URL cloud:********@db/multihv is not supported'),
         'registry_down': ({'registry': {'url': 'postgresql://cloud:%s@127.0.0.1:1/multihv' % REG_PW}}, 'cannot connect'),
     }
@@ -60,7 +60,8 @@ def write(tmp, name, definition):
 
 
 def leaks(text):
-    return [secret for secret in SECRETS if secret in text]
+    """The lines of text that hold a secret (what a failed assertion shows)."""
+    return [line[:300] for line in text.splitlines() if any(secret in line for secret in SECRETS)]
 
 
 @pytest.fixture(name='env')
@@ -80,7 +81,7 @@ def test_no_secret_in_the_output_of_modules_inventory_and_eda(tmp_path, env, mon
     fence_file = write(tmp_path, 'fence', {'registry': registry, 'kvm_hosts': [kvm(
         fence_command="sh -c 'env > %s/fence.env; echo \"bmc: $IPMI_PASSWORD vc: $MULTIHV_VCENTER_PASSWORD\" >&2; exit 3'" % tmp_path,
         fence_environment=['IPMI_PASSWORD'])]})
-    down_file = write(tmp_path, 'down', {'registry': registry, 'kvm_hosts': [kvm(uri='qemu+tcp://root:%s@127.0.0.1:1/system' % URI_PW)],
+    down_file = write(tmp_path, 'down', {'registry': registry, 'kvm_hosts': [kvm()],
                                          'vcenters': [vcenter(password=VC_PW), vcenter(name='vc2')]})
     inline = {'vcenters': [vcenter(password=VC_PW)], 'registry': dict(registry, lease_seconds=60),
               'defaults': {'allocation_ratios': {'cpu': 1}}}
@@ -96,8 +97,6 @@ def test_no_secret_in_the_output_of_modules_inventory_and_eda(tmp_path, env, mon
             kvm(fence_command="ipmitool -P %s 'off" % BMC_PW)]}, 'name': 'm1.small'}, 'ignore_errors': True},
         {'name': 'inline no hostname', 'multihv.cloud.flavor': {'cloud': {'registry': registry, 'vcenters': [
             {'name': 'vc1', 'username': 'u', 'password': VC_NUM}]}, 'name': 'm1.small'}, 'ignore_errors': True},
-        {'name': 'registry from the environment', 'multihv.cloud.registry': {'cloud_file': fence_file},
-         'environment': {'MULTIHV_REGISTRY_URL': 'postgresql://cloud:%s@127.0.0.1:1/x' % REG_PW}, 'ignore_errors': True},
         {'name': 'results', 'ansible.builtin.copy': {'content': '{{ {"flavor": flavor, "down": down} | to_json }}',
                                                      'dest': str(tmp_path / 'results.json')}},
     ]
@@ -119,6 +118,11 @@ def test_no_secret_in_the_output_of_modules_inventory_and_eda(tmp_path, env, mon
     assert {k: results['flavor']['flavor'][k] for k in ('name', 'vcpus', 'ram_mb')} == {'name': 'm1.small', 'vcpus': 1, 'ram_mb': 60}
     assert sorted(node['state'] for node in results['down']['nodes']) == ['down', 'down', 'down']
     assert leaks(output) == [] and leaks(json.dumps(results)) == []
+    # A registry URL from the environment (as AWX injects it) whose server does not answer. Not a task of the playbook
+    # above: its environment keyword would show in ansible-playbook -vvv's own command lines.
+    failed = ansible_module('multihv.cloud.registry', {'cloud_file': fence_file}, expect_failure=True,
+                            env=dict(env, MULTIHV_REGISTRY_URL='postgresql://cloud:%s@127.0.0.1:1/x' % REG_PW))
+    assert 'registry postgresql://cloud:********@127.0.0.1:1/x: cannot connect' in failed['msg'] and leaks(json.dumps(failed)) == []
 
     # The inventory plugin: every bad cloud file, an inline cloud, and the down nodes (their reasons).
     sources = tmp_path / 'inventory'

@@ -117,6 +117,8 @@ SECRET = 'S3cret-In-The-File'
      r'kvm_hosts\[0\].power_status_command must be a string, got a list$'),
     ({'kvm_hosts': [dict(KVM, uri='qemu+tcp://root:%s@kvm1/nowhere' % SECRET)]},
      r"kvm_hosts\[0\].uri must be a libvirt QEMU URI .* got 'qemu\+tcp://root:\*\*\*\*\*\*\*\*@kvm1/nowhere'$"),
+    ({'kvm_hosts': [dict(KVM, uri='qemu+ssh://root:%s@kvm1/system' % SECRET)]},
+     r"kvm_hosts\[0\].uri must not hold a password .* got 'qemu\+ssh://root:\*\*\*\*\*\*\*\*@kvm1/system'$"),
 ])
 def test_an_error_names_a_secret_key_never_its_value(data, message):
     data.setdefault('registry', REGISTRY)
