@@ -246,6 +246,10 @@ def _kvm_host(source, index, data):
     if not KVM_URI.match(host.uri):
         raise ConfigError('%s: %s.uri must be a libvirt QEMU URI such as qemu+tcp://HOST/system, qemu+tls://HOST/system, '
                           'qemu+ssh://USER@HOST/system or qemu:///system, got %r' % (source, r.path, _masked(host.uri)))
+    if _masked(host.uri) != host.uri:
+        # libvirt would take user:password for a user name; and the URI shows in node views and messages.
+        raise ConfigError('%s: %s.uri must not hold a password (libvirt authenticates with SSH keys, TLS certificates or '
+                          'SASL), got %r' % (source, r.path, _masked(host.uri)))
     for key in ('instance_path', 'shared_instance_path'):
         value = getattr(host, key)
         if value and not value.startswith('/'):
