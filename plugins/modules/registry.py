@@ -110,7 +110,7 @@ def main():
     module = AnsibleModule(argument_spec=_args.argument_spec(), supports_check_mode=True,
                            mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
     try:
-        changed, result = ensure(_args.load_cloud(module.params).registry_url, module.check_mode)
+        changed, result = ensure(_args.load_cloud(module).registry_url, module.check_mode)
         module.exit_json(changed=changed, **result)
     except errors.MultihvError as exc:
         module.fail_json(msg=str(exc))

@@ -256,7 +256,7 @@ def main():
     module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
                            mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
     try:
-        cloud = _args.load_cloud(module.params)
+        cloud = _args.load_cloud(module)
         changed, before, after = core.configure(cloud, module.params['name'], module.params['ha'], module.params['drs'],
                                                 check_mode=module.check_mode)
     except errors.MultihvError as exc:

@@ -29,6 +29,8 @@ def test_parse_url_accepts_the_documented_forms(url, expected):
 
 @pytest.mark.parametrize('url', [
     'mysql://cloud:s3cret@db/multihv',
+    'cloud:s3cret@db/multihv',       # the scheme forgotten: the password is masked all the same
+    'postgresql//cloud:s3cret@db/multihv',
     'sqlite://relative.sqlite',      # two slashes: the path would be the "host"
     'sqlite:///',                    # no path
     'sqlite:////',                   # the root directory
@@ -61,6 +63,7 @@ def test_parse_url_without_a_url(url):
     ('postgresql://cloud@db/multihv?password=s3cret&x=1', 'postgresql://cloud@db/multihv?password=********&x=1'),
     ('sqlite:////var/lib/r.sqlite', 'sqlite:////var/lib/r.sqlite'),
     ('not a url', 'not a url'),
+    ('cloud:s3cret@db/multihv', 'cloud:********@db/multihv'),
 ])
 def test_mask_url_hides_the_password_only(url, masked):
     assert engine.mask_url(url) == masked

@@ -76,7 +76,7 @@ def check_failed(ctx, node, check_mode=False):
             'fence_command (and a power_status_command) in the cloud file. Nothing was evacuated' % (node, view.reason or 'down'))
     if check_mode:
         return 'would fence'
-    _fencing.power_off(node, command, power_status)  # raises unless it is off
+    _fencing.power_off(node, command, power_status, driver.fence_environment(node))  # raises unless it is off
     ctx.registry.set_node(node, kind, forced_down=True)
     return 'fenced'
 

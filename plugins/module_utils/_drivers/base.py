@@ -292,7 +292,7 @@ class ComputeDriver(abc.ABC):
     a named object that is not there); nothing else is swallowed. Every method that changes
     the hypervisor is idempotent where its docstring says so, and bounded by work_timeout.
     The questions about configuration (node_names, serves, placement, fence_command, power_status_command,
-    storage_peers) are answered from the cloud file alone, without I/O.
+    fence_environment, storage_peers) are answered from the cloud file alone, without I/O.
     """
 
     capabilities: Capabilities = Capabilities(hypervisor_type='', label='', node_noun='node')
@@ -335,6 +335,11 @@ class ComputeDriver(abc.ABC):
         `off` or `on`; see _compute/fencing.py), which confirms a fence ('' when the cloud file
         gives none: the fence command's exit 0 is believed). Only asked of drivers with evacuation."""
         return ''
+
+    def fence_environment(self, node):
+        """Names of the controller's environment variables node's fence and power status commands
+        get besides a minimal one (see _compute/fencing.py); () when the cloud file names none."""
+        return ()
 
     def storage_heartbeat(self, node):
         """The time (seconds since the epoch, by the writer's clock) of the last heartbeat another node

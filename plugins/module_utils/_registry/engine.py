@@ -98,11 +98,12 @@ def parse_url(url):
     raise errors.RegistryError('registry URL %s is not supported; use %s' % (mask_url(url), ' or '.join(ACCEPTED_URLS)))
 
 
-def _password(url):
-    """The password in a URL's user info or password= query parameter, or None."""
-    scheme, sep, rest = str(url).partition('://')
+def url_password(url):
+    """The password in a URL's user info or password= query parameter, or None. A URL without its
+    scheme (a mistake: user:password@host/db) is read as if it had one, so that it is masked too."""
+    _scheme, sep, rest = str(url).partition('://')
     if not sep:
-        return None
+        rest = str(url)
     # The user info ends at the last @ before the query: a password may hold '/' but not an unencoded '?'.
     head = rest.split('?', 1)[0]
     at = head.rfind('@')
@@ -118,19 +119,19 @@ def mask_url(url):
     text = re.sub(r'([?&]password=)[^&#]*', r'\1' + MASK, text)
     scheme, sep, rest = text.partition('://')
     if not sep:
-        return text
+        rest = text
     head = rest.split('?', 1)[0]
     at = head.rfind('@')
     if at >= 0 and ':' in head[:at]:
         user = head[:at].split(':', 1)[0]
         rest = '%s:%s%s' % (user, MASK, rest[at:])
-    return '%s://%s' % (scheme, rest)
+    return '%s%s%s' % (scheme, sep, rest) if sep else rest
 
 
 def scrub(text, url):
     """text (say, a driver's error message) without the URL's password in it, raw or URL-decoded."""
     text = str(text)
-    secret = _password(url)
+    secret = url_password(url)
     if secret:
         # Longest first, so that a form inside the other is not left half-masked.
         for form in sorted((secret, urllib.parse.unquote(secret)), key=len, reverse=True):
