@@ -68,8 +68,8 @@ def _qemu_tls_dir(pki: pathlib.Path, directory: pathlib.Path, with_server_cert: 
             shutil.copy(pki / sources[name], directory / name)
 
 
-@pytest.fixture
-def tls_hosts(lab, tmp_path):
+@pytest.fixture(name='tls_hosts')
+def fixture_tls_hosts(lab, tmp_path):
     """Two running TLS hosts: {name: (KvmHost, host dir)}; stopped afterwards."""
     pki = tmp_path / 'pki'
     _openssl_pki(pki)
