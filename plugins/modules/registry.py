@@ -16,7 +16,9 @@ description:
     A PostgreSQL registry's database must exist; the tables are created in it (in the first schema of the connection's
     C(search_path)).
   - A registry whose schema is newer than this collection's is refused and left untouched; upgrade the collection.
-  - Every other module of the collection also creates or upgrades the registry when it opens it.
+  - The other modules create or upgrade the registry only when they run to change something (not in check mode); the
+    C(_info) modules, the C(nodes) inventory plugin and the C(node_events) event source never do: a registry that does
+    not exist yet reads as empty to them.
 extends_documentation_fragment:
   - multihv.cloud.cloud
   - multihv.cloud.cloud.action
@@ -89,9 +91,9 @@ def ensure(url, check_mode):
         if check_mode:
             return True, dict(result, previous_version=0)
         _make_directory(result['url'], os.path.dirname(os.path.abspath(target)))
-    # Opened without upgrading (a newer schema is refused here); upgraded next unless in check mode.
-    with Registry.open(url, upgrade=False) as registry:
-        previous = registry.schema_version() if check_mode else registry.upgrade_schema()
+    # A newer schema is refused either way; check mode reads the registry as it is (one without a schema as empty).
+    with Registry.open(url, upgrade=not check_mode) as registry:
+        previous = registry.found_version
     return previous != _schema.SCHEMA_VERSION, dict(result, previous_version=previous)
 
 

@@ -222,3 +222,39 @@ def test_a_registry_server_still_down_is_named_and_tried_again_by_the_next_state
 def test_a_sqlite_connection_is_never_broken(tmp_path):
     with registry.Registry.open('sqlite:///%s' % (tmp_path / 'r.sqlite')) as opened:
         assert engine.broken(opened._conn) is False  # pylint: disable=protected-access
+
+
+def test_a_reader_of_a_registry_that_does_not_exist_reads_it_as_empty_and_creates_nothing(tmp_path):
+    path = tmp_path / 'fresh.sqlite'
+    with registry.Registry.open('sqlite:///%s' % path, upgrade=False) as empty:
+        assert empty.list_flavors() == [] and empty.list_instances() == [] and empty.list_networks() == []
+        assert empty.schema_version() == 0 and empty.found_version == 0
+        with empty.another() as other:  # a worker's connection: the same, still nothing on disk
+            assert other.list_nodes() == []
+        with pytest.raises(errors.RegistryError, match='opened to read only'):
+            empty.upgrade_schema()
+    assert not path.exists()
+    # Nor its directory.
+    with registry.Registry.open('sqlite:///%s/missing/r.sqlite' % tmp_path, upgrade=False) as empty:
+        assert empty.list_keypairs() == []
+    assert not (tmp_path / 'missing').exists()
+
+
+def test_a_reader_of_an_empty_registry_file_leaves_it_as_it_is(tmp_path):
+    path = tmp_path / 'empty.sqlite'
+    path.touch()
+    with registry.Registry.open('sqlite:///%s' % path, upgrade=False) as empty:
+        assert empty.list_flavors() == [] and empty.schema_version() == 0
+    assert path.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ['empty.sqlite']
+
+
+def test_a_reader_of_a_current_registry_reads_it_and_a_writer_records_the_version_it_found(tmp_path):
+    url = 'sqlite:///%s' % (tmp_path / 'r.sqlite')
+    with registry.Registry.open(url) as created:
+        assert created.found_version == 0
+        created.set_flavor('m1', vcpus=1, ram_mb=512, disk_gb=1)
+    with registry.Registry.open(url) as again:
+        assert again.found_version == schema.SCHEMA_VERSION
+    with registry.Registry.open(url, upgrade=False) as reader:
+        assert reader.found_version == reader.schema_version() == schema.SCHEMA_VERSION
+        assert [f['name'] for f in reader.list_flavors()] == ['m1']
