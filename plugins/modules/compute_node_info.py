@@ -38,6 +38,7 @@ options:
     type: bool
 extends_documentation_fragment:
   - multihv.cloud.cloud
+  - multihv.cloud.cloud.attributes
   - multihv.cloud.cloud.info
 author:
   - multihv.cloud developers (@multihv)

@@ -80,6 +80,23 @@ options:
 extends_documentation_fragment:
   - multihv.cloud.cloud
   - multihv.cloud.cloud.evacuation
+  - multihv.cloud.cloud.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Nothing is recorded, fenced, reconciled or rebuilt; the result says what a pass would do, and RV(changed) whether
+        it would write anything.
+  diff_mode:
+    support: none
+    details:
+      - RV(down), RV(waiting), RV(withheld), RV(recovered) and RV(cleared) say what the pass saw and did.
+  idempotent:
+    support: partial
+    details:
+      - A pass records each node that does not answer (C(down_since), and one more down probe until O(min_down_probes)
+        passes saw it) and clears those marks when it answers again; writing them is reported as a change. A pass that
+        finds nothing new to record, fence or recover reports no change.
 notes:
   - In check mode nothing is recorded, fenced, reconciled or rebuilt; the result says what a pass would do.
   - Evacuated local-storage instances get new passwords, returned in RV(recovered); give the task C(no_log) when the

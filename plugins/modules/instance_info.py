@@ -28,6 +28,7 @@ options:
     default: true
 extends_documentation_fragment:
   - multihv.cloud.cloud
+  - multihv.cloud.cloud.attributes
   - multihv.cloud.cloud.info
 author:
   - multihv.cloud developers (@multihv)

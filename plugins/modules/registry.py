@@ -17,19 +17,22 @@ description:
     C(search_path)).
   - A registry whose schema is newer than this collection's is refused and left untouched; upgrade the collection.
   - The other modules create or upgrade the registry only when they run to change something (not in check mode); the
-    C(_info) modules, the C(nodes) inventory plugin and the C(node_events) event source never do: a registry that does
+    C(_info) modules, the C(nodes) inventory plugin and the C(node_events) event source never do; a registry that does
     not exist yet reads as empty to them.
 extends_documentation_fragment:
   - multihv.cloud.cloud
-  - multihv.cloud.cloud.action
+  - multihv.cloud.cloud.attributes
 attributes:
   check_mode:
     support: full
-    description: Reports whether the registry would be created or upgraded, without writing anything (not even the
-      SQLite file or its directory).
+    details:
+      - Reports whether the registry would be created or upgraded; not even the SQLite file or its directory is created.
   diff_mode:
     support: none
-    description: Nothing to show; RV(previous_version) and RV(schema_version) say what changed.
+    details:
+      - RV(previous_version) and RV(schema_version) say what changed.
+  idempotent:
+    support: full
 author:
   - multihv.cloud developers (@multihv)
 '''

@@ -183,3 +183,15 @@ def test_an_instance_on_the_host_given_of_a_cluster_node_is_not_moved(tmp_path):
         for target in ({'target_host': booted.host}, {'target_node': 'vc/c1'}, {'target_node': 'vc/c1', 'target_host': booted.host}):
             assert _migrations.migrate(cloud.context(), 'a', **target)['changed'] is False, target
         assert migrations_of(cloud, 'a') == [] and world.vm('a').host == booted.host
+
+
+def test_the_diff_of_a_move_is_the_node_and_host_before_and_after(cloud):
+    cloud.boot('a', node='fake1', storage='shared')
+    planned = _migrations.migrate(cloud.context(), 'a', target_node='fake2', check_mode=True)
+    fake1, fake2 = {'node': 'fake1', 'host': 'fake1'}, {'node': 'fake2', 'host': 'fake2'}
+    assert _migrations.diff(planned) == {'before': fake1, 'after': fake2}
+    assert _migrations.diff(_migrations.migrate(cloud.context(), 'a', target_node='fake2')) == {'before': fake1, 'after': fake2}
+    assert _migrations.diff(_migrations.migrate(cloud.context(), 'a', target_node='fake2')) == {'before': fake2, 'after': fake2}
+    uuid = cloud.registry.get_instance(name='a').uuid
+    drained = _migrations.drain(cloud.context(), 'fake2', check_mode=True)
+    assert _migrations.diff(drained) == {'before': {uuid: fake2}, 'after': {uuid: fake1}}
