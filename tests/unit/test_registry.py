@@ -258,3 +258,29 @@ def test_a_reader_of_a_current_registry_reads_it_and_a_writer_records_the_versio
     with registry.Registry.open(url, upgrade=False) as reader:
         assert reader.found_version == reader.schema_version() == schema.SCHEMA_VERSION
         assert [f['name'] for f in reader.list_flavors()] == ['m1']
+
+
+def test_a_reader_of_an_older_sqlite_registry_reads_an_upgraded_copy_and_leaves_the_file_as_it_is(tmp_path, monkeypatch):
+    path = tmp_path / 'old.sqlite'
+    url = 'sqlite:///%s' % path
+    with monkeypatch.context() as patched:
+        patched.setattr(schema, 'MIGRATIONS', schema.MIGRATIONS[:2])
+        patched.setattr(schema, 'SCHEMA_VERSION', 2)
+        with registry.Registry.open(url) as old:
+            old.set_flavor('m1', vcpus=1, ram_mb=512, disk_gb=1)
+    with sqlite3.connect(path) as conn:  # a node as version 2 stored it (set_node writes today's columns)
+        conn.execute("INSERT INTO nodes (name, hypervisor_type, enabled, created_at, updated_at) VALUES ('kvm1', 'kvm', 0, 'x', 'x')")
+    with sqlite3.connect(path) as conn:
+        conn.execute('PRAGMA wal_checkpoint(TRUNCATE)')
+    stored = path.read_bytes()
+    with registry.Registry.open(url, upgrade=False) as reader:
+        assert reader.schema_version() == reader.found_version == 2
+        # Columns of later versions read as their defaults (down_since came with version 3), tables as empty.
+        node = reader.get_node('kvm1')
+        assert (node['enabled'], node['down_since'], node['down_probes']) == (False, None, 0)
+        assert [f['name'] for f in reader.list_flavors()] == ['m1'] and reader.list_keypairs() == [] and reader.list_ports() == []
+        with pytest.raises(errors.RegistryError, match='opened to read only'):
+            reader.upgrade_schema()
+    assert path.read_bytes() == stored
+    with registry.Registry.open(url) as upgraded:
+        assert upgraded.found_version == 2 and upgraded.schema_version() == schema.SCHEMA_VERSION

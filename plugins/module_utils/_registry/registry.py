@@ -68,6 +68,8 @@ class Registry(SchemaAccess, NodesAccess, CatalogAccess, KeypairsAccess, Instanc
     found_version = 0
     # True when it stands in, empty and in memory, for a registry that has no schema yet (see open).
     _absent = False
+    # True when it stands in, as an upgraded copy in memory, for a SQLite registry with an older schema (see open).
+    _copy = False
 
     @classmethod
     def open(cls, url, upgrade=True, lease_seconds=None):
@@ -76,7 +78,9 @@ class Registry(SchemaAccess, NodesAccess, CatalogAccess, KeypairsAccess, Instanc
         upgrade=False leaves the registry as it is (a reader that must not write, such as check mode and the _info
         modules; schema_version() says what it is, upgrade_schema() upgrades it later). A registry with no schema
         yet (a SQLite file that does not exist, an empty database) then reads as empty: the reader is given an
-        empty registry in memory and nothing is created. A schema newer than the collection's is refused either way.
+        empty registry in memory and nothing is created. A SQLite registry with an older schema is read through a
+        copy in memory upgraded there; a PostgreSQL one as it is (the parts that read newer tables cope, see
+        keypairs_access and networks_access). A schema newer than the collection's is refused either way.
         """
         dialect, conn = engine.connect(url) if upgrade else engine.connect(url, create=False)
         registry = cls(conn, dialect, url)
@@ -90,6 +94,8 @@ class Registry(SchemaAccess, NodesAccess, CatalogAccess, KeypairsAccess, Instanc
             else:
                 registry._refuse_newer_schema()
                 registry.found_version = registry.schema_version()
+                if registry.found_version < SCHEMA_VERSION and dialect is engine.SQLITE:
+                    registry._read_upgraded_copy()
         except BaseException:
             registry.close()
             raise
@@ -104,17 +110,32 @@ class Registry(SchemaAccess, NodesAccess, CatalogAccess, KeypairsAccess, Instanc
         self.found_version = 0
         self._absent = True
 
+    def _read_upgraded_copy(self):
+        """Stand in for a SQLite registry older than the collection's schema: a copy in memory, upgraded there, so that
+        a reader (check mode) reads it as a run that upgraded it would, and the file is left as it is."""
+        copy = engine.memory()
+        try:
+            with self._failing('read the registry to upgrade a copy of it in memory'):
+                self._conn.backup(copy)
+        except BaseException:
+            copy.close()
+            raise
+        self.close()
+        self._conn = copy
+        self._ensure_schema()
+        self._copy = True
+
     def schema_version(self):
-        """The schema version of the registry (0: none yet, also when it reads as empty: see open)."""
-        if self._absent:
-            return 0
+        """The schema version of the registry as stored (0: none yet, also when it reads as empty: see open)."""
+        if self._absent or self._copy:
+            return self.found_version
         return super().schema_version()
 
     def upgrade_schema(self):
-        if self._absent:
+        if self._absent or self._copy:
             # Upgrading the stand-in would report an upgrade that never reached the registry.
-            raise errors.RegistryError('registry %s was opened to read only and has no schema; open it with upgrade to '
-                                       'create it' % self.url)
+            raise errors.RegistryError('registry %s was opened to read only; open it with upgrade to create or upgrade it'
+                                       % self.url)
         return super().upgrade_schema()
 
     def another(self):
