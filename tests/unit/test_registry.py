@@ -284,3 +284,15 @@ def test_a_reader_of_an_older_sqlite_registry_reads_an_upgraded_copy_and_leaves_
     assert path.read_bytes() == stored
     with registry.Registry.open(url) as upgraded:
         assert upgraded.found_version == 2 and upgraded.schema_version() == schema.SCHEMA_VERSION
+
+
+def test_a_reader_of_a_registry_whose_copy_cannot_be_upgraded_reads_it_as_it_is(tmp_path):
+    path = tmp_path / 'r.sqlite'
+    url = 'sqlite:///%s' % path
+    with registry.Registry.open(url) as made:
+        made.set_flavor('m1', vcpus=1, ram_mb=512, disk_gb=1)
+    with sqlite3.connect(path) as conn:  # by hand: the last version's row gone, its tables still there
+        conn.execute('DELETE FROM schema_version WHERE version = ?', (schema.SCHEMA_VERSION,))
+    with registry.Registry.open(url, upgrade=False) as reader:
+        assert reader.schema_version() == schema.SCHEMA_VERSION - 1
+        assert [f['name'] for f in reader.list_flavors()] == ['m1']

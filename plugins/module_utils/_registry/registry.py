@@ -113,16 +113,22 @@ class Registry(SchemaAccess, NodesAccess, CatalogAccess, KeypairsAccess, Instanc
     def _read_upgraded_copy(self):
         """Stand in for a SQLite registry older than the collection's schema: a copy in memory, upgraded there, so that
         a reader (check mode) reads it as a run that upgraded it would, and the file is left as it is."""
-        copy = engine.memory()
+        copy, stored = engine.memory(), self._conn
         try:
             with self._failing('read the registry to upgrade a copy of it in memory'):
-                self._conn.backup(copy)
+                stored.backup(copy)
+            self._conn = copy
+            self._ensure_schema()
+        except errors.RegistryError:
+            # A schema the upgrade does not apply to (changed by hand): read as it is, as before there was a copy.
+            self._conn = stored
+            copy.close()
+            return
         except BaseException:
+            self._conn = stored
             copy.close()
             raise
-        self.close()
-        self._conn = copy
-        self._ensure_schema()
+        stored.close()
         self._copy = True
 
     def schema_version(self):
