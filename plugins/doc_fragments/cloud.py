@@ -183,32 +183,37 @@ requirements:
   - psycopg (a PostgreSQL registry)
 '''
 
-    # Shared attributes of modules that change things.
-    ACTION = r'''
+    # What the attributes mean, for every module (as community.general.attributes); each module says its own
+    # support and details, since what check and diff mode do differs from module to module.
+    ATTRIBUTES = r'''
+options: {}
 attributes:
   check_mode:
-    support: full
-    description: Reports what would change without changing it.
+    description:
+      - Can run in check mode and return whether it would change anything, without changing anything, neither on the
+        hypervisors nor in the registry, which is not even created or upgraded (one that does not exist reads as empty).
   diff_mode:
-    support: full
-    description: Shows the node's admin state before and after.
+    description: Returns what changed (or would change, in check mode) as before and after, when in diff mode.
   idempotent:
-    support: full
-    description: A second run with the same options changes nothing.
+    description: Run again with the same options once it succeeded, it reports no change and changes nothing.
 '''
 
-    # Shared attributes of the _info modules.
+    # The support of the _info modules (used with ATTRIBUTES).
     INFO = r'''
+options: {}
 attributes:
   check_mode:
     support: full
-    description: Reads only; runs the same in check mode.
+    details:
+      - This module only reads, and runs the same in check mode. It never creates nor upgrades the registry.
   diff_mode:
-    support: none
-    description: Changes nothing, so there is nothing to show.
+    support: N/A
+    details:
+      - This module only reads.
   idempotent:
     support: full
-    description: Reads only.
+    details:
+      - This module only reads.
 '''
 
     # The evacuation option group (_args.EVACUATION_ARGS): evacuate and instance_ha.

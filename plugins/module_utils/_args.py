@@ -115,11 +115,12 @@ def secrets(config, env=None):
 
 
 @contextlib.contextmanager
-def session(module, upgrade=True):
+def session(module, upgrade):
     """(config, registry) for one module run; any core error becomes fail_json(msg).
 
-    upgrade=False opens the registry with its schema as it is (check mode writes nothing, not
-    even a schema upgrade; the core must then cope with an older schema, see Registry.open)."""
+    upgrade=True creates or upgrades the registry (a run that may change something); upgrade=False opens it
+    as it is (check mode and the _info modules write nothing, not even a schema; one that does not exist
+    reads as empty; the core must cope with an older schema, see Registry.open)."""
     # Imported late: the registry pulls in sqlite3/psycopg only when a module runs.
     from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
     registry = None
@@ -136,10 +137,11 @@ def session(module, upgrade=True):
 
 @contextlib.contextmanager
 def cloud_session(module, timeout=None):
-    """session(module) as one Context (the core's view of the cloud: config, registry, drivers)
-    whose hypervisor work may take up to timeout seconds; its drivers are closed at the end."""
+    """session(module, upgrade) as one Context (the core's view of the cloud: config, registry, drivers)
+    whose hypervisor work may take up to timeout seconds; its drivers are closed at the end.
+    The registry is created or upgraded only when the module may change something (not in check mode)."""
     from ansible_collections.multihv.cloud.plugins.module_utils._compute.context import Context  # pylint: disable=import-outside-toplevel
-    with session(module) as (config, registry):
+    with session(module, upgrade=not module.check_mode) as (config, registry):
         ctx = Context(config, registry, timeout=timeout)
         try:
             yield ctx

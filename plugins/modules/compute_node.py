@@ -73,7 +73,18 @@ options:
     type: bool
 extends_documentation_fragment:
   - multihv.cloud.cloud
-  - multihv.cloud.cloud.action
+  - multihv.cloud.cloud.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - The stale copies that would be cleaned are listed in RV(cleaned) and left in place.
+  diff_mode:
+    support: full
+    details:
+      - The node's admin state before and after.
+  idempotent:
+    support: full
 author:
   - multihv.cloud developers (@multihv)
 '''

@@ -38,6 +38,7 @@ options:
     type: bool
 extends_documentation_fragment:
   - multihv.cloud.cloud
+  - multihv.cloud.cloud.attributes
   - multihv.cloud.cloud.info
 author:
   - multihv.cloud developers (@multihv)
@@ -215,7 +216,7 @@ OPTIONS = {
 def main():
     module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
                            mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
-    with _args.session(module) as (cloud, registry):
+    with _args.session(module, upgrade=False) as (cloud, registry):
         nodes = [n.as_dict() for n in _nodes.list_nodes(cloud, registry) if _nodes.matches(n, module.params)]
     module.exit_json(changed=False, nodes=nodes)
 

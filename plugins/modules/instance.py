@@ -212,7 +212,20 @@ options:
     default: 600
 extends_documentation_fragment:
   - multihv.cloud.cloud
-  - multihv.cloud.cloud.action
+  - multihv.cloud.cloud.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Instances to boot are placed by the scheduler as the registry is now and returned as they would be built; nothing
+        is claimed, created, powered or deleted.
+  diff_mode:
+    support: full
+    details:
+      - With O(name), the instance before and after; with O(instances), every instance of the task by name. Passwords
+        are never in the diff.
+  idempotent:
+    support: full
 author:
   - multihv.cloud developers (@multihv)
 '''

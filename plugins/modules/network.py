@@ -89,18 +89,18 @@ options:
         type: str
 extends_documentation_fragment:
   - multihv.cloud.cloud
+  - multihv.cloud.cloud.attributes
 attributes:
   check_mode:
     support: full
-    description:
-      - Reports what would change without changing it; the registry's schema is not upgraded either (a registry
-        older than networks counts as having none).
+    details:
+      - A registry older than networks counts as having none.
   diff_mode:
     support: full
-    description: Shows the network before and after.
+    details:
+      - The network before and after.
   idempotent:
     support: full
-    description: A second run with the same options changes nothing.
 author:
   - multihv.cloud developers (@multihv)
 '''

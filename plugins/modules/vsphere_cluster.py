@@ -97,11 +97,18 @@ options:
         choices: [1, 2, 3, 4, 5]
 extends_documentation_fragment:
   - multihv.cloud.cloud
-  - multihv.cloud.cloud.action
+  - multihv.cloud.cloud.attributes
 attributes:
+  check_mode:
+    support: full
+    details:
+      - The cluster's settings are read from vCenter and compared; no reconfiguration is sent.
   diff_mode:
     support: full
-    description: Shows the cluster's HA and DRS settings before and after.
+    details:
+      - The cluster's HA and DRS settings before and after.
+  idempotent:
+    support: full
 notes:
   - This module talks to vCenter only; it neither reads nor writes the registry (O(registry_url) is accepted so that
     C(module_defaults) can set it for every module of the collection).

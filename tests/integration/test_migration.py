@@ -97,7 +97,6 @@ def test_a_target_without_room_is_refused_before_anything_moves(lab, cloud, tmp_
 
 
 @pytest.mark.parametrize('args, message', [
-    ({'instance': 'mig-bad', 'target_node': 'kvm1'}, 'instance mig-bad is already on node kvm1; instance mig-bad was not moved'),
     ({'instance': 'mig-bad', 'target_node': 'vcsim/DC0/DC0_C0'},
      'node vcsim/DC0/DC0_C0 is a vsphere node and instance mig-bad is on kvm node kvm1: instances do not move between hypervisor types'),
     ({'instance': 'no-such-instance'}, 'instance no-such-instance does not exist; nothing moved'),
@@ -114,9 +113,17 @@ def test_bad_requests_move_nothing(lab, cloud, tmp_path, args, message):
 
 def test_check_mode_says_where_it_would_go(lab, cloud, tmp_path):
     boot(cloud, 'mig-check')
-    result = ansible_module('multihv.cloud.migrate', dict(cloud, instance='mig-check'), check=True)
+    result = ansible_module('multihv.cloud.migrate', dict(cloud, instance='mig-check'), check=True, diff=True)
     assert result['changed'] is True and result['migration']['dest_node'] == 'kvm2' and result['migration']['status'] == 'would run'
+    # The diff (what the minimal callback prints of it): node and host before and after.
+    assert '-    "node": "kvm1"' in result['_output'] and '+    "node": "kvm2"' in result['_output']
+    assert '-    "host": "kvm1"' in result['_output'] and '+    "host": "kvm2"' in result['_output']
     assert domain_active(lab, 'kvm1', 'mig-check') and allocations(tmp_path) == {'kvm1': 32}
+    # Desired state: already on the target given, nothing moves, in check mode or not.
+    for check in (True, False):
+        stays = ansible_module('multihv.cloud.migrate', dict(cloud, instance='mig-check', target_node='kvm1'), check=check)
+        assert (stays['changed'], stays['migration'], stays['instance']['node']) == (False, None, 'kvm1')
+    assert registry_rows(tmp_path, 'SELECT count(*) FROM migrations') == [(0,)]
 
 
 def test_killing_the_target_mid_migration_leaves_the_guest_on_the_source(lab, cloud, tmp_path):
@@ -204,8 +211,8 @@ def test_vmotion_and_relocation_in_vcsim(lab, cloud, template, tmp_path):
     assert (result['instance']['node'], result['instance']['host']) == (source['name'], other_host)
     assert vcsim_vm(lab, 'mig-vm') == ('poweredOn', other_host)
     assert allocations(tmp_path) == {source['name']: 32}
-    same = migrate(cloud, instance='mig-vm', target_host=other_host, expect_failure=True)
-    assert f'already runs on host {other_host}' in same['msg']
+    same = migrate(cloud, instance='mig-vm', target_host=other_host)
+    assert (same['changed'], same['migration'], same['instance']['host']) == (False, None, other_host)
 
     target = clusters[1]
     result = migrate(cloud, instance='mig-vm', target_node=target['name'])

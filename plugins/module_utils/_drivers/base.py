@@ -364,10 +364,11 @@ class ComputeDriver(abc.ABC):
 
     # ------------------------------------------------------------ images
 
-    def ensure_image(self, name, source, disk_format):
+    def ensure_image(self, name, source, disk_format, check_mode=False):
         """IMAGE_FILE drivers: make image `name` (the controller's file `source`, qcow2 or raw)
         the base that instance disks of this endpoint are made from. Idempotent: an identical
-        base is left alone, a different one replaced. True when it uploaded."""
+        base is left alone, a different one replaced. True when it uploaded (check_mode: would
+        upload; nothing is written)."""
         raise errors.DriverError('%s images are not files; nothing was uploaded' % self.capabilities.label)
 
     def find_template(self, name, datacenter=None):
