@@ -226,6 +226,7 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils import _argspec
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import cluster as core
 
@@ -253,8 +254,8 @@ OPTIONS = {
 
 
 def main():
-    module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
-                           mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
+    module = _argspec.module(AnsibleModule, argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
+                             mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
     try:
         cloud = _args.load_cloud(module.params)
         changed, before, after = core.configure(cloud, module.params['name'], module.params['ha'], module.params['drs'],
