@@ -55,7 +55,7 @@ def guarded(spec, params):
 def module(base, **kwargs):
     """base(**kwargs), base being AnsibleModule (the module file imports it from ansible.module_utils.basic),
     its argument spec guarded against the parameters given (guarded) before Ansible validates them."""
-    class Guarded(base):  # pylint: disable=too-few-public-methods
+    class Guarded(base):
         def _load_params(self):
             super()._load_params()  # AnsibleModule validates self.params against self.argument_spec after this
             self.argument_spec = guarded(self.argument_spec, self.params)

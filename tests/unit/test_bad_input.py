@@ -120,7 +120,7 @@ def test_a_value_that_is_no_mapping_gets_ansibles_own_type_error(params, message
     with pytest.raises(TypeError, match='is not iterable'):  # ansible-core as it is, with the spec unguarded
         ArgumentSpecValidator(SPEC).validate(params)
     result = ArgumentSpecValidator(_argspec.guarded(SPEC, params)).validate(params)
-    assert message in ' '.join(result.error_messages).replace("<class '", '').replace("'>", '')
+    assert message in ' '.join(result.error_messages)
 
 
 def test_well_formed_values_keep_every_check_of_their_suboptions():
