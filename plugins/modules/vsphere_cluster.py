@@ -50,7 +50,7 @@ options:
           failover_level:
             description:
               - Number of host failures the cluster tolerates, with policy V(failover_level).
-              - At most the number of the cluster's hosts minus one.
+              - At most the number of the cluster's hosts minus one; more is refused before anything is sent to vCenter.
             type: int
           cpu_percentage:
             description: CPU reserved for failover, in percent of the cluster's, with policy V(percentage).
