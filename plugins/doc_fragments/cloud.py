@@ -220,7 +220,7 @@ attributes:
     EVACUATION = r'''
 options:
   concurrency:
-    description: How many instances of one node are rebuilt at once (they are placed one by one first, in restart order).
+    description: How many instances of one node are rebuilt at once (they are placed one by one first, in restart order). At least 1.
     type: int
     default: 4
   timeout:

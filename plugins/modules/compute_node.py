@@ -140,6 +140,7 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils import _argspec
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
 
@@ -169,8 +170,8 @@ def requested(params):
 
 
 def main():
-    module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
-                           mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
+    module = _argspec.module(AnsibleModule, argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
+                             mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
     with _args.cloud_session(module) as ctx:
         changed, before, after, cleaned = _evacuation.set_admin_state(ctx, module.params['name'], requested(module.params),
                                                                       check_mode=module.check_mode)

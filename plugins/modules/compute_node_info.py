@@ -119,7 +119,10 @@ nodes:
       description: Number of instances (VMs, domains) on the node.
       type: int
     largest_host_free:
-      description: The most free memory_mb and vcpus one usable host of the node has.
+      description:
+        - The most one usable host of the node can still take, as the scheduler counts it for one instance - C(memory_mb)
+          free as the hypervisor reports it, and C(vcpus) its logical CPUs times the node's C(cpu) allocation ratio less
+          the vCPUs its powered-on instances have.
       type: dict
     hosts:
       description: Per hypervisor host (each ESXi host of a cluster; the KVM host itself) resources and connection state.

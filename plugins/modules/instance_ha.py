@@ -50,7 +50,7 @@ options:
   grace_period:
     description:
       - Seconds a node must have been seen down before it is fenced and evacuated, so that a short network fault
-        does not fence a host. 0 leaves only O(min_down_probes) to wait for.
+        does not fence a host. 0 leaves only O(min_down_probes) to wait for; a negative value is refused.
     type: int
     default: 60
   evacuate_all:

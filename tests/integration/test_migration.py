@@ -8,6 +8,7 @@ directory at the shared instance path (lab.json says where this machine sees the
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import pathlib
 import signal
@@ -52,6 +53,10 @@ def test_auto_block_migration_keeps_what_the_disk_held(lab, cloud, tmp_path):
     before = wait_ticks(source_log, count=4)[-1]
     result = migrate(cloud, instance='mig-block', target_node='kvm2')  # auto: kvm1's local directory is not kvm2's
     assert (result['migration']['migration_type'], result['migration']['status']) == ('block', 'completed')
+    # What the NBD mirror copied (the overlay's data), as the source's job reported it; recorded so.
+    stats = result['migration']['stats']
+    assert stats['disk_total'] > 0 and stats['disk_processed'] >= stats['disk_total'], stats
+    assert json.loads(registry_rows(tmp_path, 'SELECT stats FROM migrations')[0][0])['disk_total'] == stats['disk_total']
     assert result['instance']['node'] == 'kvm2'
     local1 = pathlib.Path(lab.hosts['kvm1']['local_dir'])
     assert not list(local1.glob(record['uuid'] + '*')), 'the source kept the instance\'s files'

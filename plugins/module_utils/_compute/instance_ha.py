@@ -48,6 +48,7 @@ import dataclasses
 import datetime
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import bounds as _bounds
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import reconcile as _reconcile
@@ -134,6 +135,8 @@ def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode
     the per-instance evacuation results, unplaced the instances no node has room for, failures
     what went wrong (per node or instance), cleared the nodes that answer again, skipped the
     nodes another run works on (it holds their lease). settle_seconds: the reconciler's."""
+    _bounds.at_least('concurrency', concurrency, 1, 'no node was looked at')
+    _bounds.at_least('grace_period', grace_period, 0, 'no node was looked at')
     if not 0 <= max_down_share <= 1 or min_down_probes < 1 or heartbeat_timeout < 0:
         raise errors.MultihvError('max_down_share must be between 0 and 1, min_down_probes at least 1 and heartbeat_timeout at '
                                   'least 0, got %r, %r and %r; no node was looked at' % (max_down_share, min_down_probes, heartbeat_timeout))

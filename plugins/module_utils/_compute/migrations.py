@@ -65,9 +65,7 @@ def plan(ctx, record, mode, target_node=None, target_host=None):
         raise errors.MultihvError('instance %s is stopped: a %s migration moves a running instance; use mode cold (or auto); %s'
                                   % (record.name, mode, untouched))
     if target_node:
-        target_kind = _nodes.hypervisor_type_of(ctx.drivers, target_node)
-        if target_kind is None:
-            raise errors.NotFound('node %s is not in the cloud file; %s' % (target_node, untouched))
+        target_kind = _nodes.type_in_cloud(ctx.drivers, target_node, untouched)
         if target_kind != kind:
             raise errors.MultihvError('node %s is a %s node and instance %s is on %s node %s: instances do not move between '
                                       'hypervisor types; %s' % (target_node, target_kind, record.name, kind, source, untouched))
