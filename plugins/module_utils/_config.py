@@ -9,7 +9,8 @@ inject them: MULTIHV_VCENTER_PASSWORD (every vCenter) or
 MULTIHV_VCENTER_<NAME>_PASSWORD (one vCenter, NAME upper-cased, non
 alphanumerics as _), and MULTIHV_REGISTRY_URL.
 
-A bad file fails naming the file, the key and what was expected.
+A bad file fails naming the file, the key and what was expected, never the value of a key
+that may hold a secret (SECRET_KEYS) nor a line of the file (YAML errors give its position).
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ ENV_VCENTER_PASSWORD = 'MULTIHV_VCENTER_PASSWORD'
 
 KVM_URI = re.compile(r'^qemu(\+(tcp|tls|ssh|unix|libssh|libssh2))?://[^/]*/(system|session)(\?.*)?$')
 NAME = re.compile(r'^[A-Za-z0-9][A-Za-z0-9._-]*$')
+ENV_NAME = re.compile(r'^[A-Za-z_][A-Za-z0-9_]*$')
+# Keys whose value may be a secret (a password, a URL with one, a command line with a BMC's
+# credentials): an error names them and says what was expected, never what was given.
+SECRET_KEYS = frozenset(('password', 'url', 'fence_command', 'power_status_command'))
 
 DEFAULT_ALLOCATION_RATIOS = {'cpu': 4.0, 'ram': 1.0, 'disk': 1.0}
 DEFAULT_RESERVED_HOST_RAM_MB = {'kvm': 512, 'vsphere': 0}
@@ -75,6 +80,9 @@ class KvmHost:
     fence_command: str = ''
     # Says whether the host's power is off (a fence counts only then); see _compute/fencing.py.
     power_status_command: str = ''
+    # Names of the controller's environment variables both commands get besides a minimal
+    # environment (a BMC password in IPMI_PASSWORD, say); see _compute/fencing.py.
+    fence_environment: list = dataclasses.field(default_factory=list)
     # Seconds a KVM host has to answer before it is reported down: short, because a dead
     # host must not hold up the whole cloud's inventory.
     timeout: float = 2.0
@@ -126,7 +134,8 @@ class _Reader:
             value = float(value)
         ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
         if not ok:
-            raise ConfigError('%s: %s must be %s, got %s %r' % (self.source, self.key(name), _expect(kind), _kind(value), value))
+            shown = '' if name in SECRET_KEYS else ' %r' % (value,)
+            raise ConfigError('%s: %s must be %s, got %s%s' % (self.source, self.key(name), _expect(kind), _kind(value), shown))
         if choices is not None and value not in choices:
             raise ConfigError('%s: %s must be one of %s, got %r' % (self.source, self.key(name), ', '.join(choices), value))
         return value
@@ -159,6 +168,11 @@ def _kind(value):
 def _expect(kind):
     return {dict: 'a mapping', list: 'a list', str: 'a string', bool: 'true or false', int: 'an integer',
             float: 'a number'}[kind]
+
+
+def _masked(uri):
+    """uri with the password of its user info (libvirt takes none, but one may be written) masked."""
+    return re.sub(r'^([^:/?#]*://[^/?#@:]*:)[^/?#@]*@', r'\1********@', uri)
 
 
 def _env_name(name):
@@ -225,12 +239,17 @@ def _kvm_host(source, index, data):
         migration_address=r.get('migration_address', str, ''),
         fence_command=r.get('fence_command', str, ''),
         power_status_command=r.get('power_status_command', str, ''),
+        fence_environment=r.strings('fence_environment'),
         timeout=r.get('timeout', float, 2.0),
     )
     r.done()
     if not KVM_URI.match(host.uri):
         raise ConfigError('%s: %s.uri must be a libvirt QEMU URI such as qemu+tcp://HOST/system, qemu+tls://HOST/system, '
-                          'qemu+ssh://USER@HOST/system or qemu:///system, got %r' % (source, r.path, host.uri))
+                          'qemu+ssh://USER@HOST/system or qemu:///system, got %r' % (source, r.path, _masked(host.uri)))
+    if _masked(host.uri) != host.uri:
+        # libvirt would take user:password for a user name; and the URI shows in node views and messages.
+        raise ConfigError('%s: %s.uri must not hold a password (libvirt authenticates with SSH keys, TLS certificates or '
+                          'SASL), got %r' % (source, r.path, _masked(host.uri)))
     for key in ('instance_path', 'shared_instance_path'):
         value = getattr(host, key)
         if value and not value.startswith('/'):
@@ -238,8 +257,12 @@ def _kvm_host(source, index, data):
     for key in ('fence_command', 'power_status_command'):  # run without a shell: split as a shell would
         try:
             shlex.split(getattr(host, key))
-        except ValueError as exc:
-            raise ConfigError('%s: %s.%s is not a command line (%s): %r' % (source, r.path, key, exc, getattr(host, key))) from None
+        except ValueError as exc:  # the command itself is not shown: it may hold a BMC's password
+            raise ConfigError('%s: %s.%s is not a command line (%s)' % (source, r.path, key, exc)) from None
+    for i, variable in enumerate(host.fence_environment):
+        if not ENV_NAME.match(variable):
+            raise ConfigError('%s: %s.fence_environment[%d] must be the name of an environment variable (letters, digits '
+                              'and _), got %r' % (source, r.path, i, variable))
     return host
 
 
@@ -279,6 +302,17 @@ def parse(data, source='the cloud definition', env=None) -> CloudConfig:
     return CloudConfig(source=source, registry_url=registry_url, lease_seconds=lease_seconds, vcenters=vcenters, kvm_hosts=kvm_hosts, defaults=defaults)
 
 
+def _yaml_problem(exc):
+    """What is wrong with the YAML and where, without the excerpt of the file PyYAML quotes: the
+    line it shows may be a password's."""
+    mark = getattr(exc, 'problem_mark', None)
+    problem = ' '.join(str(part) for part in (getattr(exc, 'context', None), getattr(exc, 'problem', None)) if part)
+    if mark is None:  # a ReaderError (bytes that are no text) gives a position in the file instead
+        reason, position = getattr(exc, 'reason', None), getattr(exc, 'position', None)
+        return '%s at byte %d' % (reason, position) if reason and position is not None else problem or type(exc).__name__
+    return '%s at line %d, column %d' % (problem or 'a syntax error', mark.line + 1, mark.column + 1)
+
+
 def find(cloud_file=None, env=None):
     """The path of the cloud file to use, or None when there is none."""
     env = os.environ if env is None else env
@@ -310,5 +344,5 @@ def load(cloud_file=None, cloud=None, env=None) -> CloudConfig:
     except (IOError, OSError) as exc:
         raise ConfigError('cannot read cloud file %s: %s' % (path, exc.strerror or exc))
     except yaml.YAMLError as exc:
-        raise ConfigError('cloud file %s is not valid YAML: %s' % (path, exc))
+        raise ConfigError('cloud file %s is not valid YAML: %s' % (path, _yaml_problem(exc))) from None
     return parse(data if data is not None else {}, path, env)

@@ -73,7 +73,18 @@ options:
     type: bool
 extends_documentation_fragment:
   - multihv.cloud.cloud
-  - multihv.cloud.cloud.action
+  - multihv.cloud.cloud.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - The stale copies that would be cleaned are listed in RV(cleaned) and left in place.
+  diff_mode:
+    support: full
+    details:
+      - The node's admin state before and after.
+  idempotent:
+    support: full
 author:
   - multihv.cloud developers (@multihv)
 '''
@@ -129,6 +140,7 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils import _argspec
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
 
@@ -158,8 +170,8 @@ def requested(params):
 
 
 def main():
-    module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
-                           mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
+    module = _argspec.module(AnsibleModule, argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
+                             mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
     with _args.cloud_session(module) as ctx:
         changed, before, after, cleaned = _evacuation.set_admin_state(ctx, module.params['name'], requested(module.params),
                                                                       check_mode=module.check_mode)

@@ -38,6 +38,7 @@ options:
     type: bool
 extends_documentation_fragment:
   - multihv.cloud.cloud
+  - multihv.cloud.cloud.attributes
   - multihv.cloud.cloud.info
 author:
   - multihv.cloud developers (@multihv)
@@ -118,7 +119,10 @@ nodes:
       description: Number of instances (VMs, domains) on the node.
       type: int
     largest_host_free:
-      description: The most free memory_mb and vcpus one usable host of the node has.
+      description:
+        - The most one usable host of the node can still take, as the scheduler counts it for one instance - C(memory_mb)
+          free as the hypervisor reports it, and C(vcpus) its logical CPUs times the node's C(cpu) allocation ratio less
+          the vCPUs its powered-on instances have.
       type: dict
     hosts:
       description: Per hypervisor host (each ESXi host of a cluster; the KVM host itself) resources and connection state.
@@ -215,7 +219,7 @@ OPTIONS = {
 def main():
     module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
                            mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
-    with _args.session(module) as (cloud, registry):
+    with _args.session(module, upgrade=False) as (cloud, registry):
         nodes = [n.as_dict() for n in _nodes.list_nodes(cloud, registry) if _nodes.matches(n, module.params)]
     module.exit_json(changed=False, nodes=nodes)
 

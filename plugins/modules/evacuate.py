@@ -45,6 +45,21 @@ options:
 extends_documentation_fragment:
   - multihv.cloud.cloud
   - multihv.cloud.cloud.evacuation
+  - multihv.cloud.cloud.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Every safety check runs except the fence command; RV(evacuations) says where each instance would be rebuilt.
+  diff_mode:
+    support: none
+    details:
+      - RV(evacuations), RV(unplaced) and RV(failures) say what moved where.
+  idempotent:
+    support: full
+    details:
+      - Once the node is fenced (then forced down) and its instances are rebuilt elsewhere, a second run finds nothing to
+        evacuate.
 notes:
   - Check mode runs every safety check except the fence command, and says where each instance would go.
   - A task that prints its result shows the new passwords; give it C(no_log) when the log is read by others.

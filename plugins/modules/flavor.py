@@ -54,7 +54,16 @@ options:
     type: dict
 extends_documentation_fragment:
   - multihv.cloud.cloud
-  - multihv.cloud.cloud.action
+  - multihv.cloud.cloud.attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details:
+      - The flavor before and after.
+  idempotent:
+    support: full
 author:
   - multihv.cloud developers (@multihv)
 '''
@@ -124,7 +133,7 @@ def main():
     module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
                            mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
     params = module.params
-    with _args.session(module) as (_cloud, registry):
+    with _args.session(module, upgrade=not module.check_mode) as (_cloud, registry):
         changed, before, after = _catalog.set_flavor(registry, params['name'], params['state'],
                                                      dict((field, params[field]) for field in FIELDS), check_mode=module.check_mode)
     _args.exit_with(module, changed, 'flavor', before, after)

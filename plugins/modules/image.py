@@ -53,7 +53,19 @@ options:
     type: dict
 extends_documentation_fragment:
   - multihv.cloud.cloud
-  - multihv.cloud.cloud.action
+  - multihv.cloud.cloud.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - For a KVM image, each host's base is compared with the file (size and checksum) through libvirt and nothing is
+        uploaded; for a vSphere image, the template is looked up.
+  diff_mode:
+    support: full
+    details:
+      - The image's record (hypervisor type, properties, locations) before and after.
+  idempotent:
+    support: full
 author:
   - multihv.cloud developers (@multihv)
 '''

@@ -112,7 +112,7 @@ options:
     description: The image. Required to boot.
     type: str
   node:
-    description: Boot on this node, still subject to the filters (capacity, hypervisor type...).
+    description: Boot on this node, still subject to the filters (capacity, hypervisor type...). A node the cloud file does not have is refused.
     type: str
   availability_zone:
     description: Only nodes of this availability zone.
@@ -199,7 +199,7 @@ options:
     type: int
     default: 0
   concurrency:
-    description: How many instances of O(instances) boot at once.
+    description: How many instances of O(instances) boot at once. At least 1; a lower value is refused before anything is done.
     type: int
     default: 4
   timeout:
@@ -212,7 +212,20 @@ options:
     default: 600
 extends_documentation_fragment:
   - multihv.cloud.cloud
-  - multihv.cloud.cloud.action
+  - multihv.cloud.cloud.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Instances to boot are placed by the scheduler as the registry is now and returned as they would be built; nothing
+        is claimed, created, powered or deleted.
+  diff_mode:
+    support: full
+    details:
+      - With O(name), the instance before and after; with O(instances), every instance of the task by name. Passwords
+        are never in the diff.
+  idempotent:
+    support: full
 author:
   - multihv.cloud developers (@multihv)
 '''
@@ -281,7 +294,10 @@ instances:
   type: list
   elements: dict
 failures:
-  description: Instances of O(instances) that could not be booted, each with C(name) and C(msg); the others were booted.
+  description:
+    - Instances of O(instances) that could not be booted, each with C(name) and C(msg) - those refused before anything
+      was made for them (no flavor, an unknown node, no room...) and those whose boot failed and was undone. The others
+      were booted, and the task fails when this list is not empty.
   returned: when O(instances) is given
   type: list
   elements: dict
@@ -289,6 +305,7 @@ failures:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils import _argspec
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instance_tasks as _instance_tasks
 
 # An item of `instances`: the options of one instance, with no defaults, so that an option an item
@@ -344,9 +361,9 @@ OPTIONS = {
 
 
 def main():
-    module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
-                           mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE + [('name', 'instances')],
-                           required_one_of=[('name', 'instances')])
+    module = _argspec.module(AnsibleModule, argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
+                             mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE + [('name', 'instances')],
+                             required_one_of=[('name', 'instances')])
     with _args.cloud_session(module, module.params.get('timeout')) as ctx:
         result = _instance_tasks.run(ctx, module.params, module.check_mode)
     if not module._diff:

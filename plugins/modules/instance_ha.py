@@ -17,7 +17,8 @@ description:
     evacuated again. Its actions are returned in RV(reconciled); in check mode they are only planned, and the instances
     they would touch are left out of the pass's own plan.
   - Reads every node once. A KVM node that does not answer is marked down in the registry the first time a pass sees it,
-    and each pass that finds it unreachable counts one more down probe (a node that answers loses both). Once it has
+    and each pass that finds it unreachable counts one more down probe, up to O(min_down_probes) (a node that answers
+    loses both). Recording or clearing these marks is reported as a change. Once it has
     been down for O(grace_period) seconds B(and) at least O(min_down_probes) passes saw it down, the pass fences it (the
     cloud file's C(fence_command)), forces it down and evacuates its HA instances
     (M(multihv.cloud.instance) O(multihv.cloud.instance#module:ha=true)), HA first and then by restart priority, onto
@@ -49,7 +50,7 @@ options:
   grace_period:
     description:
       - Seconds a node must have been seen down before it is fenced and evacuated, so that a short network fault
-        does not fence a host. 0 leaves only O(min_down_probes) to wait for.
+        does not fence a host. 0 leaves only O(min_down_probes) to wait for; a negative value is refused.
     type: int
     default: 60
   evacuate_all:
@@ -80,6 +81,23 @@ options:
 extends_documentation_fragment:
   - multihv.cloud.cloud
   - multihv.cloud.cloud.evacuation
+  - multihv.cloud.cloud.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - Nothing is recorded, fenced, reconciled or rebuilt; the result says what a pass would do, and C(changed) whether
+        it would write anything.
+  diff_mode:
+    support: none
+    details:
+      - RV(down), RV(waiting), RV(withheld), RV(recovered) and RV(cleared) say what the pass saw and did.
+  idempotent:
+    support: partial
+    details:
+      - A pass records each node that does not answer (C(down_since), and one more down probe until O(min_down_probes)
+        passes saw it) and clears those marks when it answers again; writing them is reported as a change. A pass that
+        finds nothing new to record, fence or recover reports no change.
 notes:
   - In check mode nothing is recorded, fenced, reconciled or rebuilt; the result says what a pass would do.
   - Evacuated local-storage instances get new passwords, returned in RV(recovered); give the task C(no_log) when the
@@ -128,7 +146,7 @@ waiting:
   description:
     - Nodes down for less than O(grace_period) or seen down by fewer than O(min_down_probes) passes, or whose last
       storage heartbeat is from before they were seen down but younger than O(heartbeat_timeout), each with C(node),
-      C(down_since), C(seconds_left), C(down_probes) (passes in a row that found it unreachable, this one included),
+      C(down_since), C(seconds_left), C(down_probes) (passes in a row that found it unreachable, this one included, counted up to O(min_down_probes)),
       C(probes_left) and C(reason).
   returned: always
   type: list

@@ -28,6 +28,7 @@ options:
     default: true
 extends_documentation_fragment:
   - multihv.cloud.cloud
+  - multihv.cloud.cloud.attributes
   - multihv.cloud.cloud.info
 author:
   - multihv.cloud developers (@multihv)
@@ -75,7 +76,7 @@ OPTIONS = {
 def main():
     module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
                            mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
-    with _args.session(module) as (cloud, registry):
+    with _args.session(module, upgrade=False) as (cloud, registry):
         instances = _instances.info(cloud, registry, module.params)
     module.exit_json(changed=False, instances=instances)
 

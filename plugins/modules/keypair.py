@@ -36,18 +36,18 @@ options:
     type: str
 extends_documentation_fragment:
   - multihv.cloud.cloud
+  - multihv.cloud.cloud.attributes
 attributes:
   check_mode:
     support: full
-    description:
-      - Reports what would change without changing it; the registry's schema is not upgraded either (a registry
-        older than keypairs counts as having none).
+    details:
+      - A registry older than keypairs counts as having none.
   diff_mode:
     support: full
-    description: Shows the keypair's type, fingerprint and comment before and after, not the key itself.
+    details:
+      - The keypair's type, fingerprint and comment before and after, not the key itself.
   idempotent:
     support: full
-    description: A second run with the same options changes nothing.
 author:
   - multihv.cloud developers (@multihv)
 '''

@@ -18,9 +18,12 @@ description:
     one host and looking for it through the other, never assumed), block when not, and cold for a stopped instance.
   - On vSphere, a move inside a cluster node is a vMotion to O(target_host) (RelocateVM_Task); a move to another
     cluster node of the same vCenter is a relocation. C(cold) powers the VM off for the move.
+  - With O(target_node) or O(target_host), the module is desired-state; an instance already there is not moved and the
+    task reports no change.
   - Without O(target_node) (and O(target_host)) the scheduler chooses, without the source node and honouring the
-    instance's server group and capacity. Resources are claimed on the target once the migration is recorded and
-    before anything moves, so a target without room refuses at once (the migration is recorded C(failed), with why).
+    instance's server group and capacity; each run then moves the instance again. Resources are claimed on the target
+    once the migration is recorded and before anything moves, so a target without room refuses at once (the migration
+    is recorded C(failed), with why).
   - Each move has a migration record (accepted, preparing, running, then completed, failed or cancelled) with the
     hypervisor's job statistics; it is returned. A move that fails leaves the instance running where it was.
   - The module waits for the moves it starts; use Ansible's C(async) with C(poll) set to 0 to go on meanwhile.
@@ -86,7 +89,23 @@ options:
     default: 1800
 extends_documentation_fragment:
   - multihv.cloud.cloud
-  - multihv.cloud.cloud.action
+  - multihv.cloud.cloud.attributes
+attributes:
+  check_mode:
+    support: full
+    details:
+      - The move is planned (its target chosen) from the records as they are; nothing is claimed, recorded or moved,
+        and no lease is taken.
+  diff_mode:
+    support: full
+    details:
+      - With O(instance), its node and host before and after; with O(from_node), those of each instance moved, by uuid.
+  idempotent:
+    support: partial
+    details:
+      - With O(target_node) or O(target_host), an instance already there is not moved (V(changed=false)).
+      - Without a target, each run moves the instance again, wherever the scheduler says.
+      - A drain of a node that is disabled and holds no instance changes nothing.
 author:
   - multihv.cloud developers (@multihv)
 '''
@@ -120,7 +139,8 @@ RETURN = r'''
 migration:
   description:
     - The migration record of O(instance) (id, migration_type, status, source_node, source_host, dest_node, dest_host,
-      started_at, finished_at, stats), in check mode what would run.
+      started_at, finished_at, stats), in check mode what would run; V(null) when the instance was already on the
+      target given.
     - C(stats) holds what the hypervisor reports, such as C(data_total), C(data_processed), C(data_remaining),
       C(memory_total), C(disk_total), C(downtime_ms) and C(time_elapsed_ms) (bytes and milliseconds).
   returned: when O(instance) is given
@@ -128,6 +148,12 @@ migration:
 instance:
   description: The instance's record after the move.
   returned: when O(instance) is given
+  type: dict
+diff:
+  description:
+    - With O(instance), its C(node) and C(host) before and after (the same when it was already on the target given).
+    - With O(from_node), the C(node) and C(host) of each instance moved (in check mode, to be moved), by uuid.
+  returned: when diff mode is on
   type: dict
 migrations:
   description: The migration records of the instances moved off O(from_node).
@@ -180,6 +206,8 @@ def main():
         else:
             result = _migrations.drain(ctx, p['from_node'], p['mode'], controls, p['concurrency'], module.check_mode,
                                        p['disabled_reason'])
+    if module._diff:  # pylint: disable=protected-access  # AnsibleModule's own flag for --diff
+        result['diff'] = _migrations.diff(result)
     if result.get('failures'):
         module.fail_json(msg='%d instance(s) of node %s did not move: %s' % (
             len(result['failures']), p['from_node'], '; '.join('%s: %s' % (f['name'], f['msg']) for f in result['failures'])), **result)

@@ -89,18 +89,18 @@ options:
         type: str
 extends_documentation_fragment:
   - multihv.cloud.cloud
+  - multihv.cloud.cloud.attributes
 attributes:
   check_mode:
     support: full
-    description:
-      - Reports what would change without changing it; the registry's schema is not upgraded either (a registry
-        older than networks counts as having none).
+    details:
+      - A registry older than networks counts as having none.
   diff_mode:
     support: full
-    description: Shows the network before and after.
+    details:
+      - The network before and after.
   idempotent:
     support: full
-    description: A second run with the same options changes nothing.
 author:
   - multihv.cloud developers (@multihv)
 '''
@@ -180,6 +180,7 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils import _argspec
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import networks as _networks
 
 OPTIONS = {
@@ -201,8 +202,8 @@ OPTIONS = {
 
 
 def main():
-    module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
-                           mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
+    module = _argspec.module(AnsibleModule, argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
+                             mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
     params = module.params
     fields = dict((key, params[key]) for key in _networks.FIELDS)
     # Check mode opens the registry as it is: no schema upgrade either.

@@ -61,16 +61,20 @@ options:
     default: 600
 extends_documentation_fragment:
   - multihv.cloud.cloud
+  - multihv.cloud.cloud.attributes
 attributes:
   check_mode:
     support: full
-    description: Returns the plan in RV(actions) and changes nothing, in the registry or on the hypervisors.
+    details:
+      - Returns the plan in RV(actions).
   diff_mode:
     support: none
-    description: RV(actions) says what was found and what is done, per instance.
+    details:
+      - RV(actions) says what was found and what is done, per instance.
   idempotent:
     support: full
-    description: A second pass after a successful one finds nothing to do.
+    details:
+      - A second pass after a successful one finds nothing to do.
 notes:
   - Orphan VMs are the VMs that carry this collection's metadata (libvirt domain metadata, vSphere annotations) and whose
     uuid this registry does not have; orphan files are files named C(<uuid>.*) in the instance directories of the cloud

@@ -16,18 +16,23 @@ description:
     A PostgreSQL registry's database must exist; the tables are created in it (in the first schema of the connection's
     C(search_path)).
   - A registry whose schema is newer than this collection's is refused and left untouched; upgrade the collection.
-  - Every other module of the collection also creates or upgrades the registry when it opens it.
+  - The other modules create or upgrade the registry only when they run to change something (not in check mode); the
+    C(_info) modules, the C(nodes) inventory plugin and the C(node_events) event source never do; a registry that does
+    not exist yet reads as empty to them.
 extends_documentation_fragment:
   - multihv.cloud.cloud
-  - multihv.cloud.cloud.action
+  - multihv.cloud.cloud.attributes
 attributes:
   check_mode:
     support: full
-    description: Reports whether the registry would be created or upgraded, without writing anything (not even the
-      SQLite file or its directory).
+    details:
+      - Reports whether the registry would be created or upgraded; not even the SQLite file or its directory is created.
   diff_mode:
     support: none
-    description: Nothing to show; RV(previous_version) and RV(schema_version) say what changed.
+    details:
+      - RV(previous_version) and RV(schema_version) say what changed.
+  idempotent:
+    support: full
 author:
   - multihv.cloud developers (@multihv)
 '''
@@ -89,9 +94,9 @@ def ensure(url, check_mode):
         if check_mode:
             return True, dict(result, previous_version=0)
         _make_directory(result['url'], os.path.dirname(os.path.abspath(target)))
-    # Opened without upgrading (a newer schema is refused here); upgraded next unless in check mode.
-    with Registry.open(url, upgrade=False) as registry:
-        previous = registry.schema_version() if check_mode else registry.upgrade_schema()
+    # A newer schema is refused either way; check mode reads the registry as it is (one without a schema as empty).
+    with Registry.open(url, upgrade=not check_mode) as registry:
+        previous = registry.found_version
     return previous != _schema.SCHEMA_VERSION, dict(result, previous_version=previous)
 
 
@@ -110,7 +115,7 @@ def main():
     module = AnsibleModule(argument_spec=_args.argument_spec(), supports_check_mode=True,
                            mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
     try:
-        changed, result = ensure(_args.load_cloud(module.params).registry_url, module.check_mode)
+        changed, result = ensure(_args.load_cloud(module).registry_url, module.check_mode)
         module.exit_json(changed=changed, **result)
     except errors.MultihvError as exc:
         module.fail_json(msg=str(exc))

@@ -35,7 +35,16 @@ options:
     choices: [affinity, anti-affinity, soft-affinity, soft-anti-affinity]
 extends_documentation_fragment:
   - multihv.cloud.cloud
-  - multihv.cloud.cloud.action
+  - multihv.cloud.cloud.attributes
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+    details:
+      - The server group before and after.
+  idempotent:
+    support: full
 author:
   - multihv.cloud developers (@multihv)
 '''
@@ -94,7 +103,7 @@ def main():
     module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
                            mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
     params = module.params
-    with _args.session(module) as (_cloud, registry):
+    with _args.session(module, upgrade=not module.check_mode) as (_cloud, registry):
         changed, before, after = _catalog.set_server_group(registry, params['name'], params['state'], {'policy': params['policy']},
                                                            check_mode=module.check_mode)
     _args.exit_with(module, changed, 'server_group', before, after)

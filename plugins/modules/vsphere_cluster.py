@@ -50,7 +50,7 @@ options:
           failover_level:
             description:
               - Number of host failures the cluster tolerates, with policy V(failover_level).
-              - At most the number of the cluster's hosts minus one.
+              - At most the number of the cluster's hosts minus one; more is refused before anything is sent to vCenter.
             type: int
           cpu_percentage:
             description: CPU reserved for failover, in percent of the cluster's, with policy V(percentage).
@@ -97,11 +97,18 @@ options:
         choices: [1, 2, 3, 4, 5]
 extends_documentation_fragment:
   - multihv.cloud.cloud
-  - multihv.cloud.cloud.action
+  - multihv.cloud.cloud.attributes
 attributes:
+  check_mode:
+    support: full
+    details:
+      - The cluster's settings are read from vCenter and compared; no reconfiguration is sent.
   diff_mode:
     support: full
-    description: Shows the cluster's HA and DRS settings before and after.
+    details:
+      - The cluster's HA and DRS settings before and after.
+  idempotent:
+    support: full
 notes:
   - This module talks to vCenter only; it neither reads nor writes the registry (O(registry_url) is accepted so that
     C(module_defaults) can set it for every module of the collection).
@@ -226,6 +233,7 @@ diff:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils import _argspec
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import cluster as core
 
@@ -253,10 +261,10 @@ OPTIONS = {
 
 
 def main():
-    module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
-                           mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
+    module = _argspec.module(AnsibleModule, argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
+                             mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
     try:
-        cloud = _args.load_cloud(module.params)
+        cloud = _args.load_cloud(module)
         changed, before, after = core.configure(cloud, module.params['name'], module.params['ha'], module.params['drs'],
                                                 check_mode=module.check_mode)
     except errors.MultihvError as exc:

@@ -174,6 +174,8 @@ def test_credential_types_are_valid_and_name_what_the_collection_reads(tmp_path)
     env, safe_env = awx_inject(main, {'cloud_file': 'kvm_hosts: []\n', 'registry_url': 'postgresql://u:pw-1@db/x',
                                       'vcenter_password': 'pw-2'}, tmp_path)
     assert not any('pw-' in value for value in safe_env.values()), 'a secret input is not marked secret: true'
+    # The cloud file may hold a fence command's BMC password: AWX must store it encrypted and never show it.
+    assert all(field.get('secret') for field in main['inputs']['fields']), 'an input of the credential is not secret'
     cloud_file = next(value for value in env.values() if value.startswith(str(tmp_path / 'env')))
     assert pathlib.Path(cloud_file).read_text() == 'kvm_hosts: []\n'
     assert _config.find(env=env) == cloud_file

@@ -66,7 +66,9 @@ def test_a_host_whose_libvirtd_stops_answering_while_it_lives_on_is_isolated_not
         assert [(w['node'], w['why']) for w in last['withheld']] == [('kvm2', 'isolated')], last
         assert 'isolated, not dead' in last['withheld'][0]['reason'] and 'read through kvm1' in last['withheld'][0]['reason']
         for result in passes:
-            assert (result['changed'], result['down'], result['recovered'], result['failures']) == (False, [], [], [])
+            assert (result['down'], result['recovered'], result['failures']) == ([], [], [])
+        # Only the passes that recorded a down probe (min_down_probes of them) changed anything.
+        assert [result['changed'] for result in passes] == [True, True] + [False] * (len(passes) - 2)
         # It lives on: its heartbeat advances and its guest ticks, while nothing was fenced, forced down or moved.
         beat = heartbeat(lab, 'kvm2')
         wait_for(lambda: (heartbeat(lab, 'kvm2') or 0) > beat, 3 * lab.info['heartbeat_interval'] + 2, 'the heartbeat of kvm2 to advance')
@@ -77,7 +79,7 @@ def test_a_host_whose_libvirtd_stops_answering_while_it_lives_on_is_isolated_not
 
     wait_for(lambda: lab.answers('kvm2'), 30, 'kvm2 to answer again')
     cleared = ha_pass(cloud, **options)
-    assert cleared['cleared'] == ['kvm2'] and cleared['changed'] is False and cleared['withheld'] == []
+    assert cleared['cleared'] == ['kvm2'] and cleared['changed'] is True and cleared['withheld'] == []  # marks cleared
     # The guest ran through it all: one boot, its counter went on.
     assert len(serial(log)) == 1, log.read_text()[-600:]
     invariants.ticked_on(log, ticks(log)[-1])
@@ -110,7 +112,8 @@ def test_two_ha_passes_at_once_evacuate_a_failed_host_once(lab, cloud, tmp_path)
         assert [(d['node'], d['fencing']) for d in winner['down']] == [('kvm2', 'fenced')]
         assert [(r['name'], r['dest_node']) for r in winner['recovered']] == [('race-ha', 'kvm1')]
         assert [s['node'] for s in other['skipped']] == ['kvm2'] and 'another run works on node kvm2' in other['skipped'][0]['msg']
-        assert (other['changed'], other['down'], other['recovered'], other['failures']) == (False, [], [], [])
+        # (Its changed depends on which pass recorded the down probe first.)
+        assert (other['down'], other['recovered'], other['failures']) == ([], [], [])
         assert registry_rows(tmp_path, f"SELECT migration_type, source_node, dest_node FROM migrations WHERE instance_uuid = '{record['uuid']}'") \
             == [('evacuation', 'kvm2', 'kvm1')]
         assert invariants.qemu_uuids()[record['uuid']] == 1

@@ -149,7 +149,7 @@ def test_concurrent_runs_never_overcommit(lab, cloud, tmp_path):
     ({'flavor': 'nope'}, 'flavor nope does not exist'),
     ({'image': 'nope'}, 'image nope does not exist'),
     ({'node': 'vcsim/DC0/DC0_C0'}, 'image tick is for kvm nodes; node vcsim/DC0/DC0_C0 is vsphere'),
-    ({'node': 'no-such-node'}, 'NodeFilter removed'),
+    ({'node': 'no-such-node'}, 'node no-such-node is not in the cloud file; nothing was created'),
 ])
 def test_bad_boots_leave_nothing_behind(lab, cloud, tmp_path, args, message):
     result = ansible_module('multihv.cloud.instance', {**cloud, 'name': 'it-bad', 'flavor': 'tiny', 'image': 'tick', **args},

@@ -8,6 +8,7 @@ directory at the shared instance path (lab.json says where this machine sees the
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import os
 import pathlib
 import signal
@@ -52,6 +53,10 @@ def test_auto_block_migration_keeps_what_the_disk_held(lab, cloud, tmp_path):
     before = wait_ticks(source_log, count=4)[-1]
     result = migrate(cloud, instance='mig-block', target_node='kvm2')  # auto: kvm1's local directory is not kvm2's
     assert (result['migration']['migration_type'], result['migration']['status']) == ('block', 'completed')
+    # What the NBD mirror copied (the overlay's data), as the source's job reported it; recorded so.
+    stats = result['migration']['stats']
+    assert stats['disk_total'] > 0 and stats['disk_processed'] >= stats['disk_total'], stats
+    assert json.loads(registry_rows(tmp_path, 'SELECT stats FROM migrations')[0][0])['disk_total'] == stats['disk_total']
     assert result['instance']['node'] == 'kvm2'
     local1 = pathlib.Path(lab.hosts['kvm1']['local_dir'])
     assert not list(local1.glob(record['uuid'] + '*')), 'the source kept the instance\'s files'
@@ -97,7 +102,6 @@ def test_a_target_without_room_is_refused_before_anything_moves(lab, cloud, tmp_
 
 
 @pytest.mark.parametrize('args, message', [
-    ({'instance': 'mig-bad', 'target_node': 'kvm1'}, 'instance mig-bad is already on node kvm1; instance mig-bad was not moved'),
     ({'instance': 'mig-bad', 'target_node': 'vcsim/DC0/DC0_C0'},
      'node vcsim/DC0/DC0_C0 is a vsphere node and instance mig-bad is on kvm node kvm1: instances do not move between hypervisor types'),
     ({'instance': 'no-such-instance'}, 'instance no-such-instance does not exist; nothing moved'),
@@ -114,9 +118,17 @@ def test_bad_requests_move_nothing(lab, cloud, tmp_path, args, message):
 
 def test_check_mode_says_where_it_would_go(lab, cloud, tmp_path):
     boot(cloud, 'mig-check')
-    result = ansible_module('multihv.cloud.migrate', dict(cloud, instance='mig-check'), check=True)
+    result = ansible_module('multihv.cloud.migrate', dict(cloud, instance='mig-check'), check=True, diff=True)
     assert result['changed'] is True and result['migration']['dest_node'] == 'kvm2' and result['migration']['status'] == 'would run'
+    # The diff (what the minimal callback prints of it): node and host before and after.
+    assert '-    "node": "kvm1"' in result['_output'] and '+    "node": "kvm2"' in result['_output']
+    assert '-    "host": "kvm1"' in result['_output'] and '+    "host": "kvm2"' in result['_output']
     assert domain_active(lab, 'kvm1', 'mig-check') and allocations(tmp_path) == {'kvm1': 32}
+    # Desired state: already on the target given, nothing moves, in check mode or not.
+    for check in (True, False):
+        stays = ansible_module('multihv.cloud.migrate', dict(cloud, instance='mig-check', target_node='kvm1'), check=check)
+        assert (stays['changed'], stays['migration'], stays['instance']['node']) == (False, None, 'kvm1')
+    assert registry_rows(tmp_path, 'SELECT count(*) FROM migrations') == [(0,)]
 
 
 def test_killing_the_target_mid_migration_leaves_the_guest_on_the_source(lab, cloud, tmp_path):
@@ -204,8 +216,8 @@ def test_vmotion_and_relocation_in_vcsim(lab, cloud, template, tmp_path):
     assert (result['instance']['node'], result['instance']['host']) == (source['name'], other_host)
     assert vcsim_vm(lab, 'mig-vm') == ('poweredOn', other_host)
     assert allocations(tmp_path) == {source['name']: 32}
-    same = migrate(cloud, instance='mig-vm', target_host=other_host, expect_failure=True)
-    assert f'already runs on host {other_host}' in same['msg']
+    same = migrate(cloud, instance='mig-vm', target_host=other_host)
+    assert (same['changed'], same['migration'], same['instance']['host']) == (False, None, other_host)
 
     target = clusters[1]
     result = migrate(cloud, instance='mig-vm', target_node=target['name'])

@@ -175,6 +175,13 @@ def test_admission_control_policy_switch(options, node):
     name, cluster = node
     run(options, name, ha=HA)
 
+    # vSphere bounds the failover level by the cluster's hosts minus one: refused before anything is sent.
+    hosts = len(cluster.host)
+    too_high = run(options, name, ha={'admission_control': {'failover_level': hosts}}, expect_failure=True)
+    assert too_high['msg'] == ("node %s: ha.admission_control.failover_level must be at most the cluster's hosts minus one, %d "
+                               "(it has %d host%s), not %d; nothing was changed" % (name, hosts - 1, hosts, 's' if hosts > 1 else '', hosts))
+    assert too_high['changed'] is False and read(cluster)[0].admissionControlPolicy.failoverLevel == 1
+
     refused = run(options, name, ha={'admission_control': {'policy': 'percentage', 'cpu_percentage': 25}}, expect_failure=True)
     assert refused['msg'] == ('node %s: admission control policy percentage (now failover_level) needs '
                               'ha.admission_control.memory_percentage; nothing was changed' % name)

@@ -99,6 +99,7 @@ class DriverContract:
         assert isinstance(driver.placement(harness.node), NodePlacement)
         if driver.capabilities.evacuation:
             assert isinstance(driver.fence_command(harness.node), str)
+            assert all(isinstance(name, str) for name in driver.fence_environment(harness.node))
             peers = driver.storage_peers(harness.node)
             assert peers is None or all(isinstance(name, str) for name in peers)
 

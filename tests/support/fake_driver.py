@@ -314,13 +314,15 @@ class FakeDriver(ComputeDriver):
         return NodeResources(node.name, self.hypervisor_type, hosts=hosts, disk_gb=node.disk_gb,
                              disk_gb_free=max(node.disk_gb - disk_used, 0), extra={'endpoint': self.endpoint.name})
 
-    def ensure_image(self, name, source, disk_format):
+    def ensure_image(self, name, source, disk_format, check_mode=False):
         if self.capabilities.image_kind != IMAGE_FILE:
-            return super().ensure_image(name, source, disk_format)
+            return super().ensure_image(name, source, disk_format, check_mode)
         with self._io('ensure_image'):
             key = (self.endpoint.name, name)
             if self.world.images.get(key) == (source, disk_format):
                 return False
+            if check_mode:
+                return True
             self.world.images[key] = (source, disk_format)
             self.world.uploads.append(key)
             return True

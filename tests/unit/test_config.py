@@ -102,3 +102,42 @@ def test_load_errors_name_the_file(tmp_path):
     wrong.write_text('registry: {url: "sqlite:////x"}\nkvm_hosts: [{name: k, uri: "qemu:///system", timeout: fast}]\n')
     with pytest.raises(ConfigError, match=r'wrong.yml: kvm_hosts\[0\].timeout must be a number'):
         _config.load(str(wrong), env={})
+
+
+SECRET = 'S3cret-In-The-File'
+
+
+@pytest.mark.parametrize('data, message', [
+    ({'vcenters': [dict(VCENTER, password=7391824)]}, r'vcenters\[0\].password must be a string, got an integer$'),
+    ({'vcenters': [dict(VCENTER, password=[SECRET])]}, r'vcenters\[0\].password must be a string, got a list$'),
+    ({'registry': {'url': {'postgresql': SECRET}}}, r'registry.url must be a string, got a mapping$'),
+    ({'kvm_hosts': [dict(KVM, fence_command="ipmitool -P %s 'off" % SECRET)]},
+     r'kvm_hosts\[0\].fence_command is not a command line \(No closing quotation\)$'),
+    ({'kvm_hosts': [dict(KVM, power_status_command=['ipmitool', '-P', SECRET])]},
+     r'kvm_hosts\[0\].power_status_command must be a string, got a list$'),
+    ({'kvm_hosts': [dict(KVM, uri='qemu+tcp://root:%s@kvm1/nowhere' % SECRET)]},
+     r"kvm_hosts\[0\].uri must be a libvirt QEMU URI .* got 'qemu\+tcp://root:\*\*\*\*\*\*\*\*@kvm1/nowhere'$"),
+    ({'kvm_hosts': [dict(KVM, uri='qemu+ssh://root:%s@kvm1/system' % SECRET)]},
+     r"kvm_hosts\[0\].uri must not hold a password .* got 'qemu\+ssh://root:\*\*\*\*\*\*\*\*@kvm1/system'$"),
+])
+def test_an_error_names_a_secret_key_never_its_value(data, message):
+    data.setdefault('registry', REGISTRY)
+    with pytest.raises(ConfigError, match='^cloud.yml: ' + message) as caught:
+        parse(data)
+    assert SECRET not in str(caught.value) and '7391824' not in str(caught.value)
+
+
+def test_a_yaml_error_gives_its_position_not_the_line(tmp_path):
+    bad = tmp_path / 'bad.yml'
+    bad.write_text('vcenters:\n  - name: vc1\n    password: %s: x\n' % SECRET)
+    with pytest.raises(ConfigError, match=r'bad.yml is not valid YAML: mapping values are not allowed here at line 3, column') as caught:
+        _config.load(str(bad), env={})
+    assert SECRET not in str(caught.value)
+
+
+def test_fence_environment_names_variables():
+    cloud = parse({'kvm_hosts': [dict(KVM, fence_environment=['IPMI_PASSWORD'])], 'registry': REGISTRY})
+    assert cloud.kvm_hosts[0].fence_environment == ['IPMI_PASSWORD']
+    assert parse({'kvm_hosts': [KVM], 'registry': REGISTRY}).kvm_hosts[0].fence_environment == []
+    with pytest.raises(ConfigError, match=r"kvm_hosts\[0\].fence_environment\[0\] must be the name of an environment variable .* got 'A=b'"):
+        parse({'kvm_hosts': [dict(KVM, fence_environment=['A=b'])], 'registry': REGISTRY})

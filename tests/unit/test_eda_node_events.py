@@ -177,3 +177,11 @@ def test_run_as_ansible_rulebook_runs_it_from_an_installed_tree_it_imports_that_
                             timeout=60, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == str(tree / 'ansible_collections/multihv/cloud/plugins/module_utils/_compute/nodes.py')
+
+
+def test_a_read_neither_creates_nor_upgrades_the_registry(tmp_path):
+    registry = tmp_path / 'registry.sqlite'
+    cloud_file = tmp_path / 'cloud.yml'
+    cloud_file.write_text('registry:\n  url: sqlite:///%s\n' % registry)
+    assert node_events.read_nodes(node_events._core_modules(), str(cloud_file)) == []  # pylint: disable=protected-access
+    assert not registry.exists(), 'the event source created the registry'

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.migration import job_stats
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.migration import finished_stats, job_stats, most_copied
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.migrations import _mode_for
 from support.records import instance
 
@@ -14,6 +14,26 @@ def test_job_stats_keeps_the_reported_keys_under_our_names():
     assert job_stats(params) == {'data_total': 34086912, 'data_processed': 570528, 'data_remaining': 0, 'downtime_ms': 16,
                                  'time_elapsed_ms': 342, 'disk_total': 0}
     assert job_stats({}) == {}
+
+
+def test_a_block_migration_keeps_the_disk_figures_its_source_saw():
+    """Polls of a lab block migration's source (libvirt 9.0): the NBD mirror's figures show only near the
+    end; the target's record of the finished job has 0 for them, and its own downtime and memory figures."""
+    polls = [{'disk_total': 0, 'disk_processed': 0, 'memory_processed': 0},
+             {'disk_total': 65536, 'disk_processed': 0, 'memory_processed': 0},
+             {'disk_total': 65536, 'disk_processed': 65536, 'memory_processed': 574623, 'downtime_ms': 300},
+             {'disk_total': 0, 'disk_processed': 0, 'memory_processed': 574623}]  # the mirror ended before the job
+    copied = {}
+    for poll in polls:
+        copied = most_copied(copied, poll)
+    completed = {'disk_total': 0, 'disk_processed': 0, 'disk_remaining': 0, 'memory_processed': 574623, 'downtime_ms': 82}
+    assert finished_stats(polls[-1], copied, completed) == {
+        'disk_total': 65536, 'disk_processed': 65536, 'disk_remaining': 0, 'memory_processed': 574623, 'downtime_ms': 82}
+    # A poll that saw the mirror's total only: the job completed, so all of it was copied.
+    assert finished_stats({}, most_copied({}, polls[1]), completed)['disk_processed'] == 65536
+    # A live migration (shared disks): no disk figures but the reported zeros, as before.
+    assert finished_stats({'memory_processed': 9}, {}, {'memory_processed': 10}) == {'memory_processed': 10}
+    assert finished_stats({}, most_copied({}, {'disk_total': 0}), completed)['disk_total'] == 0
 
 
 def test_parse_volume_round_trips_volume_xml():

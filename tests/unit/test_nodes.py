@@ -1,7 +1,10 @@
 """Node views: capacity, usage and placement from live resources, admin state and the cloud file (pure logic)."""
 
+import pytest
+
 from ansible_collections.multihv.cloud.plugins.module_utils import _config
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import scheduler as _scheduler
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import HostResources, NodeResources
 
@@ -47,9 +50,28 @@ def test_cluster_counts_only_usable_hosts_and_shows_the_largest_free_host():
              HostResources('h4', vcpus=16, memory_mb=1000, memory_mb_free=1000, connection_state='notResponding')]
     view = node_view(NodeResources('vc/DC/C2', 'vsphere', hosts=hosts), None)
     assert view['physical']['memory_mb'] == 2000 and view['capacity']['vcpus'] == 128
-    assert view['largest_host_free'] == {'memory_mb': 700, 'vcpus': 16}
+    # vCPUs as the scheduler counts a host's room: 16 threads x the cpu ratio 4.0 (the cloud's default), less those used.
+    assert view['largest_host_free'] == {'memory_mb': 700, 'vcpus': 64}
     assert view['availability_zone'] == 'gold' and view['aggregates'] == ['ha']
     assert view['endpoint'] == 'https://h:443/sdk'
+
+
+def test_largest_host_free_vcpus_is_what_the_scheduler_places_on_one_host():
+    """largest_host_free.vcpus is the most vCPUs ClusterHostFitFilter lets one instance have: that many
+    are placed, one more is refused, at the node's own cpu ratio."""
+    hosts = [HostResources('h1', vcpus=8, memory_mb=4096, memory_mb_free=4096, vcpus_used=5),
+             HostResources('h2', vcpus=6, memory_mb=4096, memory_mb_free=4096, vcpus_used=1)]
+    node = NodeResources('vc/DC/C1', 'vsphere', hosts=hosts, disk_gb=100, disk_gb_free=100)
+    view = _nodes.node_view(CLOUD, node, {'allocation_ratios': {'cpu': 2.5}}, _nodes.placement_of(DRIVERS, node.name))
+    assert view.largest_host_free['vcpus'] == 15 == max(int(8 * 2.5) - 5, int(6 * 2.5) - 1)
+    assert node.largest_host_free_vcpus == 5  # the driver's own figure: threads, no ratio
+
+    def place(vcpus):
+        return _scheduler.Scheduler(_scheduler.candidates([view], {})).place(_scheduler.Request(vcpus, 512, 1))
+
+    assert place(15) == ('vc/DC/C1', 'h1')
+    with pytest.raises(_scheduler.NoValidHost, match='ClusterHostFitFilter removed vc/DC/C1'):
+        place(16)
 
 
 def test_down_node_has_no_capacity():

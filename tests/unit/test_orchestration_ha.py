@@ -42,7 +42,7 @@ def test_a_node_down_waits_out_its_grace_period_counted_from_the_first_pass_that
     since = cloud.registry.get_node('fake1')['down_since']
     assert [(w['node'], w['down_since']) for w in first['waiting']] == [('fake1', since)] and since
     assert 59 <= first['waiting'][0]['seconds_left'] <= 60
-    assert (first['changed'], first['down'], first['recovered']) == (False, [], [])
+    assert (first['changed'], first['down'], first['recovered']) == (True, [], [])  # it wrote down_since
     second = _instance_ha.run_pass(cloud.context(), grace_period=60)
     assert second['waiting'][0]['down_since'] == since == cloud.registry.get_node('fake1')['down_since']
     assert cloud.nodes_of() == {'ha-one': 'fake1', 'plain-one': 'fake1'} and not cloud.registry.get_node('fake1')['forced_down']
@@ -97,7 +97,8 @@ def test_a_node_with_nothing_to_restart_is_not_fenced_but_reported(cloud, tmp_pa
     down_for(cloud, 'fake4', 120)
     for _pass in range(2):  # and the next pass neither
         result = _instance_ha.run_pass(cloud.context(), grace_period=60)
-        assert (result['changed'], result['down'], result['failures']) == (False, [], [])
+        # The first pass counts the last probe min_down_probes needs (a write); the next has nothing to write.
+        assert (result['changed'], result['down'], result['failures']) == (_pass == 0, [], [])
         assert [(w['node'], w['why']) for w in result['withheld']] == [('fake4', 'nothing_to_recover')]
         assert 'nothing to recover' in result['withheld'][0]['reason']
         assert not mark.exists() and not cloud.registry.get_node('fake4')['forced_down']
@@ -110,7 +111,7 @@ def test_a_node_with_nothing_to_restart_is_not_fenced_but_reported(cloud, tmp_pa
 def test_a_node_that_answers_again_loses_its_down_since(cloud):
     down_for(cloud, 'fake1', 30)
     result = _instance_ha.run_pass(cloud.context(), grace_period=60)
-    assert (result['cleared'], result['waiting'], result['changed']) == (['fake1'], [], False)
+    assert (result['cleared'], result['waiting'], result['changed']) == (['fake1'], [], True)  # its marks were cleared
     assert cloud.registry.get_node('fake1')['down_since'] is None
 
 
@@ -132,3 +133,18 @@ def test_nodes_that_recover_by_themselves_are_left_to_their_hypervisor(tmp_path)
         result = _instance_ha.run_pass(cloud.context(), grace_period=0)
         assert (result['waiting'], result['down'], result['failures']) == ([], [], [])
         assert cloud.registry.list_nodes() == []
+
+
+def test_a_pass_reports_the_marks_it_writes_as_a_change_and_check_mode_the_same_without_writing(cloud):
+    cloud.world.power_loss('fake1')
+    planned = _instance_ha.run_pass(cloud.context(), grace_period=600, check_mode=True)
+    assert planned['changed'] is True and cloud.registry.get_node('fake1')['down_since'] is None
+    first = _instance_ha.run_pass(cloud.context(), grace_period=600)
+    assert first['changed'] is True and cloud.registry.get_node('fake1')['down_probes'] == 1
+    for _pass in range(_instance_ha.MIN_DOWN_PROBES - 1):
+        assert _instance_ha.run_pass(cloud.context(), grace_period=600)['changed'] is True
+    row = cloud.registry.get_node('fake1')
+    # Enough probes: a node that stays down costs no write and reports no change, in check mode neither.
+    for check_mode in (True, False):
+        assert _instance_ha.run_pass(cloud.context(), grace_period=600, check_mode=check_mode)['changed'] is False
+    assert cloud.registry.get_node('fake1') == row

@@ -140,3 +140,58 @@ def test_a_move_between_hosts_of_a_cluster_node_keeps_its_allocation(tmp_path):
         assert cloud.allocations() == [('a', 'vc/c1')] and world.vm('a').host == 'vc/c1-h0'
         with pytest.raises(errors.MultihvError, match='Fake cluster nodes have no block migration; instance a was not moved'):
             _migrations.migrate(cloud.context(), 'a', 'block', target_host='vc/c1-h1')
+
+
+def locks(cloud):
+    return [dict(row) for row in cloud.registry._rows('SELECT * FROM locks ORDER BY name')]  # pylint: disable=protected-access
+
+
+def test_an_instance_on_the_target_given_is_not_moved_and_without_a_target_each_run_moves_it(cloud):
+    cloud.boot('a', node='fake1', storage='shared')
+    for check_mode in (True, False):
+        stays = _migrations.migrate(cloud.context(), 'a', target_node='fake1', check_mode=check_mode)
+        assert (stays['changed'], stays['migration'], stays['instance']['node']) == (False, None, 'fake1')
+    # A KVM-like node is its own host: target_host names it too.
+    assert _migrations.migrate(cloud.context(), 'a', target_host='fake1')['changed'] is False
+    assert migrations_of(cloud, 'a') == [] and cloud.world.placed() == {'a': ('fake1', 'running')}
+
+    moved = _migrations.migrate(cloud.context(), 'a', target_node='fake2')
+    assert moved['changed'] is True and moved['instance']['node'] == 'fake2'
+    assert _migrations.migrate(cloud.context(), 'a', target_node='fake2')['changed'] is False
+    # No target: no desired place, each run is a move.
+    assert _migrations.migrate(cloud.context(), 'a')['instance']['node'] == 'fake1'
+    assert _migrations.migrate(cloud.context(), 'a')['instance']['node'] == 'fake2'
+    assert len(migrations_of(cloud, 'a')) == 3
+
+
+def test_check_mode_of_a_move_writes_nothing_not_even_a_lease(cloud):
+    cloud.boot('a', node='fake1', storage='shared')
+    before = locks(cloud)
+    planned = _migrations.migrate(cloud.context(), 'a', target_node='fake2', check_mode=True)
+    assert planned['changed'] is True and planned['migration']['status'] == 'would run'
+    assert locks(cloud) == before, 'check mode took a lease'
+    assert migrations_of(cloud, 'a') == [] and cloud.world.placed() == {'a': ('fake1', 'running')}
+
+
+def test_an_instance_on_the_host_given_of_a_cluster_node_is_not_moved(tmp_path):
+    world = FakeWorld()
+    world.add_cluster('vc/c1')
+    with FakeCloud(world, tmp_path) as cloud:
+        cloud.flavor('small')
+        cloud.image('tick', hypervisor_type=CLUSTER, template='tmpl')
+        booted = cloud.boot('a')
+        for target in ({'target_host': booted.host}, {'target_node': 'vc/c1'}, {'target_node': 'vc/c1', 'target_host': booted.host}):
+            assert _migrations.migrate(cloud.context(), 'a', **target)['changed'] is False, target
+        assert migrations_of(cloud, 'a') == [] and world.vm('a').host == booted.host
+
+
+def test_the_diff_of_a_move_is_the_node_and_host_before_and_after(cloud):
+    cloud.boot('a', node='fake1', storage='shared')
+    planned = _migrations.migrate(cloud.context(), 'a', target_node='fake2', check_mode=True)
+    fake1, fake2 = {'node': 'fake1', 'host': 'fake1'}, {'node': 'fake2', 'host': 'fake2'}
+    assert _migrations.diff(planned) == {'before': fake1, 'after': fake2}
+    assert _migrations.diff(_migrations.migrate(cloud.context(), 'a', target_node='fake2')) == {'before': fake1, 'after': fake2}
+    assert _migrations.diff(_migrations.migrate(cloud.context(), 'a', target_node='fake2')) == {'before': fake2, 'after': fake2}
+    uuid = cloud.registry.get_instance(name='a').uuid
+    drained = _migrations.drain(cloud.context(), 'fake2', check_mode=True)
+    assert _migrations.diff(drained) == {'before': {uuid: fake2}, 'after': {uuid: fake1}}

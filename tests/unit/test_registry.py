@@ -29,6 +29,8 @@ def test_parse_url_accepts_the_documented_forms(url, expected):
 
 @pytest.mark.parametrize('url', [
     'mysql://cloud:s3cret@db/multihv',
+    'cloud:s3cret@db/multihv',       # the scheme forgotten: the password is masked all the same
+    'postgresql//cloud:s3cret@db/multihv',
     'sqlite://relative.sqlite',      # two slashes: the path would be the "host"
     'sqlite:///',                    # no path
     'sqlite:////',                   # the root directory
@@ -61,6 +63,7 @@ def test_parse_url_without_a_url(url):
     ('postgresql://cloud@db/multihv?password=s3cret&x=1', 'postgresql://cloud@db/multihv?password=********&x=1'),
     ('sqlite:////var/lib/r.sqlite', 'sqlite:////var/lib/r.sqlite'),
     ('not a url', 'not a url'),
+    ('cloud:s3cret@db/multihv', 'cloud:********@db/multihv'),
 ])
 def test_mask_url_hides_the_password_only(url, masked):
     assert engine.mask_url(url) == masked
@@ -222,3 +225,77 @@ def test_a_registry_server_still_down_is_named_and_tried_again_by_the_next_state
 def test_a_sqlite_connection_is_never_broken(tmp_path):
     with registry.Registry.open('sqlite:///%s' % (tmp_path / 'r.sqlite')) as opened:
         assert engine.broken(opened._conn) is False  # pylint: disable=protected-access
+
+
+def test_a_reader_of_a_registry_that_does_not_exist_reads_it_as_empty_and_creates_nothing(tmp_path):
+    path = tmp_path / 'fresh.sqlite'
+    with registry.Registry.open('sqlite:///%s' % path, upgrade=False) as empty:
+        assert empty.list_flavors() == [] and empty.list_instances() == [] and empty.list_networks() == []
+        assert empty.schema_version() == 0 and empty.found_version == 0
+        with empty.another() as other:  # a worker's connection: the same, still nothing on disk
+            assert other.list_nodes() == []
+        with pytest.raises(errors.RegistryError, match='opened to read only'):
+            empty.upgrade_schema()
+    assert not path.exists()
+    # Nor its directory.
+    with registry.Registry.open('sqlite:///%s/missing/r.sqlite' % tmp_path, upgrade=False) as empty:
+        assert empty.list_keypairs() == []
+    assert not (tmp_path / 'missing').exists()
+
+
+def test_a_reader_of_an_empty_registry_file_leaves_it_as_it_is(tmp_path):
+    path = tmp_path / 'empty.sqlite'
+    path.touch()
+    with registry.Registry.open('sqlite:///%s' % path, upgrade=False) as empty:
+        assert empty.list_flavors() == [] and empty.schema_version() == 0
+    assert path.stat().st_size == 0 and sorted(p.name for p in tmp_path.iterdir()) == ['empty.sqlite']
+
+
+def test_a_reader_of_a_current_registry_reads_it_and_a_writer_records_the_version_it_found(tmp_path):
+    url = 'sqlite:///%s' % (tmp_path / 'r.sqlite')
+    with registry.Registry.open(url) as created:
+        assert created.found_version == 0
+        created.set_flavor('m1', vcpus=1, ram_mb=512, disk_gb=1)
+    with registry.Registry.open(url) as again:
+        assert again.found_version == schema.SCHEMA_VERSION
+    with registry.Registry.open(url, upgrade=False) as reader:
+        assert reader.found_version == reader.schema_version() == schema.SCHEMA_VERSION
+        assert [f['name'] for f in reader.list_flavors()] == ['m1']
+
+
+def test_a_reader_of_an_older_sqlite_registry_reads_an_upgraded_copy_and_leaves_the_file_as_it_is(tmp_path, monkeypatch):
+    path = tmp_path / 'old.sqlite'
+    url = 'sqlite:///%s' % path
+    with monkeypatch.context() as patched:
+        patched.setattr(schema, 'MIGRATIONS', schema.MIGRATIONS[:2])
+        patched.setattr(schema, 'SCHEMA_VERSION', 2)
+        with registry.Registry.open(url) as old:
+            old.set_flavor('m1', vcpus=1, ram_mb=512, disk_gb=1)
+    with sqlite3.connect(path) as conn:  # a node as version 2 stored it (set_node writes today's columns)
+        conn.execute("INSERT INTO nodes (name, hypervisor_type, enabled, created_at, updated_at) VALUES ('kvm1', 'kvm', 0, 'x', 'x')")
+    with sqlite3.connect(path) as conn:
+        conn.execute('PRAGMA wal_checkpoint(TRUNCATE)')
+    stored = path.read_bytes()
+    with registry.Registry.open(url, upgrade=False) as reader:
+        assert reader.schema_version() == reader.found_version == 2
+        # Columns of later versions read as their defaults (down_since came with version 3), tables as empty.
+        node = reader.get_node('kvm1')
+        assert (node['enabled'], node['down_since'], node['down_probes']) == (False, None, 0)
+        assert [f['name'] for f in reader.list_flavors()] == ['m1'] and reader.list_keypairs() == [] and reader.list_ports() == []
+        with pytest.raises(errors.RegistryError, match='opened to read only'):
+            reader.upgrade_schema()
+    assert path.read_bytes() == stored
+    with registry.Registry.open(url) as upgraded:
+        assert upgraded.found_version == 2 and upgraded.schema_version() == schema.SCHEMA_VERSION
+
+
+def test_a_reader_of_a_registry_whose_copy_cannot_be_upgraded_reads_it_as_it_is(tmp_path):
+    path = tmp_path / 'r.sqlite'
+    url = 'sqlite:///%s' % path
+    with registry.Registry.open(url) as made:
+        made.set_flavor('m1', vcpus=1, ram_mb=512, disk_gb=1)
+    with sqlite3.connect(path) as conn:  # by hand: the last version's row gone, its tables still there
+        conn.execute('DELETE FROM schema_version WHERE version = ?', (schema.SCHEMA_VERSION,))
+    with registry.Registry.open(url, upgrade=False) as reader:
+        assert reader.schema_version() == schema.SCHEMA_VERSION - 1
+        assert [f['name'] for f in reader.list_flavors()] == ['m1']

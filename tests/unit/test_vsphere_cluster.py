@@ -195,6 +195,21 @@ def test_bad_settings_are_refused(request_, message):
     assert str(caught.value).endswith('; nothing was changed')
 
 
+@pytest.mark.parametrize('hosts, level', [(3, 3), (3, 7), (1, 1)])
+def test_a_failover_level_must_leave_one_host(hosts, level):
+    request_ = {'ha': {'admission_control': {'policy': 'failover_level', 'failover_level': level}}}
+    with pytest.raises(cluster.InvalidSettings) as caught:
+        cluster.desired(UNSET, request_, WHERE, hosts=hosts)
+    assert str(caught.value) == ("node vc1/prod/A: ha.admission_control.failover_level must be at most the cluster's hosts minus "
+                                 "one, %d (it has %d host%s), not %d; nothing was changed" % (hosts - 1, hosts, 's' if hosts > 1 else '', level))
+
+
+def test_a_failover_level_of_hosts_minus_one_is_accepted():
+    request_ = {'ha': {'admission_control': {'policy': 'failover_level', 'failover_level': 2}}}
+    after = cluster.desired(UNSET, request_, WHERE, hosts=3)
+    assert after['ha']['admission_control']['failover_level'] == 2
+
+
 def test_changed_keys_in_order_and_nested():
     after = settings(**{'ha.enabled': True, 'ha.admission_control.policy': 'failover_level', 'ha.admission_control.failover_level': 1,
                         'drs.enabled': False})

@@ -18,12 +18,6 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import sche
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds
 
 
-def _open_registry(config):
-    # Imported late: the registry pulls in sqlite3/psycopg only when it is used.
-    from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
-    return Registry.open(config.registry_url, lease_seconds=config.lease_seconds)
-
-
 class Context:
     """One run's view of the cloud: its cloud file (a _config.CloudConfig), registry and drivers,
     with the node views read once and drivers looked up by node.
@@ -99,7 +93,9 @@ class Context:
         """A Context for a worker thread, with a registry connection and drivers of its own: neither
         sqlite3 nor a pyVmomi session may be shared between threads. The node views are."""
         views = self.views()
-        worker = Context(self.config, _open_registry(self.config), timeout=self.timeout,
+        # another(): the same registry as it is, never upgraded (check mode and readers write nothing; a run
+        # that writes upgraded it when it opened it).
+        worker = Context(self.config, self.registry.another(), timeout=self.timeout,
                          driver_factory=self._driver_factory)
         worker._views = views  # pylint: disable=protected-access
         try:

@@ -23,6 +23,7 @@ import contextlib
 import dataclasses
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import bounds as _bounds
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import fencing as _fencing
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import guest as _guest
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
@@ -76,7 +77,7 @@ def check_failed(ctx, node, check_mode=False):
             'fence_command (and a power_status_command) in the cloud file. Nothing was evacuated' % (node, view.reason or 'down'))
     if check_mode:
         return 'would fence'
-    _fencing.power_off(node, command, power_status)  # raises unless it is off
+    _fencing.power_off(node, command, power_status, driver.fence_environment(node))  # raises unless it is off
     ctx.registry.set_node(node, kind, forced_down=True)
     return 'fenced'
 
@@ -115,6 +116,7 @@ def evacuate(ctx, node, target_node=None, instances=None, concurrency=4, check_m
     others go on. A refusal (see check_failed) raises before anything happens. The node's lease
     is held from before the fence to the end (another evacuation or drain of the node is refused:
     errors.LeaseHeld), unless the caller holds it already (hold_node=False: an HA pass)."""
+    _bounds.at_least('concurrency', concurrency, 1, 'nothing was evacuated')
     if check_mode or not hold_node:
         return _evacuate(ctx, node, target_node, instances, concurrency, check_mode)
     with _leases.on_node(ctx.registry, node, 'nothing was evacuated', 'evacuate'):

@@ -12,8 +12,11 @@ exited 0 is not. Without a power_status_command the fence command's exit 0 is be
 The power_status_command's contract: it exits 0 and the last word of its output is `off`
 (case-insensitive; `ipmitool ... chassis power status` prints "Chassis Power is off") when the
 power is off, `on` when it is on; anything else (another exit status, another word) is an
-unknown power state, which is not off. Both commands run without a shell, with MULTIHV_NODE
-naming the node.
+unknown power state, which is not off. Both commands run without a shell, in a minimal
+environment (MINIMAL_ENVIRONMENT: enough to find a program and read its messages), with
+MULTIHV_NODE naming the node, plus the variables the host's fence_environment names: never the
+controller's whole environment, which holds its own credentials (MULTIHV_VCENTER_PASSWORD, the
+registry URL, what AWX injects for other uses).
 """
 
 from __future__ import annotations
@@ -27,13 +30,29 @@ from ansible_collections.multihv.cloud.plugins.module_utils import _errors as er
 FENCE_TIMEOUT_SECONDS = 120
 POWER_OFF = 'off'
 UNTOUCHED = 'nothing was evacuated'
+# What a fence or power status command gets of the controller's environment by itself.
+MINIMAL_ENVIRONMENT = ('PATH', 'HOME', 'USER', 'LOGNAME', 'LANG', 'LANGUAGE', 'LC_ALL', 'LC_CTYPE', 'LC_MESSAGES', 'TZ', 'TMPDIR')
 
 
-def _run(node, command, what):
-    """Run command for node (no shell; MULTIHV_NODE names it). Returns its stdout; errors.MultihvError
+def environment(node, names=(), source=None):
+    """The environment node's commands run in: MINIMAL_ENVIRONMENT and the variables `names` (its
+    fence_environment) from source (the controller's), and MULTIHV_NODE. errors.MultihvError when
+    one of names is not set: the command would fail for want of it, less clearly."""
+    source = os.environ if source is None else source
+    missing = [name for name in names if name not in source]
+    if missing:
+        raise errors.MultihvError('node %s cannot be fenced: its fence_environment names %s, which the controller\'s '
+                                  'environment does not set; %s' % (node, ', '.join(missing), UNTOUCHED))
+    env = dict((name, source[name]) for name in MINIMAL_ENVIRONMENT + tuple(names) if name in source)
+    env['MULTIHV_NODE'] = node
+    return env
+
+
+def _run(node, command, what, names=()):
+    """Run command for node (no shell; in environment(node, names)). Returns its stdout; errors.MultihvError
     saying `what` failed unless it exits 0."""
     argv = shlex.split(command)
-    env = dict(os.environ, MULTIHV_NODE=node)
+    env = environment(node, names)
     try:
         done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=FENCE_TIMEOUT_SECONDS, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
@@ -44,33 +63,36 @@ def _run(node, command, what):
     return done.stdout or ''
 
 
-def fence(node, command):
-    """Run node's fence command; errors.MultihvError unless it exits 0."""
-    _run(node, command, 'fencing')
+def fence(node, command, names=()):
+    """Run node's fence command (with the variables names from the controller's environment);
+    errors.MultihvError unless it exits 0."""
+    _run(node, command, 'fencing', names)
 
 
-def power_state(node, command):
-    """'off', 'on' or 'unknown' as node's power_status_command says; errors.MultihvError when it fails."""
-    words = _run(node, command, 'reading the power status of').split()
+def power_state(node, command, names=()):
+    """'off', 'on' or 'unknown' as node's power_status_command says (run with the variables names
+    from the controller's environment); errors.MultihvError when it fails."""
+    words = _run(node, command, 'reading the power status of', names).split()
     word = words[-1].lower() if words else ''
     return word if word in (POWER_OFF, 'on') else 'unknown'
 
 
-def power_off(node, fence_command, power_status_command):
+def power_off(node, fence_command, power_status_command, names=()):
     """Fence node with its fence command (when it has one), confirmed by its power status (when
-    it has a power_status_command; see the module's docstring). Returns None once node is fenced;
+    it has a power_status_command; see the module's docstring); both get the variables names (its
+    fence_environment) from the controller's environment. Returns None once node is fenced;
     errors.MultihvError saying why it is not (nothing was touched after the fence command)."""
     failed = None
     if fence_command:
         try:
-            fence(node, fence_command)
+            fence(node, fence_command, names)
         except errors.MultihvError as exc:
             failed = exc
     if not power_status_command:
         if failed is not None:
             raise failed
         return
-    state = power_state(node, power_status_command)
+    state = power_state(node, power_status_command, names)
     if state == POWER_OFF:
         return  # off is off, whatever the fence command said
     after = ('after its fence command failed (%s)' % str(failed).rsplit('; ', 1)[0]) if failed else \
@@ -79,4 +101,4 @@ def power_off(node, fence_command, power_status_command):
                               'instances, so %s' % (node, state, after, UNTOUCHED))
 
 
-__all__ = ['FENCE_TIMEOUT_SECONDS', 'fence', 'power_off', 'power_state']
+__all__ = ['FENCE_TIMEOUT_SECONDS', 'MINIMAL_ENVIRONMENT', 'environment', 'fence', 'power_off', 'power_state']

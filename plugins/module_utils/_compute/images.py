@@ -55,19 +55,20 @@ def desired(params, caps):
 
 
 def distribute(ctx, name, fields, check_mode):
-    """Make the image usable on every node of its hypervisor type that is up. Returns
-    (changed, locations): {KVM host: 'present' or why not} or {vCenter: template moid}."""
+    """Make the image usable on every node of its hypervisor type that is up (check_mode: say whether it
+    would be uploaded). Returns (changed, locations): {KVM host: 'present' or why not} or {vCenter: template moid}."""
     changed, locations = False, {}
     props = fields['properties']
     for driver in ctx.drivers:
         if driver.hypervisor_type != fields['hypervisor_type']:
             continue
         if driver.capabilities.image_kind == IMAGE_FILE:
-            if check_mode:
-                locations[driver.endpoint_name()] = 'unknown in check mode'
-                continue
             try:
-                uploaded = upload(ctx.registry, driver, name, props['source'], props['format'])
+                if check_mode:
+                    # The driver compares its base with the file and uploads nothing; no lease either (a registry write).
+                    uploaded = driver.ensure_image(name, props['source'], props['format'], check_mode=True)
+                else:
+                    uploaded = upload(ctx.registry, driver, name, props['source'], props['format'])
             except errors.Unreachable as exc:
                 locations[driver.endpoint_name()] = 'down: %s' % exc
                 continue

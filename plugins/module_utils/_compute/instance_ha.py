@@ -48,6 +48,7 @@ import dataclasses
 import datetime
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import bounds as _bounds
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import reconcile as _reconcile
@@ -66,21 +67,26 @@ def _seconds_since(stamp, now):
     return (now - then).total_seconds()
 
 
-def _probe(registry, view, check_mode):
-    """Record what this pass saw of one watched node. Returns (admin, down_since, down_probes):
-    for a node that answers, its marks cleared (None when it had none)."""
+def _probe(registry, view, check_mode, enough):
+    """Record what this pass saw of one watched node (check_mode: only say it). Returns (admin, down_since,
+    down_probes, marked): for a node that answers, its marks cleared (None when it had none); marked True when
+    its marks in the registry were (would be) written, which the pass reports as a change. Probes are counted
+    up to `enough` (min_down_probes) only: more says nothing new, and a node that stays down (fenced, or
+    withheld) then costs no write and no change at each pass."""
     admin = registry.get_node(view.name) or {}
     since, probes = admin.get('down_since'), admin.get('down_probes') or 0
     if view.up:
         if not (since or probes):
-            return admin, None, None
-        if not check_mode:  # bookkeeping of the watch, not a change of the cloud
+            return admin, None, None, False
+        if not check_mode:
             registry.set_node(view.name, view.hypervisor_type, down_since=None, down_probes=0)
-        return admin, None, 0
+        return admin, None, 0, True
+    if since and probes >= enough:
+        return admin, since, probes, False
     since, probes = since or utcnow(), probes + 1
     if not check_mode:
         registry.set_node(view.name, view.hypervisor_type, down_since=since, down_probes=probes)
-    return admin, since, probes
+    return admin, since, probes, True
 
 
 def _too_many_down(down, watched, max_down_share):
@@ -129,6 +135,8 @@ def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode
     the per-instance evacuation results, unplaced the instances no node has room for, failures
     what went wrong (per node or instance), cleared the nodes that answer again, skipped the
     nodes another run works on (it holds their lease). settle_seconds: the reconciler's."""
+    _bounds.at_least('concurrency', concurrency, 1, 'no node was looked at')
+    _bounds.at_least('grace_period', grace_period, 0, 'no node was looked at')
     if not 0 <= max_down_share <= 1 or min_down_probes < 1 or heartbeat_timeout < 0:
         raise errors.MultihvError('max_down_share must be between 0 and 1, min_down_probes at least 1 and heartbeat_timeout at '
                                   'least 0, got %r, %r and %r; no node was looked at' % (max_down_share, min_down_probes, heartbeat_timeout))
@@ -140,7 +148,9 @@ def run_pass(ctx, grace_period=60, evacuate_all=False, concurrency=4, check_mode
     for view in ctx.views():
         if not ctx.kind_capabilities(view.hypervisor_type).evacuation:
             continue
-        admin, since, probes = _probe(registry, view, check_mode)
+        admin, since, probes, marked = _probe(registry, view, check_mode, min_down_probes)
+        # The marks are the registry's record of the watch: writing them is a change, reported as one.
+        result['changed'] = result['changed'] or marked
         watched += not admin.get('forced_down')  # a node forced down is known to be down: it counts neither way
         if view.up:
             if probes == 0:

@@ -10,6 +10,7 @@ diff) holds them as plain dicts (as_dict()), made here as the result is filled i
 from __future__ import annotations
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import bounds as _bounds
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import guest as _guest
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import networks as _networks
@@ -17,6 +18,8 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import netw
 PER_INSTANCE = ('flavor', 'image', 'node', 'availability_zone', 'scheduler_hints', 'server_group', 'storage', 'networks',
                 'hostname', 'key_name', 'user_data', 'admin_password', 'update_password', 'metadata', 'ha', 'restart_priority',
                 'state')
+# The module's default for concurrency (how many instances of a batch boot at once).
+DEFAULT_CONCURRENCY = 4
 
 
 def items(params):
@@ -73,20 +76,29 @@ def _shown(record):
 
 
 def run(ctx, params, check_mode):
-    """The instance task over a Context: boot, power, rebuild or delete each instance it names."""
+    """The instance task over a Context: boot, power, rebuild or delete each instance it names.
+    In a batch (instances given) an instance refused before anything is made for it is one of
+    the result's failures and the others go on; a single instance's refusal is raised."""
+    concurrency = _bounds.at_least('concurrency', params.get('concurrency', DEFAULT_CONCURRENCY), 1, 'nothing was changed')
     wanted = items(params)
+    batch = params.get('instances') is not None
     registry = ctx.registry
     changed = False
-    before, after, to_boot, generated = {}, {}, [], {}
+    before, after, to_boot, generated, failures = {}, {}, [], {}, []
     for item in wanted:
         record = registry.get_instance(name=item['name'])
         before[item['name']] = _shown(record)
         if record is None:
             if item['state'] != 'absent':
-                for key in ('flavor', 'image'):
-                    if not item.get(key):
-                        raise errors.MultihvError('instance %s does not exist: %s is required to boot it; nothing was changed'
-                                                  % (item['name'], key))
+                missing = [key for key in ('flavor', 'image') if not item.get(key)]
+                if missing:
+                    message = ('instance %s does not exist: %s is required to boot it; nothing was changed'
+                               % (item['name'], missing[0]))
+                    if not batch:
+                        raise errors.MultihvError(message)
+                    failures.append({'name': item['name'], 'msg': message})
+                    after[item['name']] = None
+                    continue
                 to_boot.append(item if check_mode else _with_password(item, generated))
             after[item['name']] = None
             continue
@@ -120,19 +132,21 @@ def run(ctx, params, check_mode):
                 changed = True
                 if not check_mode:
                     _instances.set_guest_password(ctx, record, item['admin_password'])
-    failures = []
-    if to_boot:
+    if to_boot and not check_mode and not batch:
         changed = True
+        after[to_boot[0]['name']] = _shown(_instances.boot_one(ctx, to_boot[0]))
+    elif to_boot:
+        # A batch's refusals are its failures; a single instance's is raised.
+        placed = _instances.plan(ctx, to_boot, refused=failures if batch else None)
+        changed = changed or bool(placed)
         if check_mode:
-            for placement in _instances.plan(ctx, to_boot):
+            for placement in placed:
                 after[placement.name] = {'name': placement.name, 'node': placement.node, 'host': placement.host,
                                          'flavor': placement.flavor['name'], 'image': placement.image['name'],
                                          'state': 'would be built'}
-        elif len(to_boot) == 1 and params.get('instances') is None:
-            item = to_boot[0]
-            after[item['name']] = _shown(_instances.boot_one(ctx, item))
         else:
-            records, failures = _instances.boot_many(ctx, to_boot, params.get('concurrency') or 4)
+            records, refused = _instances.boot_placed(ctx, placed, concurrency)
+            failures += refused
             for record in records:
                 after[record.name] = _shown(record)
     result = {'changed': changed, 'diff': {'before': before, 'after': after}}

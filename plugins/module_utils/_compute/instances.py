@@ -107,39 +107,50 @@ def move_request(ctx, record, target_node, untouched, keep_backing=False):
                                networks=_networks.for_move(ctx, record, keep_backing))
 
 
-def plan(ctx, specs):
+def plan(ctx, specs, refused=None):
     """Place each instance to boot: [Placement], sequentially on one Scheduler so that the
-    placements of one batch see each other. NoValidHost names the filters."""
-    registry = ctx.registry
-    scheduler = ctx.scheduler()
+    placements of one batch see each other. NoValidHost names the filters. The first refusal is
+    raised; with a list `refused` (a batch), each is added to it as {name, msg} and the others are placed."""
     placed = []
+    scheduler = ctx.scheduler()
     for params in specs:
-        flavor = registry.get_flavor(params['flavor'])
-        if flavor is None:
-            raise errors.NotFound('flavor %s does not exist; nothing was created' % params['flavor'])
-        image = registry.get_image(params['image'])
-        if image is None:
-            raise errors.NotFound('image %s does not exist; nothing was created' % params['image'])
-        if params.get('node'):
-            kind = _nodes.hypervisor_type_of(ctx.drivers, params['node'])
-            if kind and image.get('hypervisor_type') and kind != image['hypervisor_type']:
-                raise errors.MultihvError('image %s is for %s nodes; node %s is %s; nothing was created'
-                                          % (image['name'], image['hypervisor_type'], params['node'], kind))
-        # Guest data that cannot be delivered is refused with the plan, so that check mode says so too.
-        _guest.config(params['name'], params['name'], _guest.key_identity(registry, params.get('key_name'), 'nothing was created'),
-                      image, [], params.get('user_data'), params.get('admin_password'))
-        group, members = group_nodes(registry, params.get('server_group'))
-        for earlier in placed:  # members of this batch count for the group too
-            if group and earlier.params.get('server_group') == group['name']:
-                members[earlier.node] = members.get(earlier.node, 0) + 1
-        req = request_for(flavor, image, params, group, members, _hint_nodes(registry, params.get('scheduler_hints')))
-        req = dataclasses.replace(req, networks=_networks.required(_networks.requested(registry, params.get('networks'))))
         try:
-            node, host = scheduler.place(req)
-        except NoValidHost as exc:
-            raise errors.MultihvError('cannot place instance %s: %s; nothing was created' % (params['name'], exc))
-        placed.append(Placement(params, flavor, image, node, host, req))
+            placed.append(_place(ctx, scheduler, params, placed))
+        except errors.MultihvError as exc:
+            if refused is None:
+                raise
+            refused.append({'name': params['name'], 'msg': str(exc)})
     return placed
+
+
+def _place(ctx, scheduler, params, placed):
+    """The Placement of one instance to boot, the batch's earlier placements counted."""
+    registry = ctx.registry
+    flavor = registry.get_flavor(params['flavor'])
+    if flavor is None:
+        raise errors.NotFound('flavor %s does not exist; nothing was created' % params['flavor'])
+    image = registry.get_image(params['image'])
+    if image is None:
+        raise errors.NotFound('image %s does not exist; nothing was created' % params['image'])
+    if params.get('node'):
+        kind = _nodes.type_in_cloud(ctx.drivers, params['node'], 'nothing was created')
+        if image.get('hypervisor_type') and kind != image['hypervisor_type']:
+            raise errors.MultihvError('image %s is for %s nodes; node %s is %s; nothing was created'
+                                      % (image['name'], image['hypervisor_type'], params['node'], kind))
+    # Guest data that cannot be delivered is refused with the plan, so that check mode says so too.
+    _guest.config(params['name'], params['name'], _guest.key_identity(registry, params.get('key_name'), 'nothing was created'),
+                  image, [], params.get('user_data'), params.get('admin_password'))
+    group, members = group_nodes(registry, params.get('server_group'))
+    for earlier in placed:  # members of this batch count for the group too
+        if group and earlier.params.get('server_group') == group['name']:
+            members[earlier.node] = members.get(earlier.node, 0) + 1
+    req = request_for(flavor, image, params, group, members, _hint_nodes(registry, params.get('scheduler_hints')))
+    req = dataclasses.replace(req, networks=_networks.required(_networks.requested(registry, params.get('networks'))))
+    try:
+        node, host = scheduler.place(req)
+    except NoValidHost as exc:
+        raise errors.MultihvError('cannot place instance %s: %s; nothing was created' % (params['name'], exc))
+    return Placement(params, flavor, image, node, host, req)
 
 
 class ClaimContended(errors.MultihvError):
@@ -370,8 +381,16 @@ def _boot_apart(ctx, placement):
 
 def boot_many(ctx, specs, concurrency=4):
     """Plan a batch, ready its images, then boot with bounded concurrency. Returns (records, failures);
-    an instance whose claim another run beat is scheduled again (claim_somewhere)."""
-    placed = plan(ctx, specs)
+    an instance whose claim another run beat is scheduled again (claim_somewhere). One the plan
+    refuses is a failure too; the others are booted."""
+    refused = []
+    records, failures = boot_placed(ctx, plan(ctx, specs, refused=refused), concurrency)
+    return records, refused + failures
+
+
+def boot_placed(ctx, placed, concurrency=4):
+    """Ready the images of a planned batch (plan's Placements), then boot it with bounded concurrency:
+    (records, failures), as boot_many."""
     unready = prepare_images(ctx, placed)
     records = []
     failures = [{'name': p.name, 'msg': '%s; nothing was created' % unready[p.image_on_node]} for p in placed if p.image_on_node in unready]

@@ -65,9 +65,7 @@ def plan(ctx, record, mode, target_node=None, target_host=None):
         raise errors.MultihvError('instance %s is stopped: a %s migration moves a running instance; use mode cold (or auto); %s'
                                   % (record.name, mode, untouched))
     if target_node:
-        target_kind = _nodes.hypervisor_type_of(ctx.drivers, target_node)
-        if target_kind is None:
-            raise errors.NotFound('node %s is not in the cloud file; %s' % (target_node, untouched))
+        target_kind = _nodes.type_in_cloud(ctx.drivers, target_node, untouched)
         if target_kind != kind:
             raise errors.MultihvError('node %s is a %s node and instance %s is on %s node %s: instances do not move between '
                                       'hypervisor types; %s' % (target_node, target_kind, record.name, kind, source, untouched))
@@ -92,22 +90,59 @@ def _schedule(ctx, record, target_node, untouched):
         raise errors.MultihvError('no node can take instance %s: %s; %s' % (record.name, exc, untouched)) from None
 
 
+def already_there(ctx, record, target_node=None, target_host=None):
+    """True when a target is given and the instance is there already: the desired state, nothing to move.
+    Without a target there is no desired place: each request is a move."""
+    if not (target_node or target_host) or record.node is None:
+        return False
+    caps = ctx.capabilities(record.node)
+    if caps is None or not caps.hosts_in_node:
+        # A KVM host is its own node: either option names it.
+        return (target_node or target_host) == record.node
+    return target_node in (None, record.node) and target_host in (None, record.host)
+
+
 def migrate(ctx, ref, mode='auto', target_node=None, target_host=None, controls=None, check_mode=False):
     """Move one instance (by name or uuid). Returns {changed, instance, migration}, the records as
     dicts (as modules return them); errors say what was refused or failed, and a failed move's record
-    says so too."""
+    says so too. An instance already on the target given is not moved (changed False, migration None).
+    Check mode takes no lease (a registry write): it plans from the records as they are."""
     registry = ctx.registry
     controls = controls or MigrationControls()
     record = find_instance(registry, ref)
+    if already_there(ctx, record, target_node, target_host):
+        return {'changed': False, 'instance': record.as_dict(), 'migration': None}
+    if check_mode:
+        move = plan(ctx, record, mode, target_node, target_host)
+        caps = ctx.capabilities(move.target_node)
+        # A node that is its own host (KVM) has no host to choose: the move's host is the node, as a real move records.
+        dest_host = move.target_host or (move.target_node if caps is not None and not caps.hosts_in_node else None)
+        return {'changed': True, 'instance': record.as_dict(), 'migration': {
+            'instance_uuid': record.uuid, 'migration_type': move.mode, 'status': 'would run',
+            'source_node': move.source_node, 'source_host': record.host,
+            'dest_node': move.target_node, 'dest_host': dest_host}}
     with _leases.on_instance(registry, record.uuid, _untouched(record), 'migrate') as lease:
         record = find_instance(registry, record.uuid)  # as it is now that no other run moves it
+        if already_there(ctx, record, target_node, target_host):  # another run moved it there meanwhile
+            return {'changed': False, 'instance': record.as_dict(), 'migration': None}
         move = plan(ctx, record, mode, target_node, target_host)
-        if check_mode:
-            return {'changed': True, 'instance': record.as_dict(), 'migration': {
-                'instance_uuid': record.uuid, 'migration_type': move.mode, 'status': 'would run',
-                'source_node': move.source_node, 'source_host': record.host,
-                'dest_node': move.target_node, 'dest_host': move.target_host}}
         return run(ctx, move, controls, lease)
+
+
+def diff(result):
+    """The before/after of a migrate result, for diff mode: the instance's node and host (a drain's: those of each
+    instance it moved or would move, by uuid)."""
+    def place(node, host):
+        return {'node': node, 'host': host}
+    if 'migrations' in result:
+        moves = result['migrations']
+        return {'before': dict((m['instance_uuid'], place(m['source_node'], m['source_host'])) for m in moves),
+                'after': dict((m['instance_uuid'], place(m['dest_node'], m['dest_host'])) for m in moves)}
+    move, instance = result.get('migration'), result['instance']
+    if move is None or move.get('status') in ('failed', 'cancelled'):
+        here = place(instance['node'], instance['host'])
+        return {'before': here, 'after': dict(here)}
+    return {'before': place(move['source_node'], move['source_host']), 'after': place(move['dest_node'], move['dest_host'])}
 
 
 def run(ctx, move, controls, lease):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import scheduler as _scheduler
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.records import NodeView
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import RESOURCES
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds
@@ -64,6 +65,15 @@ def hypervisor_type_of(drivers, name):
     return driver.hypervisor_type if driver else None
 
 
+def type_in_cloud(drivers, name, untouched):
+    """hypervisor_type_of a node a user named (a boot's node, a migration's target); errors.NotFound
+    when the cloud file has no such node, worded alike everywhere, with what was left untouched."""
+    kind = hypervisor_type_of(drivers, name)
+    if kind is None:
+        raise errors.NotFound('node %s is not in the cloud file; %s' % (name, untouched))
+    return kind
+
+
 def view(config, live, admin_rows, drivers):
     """What a node is, as users see it: one NodeView per live node (down ones included).
 
@@ -109,7 +119,9 @@ def node_view(config, node, row, placement):
         used=used,
         free=dict((r, capacity[r] - used[r]) for r in RESOURCES),
         instances=node.instances,
-        largest_host_free={'memory_mb': node.largest_host_free_memory_mb, 'vcpus': node.largest_host_free_vcpus},
+        # As the scheduler counts a host's room: vCPUs with the node's ratio (the driver's figure has none).
+        largest_host_free={'memory_mb': node.largest_host_free_memory_mb,
+                           'vcpus': max([max(_scheduler.host_free_vcpus(h, ratios['cpu']), 0) for h in node.hosts if h.usable] or [0])},
         hosts=list(node.hosts),
         extra=dict(node.extra),
     )
@@ -200,4 +212,4 @@ def matches(node, filters):
     return True
 
 
-__all__ = ['collect', 'find_node', 'hypervisor_type_of', 'list_nodes', 'matches', 'placement_of', 'serving', 'set_admin_state', 'view']
+__all__ = ['collect', 'find_node', 'hypervisor_type_of', 'list_nodes', 'matches', 'placement_of', 'serving', 'set_admin_state', 'type_in_cloud', 'view']

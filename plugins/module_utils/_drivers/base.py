@@ -292,7 +292,7 @@ class ComputeDriver(abc.ABC):
     a named object that is not there); nothing else is swallowed. Every method that changes
     the hypervisor is idempotent where its docstring says so, and bounded by work_timeout.
     The questions about configuration (node_names, serves, placement, fence_command, power_status_command,
-    storage_peers) are answered from the cloud file alone, without I/O.
+    fence_environment, storage_peers) are answered from the cloud file alone, without I/O.
     """
 
     capabilities: Capabilities = Capabilities(hypervisor_type='', label='', node_noun='node')
@@ -336,6 +336,11 @@ class ComputeDriver(abc.ABC):
         gives none: the fence command's exit 0 is believed). Only asked of drivers with evacuation."""
         return ''
 
+    def fence_environment(self, node):
+        """Names of the controller's environment variables node's fence and power status commands
+        get besides a minimal one (see _compute/fencing.py); () when the cloud file names none."""
+        return ()
+
     def storage_heartbeat(self, node):
         """The time (seconds since the epoch, by the writer's clock) of the last heartbeat another node
         wrote on the shared instance storage this endpoint sees (storage.heartbeat_name(node) there,
@@ -359,10 +364,11 @@ class ComputeDriver(abc.ABC):
 
     # ------------------------------------------------------------ images
 
-    def ensure_image(self, name, source, disk_format):
+    def ensure_image(self, name, source, disk_format, check_mode=False):
         """IMAGE_FILE drivers: make image `name` (the controller's file `source`, qcow2 or raw)
         the base that instance disks of this endpoint are made from. Idempotent: an identical
-        base is left alone, a different one replaced. True when it uploaded."""
+        base is left alone, a different one replaced. True when it uploaded (check_mode: would
+        upload; nothing is written)."""
         raise errors.DriverError('%s images are not files; nothing was uploaded' % self.capabilities.label)
 
     def find_template(self, name, datacenter=None):

@@ -98,11 +98,12 @@ def parse_url(url):
     raise errors.RegistryError('registry URL %s is not supported; use %s' % (mask_url(url), ' or '.join(ACCEPTED_URLS)))
 
 
-def _password(url):
-    """The password in a URL's user info or password= query parameter, or None."""
-    scheme, sep, rest = str(url).partition('://')
+def url_password(url):
+    """The password in a URL's user info or password= query parameter, or None. A URL without its
+    scheme (a mistake: user:password@host/db) is read as if it had one, so that it is masked too."""
+    _scheme, sep, rest = str(url).partition('://')
     if not sep:
-        return None
+        rest = str(url)
     # The user info ends at the last @ before the query: a password may hold '/' but not an unencoded '?'.
     head = rest.split('?', 1)[0]
     at = head.rfind('@')
@@ -118,19 +119,19 @@ def mask_url(url):
     text = re.sub(r'([?&]password=)[^&#]*', r'\1' + MASK, text)
     scheme, sep, rest = text.partition('://')
     if not sep:
-        return text
+        rest = text
     head = rest.split('?', 1)[0]
     at = head.rfind('@')
     if at >= 0 and ':' in head[:at]:
         user = head[:at].split(':', 1)[0]
         rest = '%s:%s%s' % (user, MASK, rest[at:])
-    return '%s://%s' % (scheme, rest)
+    return '%s%s%s' % (scheme, sep, rest) if sep else rest
 
 
 def scrub(text, url):
     """text (say, a driver's error message) without the URL's password in it, raw or URL-decoded."""
     text = str(text)
-    secret = _password(url)
+    secret = url_password(url)
     if secret:
         # Longest first, so that a form inside the other is not left half-masked.
         for form in sorted((secret, urllib.parse.unquote(secret)), key=len, reverse=True):
@@ -158,20 +159,33 @@ def broken(conn):
     return bool(getattr(conn, 'closed', False) or getattr(conn, 'broken', False))
 
 
-def connect(url):
+def connect(url, create=True):
     """(dialect, connection) to the registry at url, whose schema is not looked at here.
 
+    create=False (a reader): a SQLite file is neither created nor switched to WAL, and one that does not
+    exist gives (SQLITE, None); see memory().
     RegistryError naming the (masked) URL when the URL is not supported or the connection fails;
     errors.MissingLibrary when a PostgreSQL registry has no psycopg to reach it.
     """
     engine, target = parse_url(url)
     if engine == 'sqlite':
-        return SQLITE, _connect_sqlite(url, target)
+        if not create and not os.path.isfile(target):
+            return SQLITE, None
+        return SQLITE, _connect_sqlite(url, target, create)
     return POSTGRESQL, _connect_postgresql(url)
 
 
-def _connect_sqlite(url, path):
-    """A connection to the SQLite file at path, created 0600 when missing."""
+def memory():
+    """A connection to an empty SQLite database in memory: what a reader is given for a registry that does not
+    exist yet, so that it reads it as empty without creating anything."""
+    conn = sqlite3.connect(':memory:', isolation_level=None)
+    conn.execute('PRAGMA foreign_keys = ON')
+    return conn
+
+
+def _connect_sqlite(url, path, create=True):
+    """A connection to the SQLite file at path, created 0600 when missing (create=False: must exist, is not
+    switched to WAL: a reader writes nothing)."""
     where = mask_url(url)
     path = os.path.abspath(path)
     directory = os.path.dirname(path)
@@ -179,7 +193,8 @@ def _connect_sqlite(url, path):
         raise errors.RegistryError('registry %s: %s is a directory, not a registry file' % (where, path))
     if not os.path.isdir(directory):
         raise errors.RegistryError('registry %s: directory %s does not exist; nothing was created' % (where, directory))
-    _create_private(where, path)
+    if create:
+        _create_private(where, path)
     # mode=rw: SQLite must never create the file itself, with the umask's permissions.
     uri = 'file:%s?mode=rw' % urllib.parse.quote(path)
     try:
@@ -189,7 +204,8 @@ def _connect_sqlite(url, path):
     try:
         conn.execute('PRAGMA busy_timeout = %d' % (BUSY_TIMEOUT_S * 1000))
         conn.execute('PRAGMA foreign_keys = ON')
-        _wal(conn)
+        if create:
+            _wal(conn)
     except sqlite3.Error as exc:
         conn.close()
         raise errors.RegistryError('registry %s: cannot open %s: %s' % (where, path, exc)) from None

@@ -221,7 +221,8 @@ def read_nodes(core, cloud_file):
     """Every node's name, hypervisor type, state and reason, read live (blocking)."""
     config, nodes, registry_class = core
     cloud = config.load(cloud_file=cloud_file or None)
-    with registry_class.open(cloud.registry_url) as registry:
+    # Read as it is, never created nor upgraded (a registry that does not exist yet reads as empty).
+    with registry_class.open(cloud.registry_url, upgrade=False) as registry:
         return [{'name': n.name, 'hypervisor_type': n.hypervisor_type, 'state': n.state, 'reason': n.reason}
                 for n in nodes.list_nodes(cloud, registry)]
 

@@ -163,15 +163,29 @@ def _config_drive(devices, path, machine):
     _sub(disk, 'readonly')
 
 
+def disk_cache(storage):
+    """The cache mode of an instance's disk. On shared storage 'none' (O_DIRECT, no host page
+    cache), as Nova: the target of a live migration reads no stale cached page, and libvirt
+    then judges a move between hosts of a network or cluster filesystem safe by itself (no
+    VIR_MIGRATE_UNSAFE). The directory must accept O_DIRECT (NFS, CephFS, GFS2, ext4 and XFS do).
+    On local storage 'writethrough': no other host opens the file while it runs, and a block
+    migration copies it through QEMU.
+
+    Neither loses a write when QEMU is killed (a host failure) from a guest that never flushes,
+    as the lab's guest whose BIOS writes its counter: QEMU runs a virtio disk whose guest did not
+    negotiate flushes write-through, whatever the mode; a guest that does flush gets the safety
+    it asks for."""
+    return 'none' if storage == 'shared' else 'writethrough'
+
+
 def build_domain(spec, disk_path, console_log, domain_kind='kvm', disk_format='qcow2', config_drive=None):
     """Domain XML of one instance (an InstanceSpec): its disk at disk_path, its serial
     console appended to console_log, one interface per spec.networks entry, and, when
     config_drive is a path, that ISO as a read-only CD-ROM.
 
-    The disk is virtio with cache='writethrough': a guest that never flushes (the lab
-    guest's BIOS writes) must not lose its writes when QEMU is killed, as on a host
-    failure. The console log is opened with append='on' so that an instance on shared
-    storage keeps one log across hosts (migration, evacuation).
+    The disk is virtio, its cache chosen by disk_cache(spec.storage). The console log is
+    opened with append='on' so that an instance on shared storage keeps one log across hosts
+    (migration, evacuation).
     """
     if domain_kind not in ('kvm', 'qemu'):
         raise ValueError('domain type must be kvm or qemu, got %r' % domain_kind)
@@ -198,7 +212,7 @@ def build_domain(spec, disk_path, console_log, domain_kind='kvm', disk_format='q
     _sub(domain, 'on_crash', 'destroy')
     devices = _sub(domain, 'devices')
     disk = _sub(devices, 'disk', type='file', device='disk')
-    _sub(disk, 'driver', name='qemu', type=disk_format, cache='writethrough')
+    _sub(disk, 'driver', name='qemu', type=disk_format, cache=disk_cache(spec.storage))
     _sub(disk, 'source', file=_text('disk path', disk_path))
     _sub(disk, 'target', dev='vda', bus='virtio')
     if config_drive:

@@ -93,6 +93,10 @@ class LibvirtDriver(ComputeDriver):
         """The host's power_status_command from the cloud file ('' when it gives none)."""
         return self.host.power_status_command
 
+    def fence_environment(self, node):
+        """The host's fence_environment from the cloud file: variable names both commands get."""
+        return tuple(self.host.fence_environment)
+
     def storage_peers(self, node):
         """The host's shared_with; None when the cloud file leaves it empty (no restriction)."""
         return list(self.host.shared_with) or None

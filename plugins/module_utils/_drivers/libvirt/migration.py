@@ -16,6 +16,19 @@ An instance's config drive (a read-only CD-ROM) is not copied by libvirt's block
 the target before the move, like a cold migration's disks, and removed from the source with
 the disk after it.
 
+Transport: when either host is reached at a qemu+tls URI, the move is a native TLS migration
+(VIR_MIGRATE_TLS): QEMU encrypts the memory stream and a block migration's NBD disk copy with the
+certificates in each host's qemu.conf migrate_tls_x509_cert_dir, and checks the target's
+certificate against the name in its URI. A host set up for TLS never gets its guests' memory in
+clear; a host that lacks those certificates refuses the move and the instance stays where it was.
+
+Shared storage: a live migration first lets libvirt judge the disks safe (network and cluster
+filesystems with cache='none', which spawn gives disks on shared storage). libvirt cannot tell
+that a local filesystem is shared (the lab's one directory seen by two hosts, or any directory
+that is not on NFS, Ceph, GFS2 and the like): only when it refuses for that reason, and because
+the core proved the directory is one on both hosts (shares_directory), is the move repeated with
+VIR_MIGRATE_UNSAFE.
+
 The source and target are the two hosts' HostConnections (connection.py).
 """
 
@@ -25,6 +38,7 @@ import concurrent.futures
 import posixpath
 import threading
 import time
+import urllib.parse
 import uuid as uuidlib
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
@@ -41,7 +55,12 @@ try:
 except ImportError:  # pragma: no cover - connection.py reports it on use
     libvirt = None
 
-POLL_SECONDS = 0.25
+# How often a running migration's job statistics are read (one local RPC each). A block migration's
+# disk figures are there only while its NBD mirror runs, about the last tenth of a second of a small
+# instance's move in the lab: reads every 0.25 s missed them about every other time.
+POLL_SECONDS = 0.05
+_TLS_HINT = (" (a TLS migration: both hosts' QEMU need the CA, server and client certificates in qemu.conf's "
+             "migrate_tls_x509_cert_dir, the target's naming the host of its URI)")
 # The job statistics reported, as libvirt names them (typed parameters of virDomainGetJobStats).
 STATS_KEYS = (('data_total', 'data_total'), ('data_processed', 'data_processed'), ('data_remaining', 'data_remaining'),
               ('memory_total', 'memory_total'), ('memory_processed', 'memory_processed'),
@@ -51,9 +70,33 @@ STATS_KEYS = (('data_total', 'data_total'), ('data_processed', 'data_processed')
               ('auto_converge_throttle', 'auto_converge_throttle'))
 
 
+# What a block migration's NBD mirror copied, as the source's job reports it.
+DISK_COPIED = ('disk_total', 'disk_processed')
+
+
 def job_stats(params):
     """The migration statistics we report, from virDomainGetJobStats' typed parameters."""
     return dict((ours, int(params[theirs])) for ours, theirs in STATS_KEYS if theirs in params)
+
+
+def most_copied(copied, current):
+    """The largest disk figures (DISK_COPIED) seen so far: copied's, updated with a new poll's."""
+    return dict((key, max(copied.get(key, 0), current.get(key, 0))) for key in DISK_COPIED if key in copied or key in current)
+
+
+def finished_stats(last, copied, completed):
+    """A completed job's statistics: the target's record of it (downtime included) over the last ones
+    polled on the source, except the disk figures, the largest either saw. The source's NBD mirror
+    copies a block migration's disks, and the record the target gets carries QEMU's own disk figures
+    only, which are 0 then. A poll may have seen the mirror's total before it copied anything; the
+    job completed, and libvirt switches over only once every mirror is in sync: all of it was copied."""
+    stats = dict(last)
+    stats.update(completed)
+    for key, value in copied.items():
+        stats[key] = max(value, completed.get(key, 0))
+    if stats.get('disk_total'):
+        stats['disk_processed'] = max(stats.get('disk_processed', 0), stats['disk_total'])
+    return stats
 
 
 def shares_directory(source, target, directory):
@@ -109,7 +152,7 @@ def live(source, target, inst_uuid, block, controls, deadline, progress):
             made = _precreate_disks(sconn, tconn, info.disk_paths)
             for path in config_drives(info):  # read-only: NBD does not copy it, QEMU on the target opens it
                 made.append(_copy_file(sconn, tconn, path, deadline))
-        stats = _run_live(domain, tconn, target, block, controls, deadline, progress, what)
+        stats = _run_live(domain, tconn, target, block, controls, deadline, progress, what, uses_tls(source.host, target.host))
     except BaseException:
         _remove_volumes(made)
         raise
@@ -118,14 +161,22 @@ def live(source, target, inst_uuid, block, controls, deadline, progress):
     return tconn.lookupByUUIDString(inst_uuid), stats
 
 
-def _flags(block, controls):
+def uses_tls(*hosts):
+    """True when any of the hosts (KvmHosts) is reached at a qemu+tls URI: the operator set up
+    TLS there, and the migration stream must not then go in clear."""
+    return any(urllib.parse.urlsplit(host.uri).scheme == 'qemu+tls' for host in hosts)
+
+
+def _flags(block, controls, tls=False, unsafe=False):
+    """migrate3 flags. unsafe: VIR_MIGRATE_UNSAFE on a live (shared storage) move, for when libvirt
+    refused to believe a directory the core proved shared (see the module's docstring)."""
     flags = libvirt.VIR_MIGRATE_LIVE | libvirt.VIR_MIGRATE_PERSIST_DEST | libvirt.VIR_MIGRATE_UNDEFINE_SOURCE
     if block:
         flags |= libvirt.VIR_MIGRATE_NON_SHARED_INC  # a qcow2 overlay: its top layer only (Nova's choice)
-    else:
-        # The core checked that the disk's directory is one on both hosts; libvirt only believes
-        # that of cluster filesystems and NFS, or with cache='none'.
+    elif unsafe:
         flags |= libvirt.VIR_MIGRATE_UNSAFE
+    if tls:
+        flags |= libvirt.VIR_MIGRATE_TLS
     if controls.auto_converge:
         flags |= libvirt.VIR_MIGRATE_AUTO_CONVERGE
     if controls.post_copy:
@@ -133,7 +184,7 @@ def _flags(block, controls):
     return flags
 
 
-def _params(target, controls):
+def _params(target, controls, tls=False):
     params = {}
     address = target.host.migration_address
     if address:
@@ -141,25 +192,41 @@ def _params(target, controls):
         host = '[%s]' % address if ':' in address else address
         params[libvirt.VIR_MIGRATE_PARAM_URI] = 'tcp://%s' % host
         params[libvirt.VIR_MIGRATE_PARAM_LISTEN_ADDRESS] = address
+    name = urllib.parse.urlsplit(target.host.uri).hostname
+    if tls and name:
+        # QEMU checks the target's certificate against this name, not the migration address:
+        # the certificate libvirtd already shows the controller at that name serves both.
+        params[libvirt.VIR_MIGRATE_PARAM_TLS_DESTINATION] = name
     if controls.bandwidth_mib:
         params[libvirt.VIR_MIGRATE_PARAM_BANDWIDTH] = int(controls.bandwidth_mib)
     return params
 
 
-def _run_live(domain, tconn, target, block, controls, deadline, progress, what):
+def _migrate(domain, tconn, params, block, controls, tls):
+    """migrate3 with libvirt's own safety check first; see the module's docstring for when
+    VIR_MIGRATE_UNSAFE follows. libvirt refuses in its Begin phase, before anything moves."""
+    try:
+        return domain.migrate3(tconn, params, _flags(block, controls, tls))
+    except libvirt.libvirtError as exc:
+        if block or exc.get_error_code() != libvirt.VIR_ERR_MIGRATE_UNSAFE:
+            raise
+    return domain.migrate3(tconn, params, _flags(block, controls, tls, unsafe=True))
+
+
+def _run_live(domain, tconn, target, block, controls, deadline, progress, what, tls=False):
     if controls.max_downtime_ms:
         domain.migrateSetMaxDowntime(int(controls.max_downtime_ms), 0)
     result = concurrent.futures.Future()
 
     def perform():
         try:
-            result.set_result(domain.migrate3(tconn, _params(target, controls), _flags(block, controls)))
+            result.set_result(_migrate(domain, tconn, _params(target, controls, tls), block, controls, tls))
         except Exception as exc:  # pylint: disable=broad-exception-caught  # re-raised below
             result.set_exception(exc)
 
     threading.Thread(target=perform, name='multihv-migrate', daemon=True).start()
     started = time.monotonic()
-    last, acted = {}, None
+    last, copied, acted = {}, {}, None
     while True:
         try:
             result.result(timeout=POLL_SECONDS)
@@ -170,16 +237,17 @@ def _run_live(domain, tconn, target, block, controls, deadline, progress, what):
             if acted == 'abort':
                 raise errors.MigrationCancelled('%s was aborted after its completion timeout of %s s; it runs on the source '
                                                 'as before' % (what, controls.completion_timeout)) from exc
-            raise errors.DriverError('%s failed: %s; it runs on the source as before' % (what, exc.get_error_message())) from exc
+            raise errors.DriverError('%s failed: %s%s; it runs on the source as before'
+                                     % (what, exc.get_error_message(), _TLS_HINT if tls else '')) from exc
         last = _poll(domain, last, progress)
+        copied = most_copied(copied, last)
         elapsed = time.monotonic() - started
         if controls.completion_timeout and elapsed > controls.completion_timeout and acted is None:
             acted = _complete_or_abort(domain, controls)
         if time.monotonic() > deadline and acted != 'abort':
             acted = 'abort'
             _ignore_no_job(domain.abortJob)
-    stats = dict(last)
-    stats.update(_completed_stats(tconn, domain.UUIDString()))
+    stats = finished_stats(last, copied, _completed_stats(tconn, domain.UUIDString()))
     stats.setdefault('time_elapsed_ms', int((time.monotonic() - started) * 1000))
     if acted:
         stats['completion_action'] = acted
@@ -345,4 +413,4 @@ def connect_both(source, target):
         connection.connect()
 
 
-__all__ = ['cold', 'connect_both', 'disks_shared', 'job_stats', 'live', 'shares_directory']
+__all__ = ['cold', 'connect_both', 'disks_shared', 'job_stats', 'live', 'shares_directory', 'uses_tls']

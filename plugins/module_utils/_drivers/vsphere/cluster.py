@@ -58,13 +58,14 @@ POLICY_TYPES = {
 
 HOST_MONITORING = {'enabled': True, 'disabled': False}
 
-# What is read of every cluster: its name and what names its datacenter, and the two
-# configurations (not configurationEx whole: its VM overrides and rules may be large).
+# What is read of every cluster: its name and what names its datacenter, its hosts (references:
+# their number bounds the failover level), and the two configurations (not configurationEx
+# whole: its VM overrides and rules may be large).
 DAS, DRS = 'configurationEx.dasConfig', 'configurationEx.drsConfig'
 CLUSTER_PROPERTIES = collections.OrderedDict([
     ('Datacenter', ('name',)),
     ('Folder', ('parent',)),
-    ('ClusterComputeResource', ('name', 'parent', DAS, DRS)),
+    ('ClusterComputeResource', ('name', 'parent', 'host', DAS, DRS)),
 ])
 
 
@@ -163,6 +164,12 @@ def _check_range(where, key, value, low, high=None):
         raise InvalidSettings('%s: %s must be an integer %s, not %r; nothing was changed' % (where, key, bounds, value))
 
 
+def _check_failover_hosts(where, level, hosts):
+    if level is not None and hosts is not None and level > hosts - 1:
+        raise InvalidSettings('%s: ha.admission_control.failover_level must be at most the cluster\'s hosts minus one, %d '
+                              '(it has %d host%s), not %d; nothing was changed' % (where, hosts - 1, hosts, '' if hosts == 1 else 's', level))
+
+
 def _check_keys(where, prefix, given, known):
     unknown = sorted(set(given) - set(known))
     if unknown:
@@ -191,11 +198,12 @@ def _admission_control(where, current, wanted):
     return after
 
 
-def desired(current, request, where='the cluster'):
+def desired(current, request, where='the cluster', hosts=None):
     """The settings after the task: `current` (settings_of) with the keys `request` gives
     (requested) replaced, checked. Switching the admission control policy needs the new
     policy's values and drops the old one's. InvalidSettings says what is wrong; `where`
-    names the node in it."""
+    names the node in it. hosts: the cluster's number of hosts, when known; a failover level
+    given must leave one of them (vSphere's bound)."""
     _check_keys(where, '', request, ('ha', 'drs'))
     ha, drs = request.get('ha') or {}, request.get('drs') or {}
     _check_keys(where, 'ha.', ha, HA_KEYS)
@@ -204,6 +212,7 @@ def desired(current, request, where='the cluster'):
     _check_keys(where, 'ha.admission_control.', admission, ADMISSION_CONTROL_KEYS)
     _check_choice(where, 'ha.admission_control.policy', admission.get('policy'), POLICIES)
     _check_range(where, 'ha.admission_control.failover_level', admission.get('failover_level'), 1)
+    _check_failover_hosts(where, admission.get('failover_level'), hosts)
     _check_range(where, 'ha.admission_control.cpu_percentage', admission.get('cpu_percentage'), 0, 100)
     _check_range(where, 'ha.admission_control.memory_percentage', admission.get('memory_percentage'), 0, 100)
     _check_choice(where, 'ha.restart_priority', ha.get('restart_priority'), RESTART_PRIORITIES)
@@ -357,7 +366,7 @@ class ClusterSettings:
         moid, props = find_cluster(self.vcenter, records, node)
         current = settings_of(props.get(DAS), props.get(DRS))
         before = progress.setdefault('before', current)  # a second attempt compares with the first reading
-        after = desired(current, request, where)
+        after = desired(current, request, where, hosts=len(props.get('host') or ()))
         if not changed_keys(before, after):
             return False, before, after
         changed = changed_keys(current, after)
