@@ -32,11 +32,11 @@ LAB := $(BIN)/ansible-playbook $(LAB_PLAYBOOK) -e lab_dir=$(LAB_DIR) $(LAB_VARS)
 LAB_RUNNING := test -x $(BIN)/ansible-playbook -a -f $(LAB_DIR)/lab.json \
 	|| { echo "the lab is not up ($(LAB_DIR)/lab.json missing, or no $(BIN)/ansible-playbook): run make lab-up first" >&2; exit 2; }
 
-.PHONY: help deps install demo test unit integration molecule sanity lab-up lab-down lab-fail lab-restore lab-clean lab-guest-image postgres-up postgres-down
+.PHONY: help deps install demo test unit integration molecule sanity changelog lab-up lab-down lab-fail lab-restore lab-clean lab-guest-image postgres-up postgres-down
 
 help:
 	@echo "make demo          install everything, start the local lab, run the main job"
-	@echo "make test          run the whole suite (unit, integration on the lab, Molecule, ansible-test sanity)"
+	@echo "make test          run the whole suite (changelog lint, unit on each ansible-core, integration on the lab, Molecule, ansible-test sanity)"
 	@echo "make lab-up | lab-down | lab-clean | lab-fail HOST=kvm2 | lab-restore HOST=kvm2"
 	@echo "make lab-guest-image  build the lab's Debian 12 guest image (once per recipe) into \$$LAB_DIR/images"
 
@@ -94,8 +94,9 @@ postgres-up: deps
 postgres-down:
 	tests/postgres.sh stop $(PG_DIR)
 
+# The unit tests through ansible-test units, on each ansible-core version meta/runtime.yml admits (own virtualenvs).
 unit: deps
-	$(BIN)/pytest -q tests/unit
+	tests/units.sh
 
 integration: install
 	$(BIN)/pytest -q tests/integration
@@ -108,9 +109,14 @@ molecule: install
 sanity: deps
 	tests/sanity.sh
 
+# antsibull-changelog lint, and a release made on a copy announces everything the collection ships.
+changelog: deps
+	$(BIN)/python tests/changelog.py
+
 # The whole suite. Starts the lab and PostgreSQL, and stops them whatever happens.
 test: install
-	$(BIN)/pytest -q tests/unit
+	$(BIN)/python tests/changelog.py
+	tests/units.sh
 	status=0; \
 	{ $(MAKE) --no-print-directory lab-up postgres-up && $(BIN)/pytest -q --durations=20 tests/integration \
 	  && $(BIN)/molecule test --all; } || status=$$?; \

@@ -5,14 +5,7 @@ set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-dest=$tmp/ansible_collections/multihv/cloud
-mkdir -p "$dest"
-
-# What git knows about (tracked, or new and not ignored): no lab state, virtualenv or build output.
-# shellcheck disable=SC2016  # the inner sh expands its own "$f"
-(cd "$root" && git ls-files -z --cached --others --exclude-standard) \
-    | (cd "$root" && xargs -0 -r sh -c 'for f; do [ -e "$f" ] && printf "%s\0" "$f"; done' sh) \
-    | (cd "$root" && xargs -0 -r cp --parents -t "$dest")
+dest=$("$root/tests/collection-copy.sh" "$tmp")
 
 # ansible-test bootstraps pip in its virtualenvs with a get-pip script it downloads
 # from a host these machines cannot reach. This stand-in does the same job with the

@@ -9,7 +9,7 @@ import os
 import pathlib
 import subprocess
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from support import REPO
 LAB = pathlib.Path(os.environ.get('MULTIHV_LAB_DIR', REPO / '.lab'))
 
 

@@ -4,10 +4,9 @@ ansible-inventory run."""
 from __future__ import annotations
 
 import os
-import pathlib
 import shutil
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from support import REPO
 
 
 def snapshot_collection(tmp):

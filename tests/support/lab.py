@@ -15,7 +15,7 @@ import pytest
 
 from support import guest
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from support import REPO
 LAB_DIR = pathlib.Path(os.environ.get('MULTIHV_LAB_DIR', REPO / '.lab'))
 # The lab playbook (its role in tests/lab/roles, found next to it): test equipment, not in the collection.
 LAB_PLAYBOOK = REPO / 'tests' / 'lab' / 'lab.yml'

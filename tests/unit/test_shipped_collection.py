@@ -9,15 +9,14 @@ from __future__ import annotations
 
 import fnmatch
 import json
-import pathlib
 import re
 import shutil
 import subprocess
 import tarfile
 
 import pytest
+from support import REPO
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 
 # What the product is made of: a user installing the collection gets at least these.
 PRODUCT = (

@@ -5,14 +5,14 @@ matches what its code does."""
 from __future__ import annotations
 
 import ast
-import pathlib
 
 import pytest
 import yaml
 
 from ansible_collections.multihv.cloud.plugins.doc_fragments.cloud import ModuleDocFragment
+from support import REPO
 
-MODULES = sorted((pathlib.Path(__file__).resolve().parents[2] / 'plugins' / 'modules').glob('*.py'))
+MODULES = sorted((REPO / 'plugins' / 'modules').glob('*.py'))
 SUPPORT = ('full', 'partial', 'none', 'N/A')
 FRAGMENT_PREFIX = 'multihv.cloud.cloud'
 

@@ -5,13 +5,11 @@ migrations, rebuilds and evacuations and freed by deletes."""
 
 from __future__ import annotations
 
-import json
 import re
 import sqlite3
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
@@ -25,6 +23,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._registry import sch
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
 from ansible_collections.multihv.cloud.plugins.modules import network as network_module
 from support.fake_driver import two_node_cloud
+from support import modules
 
 UUID_A = '0e3e7f54-6d0e-4d3c-9d8a-1f0c3c2b5a01'
 
@@ -104,9 +103,7 @@ def test_core_refuses_while_instances_hold_addresses_in_check_mode_too(reg):
 
 def run_module(capsys, url, check=False, diff=False, **options):
     args = dict(options, cloud={'registry': {'url': url}}, _ansible_check_mode=check, _ansible_diff=diff)
-    with patch_module_args(args), pytest.raises(SystemExit):
-        network_module.main()
-    return json.loads(capsys.readouterr().out)
+    return modules.run_module(capsys, network_module, args)
 
 
 def test_module_check_mode_on_an_older_registry_neither_writes_nor_upgrades(tmp_path, monkeypatch, capsys):

@@ -16,8 +16,8 @@ import sys
 import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
+from support import REPO
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 PLAYBOOK = shutil.which('ansible-playbook', path=str(pathlib.Path(sys.executable).parent)) or shutil.which('ansible-playbook')
 
 

@@ -10,13 +10,13 @@ import types
 
 import pytest
 from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _args
 from ansible_collections.multihv.cloud.plugins.module_utils import _config
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import fencing
 from ansible_collections.multihv.cloud.plugins.modules import flavor as flavor_module
+from support import modules
 
 # A cloud with every key a cloud file knows (README, "Pointing the collection at a real cloud").
 FULL = {
@@ -81,9 +81,7 @@ def test_load_cloud_adds_the_secrets_to_the_module_s_no_log_values(tmp_path, mon
 
 
 def run_flavor(capsys, **args):
-    with patch_module_args(args), pytest.raises(SystemExit):
-        flavor_module.main()
-    return json.loads(capsys.readouterr().out)
+    return modules.run_module(capsys, flavor_module, args)
 
 
 def test_flavor_with_an_inline_cloud_returns_the_flavor_unmasked_and_masks_an_environment_password(tmp_path, capsys, monkeypatch):

@@ -4,7 +4,6 @@ that fails, and how it finds the collection when ansible-rulebook runs it with r
 import asyncio
 import logging
 import os
-import pathlib
 import subprocess
 import sys
 
@@ -12,8 +11,8 @@ import pytest
 
 from ansible_collections.multihv.cloud.extensions.eda.plugins.event_source import node_events
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from support import REPO
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 AT = '2026-01-01T00:00:00+00:00'
 
 

@@ -11,7 +11,6 @@ import sqlite3
 
 import pytest
 
-from ansible.module_utils.testing import patch_module_args
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils import _public_keys
@@ -20,6 +19,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._registry import reg
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import schema
 from ansible_collections.multihv.cloud.plugins.module_utils._registry import tables
 from ansible_collections.multihv.cloud.plugins.modules import keypair as keypair_module
+from support import modules
 
 # Made with ssh-keygen -t ... -C ...; fingerprints as `ssh-keygen -lf` printed them.
 ED25519 = 'ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIN6i2CvFCwz54Soz+ludqXfqXyZnzDCGFwjweGz3enl5 alice@example'
@@ -221,9 +221,7 @@ def test_core_refusals_say_what_was_left(reg):
 def run_module(capsys, url, check=False, diff=False, **options):
     """keypair's main() with options; its JSON result."""
     args = dict(options, cloud={'registry': {'url': url}}, _ansible_check_mode=check, _ansible_diff=diff)
-    with patch_module_args(args), pytest.raises(SystemExit):
-        keypair_module.main()
-    return json.loads(capsys.readouterr().out)
+    return modules.run_module(capsys, keypair_module, args)
 
 
 def test_module_is_idempotent_and_diffs_fingerprints_not_keys(tmp_path, capsys):
