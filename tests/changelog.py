@@ -19,9 +19,12 @@ BIN = pathlib.Path(sys.executable).parent
 ANNOUNCED_BY_HAND = re.compile(r'\bnew (?:modules?|roles?|playbooks?|inventory plugins?|plugins?)\b', re.I)
 
 
+def names(paths):
+    return sorted('multihv.cloud.' + p.stem for p in paths if not p.name.startswith('_'))
+
+
 def shipped():
     """What the collection ships, by the changelog section that must announce it."""
-    names = lambda paths: sorted('multihv.cloud.' + p.stem for p in paths if not p.name.startswith('_'))
     return {'New Modules': names((ROOT / 'plugins' / 'modules').glob('*.py')),
             'Inventory': names((ROOT / 'plugins' / 'inventory').glob('*.py')),
             'New Roles': names(p for p in (ROOT / 'roles').iterdir() if p.is_dir()),
