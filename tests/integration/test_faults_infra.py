@@ -342,7 +342,8 @@ def test_postgres_restarted_mid_live_migration(lab, pg_cloud, tmp_path):
                                                              bandwidth=1, max_downtime_ms=50))
     with ended_after(run):
         wait_for(lambda: query(registry_url, "SELECT status FROM migrations") == [('running',)], 120, 'the migration to run')
-        assert len(qemu_processes('pg-move')) == 2, 'the migration is not under way'
+        # The record says running before libvirt has started the target's QEMU.
+        wait_for(lambda: len(qemu_processes('pg-move')) == 2, 60, 'the migration to be under way (a QEMU on each host)')
         restart_postgres()
         assert run.wait(300) == 0, run.output()
     assert query(registry_url, "SELECT node, state FROM instances WHERE name = 'pg-move'") == [('kvm2', 'running')]
