@@ -160,12 +160,14 @@ def test_controller_killed_mid_evacuation(lab, fast, tmp_path, before):
     assert reconcile(fast)['changed'] is False
 
 
-def test_a_second_migrate_during_a_long_migration_is_refused_and_the_first_completes(lab, cloud, tmp_path, before):
-    """A live migration held up for longer than a minute (its target QEMU frozen): its lease outlives
-    its 30 s lifetime because the heartbeat renews it, so a second migrate of the instance, a minute
-    in, is refused naming the holder, and the reconciler leaves it alone. Thawed, the first completes."""
+def test_a_second_migrate_during_a_long_migration_is_refused_and_the_first_completes(lab, fast, tmp_path, before):
+    """A live migration held up (its target QEMU frozen) for longer than two lifetimes of its lease (the
+    short leases of faults.LEASE_SECONDS): the lease outlives them because the heartbeat renews it, so a
+    second migrate of the instance is refused naming the holder, and the reconciler, which takes work as
+    interrupted after two lifetimes of a lease not renewed, leaves it alone. Thawed, the first completes."""
+    cloud = fast
     with held_migration(lab, cloud, tmp_path, 'slow-move', 'live') as (first, log, last_tick):
-        time.sleep(max(0, 62 - (time.monotonic() - first.started)))
+        time.sleep(max(0, SETTLED_AFTER - (time.monotonic() - first.started)))
         assert first.process.poll() is None
         second = ansible_module('multihv.cloud.migrate', dict(cloud, instance='slow-move', mode='live'), expect_failure=True)
         assert re.search(r'lease instance:\S+ is held by \S+ \(migrate\) until \S+Z; another run works on instance', second['msg']), second['msg']

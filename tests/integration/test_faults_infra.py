@@ -25,13 +25,10 @@ import pytest
 
 from support import invariants
 from support.cloud import console_log, registry_rows, vm_name, wait_ticks
-from support.faults import SETTLED_AFTER as SHORT_LEASES_SETTLED_AFTER, Controller, scrub, short_leases
+from support.faults import SETTLED_AFTER, Controller, scrub, short_leases
 from support.lab import ansible_module, qemu_processes, remove_domains, wait_for
 from support.registries import PG_URL, private_url, query
 
-# A run's lease ends within its lifetime (30 s) once it stopped renewing; the reconciler also waits
-# until the interrupted work's records have been quiet for twice that (reconcile.SETTLE_SECONDS).
-SETTLED_AFTER = 62
 # The SQLite registry's busy timeout (engine.BUSY_TIMEOUT_S) and a lock held past it.
 BUSY_TIMEOUT = 30
 LOCKED_FOR = BUSY_TIMEOUT + 6
@@ -195,7 +192,7 @@ def test_vcenter_unreachable_mid_clone(lab, cloud, template, tmp_path):  # pylin
             os.kill(pid, signal.SIGCONT)
         vcsim_control(lab, 'PUT', '/delay?ms=0')
     assert invariants.simulator_vms(lab)['cut-clone'] == 1, 'the clone vCenter made is not there'
-    time.sleep(max(0, SHORT_LEASES_SETTLED_AFTER - (time.monotonic() - run.started)))
+    time.sleep(max(0, SETTLED_AFTER - (time.monotonic() - run.started)))
     result = reconcile(cloud)
     assert [(a['kind'], a['uuid']) for a in result['actions']] == [('build', inst_uuid)], result
     assert registry_rows(tmp_path, "SELECT state FROM instances WHERE name = 'cut-clone'") == []
@@ -236,7 +233,9 @@ def test_sqlite_registry_locked_at_the_start_of_a_boot_and_of_a_migration(lab, c
 def test_sqlite_registry_locked_mid_boot(lab, cloud, tmp_path):
     """The lock is taken once the VM is spawned and held past the busy timeout: the boot cannot record
     its outcome and says what it left (the VM on kvm1, the record building); once the lock is gone the
-    reconciler destroys that VM and records the instance error, as for any interrupted build."""
+    reconciler destroys that VM and records the instance error, as for any interrupted build. Short
+    leases, so that the reconciler may take the build as interrupted soon after the busy timeout."""
+    cloud = short_leases(lab, tmp_path, cloud)
     run = held_at(tmp_path, 'multihv.cloud.instance', dict(cloud, name='lock-boot', flavor='tiny', image='tick', node='kvm1'),
                   '_compute.instances:spawn_in_state:after')
     (inst_uuid, state), = registry_rows(tmp_path, "SELECT uuid, state FROM instances WHERE name = 'lock-boot'")
