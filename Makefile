@@ -113,12 +113,15 @@ sanity: deps
 changelog: deps
 	$(BIN)/python tests/changelog.py
 
-# The whole suite. Starts the lab and PostgreSQL, and stops them whatever happens.
+# The whole suite. Starts the lab and PostgreSQL, and stops them whatever happens. The unit tests run while the
+# lab comes up (mostly waiting on its hosts); their output follows the lab's, and a failure stops the suite there.
 test: install
 	$(BIN)/python tests/changelog.py
-	tests/units.sh
 	status=0; \
-	{ $(MAKE) --no-print-directory lab-up postgres-up && $(BIN)/pytest -q --durations=20 tests/integration \
+	{ tests/units.sh > $(BUILD)/units.log 2>&1 & units=$$!; \
+	  $(MAKE) --no-print-directory lab-up postgres-up; up=$$?; \
+	  wait $$units; unit_status=$$?; cat $(BUILD)/units.log; \
+	  [ $$unit_status -eq 0 ] && [ $$up -eq 0 ] && $(BIN)/pytest -q --durations=20 tests/integration \
 	  && $(BIN)/molecule test --all; } || status=$$?; \
 	$(MAKE) --no-print-directory lab-down postgres-down || true; \
 	[ $$status -eq 0 ]
