@@ -21,7 +21,7 @@ import re
 import shlex
 
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import LEASE_LIFETIME_SECONDS, MIN_LEASE_SECONDS
-from ansible_collections.multihv.cloud.plugins.module_utils._errors import ConfigError
+from ansible_collections.multihv.cloud.plugins.module_utils._errors import ConfigError, MissingLibrary
 
 SEARCH_PATH = ('./multihv-cloud.yml', '~/.config/multihv/cloud.yml', '/etc/multihv/cloud.yml')
 ENV_CLOUD_FILE = 'MULTIHV_CLOUD_FILE'
@@ -336,8 +336,8 @@ def load(cloud_file=None, cloud=None, env=None) -> CloudConfig:
         raise ConfigError('no cloud file: give cloud_file, set %s, or create one of %s' % (ENV_CLOUD_FILE, ', '.join(SEARCH_PATH)))
     try:
         import yaml  # pylint: disable=import-outside-toplevel
-    except ImportError:  # pragma: no cover - PyYAML comes with ansible-core
-        raise ConfigError('PyYAML is required to read %s' % path)
+    except ImportError:  # PyYAML comes with ansible-core, not with every Python Ansible may pick for the modules
+        raise MissingLibrary('PyYAML', 'to read the cloud file %s' % path) from None
     try:
         with open(path) as handle:
             data = yaml.safe_load(handle)

@@ -8,6 +8,9 @@ untouched; modules turn them into fail_json(msg=str(error)).
 
 from __future__ import annotations
 
+import platform
+import sys
+
 
 class MultihvError(Exception):
     """Base of every error the core raises on purpose."""
@@ -62,10 +65,20 @@ class GuestDataInvalid(MultihvError):
 
 
 class MissingLibrary(MultihvError):
-    """A Python library a driver needs is not installed."""
+    """A Python library the collection needs cannot be imported by the Python that runs it.
+
+    The modules run on the controller with the interpreter Ansible chose for that host: with `-i localhost,`
+    and no ansible_python_interpreter that is the one Ansible discovers (/usr/bin/python3, say), not the
+    virtualenv that has the requirements. So the message names that Python and its host, as Ansible's
+    missing_required_lib does, and says how to pick another; it never blames the library alone."""
 
     def __init__(self, library, reason=None):
         self.library = library
+        self.python = sys.executable
         super().__init__(
-            '%s is required%s; install it on the controller (pip install -r requirements.txt)'
-            % (library, ' ' + reason if reason else ''))
+            '%s is required%s, and the Python that runs this (%s on %s) cannot import it. Install the '
+            "collection's requirements in that Python (pip install -r requirements.txt, the file at the top of the "
+            'installed collection), or run the modules with a Python that has them: for tasks on the controller, '
+            'connection local and ansible_python_interpreter set to "{{ ansible_playbook_python }}" '
+            '(the Python ansible-playbook runs with), as the collection\'s playbooks do'
+            % (library, ' ' + reason if reason else '', sys.executable or 'an unknown Python', platform.node() or 'this host'))
