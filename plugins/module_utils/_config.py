@@ -92,6 +92,9 @@ class KvmHost:
 class Defaults:
     allocation_ratios: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_ALLOCATION_RATIOS))
     reserved_host_memory_mb: dict = dataclasses.field(default_factory=lambda: dict(DEFAULT_RESERVED_HOST_RAM_MB))
+    # Seconds after which the reconciler confirms a resize nobody confirmed or reverted (Nova's
+    # resize_confirm_window); 0: never, the resize waits for the operator.
+    resize_confirm_window: int = 0
 
 
 @dataclasses.dataclass
@@ -285,6 +288,9 @@ def parse(data, source='the cloud definition', env=None) -> CloudConfig:
                           'or set %s' % (source, ENV_REGISTRY_URL))
     d = _Reader(source, 'defaults', r.get('defaults', dict, {}))
     defaults = Defaults(allocation_ratios=_ratios(d, 'allocation_ratios', DEFAULT_ALLOCATION_RATIOS))
+    defaults.resize_confirm_window = d.get('resize_confirm_window', int, 0)
+    if defaults.resize_confirm_window < 0:
+        raise ConfigError('%s: defaults.resize_confirm_window must not be negative (0: never confirm by itself)' % source)
     reserved = _Reader(source, 'defaults.reserved_host_memory_mb', d.get('reserved_host_memory_mb', dict, {}))
     for kind in ('kvm', 'vsphere'):
         value = reserved.get(kind, int)

@@ -23,10 +23,14 @@ STATE_DOWN = 'down'
 MIGRATION_MODES = ('live', 'block', 'cold')
 # What a live migration does when its completion timeout runs out.
 COMPLETION_ACTIONS = ('abort', 'force_complete')
-# Nova's migration statuses; the last three are final. 'done' is Nova's too: an evacuation whose
+# Nova's migration statuses; the last four are final. 'done' is Nova's too: an evacuation whose
 # instance runs on the destination while its stale copy on the failed source still waits to be
-# destroyed (then it becomes completed).
-MIGRATION_STATUSES = ('accepted', 'preparing', 'running', 'done', 'completed', 'failed', 'cancelled')
+# destroyed (then it becomes completed), or a resize waiting to be confirmed (completed) or
+# reverted (reverted, Nova's name).
+MIGRATION_STATUSES = ('accepted', 'preparing', 'running', 'done', 'completed', 'failed', 'cancelled', 'reverted')
+# The migration type of a resize, and the state of its instance until it is confirmed or reverted (Nova's).
+RESIZE = 'resize'
+VERIFY_RESIZE = 'verify_resize'
 # How long a run waits for another run's work on the same instance (a boot, a move, a power change) to end.
 INSTANCE_LEASE_WAIT_SECONDS = 5.0
 # How long a run waits for another run's work on a whole node (drain, evacuation, an HA pass): not at all,

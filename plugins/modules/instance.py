@@ -42,7 +42,7 @@ options:
       state:
         description: As O(state).
         type: str
-        choices: [present, started, stopped, restarted, rebuilt, absent]
+        choices: [present, started, stopped, restarted, rebuilt, absent, resize_confirmed, resize_reverted]
       flavor:
         description: As O(flavor).
         type: str
@@ -102,11 +102,25 @@ options:
         uuid, name, MACs, flavor and allocation; its disk starts afresh, as with Nova's rebuild. It always changes. A rebuild
         that fails after the old VM went leaves the instance in state C(error); run it again or delete the instance.
         A missing instance is booted.
+      - C(resize_confirmed) confirms a resize waiting in state C(verify_resize) (see O(flavor)); the copy of the old disk is
+        dropped and the allocation becomes the new flavor's. C(resize_reverted) reverts it; the old vCPUs, RAM and (on KVM)
+        disk come back, with the old flavor's allocation. Both change nothing on an instance with no resize waiting.
     type: str
-    choices: [present, started, stopped, restarted, rebuilt, absent]
+    choices: [present, started, stopped, restarted, rebuilt, absent, resize_confirmed, resize_reverted]
     default: present
   flavor:
-    description: The flavor (vCPUs, RAM, disk, extra_specs). Required to boot.
+    description:
+      - The flavor (vCPUs, RAM, disk, extra_specs). Required to boot.
+      - Another flavor on an existing instance resizes it, as Nova does, on its own node and host (Nova's
+        C(allow_resize_to_same_host), always; a node or host without room refuses it, and the instance can be migrated first). The new
+        flavor's disk may not be smaller. The larger of the two flavors is claimed on the node before anything changes,
+        and the instance goes to state C(verify_resize), keeping its power state, until O(state=resize_confirmed) or
+        O(state=resize_reverted), or until the reconciler confirms it after the cloud file's
+        C(defaults.resize_confirm_window) seconds (0, the default, never). On KVM the domain gets the new vCPUs and RAM and
+        its disk is grown, a copy of the old disk kept for a revert; on vSphere C(ReconfigVM_Task) changes the VM (powered
+        off first unless CPU and memory hot add are enabled on it) and grows its first disk, which a revert cannot shrink.
+      - Until the resize is confirmed or reverted the instance's power cannot change (O(state=stopped) on a running one is
+        refused), as Nova refuses it in C(RESIZED).
     type: str
   image:
     description: The image. Required to boot.
@@ -272,6 +286,16 @@ EXAMPLES = r'''
     image: debian-13
     state: rebuilt
 
+- name: Resize it to a larger flavor (it waits in verify_resize)
+  multihv.cloud.instance:
+    name: web-1
+    flavor: m1.large
+
+- name: Keep the new size (or state resize_reverted to go back)
+  multihv.cloud.instance:
+    name: web-1
+    state: resize_confirmed
+
 - name: Delete it
   multihv.cloud.instance:
     name: web-1
@@ -312,7 +336,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import inst
 # leaves out (None) takes the task's (instance_tasks.items). Secrets are no_log here too.
 ITEM_OPTIONS = {
     'name': {'type': 'str', 'required': True},
-    'state': {'type': 'str', 'choices': ['present', 'started', 'stopped', 'restarted', 'rebuilt', 'absent']},
+    'state': {'type': 'str', 'choices': ['present', 'started', 'stopped', 'restarted', 'rebuilt', 'absent', 'resize_confirmed', 'resize_reverted']},
     'flavor': {'type': 'str'},
     'image': {'type': 'str'},
     'node': {'type': 'str'},
@@ -334,7 +358,8 @@ ITEM_OPTIONS = {
 OPTIONS = {
     'name': {'type': 'str'},
     'instances': {'type': 'list', 'elements': 'dict', 'options': ITEM_OPTIONS},
-    'state': {'type': 'str', 'choices': ['present', 'started', 'stopped', 'restarted', 'rebuilt', 'absent'], 'default': 'present'},
+    'state': {'type': 'str', 'choices': ['present', 'started', 'stopped', 'restarted', 'rebuilt', 'absent', 'resize_confirmed', 'resize_reverted'],
+              'default': 'present'},
     'flavor': {'type': 'str'},
     'image': {'type': 'str'},
     'node': {'type': 'str'},

@@ -35,11 +35,11 @@ FAKE = 'fake'
 CLUSTER = 'fakecluster'
 # Everything on: a node is its own host, its instances are evacuated when it fails.
 CAPABILITIES = Capabilities(hypervisor_type=FAKE, label='Fake', node_noun='fake host', migration_modes=MIGRATION_MODES, evacuation=True,
-                            image_kind=IMAGE_FILE, guest_password=True)
+                            image_kind=IMAGE_FILE, guest_password=True, resize=True)
 # A node of several hosts whose hypervisor restarts its VMs itself, with template images.
 CLUSTER_CAPABILITIES = Capabilities(hypervisor_type=CLUSTER, label='Fake cluster', node_noun='fake cluster', migration_modes=('live', 'cold'),
                                     self_recovery='fake HA restarts the VMs by itself', hosts_in_node=True,
-                                    image_kind=IMAGE_TEMPLATE)
+                                    image_kind=IMAGE_TEMPLATE, resize=True)
 POWER_AFTER = {'start': 'running', 'reboot': 'running', 'stop': 'stopped', 'shutdown': 'stopped'}
 
 
@@ -99,10 +99,11 @@ class FakeVM:
     drive: str | None = None  # the path of its guest data file (a config drive), None without guest data
     passwords: dict = dataclasses.field(default_factory=dict)  # user -> the last password set_admin_password set
     agent: bool = True        # False: a guest without an agent, where set_admin_password fails
+    kept: tuple | None = None  # what resize kept for a revert: (path of the disk's copy, its size in GB)
 
     def files(self):
-        """Its files in the storage directories: disks and guest data."""
-        return self.disks + ([self.drive] if self.drive else [])
+        """Its files in the storage directories: disks, guest data and a disk a resize kept."""
+        return self.disks + ([self.drive] if self.drive else []) + ([self.kept[0]] if self.kept else [])
 
     def state(self):
         return InstanceState(self.uuid, self.name, self.node, self.host, self.power, self.vcpus, self.memory_mb,
@@ -137,6 +138,7 @@ class FakeWorld:
         self.calls = []           # (endpoint, method) of every call that reaches a hypervisor
         self.spawn_failures = []
         self.migration_failures = {}  # instance name or uuid -> error
+        self.resize_failures = {}     # instance name or uuid -> error the next resize raises (the VM left as it was)
         self.moids = itertools.count(1)  # template ids
         self.heartbeats = {}      # node -> time.time() of its last storage heartbeat (heartbeat)
 
@@ -197,6 +199,9 @@ class FakeWorld:
 
     def fail_migration(self, ref, error=None):
         self.migration_failures[ref] = error or errors.DriverError('injected failure half way through the migration')
+
+    def fail_resize(self, ref, error=None):
+        self.resize_failures[ref] = error or errors.DriverError('injected resize failure; the instance was left as it was')
 
     def power_loss(self, endpoint):
         """The endpoint stops answering and its VMs stop (restore: answer_again)."""
@@ -494,6 +499,41 @@ class FakeDriver(ComputeDriver):
             vm.node, vm.host = target.node, host
             self.world.vms[(target.node, uuid)] = vm
             return vm.state(), stats
+
+    # -- resize (issue 17) -------------------------------------------------------------------
+
+    def resize(self, uuid, node, vcpus, memory_mb, disk_gb):
+        """The sizes set; the old disk kept (a file `<uuid>.resize` beside it) until confirm or revert."""
+        with self._io('resize'):
+            self._node(node)
+            vm = self._vm(uuid, node)
+            failure = self.world.resize_failures.pop(vm.name, None) or self.world.resize_failures.pop(uuid, None)
+            if failure is not None:
+                raise failure
+            if vm.kept is None:
+                kept = vm.disks[0][:-len('.disk')] + '.resize'
+                self.world.disks.add(kept)
+                vm.kept = (kept, vm.disk_gb)
+            vm.vcpus, vm.memory_mb, vm.disk_gb = vcpus, memory_mb, max(vm.disk_gb, disk_gb)
+            return vm.state()
+
+    def confirm_resize(self, uuid, node):
+        with self._io('confirm_resize'):
+            self._node(node)
+            vm = self._vm(uuid, node)
+            if vm.kept is not None:
+                self.world.disks.discard(vm.kept[0])
+                vm.kept = None
+
+    def revert_resize(self, uuid, node, vcpus, memory_mb):
+        with self._io('revert_resize'):
+            self._node(node)
+            vm = self._vm(uuid, node)
+            if vm.kept is not None:
+                self.world.disks.discard(vm.kept[0])
+                vm.disk_gb, vm.kept = vm.kept[1], None
+            vm.vcpus, vm.memory_mb = vcpus, memory_mb
+            return vm.state()
 
     def close(self):
         self.closed = True

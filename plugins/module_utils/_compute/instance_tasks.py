@@ -14,6 +14,8 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import boun
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import guest as _guest
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import networks as _networks
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import resize as _resize
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import VERIFY_RESIZE
 
 PER_INSTANCE = ('flavor', 'image', 'node', 'availability_zone', 'scheduler_hints', 'server_group', 'storage', 'networks',
                 'hostname', 'key_name', 'user_data', 'admin_password', 'update_password', 'metadata', 'ha', 'restart_priority',
@@ -52,9 +54,9 @@ def _with_password(item, generated):
 
 
 def _check_same(record, wanted):
-    """An existing instance is left as it is; asking for another flavor (or, except to rebuild it,
-    another image) is an error, not a resize."""
-    for key in ('flavor',) if wanted['state'] == 'rebuilt' else ('flavor', 'image'):
+    """An existing instance is left as it is; asking for another image (except to rebuild it) is an
+    error; another flavor is a resize (see _resize_or_finish), refused with a rebuild."""
+    for key in ('flavor',) if wanted['state'] == 'rebuilt' else ('image',):
         have = getattr(record, key)
         if wanted.get(key) and wanted[key] != have:
             raise errors.MultihvError('instance %s exists with %s %s, not %s; resizing or rebuilding on another image is not '
@@ -68,6 +70,39 @@ def _check_same(record, wanted):
         have = ', '.join('%s %s' % (nic['network'], nic.get('address') or nic['mac']) for nic in (record.identity or {}).get('networks') or [])
         raise errors.MultihvError('instance %s exists with other NICs (%s); NICs are not added, removed or re-addressed on an '
                                   'existing instance: delete it first. Nothing was changed' % (record.name, have or 'none'))
+
+
+def _resize_or_finish(ctx, record, item, check_mode):
+    """(changed, record after) of the resize part of an item: a resize when it names another flavor,
+    a confirmation or a revert when its state says so; anything else asked of an instance waiting in
+    verify_resize is refused, naming the way out."""
+    if item['state'] in (_resize.CONFIRMED, _resize.REVERTED):
+        if item.get('flavor') and record.state != VERIFY_RESIZE and item['flavor'] != record.flavor:
+            raise errors.MultihvError('instance %s has flavor %s and no resize waiting: state %s with flavor %s confirms nothing; '
+                                      'nothing was changed' % (record.name, record.flavor, item['state'], item['flavor']))
+        return _resize.finish(ctx, record, item['state'], check_mode)
+    resizing = bool(item.get('flavor')) and (item['flavor'] != record.flavor or record.state == VERIFY_RESIZE)
+    if resizing or record.state == VERIFY_RESIZE:
+        # A resize keeps the instance's power as it was, and until it is confirmed or reverted the power does
+        # not change (Nova's RESIZED refuses stop, start, reboot and rebuild): a state that asks otherwise is refused.
+        kept = _power_kept(ctx.registry, record)
+        wanted = {'started': 'running', 'stopped': 'stopped'}.get(item['state'])
+        if item['state'] in ('restarted', 'rebuilt') or (wanted and wanted != kept):
+            doing = 'resized to flavor %s' % item['flavor'] if resizing else 'waiting for its resize to flavor %s' % record.flavor
+            raise errors.MultihvError('instance %s is %s (%s before the resize): it keeps its power until the resize is confirmed or '
+                                      'reverted (state %s or %s), so it cannot be %s in the same step; nothing was changed'
+                                      % (record.name, doing, kept, _resize.CONFIRMED, _resize.REVERTED, item['state']))
+    if resizing:
+        return _resize.resize(ctx, record, item['flavor'], check_mode)
+    return False, record
+
+
+def _power_kept(registry, record):
+    """The power state an instance has through a resize: its recorded one, or the one its waiting resize recorded."""
+    if record.state != VERIFY_RESIZE:
+        return record.state
+    migration = _resize.pending(registry, record)
+    return (migration.stats or {}).get('power') if migration is not None else None
 
 
 def _shown(record):
@@ -89,6 +124,13 @@ def run(ctx, params, check_mode):
         record = registry.get_instance(name=item['name'])
         before[item['name']] = _shown(record)
         if record is None:
+            if item['state'] in (_resize.CONFIRMED, _resize.REVERTED):
+                message = 'instance %s does not exist: it has no resize to settle; nothing was changed' % item['name']
+                if not batch:
+                    raise errors.NotFound(message)
+                failures.append({'name': item['name'], 'msg': message})
+                after[item['name']] = None
+                continue
             if item['state'] != 'absent':
                 missing = [key for key in ('flavor', 'image') if not item.get(key)]
                 if missing:
@@ -109,6 +151,13 @@ def run(ctx, params, check_mode):
             after[item['name']] = None
             continue
         _check_same(record, item)
+        moved, record = _resize_or_finish(ctx, record, item, check_mode)
+        changed = changed or moved
+        if item['state'] in (_resize.CONFIRMED, _resize.REVERTED) or record.state == VERIFY_RESIZE:
+            # A resize waiting for its confirmation keeps its power as it is (Nova's RESIZED refuses
+            # stop, start and rebuild): only confirm, revert or delete move it on.
+            after[item['name']] = _shown(record)
+            continue
         if item['state'] == 'rebuilt':
             changed = True
             if not check_mode:

@@ -18,6 +18,11 @@ carries out, step by step:
   (or 'done' for an evacuation whose fenced source may still hold a copy) or failed with
   an error saying the reconciler decided, and the allocation no longer used is freed; the
   local files the move left on the side the VM is not on are removed (see Plan.leftovers);
+- resizes: an interrupted one (its migration of type resize still accepted or running, judged as
+  migrations are) is reverted: the driver gives the VM its old sizes and disk back, the allocation
+  becomes the old flavor's, the migration failed (an instance with no VM is recorded error); one
+  left in verify_resize longer than the cloud file's defaults.resize_confirm_window (0: never) is
+  confirmed (both in the migrations step);
 - power: an instance recorded running whose VM is shut off is recorded stopped, and the
   other way (Nova's _sync_power_states); one whose node has no VM of it is reported missing;
   one that a run works on (its lease is live, or it has an unfinished migration) is left alone;
@@ -48,7 +53,10 @@ import datetime
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
-from ansible_collections.multihv.cloud.plugins.module_utils._constants import INSTANCE_LEASE_WAIT_SECONDS, LEASE_LIFETIME_SECONDS
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import resize as _resize
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import (
+    INSTANCE_LEASE_WAIT_SECONDS, LEASE_LIFETIME_SECONDS, RESIZE, VERIFY_RESIZE,
+)
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import TIMESTAMP_FORMAT, utcnow
 
 ACTIVE = ('accepted', 'preparing', 'running')
@@ -288,6 +296,9 @@ def plan_migrations(plan):
             continue
         record = plan.records.get(inst_uuid)
         unchanged = _same_migration(plan, migration)
+        if record is not None and migration.migration_type == RESIZE:
+            _plan_interrupted_resize(plan, record, migration, unchanged)
+            continue
         if record is None:
             def work(migration=migration):
                 registry.update_migration(migration.id, status='failed', finished_at=utcnow(),
@@ -296,6 +307,57 @@ def plan_migrations(plan):
                      % (migration.id, migration.status), 'record the migration failed', work, unchanged)
             continue
         _plan_move(plan, record, migration, unchanged)
+    _plan_resize_window(plan)
+
+
+def _plan_interrupted_resize(plan, record, migration, unchanged):
+    """A resize whose run died: reverted, whatever step it reached (the driver's revert is idempotent), so
+    the instance is as it was before it was asked, on its node."""
+    node = migration.source_node
+    reason = plan.survey.blind(node)
+    if reason:
+        plan.blind_to(record, node, reason)
+        return
+    plan.handled.add(record.uuid)
+    copy = plan.survey.on(record.uuid).get(node)
+    stats = migration.stats or {}
+    found = 'resize %s %s to flavor %s; its VM is on %s' % (
+        migration.id, migration.status, stats.get('new_flavor'), _where(plan.survey.on(record.uuid)))
+    decided = DECIDED + 'reverted it'
+    if copy is None:
+        def work():
+            plan.registry.update_instance(record.uuid, state='error')
+            plan.registry.update_migration(migration.id, status='failed', finished_at=utcnow(), error=DECIDED + 'found no VM on %s' % node)
+        plan.add('migration', record.uuid, record.name, node, found, 'record the resize failed and the instance error (it has no VM)',
+                 work, unchanged)
+        return
+    plan.add('migration', record.uuid, record.name, node, found,
+             'revert it: flavor %s again (its sizes, its disk when a copy was kept, its allocation), the resize failed'
+             % stats.get('old_flavor'), lambda: _resize.revert_held(plan.ctx, record, migration, decided=decided), unchanged)
+
+
+def _plan_resize_window(plan):
+    """Resizes left in verify_resize longer than defaults.resize_confirm_window are confirmed (Nova's
+    _poll_unconfirmed_resizes); 0 (the default) never."""
+    window = getattr(getattr(plan.ctx.config, 'defaults', None), 'resize_confirm_window', 0)
+    if not window:
+        return
+    for migration in plan.migrations:
+        record = plan.records.get(migration.instance_uuid)
+        if (migration.migration_type != RESIZE or migration.status != 'done' or record is None or record.state != VERIFY_RESIZE
+                or record.uuid in plan.handled or not migration.finished_at or not settled(migration.finished_at, window)
+                or lease_is_live(plan.registry, record.uuid)):
+            continue
+        reason = plan.survey.blind(record.node)
+        if reason:
+            plan.blind_to(record, record.node, reason)
+            continue
+        plan.handled.add(record.uuid)
+        plan.add('resize', record.uuid, record.name, record.node, 'resize %s to flavor %s waiting since %s, longer than the %d s of '
+                 'defaults.resize_confirm_window' % (migration.id, record.flavor, migration.finished_at, window),
+                 'confirm it (its old disk dropped, its allocation the new flavor\'s)',
+                 lambda record=record, migration=migration: _resize.confirm_held(plan.ctx, record, migration),
+                 _same_migration(plan, migration))
 
 
 def _same_migration(plan, migration):

@@ -53,6 +53,9 @@ class Capabilities:
     hosts_in_node: bool = False
     image_kind: str = IMAGE_FILE
     guest_password: bool = False
+    # Resize (issue 17): the driver gives an instance new vCPUs, RAM and a larger disk on its own node
+    # (resize), keeps what a revert needs until confirm_resize, and puts it back (revert_resize).
+    resize: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -443,6 +446,29 @@ class ComputeDriver(abc.ABC):
 
     def close(self):
         """Release the connection, if any. Idempotent."""
+
+    # ------------------------------------------------------------ resize (issue 17)
+    # Capabilities.resize drivers. A resize stays on the instance's node (and host); the core claims
+    # the resources first and records the resize (a migration of type resize) before calling these.
+
+    def resize(self, uuid, node, vcpus, memory_mb, disk_gb):
+        """Give instance uuid on node vcpus, memory_mb and a disk of disk_gb GiB (grown; never shrunk:
+        a disk larger than that is left as it is), keeping what revert_resize needs to bring the old
+        disk back (KVM: a copy of the disk) until confirm_resize. The instance ends in the power state
+        it had (stopped for the change when the hypervisor cannot add to a running VM). Returns its
+        InstanceState. On failure it is left with its old sizes and disk, in its old power state."""
+        raise errors.DriverError('%s instances cannot be resized; nothing was changed' % self.capabilities.label)
+
+    def confirm_resize(self, uuid, node):
+        """Drop what resize kept for a revert. Idempotent: nothing kept, nothing done."""
+        raise errors.DriverError('%s instances cannot be resized; nothing was changed' % self.capabilities.label)
+
+    def revert_resize(self, uuid, node, vcpus, memory_mb):
+        """Give instance uuid on node vcpus and memory_mb again, and the disk resize kept when it
+        kept one (the kept copy then goes); the instance ends in the power state it had. Idempotent:
+        an instance already back (or never resized: an interrupted resize) is only given its sizes.
+        Returns its InstanceState."""
+        raise errors.DriverError('%s instances cannot be resized; nothing was changed' % self.capabilities.label)
 
 
 def call_within(seconds, what, call):
