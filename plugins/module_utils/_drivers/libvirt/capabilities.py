@@ -21,4 +21,5 @@ CAPABILITIES = Capabilities(
     hosts_in_node=False,
     image_kind=IMAGE_FILE,
     guest_password=True,
+    resize=True,
 )

@@ -35,6 +35,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import capabilities as libvirt_capabilities
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import migration as moving
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import resizing
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.connection import HostConnection
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.domains import (
     files_of, ignore_not_running, instance_state, lookup_name, lookup_uuid, managed_domain, remove_domain,
@@ -344,7 +345,8 @@ class LibvirtDriver(ComputeDriver):
         if not destroy_disks:
             return
         if info is not None:
-            paths = files_of(info)
+            # A resize waiting to be confirmed keeps a copy of the old disk beside the disk: it goes with it.
+            paths = files_of(info) + [resizing.kept_path(path, inst_uuid) for path in info.disk_paths[:1]]
         else:
             paths = [posixpath.join(self.host.instance_path, name) for name in instance_file_names(inst_uuid)]
         delete_instance_files(conn, self.host, paths)
@@ -457,6 +459,37 @@ class LibvirtDriver(ComputeDriver):
 
     def close(self):
         self.connection.close()
+
+    # Resize (issue 17): on this host, see resizing.py ---------------------------------------
+
+    def resize(self, uuid, node, vcpus, memory_mb, disk_gb):
+        """The domain stopped, redefined with vcpus and memory_mb, its disk grown to disk_gb and a copy of the
+        old disk kept beside it; started again when it ran."""
+        self._check_node(node)
+        return self._resizing('resizing instance %s' % uuid, lambda conn: resizing.resize(
+            conn, self._what(), uuid, vcpus, memory_mb, disk_gb, max(self.host.timeout, self.work_timeout)))
+
+    def confirm_resize(self, uuid, node):
+        """The kept copy of the old disk deleted."""
+        self._check_node(node)
+        self._resizing('confirming the resize of instance %s' % uuid, lambda conn: resizing.confirm(conn, self._what(), uuid))
+
+    def revert_resize(self, uuid, node, vcpus, memory_mb):
+        """The kept copy put back as the disk, the domain redefined with vcpus and memory_mb."""
+        self._check_node(node)
+        return self._resizing('reverting the resize of instance %s' % uuid, lambda conn: resizing.revert(
+            conn, self._what(), uuid, vcpus, memory_mb, max(self.host.timeout, self.work_timeout)))
+
+    def _resizing(self, doing, work):
+        def run(conn):
+            try:
+                domain = work(conn)
+                return instance_state(domain, self.host.name) if domain is not None else None
+            except libvirt.libvirtError as exc:
+                raise errors.DriverError('%s failed %s: %s; the instance was left with its old sizes and disk'
+                                         % (self._what(), doing, exc.get_error_message())) from exc
+        # Two disk copies at most (the kept one, and back on a failure) besides the work itself.
+        return self._run(doing, run, extra_seconds=2 * max(self.host.timeout, self.work_timeout))
 
 
 def _message(exc):
