@@ -286,5 +286,33 @@ class DriverContract:
             gone.close()
         gone.close()  # idempotent
 
+    # -- resize (issue 17)
+
+    def test_resize_then_revert_or_confirm_in_the_power_state_the_instance_had(self, harness):
+        driver, node = harness.driver, harness.node
+        if not driver.capabilities.resize:
+            pytest.skip('the driver has no resize')
+        spec = harness.spec()
+        driver.spawn(spec)
+        bigger = (spec.vcpus + 1, spec.memory_mb * 2)
+        state = driver.resize(spec.uuid, node, bigger[0], bigger[1], spec.disk_gb + 1)
+        assert (state.uuid, state.node, state.power_state, state.vcpus, state.memory_mb) == (spec.uuid, node, 'running') + bigger
+        seen = listed(driver, spec.uuid)
+        assert (seen.node, seen.power_state, seen.vcpus, seen.memory_mb) == (node, 'running') + bigger
+        for _twice in range(2):  # idempotent
+            state = driver.revert_resize(spec.uuid, node, spec.vcpus, spec.memory_mb)
+            assert (state.power_state, state.vcpus, state.memory_mb) == ('running', spec.vcpus, spec.memory_mb)
+        files = file_kinds(driver, spec.uuid, node)
+        driver.set_power(spec.uuid, node, 'stop')
+        state = driver.resize(spec.uuid, node, bigger[0], bigger[1], spec.disk_gb + 1)
+        assert (state.power_state, state.vcpus, state.memory_mb) == ('stopped',) + bigger
+        for _twice in range(2):
+            driver.confirm_resize(spec.uuid, node)
+        seen = listed(driver, spec.uuid)
+        assert (seen.power_state, seen.vcpus, seen.memory_mb) == ('stopped',) + bigger
+        assert file_kinds(driver, spec.uuid, node) == files, 'a confirmed resize leaves no copy of the old disk behind'
+        with pytest.raises(errors.NotFound):
+            driver.resize(str(uuidlib.uuid4()), node, 1, spec.memory_mb, spec.disk_gb)
+
 
 __all__ = ['DriverContract', 'Harness', 'file_contents', 'file_kinds', 'listed', 'with_guest']

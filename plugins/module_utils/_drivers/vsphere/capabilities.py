@@ -22,4 +22,5 @@ CAPABILITIES = Capabilities(
                    'instead'),
     hosts_in_node=True,
     image_kind=IMAGE_TEMPLATE,
+    resize=True,
 )

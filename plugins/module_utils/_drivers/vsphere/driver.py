@@ -34,6 +34,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.pla
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.power import (
     SHUTDOWN_TIMEOUT, power, power_action, power_off_and_destroy, read_power_state,
 )
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import resizing
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.properties import (
     CLONE_PATHS, DEVICES, EXTRA_CONFIG, LIST_PROPERTIES, SPAWN_PROPERTIES, TEMPLATE_PROPERTIES, by_kind, describe_spec, plain,
     retrieve_inventory, retrieve_objects, retrieve_pages, stub, vm_name,
@@ -390,6 +391,43 @@ class VSphereDriver(ComputeDriver):
     def close(self):
         """Log out (frees the vCenter session now, not at its idle timeout) and drop the sockets."""
         self.session.close()
+
+    # -- resize (issue 17): in place, on the VM's host (resizing.py)
+
+    def resize(self, uuid, node, vcpus, memory_mb, disk_gb):
+        """ReconfigVM_Task with vcpus, memory_mb and the first disk grown to disk_gb (powered off for it
+        unless hot add allows it); nothing is kept: vSphere cannot shrink the disk back."""
+        return self._reconfigure(uuid, node, vcpus, memory_mb, disk_gb, 'resize')
+
+    def confirm_resize(self, uuid, node):
+        """Nothing to drop: a vSphere resize keeps no copy."""
+        return None
+
+    def revert_resize(self, uuid, node, vcpus, memory_mb):
+        """ReconfigVM_Task with the old vcpus and memory_mb; the disk keeps its new size (a virtual disk is never shrunk)."""
+        return self._reconfigure(uuid, node, vcpus, memory_mb, None, 'revert of the resize')
+
+    def _reconfigure(self, uuid, node, vcpus, memory_mb, disk_gb, doing):
+        require(self.vcenter)
+        instance = normal_uuid(uuid)
+        if instance is None:
+            raise errors.NotFound('instance uuid %r is not a UUID; nothing was changed' % (uuid,))
+        return self.session.run(lambda content: self._reconfigure_in(content, instance, node, vcpus, memory_mb, disk_gb, doing),
+                                'the %s of instance %s' % (doing, instance))
+
+    def _reconfigure_in(self, content, instance, node, vcpus, memory_mb, disk_gb, doing):
+        located = self._locate(content, instance)
+        if located is None:
+            raise errors.NotFound('vCenter %s has no instance %s (node %s); nothing was changed' % (self.vcenter.name, instance, node))
+        vm, state = located
+        self._check_node(state, node, 'resized')
+        what = 'ReconfigVM_Task (%s) of instance %s' % (doing, instance)
+        try:
+            resizing.reconfigure(content, vm, state, vcpus, memory_mb, disk_gb, time.monotonic() + self.work_timeout, what)
+        except errors.DriverError as exc:
+            raise errors.DriverError('vCenter %s could not reconfigure instance %s (VM %s on host %s): %s; it keeps %d vCPUs and %d MB'
+                                     % (self.vcenter.name, instance, state.name, state.host, exc, state.vcpus, state.memory_mb)) from exc
+        return self._describe(content, vm) or state
 
 
 __all__ = ['VSphereDriver']
