@@ -80,7 +80,7 @@ def test_rebuild_starts_a_fresh_disk_and_keeps_the_instance(lab, cloud, tmp_path
 def test_a_name_clash_changes_nothing(lab, cloud, tmp_path):
     ansible_module('multihv.cloud.flavor', dict(cloud, name='tiny2', vcpus=1, ram_mb=48, disk_gb=1))
     first = ansible_module('multihv.cloud.instance', dict(cloud, name='it-clash', flavor='tiny', image='tick', node='kvm1'))['instance']
-    for other in ({'flavor': 'tiny2'}, {'image': 'other'}):
+    for other in ({'flavor': 'tiny2', 'state': 'rebuilt'}, {'image': 'other'}):  # another flavor alone resizes it
         refused = ansible_module('multihv.cloud.instance', {**cloud, 'name': 'it-clash', 'flavor': 'tiny', 'image': 'tick', **other},
                                  expect_failure=True)
         assert 'instance it-clash exists with' in refused['msg'] and 'Nothing was changed' in refused['msg']

@@ -59,8 +59,9 @@ def _check_same(record, wanted):
     for key in ('flavor',) if wanted['state'] == 'rebuilt' else ('image',):
         have = getattr(record, key)
         if wanted.get(key) and wanted[key] != have:
-            raise errors.MultihvError('instance %s exists with %s %s, not %s; resizing or rebuilding on another image is not '
-                                      'supported: delete it first. Nothing was changed' % (record.name, key, have, wanted[key]))
+            how = ('a rebuild keeps the flavor: resize it (another flavor, without state rebuilt) in a task of its own' if key == 'flavor'
+                   else 'rebuild it on that image with state rebuilt (a fresh disk)')
+            raise errors.MultihvError('instance %s exists with %s %s, not %s; %s. Nothing was changed' % (record.name, key, have, wanted[key], how))
     identity = record.identity or {}
     for key, have in (('key_name', identity.get('key_name')), ('hostname', identity.get('hostname') or record.name)):
         if wanted.get(key) and wanted[key] != have:

@@ -123,6 +123,8 @@ def _put_back(conn, pool, disk_path, kept, seconds):
         delete_volume(old)
     _copy(conn, kept, pool, name, time.monotonic() + seconds)
     delete_volume(kept)
+    # The copy was made as raw bytes: a rescan makes libvirt read its qcow2 header (format, capacity) again.
+    refresh_pool(pool)
 
 
 def confirm(conn, what, inst_uuid):
