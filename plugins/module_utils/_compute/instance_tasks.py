@@ -73,6 +73,16 @@ def _check_same(record, wanted):
                                   'existing instance: delete it first. Nothing was changed' % (record.name, have or 'none'))
 
 
+def _password(ctx, record, item, check_mode):
+    """Set the guest's password when the item says so (update_password always); True then: a password cannot be read
+    back from a guest, so setting it always changes."""
+    if item.get('update_password') != 'always' or not item.get('admin_password'):
+        return False
+    if not check_mode:
+        _instances.set_guest_password(ctx, record, item['admin_password'])
+    return True
+
+
 def _resize_or_finish(ctx, record, item, check_mode):
     """(changed, record after) of the resize part of an item: a resize when it names another flavor,
     a confirmation or a revert when its state says so; anything else asked of an instance waiting in
@@ -158,6 +168,7 @@ def run(ctx, params, check_mode):
             # A resize waiting for its confirmation keeps its power as it is (Nova's RESIZED refuses
             # stop, start and rebuild): only confirm, revert or delete move it on.
             after[item['name']] = _shown(record)
+            changed = _password(ctx, record, item, check_mode) or changed
             continue
         if item['state'] == 'rebuilt':
             changed = True
@@ -177,11 +188,7 @@ def run(ctx, params, check_mode):
                 moved, record = _instances.set_power(ctx, record, state)
                 changed = changed or moved
                 after[item['name']] = _shown(record)
-            if item.get('update_password') == 'always' and item.get('admin_password'):
-                # A password cannot be read back from a guest: setting it always changes.
-                changed = True
-                if not check_mode:
-                    _instances.set_guest_password(ctx, record, item['admin_password'])
+            changed = _password(ctx, record, item, check_mode) or changed
     if to_boot and not check_mode and not batch:
         changed = True
         after[to_boot[0]['name']] = _shown(_instances.boot_one(ctx, to_boot[0]))

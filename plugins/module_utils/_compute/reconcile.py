@@ -338,13 +338,18 @@ def _plan_interrupted_resize(plan, record, migration, unchanged):
 
 def _plan_resize_window(plan):
     """Resizes left in verify_resize longer than defaults.resize_confirm_window are confirmed (Nova's
-    _poll_unconfirmed_resizes); 0 (the default) never."""
+    _poll_unconfirmed_resizes); 0 (the default) never. One whose instance was deleted is recorded completed."""
     window = getattr(getattr(plan.ctx.config, 'defaults', None), 'resize_confirm_window', 0)
-    if not window:
-        return
     for migration in plan.migrations:
         record = plan.records.get(migration.instance_uuid)
-        if (migration.migration_type != RESIZE or migration.status != 'done' or record is None or record.state != VERIFY_RESIZE
+        if migration.migration_type == RESIZE and migration.status == 'done' and record is None:
+            plan.add('resize', migration.instance_uuid, None, migration.source_node, 'resize %s waiting for an instance that was '
+                     'deleted' % migration.id, 'record it completed',
+                     lambda migration=migration: plan.registry.update_migration(migration.id, status='completed', finished_at=utcnow(),
+                                                                                error='its instance was deleted before it was confirmed'),
+                     _same_migration(plan, migration))
+            continue
+        if (not window or migration.migration_type != RESIZE or migration.status != 'done' or record is None or record.state != VERIFY_RESIZE
                 or record.uuid in plan.handled or not migration.finished_at or not settled(migration.finished_at, window)
                 or lease_is_live(plan.registry, record.uuid)):
             continue

@@ -162,6 +162,12 @@ def _resize(ctx, record, old, new, lease):
         with lease.guarded():
             registry.update_migration(migration.id, status='running', started_at=utcnow())
         state = ctx.driver_for(record.node).resize(record.uuid, record.node, new['vcpus'], new['ram_mb'], new['disk_gb'])
+    except errors.Unreachable as exc:
+        # The host stopped answering mid-way: the resize may still be carried out there. Its records stay as
+        # they are (running, the larger claim) for the reconciler, which reverts it once the node answers.
+        raise errors.Unreachable('resize %s of instance %s to flavor %s was cut off: %s; it stays recorded running: once node %s '
+                                 'answers and no run holds the instance, multihv.cloud.reconcile reverts it to flavor %s'
+                                 % (migration.id, record.name, new['name'], exc, record.node, old['name'])) from exc
     except errors.MultihvError as exc:
         # The driver left the VM as it was: the old flavor's claim again, the resize failed.
         registry.claim(record.uuid, record.node, view.hypervisor_type, resources(old), NO_LIMIT)

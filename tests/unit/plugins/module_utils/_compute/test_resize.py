@@ -256,3 +256,37 @@ def test_the_window_is_read_from_the_cloud_file():
     assert parsed.defaults.resize_confirm_window == 600
     with pytest.raises(_config.ConfigError, match='defaults.resize_confirm_window must not be negative'):
         _config.parse({'registry': {'url': 'sqlite:////tmp/x'}, 'defaults': {'resize_confirm_window': -1}}, 'f', {})
+
+
+def test_a_resize_cut_off_by_its_host_is_left_to_the_reconciler_which_reverts_it(cloud):
+    cloud.boot('vm1', node='fake1')
+    cloud.world.fail_resize('vm1', errors.Unreachable('fake endpoint fake1 did not answer within 1 s'))
+    with pytest.raises(errors.Unreachable, match=r'was cut off: .*once node fake1 answers and no run holds the instance, '
+                                                 r'multihv.cloud.reconcile reverts it to flavor small'):
+        task(cloud, name='vm1', flavor='big')
+    assert resizes(cloud, 'vm1') == [('resize', 'running', 'small', 'big')]
+    assert allocation(cloud, 'vm1') == [('fake1', 2, 2048, 5)]  # room for either, until it is settled
+    cloud.world.driver('fake1').resize(cloud.registry.get_instance(name='vm1').uuid, 'fake1', 2, 2048, 5)  # it went on there
+    result = run(cloud)
+    assert kinds(result) == [('migration', 'vm1', 'fake1')] and not result['failures']
+    assert resizes(cloud, 'vm1') == [('resize', 'failed', 'small', 'big')]
+    assert (cloud.world.vm('vm1').vcpus, cloud.world.vm('vm1').kept, allocation(cloud, 'vm1')) == (1, None, [('fake1', 1, 1024, 1)])
+
+
+def test_a_waiting_resize_whose_instance_was_deleted_is_recorded_completed(cloud):
+    cloud.boot('vm1', node='fake1')
+    task(cloud, name='vm1', flavor='big')
+    uuid = cloud.registry.get_instance(name='vm1').uuid
+    task(cloud, name='vm1', state='absent')
+    assert cloud.world.vm('vm1') is None and not [d for d in cloud.world.disks if d.startswith('local-fake1/%s' % uuid)]
+    result = run(cloud)
+    assert [(a['kind'], a['uuid']) for a in result['actions']] == [('resize', uuid)]
+    assert [m.status for m in cloud.registry.list_migrations(instance_uuid=uuid)] == ['completed']
+    second_pass_does_nothing(cloud)
+
+
+def test_update_password_always_still_reaches_a_guest_waiting_for_its_resize(cloud):
+    cloud.boot('vm1', node='fake1')
+    result = task(cloud, name='vm1', flavor='big', update_password='always', admin_password='Resize-Secret-1')
+    assert result['changed'] and cloud.world.vm('vm1').passwords == {'root': 'Resize-Secret-1'}
+    assert 'Resize-Secret-1' not in repr(result)
