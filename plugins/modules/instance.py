@@ -111,14 +111,16 @@ options:
   flavor:
     description:
       - The flavor (vCPUs, RAM, disk, extra_specs). Required to boot.
-      - Another flavor on an existing instance resizes it, as Nova does, on its own node and host (Nova's
-        C(allow_resize_to_same_host), always; a node or host without room refuses it, and the instance can be migrated first). The new
-        flavor's disk may not be smaller. The larger of the two flavors is claimed on the node before anything changes,
-        and the instance goes to state C(verify_resize), keeping its power state, until O(state=resize_confirmed) or
-        O(state=resize_reverted), or until the reconciler confirms it after the cloud file's
-        C(defaults.resize_confirm_window) seconds (0, the default, never). On KVM the domain gets the new vCPUs and RAM and
-        its disk is grown, a copy of the old disk kept for a revert; on vSphere C(ReconfigVM_Task) changes the VM (powered
-        off first unless CPU and memory hot add are enabled on it) and grows its first disk, which a revert cannot shrink.
+      - Another flavor on an existing instance resizes it, as Nova does. It stays on its node when the node has room for
+        both flavors (Nova's C(allow_resize_to_same_host), preferred); otherwise a KVM instance is moved cold to a node
+        the scheduler chooses, keeping the old flavor's claim on its node until the resize is settled. A vSphere instance
+        is always reconfigured on its host (a node or host without room refuses it). The new flavor's disk may not be
+        smaller. Resources are claimed before anything changes, and the instance goes to state C(verify_resize),
+        keeping its power state, until O(state=resize_confirmed) or O(state=resize_reverted) (a moved one goes back to
+        its node), or until the reconciler confirms it after the cloud file's C(defaults.resize_confirm_window) seconds
+        (0, the default, never). On KVM the domain gets the new vCPUs and RAM and its disk is grown, a copy of the old
+        disk kept beside it for a revert; on vSphere C(ReconfigVM_Task) changes the VM (powered off first unless CPU and
+        memory hot add are enabled on it) and grows its first disk, which a revert cannot shrink.
       - Until the resize is confirmed or reverted the instance's power cannot change (O(state=stopped) on a running one is
         refused), as Nova refuses it in C(RESIZED).
     type: str

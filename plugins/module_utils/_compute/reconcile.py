@@ -19,8 +19,9 @@ carries out, step by step:
   an error saying the reconciler decided, and the allocation no longer used is freed; the
   local files the move left on the side the VM is not on are removed (see Plan.leftovers);
 - resizes: an interrupted one (its migration of type resize still accepted or running, judged as
-  migrations are) is reverted: the driver gives the VM its old sizes and disk back, the allocation
-  becomes the old flavor's, the migration failed (an instance with no VM is recorded error); one
+  migrations are) is reverted where its VM is: the driver gives the VM its old sizes and disk back,
+  the allocation becomes the old flavor's on that node, the migration failed (an instance with no VM
+  is recorded error); one
   left in verify_resize longer than the cloud file's defaults.resize_confirm_window (0: never) is
   confirmed (both in the migrations step);
 - power: an instance recorded running whose VM is shut off is recorded stopped, and the
@@ -311,29 +312,40 @@ def plan_migrations(plan):
 
 
 def _plan_interrupted_resize(plan, record, migration, unchanged):
-    """A resize whose run died: reverted, whatever step it reached (the driver's revert is idempotent), so
-    the instance is as it was before it was asked, on its node."""
-    node = migration.source_node
-    reason = plan.survey.blind(node)
-    if reason:
-        plan.blind_to(record, node, reason)
-        return
+    """A resize whose run died: reverted where its VM is (a VM on both nodes of a cold move: the running one kept, else
+    the one on its own node, the other undefined as for an interrupted migration), whatever step it reached: the
+    driver's revert is idempotent, so the VM gets its old sizes (and disk, when a copy was kept) and the records the old
+    flavor and the node the VM is on."""
+    source, dest = migration.source_node, migration.dest_node or migration.source_node
+    for node in sorted(set((source, dest))):
+        reason = plan.survey.blind(node)
+        if reason:
+            plan.blind_to(record, node, reason)
+            return
     plan.handled.add(record.uuid)
-    copy = plan.survey.on(record.uuid).get(node)
+    copies = dict((node, state) for node, state in plan.survey.on(record.uuid).items() if node in (source, dest))
     stats = migration.stats or {}
-    found = 'resize %s %s to flavor %s; its VM is on %s' % (
-        migration.id, migration.status, stats.get('new_flavor'), _where(plan.survey.on(record.uuid)))
-    decided = DECIDED + 'reverted it'
-    if copy is None:
+    found = 'resize %s %s to flavor %s from %s to %s; its VM is on %s' % (
+        migration.id, migration.status, stats.get('new_flavor'), source, dest, _where(copies))
+    if not copies:
         def work():
             plan.registry.update_instance(record.uuid, state='error')
-            plan.registry.update_migration(migration.id, status='failed', finished_at=utcnow(), error=DECIDED + 'found no VM on %s' % node)
-        plan.add('migration', record.uuid, record.name, node, found, 'record the resize failed and the instance error (it has no VM)',
+            plan.registry.update_migration(migration.id, status='failed', finished_at=utcnow(),
+                                           error=DECIDED + 'found no VM on %s or %s' % (source, dest))
+        plan.add('migration', record.uuid, record.name, source, found, 'record the resize failed and the instance error (it has no VM)',
                  work, unchanged)
         return
-    plan.add('migration', record.uuid, record.name, node, found,
-             'revert it: flavor %s again (its sizes, its disk when a copy was kept, its allocation), the resize failed'
-             % stats.get('old_flavor'), lambda: _resize.revert_held(plan.ctx, record, migration, decided=decided), unchanged)
+    keep, drop = _keep(copies, source, dest, False)
+    local = record.storage == 'local'
+    does = ['undefine the copy on %s (%s)' % (drop, 'its local disk removed' if local else 'its shared disk kept')] if drop else []
+    does.append('revert it on %s: flavor %s again (its sizes, its disk when a copy was kept, its allocation there and none '
+                'elsewhere), the resize failed' % (keep, stats.get('old_flavor')))
+
+    def work():
+        if drop:
+            plan.destroy(record.uuid, drop, local)
+        _resize.revert_held(plan.ctx, record, migration, decided=DECIDED + 'reverted it on %s' % keep, where=keep)
+    plan.add('migration', record.uuid, record.name, keep, found, '; '.join(does), work, unchanged)
 
 
 def _plan_resize_window(plan):
@@ -589,11 +601,13 @@ def plan_orphans(plan, delete):
                 plan.add('orphan', inst_uuid, state.name, node, 'a VM (%s) the registry has no record of' % state.power_state,
                          'destroy it and its disks', lambda u=inst_uuid, n=node: plan.destroy(u, n, True))
     plan_orphan_files(plan, delete)
+    # A resize that moved its instance keeps the old flavor's allocation on the node it came from until it is settled.
+    resized_from = set((m.instance_uuid, m.source_node) for m in plan.migrations if m.migration_type == RESIZE and m.status == 'done')
     for allocation in registry.list_allocations():
         inst_uuid, node = allocation['instance_uuid'], allocation['node']
         record = plan.records.get(inst_uuid)
         if record is not None and (record.node == node or inst_uuid in plan.handled or inst_uuid in plan.moving
-                                   or lease_is_live(registry, inst_uuid)):
+                                   or (inst_uuid, node) in resized_from or lease_is_live(registry, inst_uuid)):
             continue
         why = 'of no instance' if record is None else 'of instance %s, which is on %s' % (record.name, record.node)
         plan.orphans.append({'kind': 'allocation', 'uuid': inst_uuid, 'name': record.name if record else None, 'node': node,

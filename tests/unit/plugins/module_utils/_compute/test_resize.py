@@ -12,7 +12,7 @@ import pytest
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instance_tasks as _instance_tasks
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import Capabilities
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import Capabilities, MigrationTarget
 from support.fake_driver import CAPABILITIES, FakeCloud, FakeWorld, two_node_cloud
 from support.reconciling import kinds, run, second_pass_does_nothing
 
@@ -122,7 +122,7 @@ def test_check_mode_shows_the_resize_and_writes_nothing(cloud):
                              r'instance vm1 was not resized'),
     ({'flavor': 'nosuch'}, r'flavor nosuch does not exist; instance vm1 was not resized'),
     ({'flavor': 'huge'}, r'node fake1 has no room to resize instance vm1 to flavor huge \(memory_mb: 0 held by others, 9000 needed, '
-                         r'capacity \d+\); migrate it to a node with room first; instance vm1 was not resized'),
+                         r'capacity \d+\), and no other node can take it: .*ResourcesFilter removed fake2; instance vm1 was not resized'),
     ({'flavor': 'big', 'state': 'stopped'}, r'instance vm1 is resized to flavor big \(running before the resize\): it keeps its power '
                                             r'.*so it cannot be stopped in the same step; nothing was changed'),
 ])
@@ -290,3 +290,77 @@ def test_update_password_always_still_reaches_a_guest_waiting_for_its_resize(clo
     result = task(cloud, name='vm1', flavor='big', update_password='always', admin_password='Resize-Secret-1')
     assert result['changed'] and cloud.world.vm('vm1').passwords == {'root': 'Resize-Secret-1'}
     assert 'Resize-Secret-1' not in repr(result)
+
+
+def resized_away(cloud):
+    """vm1 booted on fake1, whose RAM another run then takes: a resize to big must go to fake2."""
+    cloud.boot('vm1', node='fake1')
+    cloud.take_room('fake1')
+    return task(cloud, name='vm1', flavor='big')
+
+
+def test_a_node_without_room_sends_the_resize_to_another_by_a_cold_move_keeping_the_old_claim(cloud):
+    cloud.boot('vm1', node='fake1')
+    cloud.take_room('fake1')
+    planned = task(cloud, check_mode=True, name='vm1', flavor='big')
+    assert (planned['diff']['before']['node'], planned['diff']['after']['node'], planned['diff']['after']['flavor']) == ('fake1', 'fake2', 'big')
+    assert cloud.world.vm('vm1').node == 'fake1'
+    result = task(cloud, name='vm1', flavor='big')
+    assert (result['instance']['node'], result['instance']['host'], result['instance']['state']) == ('fake2', 'fake2', 'verify_resize')
+    vm = cloud.world.vm('vm1')
+    assert (vm.node, vm.vcpus, vm.memory_mb, vm.disk_gb, vm.power) == ('fake2', 2, 2048, 5, 'running') and vm.kept is not None
+    assert allocation(cloud, 'vm1') == [('fake1', 1, 1024, 1), ('fake2', 2, 2048, 5)]  # the old claim stays for a revert
+    migration = cloud.registry.list_migrations(migration_type='resize')[0]
+    assert (migration.status, migration.source_node, migration.dest_node, migration.dest_host) == ('done', 'fake1', 'fake2', 'fake2')
+    swept = run(cloud, delete_orphans=True)  # that claim is no orphan (the other run's record is: it was never built)
+    assert [a for a in swept['actions'] if a['name'] == 'vm1'] == [] and [o for o in swept['orphans'] if o['name'] == 'vm1'] == []
+    assert allocation(cloud, 'vm1') == [('fake1', 1, 1024, 1), ('fake2', 2, 2048, 5)]
+
+
+def test_a_moved_resize_confirmed_frees_its_old_node(cloud):
+    resized_away(cloud)
+    task(cloud, name='vm1', state='resize_confirmed')
+    assert allocation(cloud, 'vm1') == [('fake2', 2, 2048, 5)]
+    assert (cloud.world.vm('vm1').node, cloud.world.vm('vm1').kept) == ('fake2', None)
+    assert cloud.registry.get_instance(name='vm1').node == 'fake2'
+
+
+def test_a_moved_resize_reverted_goes_back_to_its_node_with_its_old_disk(cloud):
+    resized_away(cloud)
+    result = task(cloud, name='vm1', state='resize_reverted')
+    assert (result['instance']['node'], result['instance']['flavor'], result['instance']['state']) == ('fake1', 'small', 'running')
+    vm = cloud.world.vm('vm1')
+    assert (vm.node, vm.vcpus, vm.memory_mb, vm.disk_gb, vm.kept, vm.power) == ('fake1', 1, 1024, 1, None, 'running')
+    assert allocation(cloud, 'vm1') == [('fake1', 1, 1024, 1)]
+    assert not [d for d in cloud.world.disks if d.startswith('local-fake2/')]
+
+
+def test_a_moved_resize_the_target_fails_goes_back_and_frees_the_target(cloud):
+    cloud.boot('vm1', node='fake1')
+    cloud.take_room('fake1')
+    cloud.world.fail_resize('vm1')
+    with pytest.raises(errors.MultihvError, match='injected resize failure'):
+        task(cloud, name='vm1', flavor='big')
+    assert (cloud.world.vm('vm1').node, cloud.registry.get_instance(name='vm1').node) == ('fake1', 'fake1')
+    assert allocation(cloud, 'vm1') == [('fake1', 1, 1024, 1)]
+    assert resizes(cloud, 'vm1') == [('resize', 'failed', 'small', 'big')]
+
+
+def test_the_reconciler_reverts_an_interrupted_moved_resize_where_its_vm_is(cloud):
+    record = cloud.boot('vm1', node='fake1')
+    migration = cloud.registry.create_migration(instance_uuid=record.uuid, migration_type='resize', status='running',
+                                                source_node='fake1', source_host='fake1', dest_node='fake2', dest_host='fake2',
+                                                stats={'old_flavor': 'small', 'new_flavor': 'big', 'power': 'running'})
+    assert cloud.registry.claim(record.uuid, 'fake2', 'fake', {'vcpus': 2, 'memory_mb': 2048, 'disk_gb': 5}, cloud.context().view('fake2').capacity)
+    cloud.world.driver('fake2').ensure_image('tick', '/images/tick.qcow2', 'qcow2')
+    cloud.world.driver('fake1').migrate(record.uuid, 'fake1', MigrationTarget(cloud.world.driver('fake2'), 'fake2', None), 'cold', None)
+    cloud.world.driver('fake2').resize(record.uuid, 'fake2', 2, 2048, 5)
+    result = run(cloud)
+    assert kinds(result) == [('migration', 'vm1', 'fake2')] and not result['failures']
+    assert cloud.registry.get_migration(migration.id).status == 'failed'
+    after = cloud.registry.get_instance(uuid=record.uuid)
+    assert (after.node, after.flavor, after.state) == ('fake2', 'small', 'running')
+    vm = cloud.world.vm('vm1')
+    assert (vm.node, vm.vcpus, vm.kept) == ('fake2', 1, None)
+    assert allocation(cloud, 'vm1') == [('fake2', 1, 1024, 1)]
+    second_pass_does_nothing(cloud)
