@@ -128,7 +128,10 @@ options:
     description: The image. Required to boot.
     type: str
   node:
-    description: Boot on this node, still subject to the filters (capacity, hypervisor type...). A node the cloud file does not have is refused.
+    description:
+      - Boot on this node, still subject to the filters (capacity, hypervisor type...). A node the cloud file does not have is refused.
+      - With another O(flavor) on an existing instance, the node its resize goes to (a KVM instance is moved cold there; its
+        own node is kept even without room, which is then refused).
     type: str
   availability_zone:
     description: Only nodes of this availability zone.

@@ -104,7 +104,7 @@ def _resize_or_finish(ctx, record, item, check_mode):
                                       'reverted (state %s or %s), so it cannot be %s in the same step; nothing was changed'
                                       % (record.name, doing, kept, _resize.CONFIRMED, _resize.REVERTED, item['state']))
     if resizing:
-        return _resize.resize(ctx, record, item['flavor'], check_mode)
+        return _resize.resize(ctx, record, item['flavor'], check_mode, item.get('node'))
     return False, record
 
 

@@ -39,6 +39,7 @@ import dataclasses
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import NoValidHost
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import RESIZE, RESOURCES, VERIFY_RESIZE
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import MigrationControls, MigrationTarget
@@ -85,9 +86,10 @@ class ResizePlan:
         return self.node != record.node
 
 
-def check(ctx, record, flavor_name):
-    """The ResizePlan of a resize of record to flavor_name, every refusal raised here, before anything is
-    written; the nodes' and host's room as the registry and the drivers say now."""
+def check(ctx, record, flavor_name, node=None):
+    """The ResizePlan of a resize of record to flavor_name (on node when given: the instance's own, or another
+    it moves to), every refusal raised here, before anything is written; the nodes' and host's room as the
+    registry and the drivers say now."""
     registry, untouched = ctx.registry, _untouched(record)
     new = registry.get_flavor(flavor_name)
     if new is None:
@@ -112,14 +114,19 @@ def check(ctx, record, flavor_name):
     image = registry.get_image(record.image)
     if image is not None:
         _instances.request_for(new, image, {})  # the image's min_ram / min_disk against the new flavor
+    movable = not caps.hosts_in_node and 'cold' in caps.migration_modes
+    if node and node != record.node:
+        if not movable:
+            raise errors.MultihvError('%s instances are resized where they are, not moved to node %s (instance %s is on %s); %s'
+                                      % (caps.label, node, record.name, record.node, untouched))
+        return ResizePlan(old, new, *_elsewhere(ctx, record, new, 'node %s was asked for' % node, untouched, node))
     short = _short_here(ctx, record, old, new, caps, untouched)
     if not short:
         return ResizePlan(old, new, record.node, record.host)
-    if caps.hosts_in_node or 'cold' not in caps.migration_modes:
-        # A cluster node's instance is reconfigured where it is (its host moves are the cluster's own).
+    if not movable or node == record.node:
+        # A cluster node's instance is reconfigured where it is (its host moves are the cluster's own); a node asked for is kept.
         raise errors.MultihvError('%s; migrate it to a node or host with room first; %s' % (short, untouched))
-    node, host = _elsewhere(ctx, record, new, short, untouched)
-    return ResizePlan(old, new, node, host)
+    return ResizePlan(old, new, *_elsewhere(ctx, record, new, short, untouched))
 
 
 def _short_here(ctx, record, old, new, caps, untouched):
@@ -150,17 +157,21 @@ def _short_here(ctx, record, old, new, caps, untouched):
     return ''
 
 
-def _elsewhere(ctx, record, new, short, untouched):
-    """(node, host) the scheduler chooses for the instance with the new flavor, its node excluded (a cold move)."""
-    request = _instances.move_request(ctx, record, None, untouched, keep_backing=True)
+def _elsewhere(ctx, record, new, short, untouched, node=None):
+    """(node, host) the scheduler chooses (among node only, when given) for the instance with the new flavor, its
+    node excluded (a cold move)."""
+    if node:
+        _nodes.type_in_cloud(ctx.drivers, node, untouched)  # a node the cloud file does not have is refused, naming it
+    request = _instances.move_request(ctx, record, node, untouched, keep_backing=True)
     request = dataclasses.replace(request, vcpus=new['vcpus'], memory_mb=new['ram_mb'], disk_gb=new['disk_gb'])
     try:
         return ctx.scheduler().place(request)
     except NoValidHost as exc:
-        raise errors.MultihvError('%s, and no other node can take it: %s; %s' % (short, exc, untouched)) from None
+        which = 'it cannot take it' if node else 'no other node can take it'
+        raise errors.MultihvError('%s, and %s: %s; %s' % (short, which, exc, untouched)) from None
 
 
-def resize(ctx, record, flavor_name, check_mode=False):
+def resize(ctx, record, flavor_name, check_mode=False, node=None):
     """Resize record to flavor_name: (changed, record after). In check mode nothing is written (not even
     a lease): the record returned is the one a resize would give. A resize waiting to be confirmed to
     that flavor is the desired state already (unchanged); to another flavor it is refused."""
@@ -172,7 +183,7 @@ def resize(ctx, record, flavor_name, check_mode=False):
     if record.flavor == flavor_name:
         return False, record
     if check_mode:
-        planned = check(ctx, record, flavor_name)
+        planned = check(ctx, record, flavor_name, node)
         host = planned.host if not planned.moves(record) else planned.host or planned.node
         return True, dataclasses.replace(record, flavor=flavor_name, state=VERIFY_RESIZE, node=planned.node, host=host)
     untouched = _untouched(record)
@@ -180,7 +191,7 @@ def resize(ctx, record, flavor_name, check_mode=False):
         record = _instances.current(ctx.registry, record, untouched)
         if record.state == VERIFY_RESIZE or record.flavor == flavor_name:  # another run resized it meanwhile
             return resize(ctx, record, flavor_name)
-        planned = check(ctx, record, flavor_name)
+        planned = check(ctx, record, flavor_name, node)
         return True, _resize(ctx, record, planned, lease)
 
 

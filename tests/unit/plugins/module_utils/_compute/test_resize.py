@@ -364,3 +364,17 @@ def test_the_reconciler_reverts_an_interrupted_moved_resize_where_its_vm_is(clou
     assert (vm.node, vm.vcpus, vm.kept) == ('fake2', 1, None)
     assert allocation(cloud, 'vm1') == [('fake2', 1, 1024, 1)]
     second_pass_does_nothing(cloud)
+
+
+def test_a_node_given_with_the_flavor_is_where_the_resize_goes(cloud):
+    cloud.boot('vm1', node='fake1')
+    result = task(cloud, name='vm1', flavor='big', node='fake2')
+    assert (result['instance']['node'], result['instance']['state']) == ('fake2', 'verify_resize')
+    assert task(cloud, name='vm1', flavor='big', node='fake2')['changed'] is False
+    with pytest.raises(errors.NotFound, match='node nowhere is not in the cloud file; instance vm2 was not resized'):
+        cloud.boot('vm2', node='fake1')
+        task(cloud, name='vm2', flavor='big', node='nowhere')
+    cloud.take_room('fake1')
+    with pytest.raises(errors.MultihvError, match=r'node fake1 has no room to resize instance vm2 .*; migrate it to a node or host '
+                                                  r'with room first; instance vm2 was not resized'):
+        task(cloud, name='vm2', flavor='big', node='fake1')  # the node asked for is kept
