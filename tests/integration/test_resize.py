@@ -66,3 +66,30 @@ def test_resize_revert_and_confirm_on_kvm(lab, cloud, tmp_path):
     smaller = ansible_module('multihv.cloud.instance', dict(args, flavor='tiny'), expect_failure=True)
     assert 'a disk is never shrunk' in smaller['msg'] and 'instance it-resize was not resized' in smaller['msg']
     assert domain_of(lab, uuid) == (2, 48, True, 2) and allocations(tmp_path) == {'kvm1': 48}
+
+
+def sizes_on(lab, host, name):
+    """(vCPUs, MB of RAM, active) of the domain called name on host, or None when it has none."""
+    conn = lab.connect(host)
+    try:
+        if name not in [d.name() for d in conn.listAllDomains()]:
+            return None
+        _state, max_kib, _kib, vcpus, _cpu_time = conn.lookupByName(name).info()
+        return vcpus, max_kib // 1024, conn.lookupByName(name).isActive() == 1
+    finally:
+        conn.close()
+
+
+def test_a_resize_to_another_node_moves_cold_and_a_revert_brings_it_back(lab, cloud, tmp_path):
+    ansible_module('multihv.cloud.flavor', dict(cloud, name='tiny-wide', vcpus=2, ram_mb=48, disk_gb=2))
+    args = dict(cloud, name='it-resize-move', image='tick', storage='local')
+    ansible_module('multihv.cloud.instance', dict(args, flavor='tiny', node='kvm1'))
+    resized = ansible_module('multihv.cloud.instance', dict(args, flavor='tiny-wide', node='kvm2'))['instance']
+    assert (resized['node'], resized['state']) == ('kvm2', 'verify_resize')
+    assert sizes_on(lab, 'kvm2', 'it-resize-move') == (2, 48, True) and sizes_on(lab, 'kvm1', 'it-resize-move') is None
+    assert allocations(tmp_path) == {'kvm1': 32, 'kvm2': 48}  # the old claim waits for the confirmation
+    reverted = ansible_module('multihv.cloud.instance', dict(args, state='resize_reverted'))['instance']
+    assert (reverted['node'], reverted['flavor'], reverted['state']) == ('kvm1', 'tiny', 'running')
+    assert sizes_on(lab, 'kvm1', 'it-resize-move') == (1, 32, True) and sizes_on(lab, 'kvm2', 'it-resize-move') is None
+    assert allocations(tmp_path) == {'kvm1': 32}
+    wait_ticks(console_log(lab, reverted))
