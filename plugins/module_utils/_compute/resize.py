@@ -300,7 +300,8 @@ def finish(ctx, record, wanted, check_mode=False):
         stats = migration.stats or {}
         if wanted == CONFIRMED:
             return True, dataclasses.replace(record, state=stats.get('power') or 'running')
-        return True, dataclasses.replace(record, flavor=stats.get('old_flavor') or record.flavor, state=stats.get('power') or 'running')
+        return True, dataclasses.replace(record, flavor=stats.get('old_flavor') or record.flavor, state=stats.get('power') or 'running',
+                                         node=migration.source_node or record.node, host=migration.source_host or record.host)
     with _leases.on_instance(ctx.registry, record.uuid, untouched, 'confirm resize' if wanted == CONFIRMED else 'revert resize') as lease:
         record = _instances.current(ctx.registry, record, untouched)
         if record.state != VERIFY_RESIZE:

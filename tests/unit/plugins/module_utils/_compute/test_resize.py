@@ -327,6 +327,9 @@ def test_a_moved_resize_confirmed_frees_its_old_node(cloud):
 
 def test_a_moved_resize_reverted_goes_back_to_its_node_with_its_old_disk(cloud):
     resized_away(cloud)
+    planned = task(cloud, check_mode=True, name='vm1', state='resize_reverted')
+    assert (planned['diff']['before']['node'], planned['diff']['after']['node'], planned['diff']['after']['flavor']) == ('fake2', 'fake1', 'small')
+    assert cloud.world.vm('vm1').node == 'fake2'
     result = task(cloud, name='vm1', state='resize_reverted')
     assert (result['instance']['node'], result['instance']['flavor'], result['instance']['state']) == ('fake1', 'small', 'running')
     vm = cloud.world.vm('vm1')
