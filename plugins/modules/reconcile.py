@@ -23,6 +23,11 @@ description:
     side, the files the move left in the local instance directory of the other side (a block or cold migration's
     partial copy, or the source's old disk) are removed; when it has no VM anywhere, every file is kept. An evacuation
     whose source is forced down is judged from its target alone.
+  - B(Resizes.) An interrupted resize (a migration of type C(resize) in one of those statuses) is reverted where its VM
+    is (the running copy kept when a cold move left two); the VM gets its old vCPUs, RAM and (KVM) disk back, the
+    instance its old flavor and the allocation the old flavor's on that node, the migration C(failed). A resize left in
+    C(verify_resize) longer than the cloud file's C(defaults.resize_confirm_window) seconds (0, the default, never) is
+    confirmed; a waiting resize whose instance was deleted is recorded C(completed).
   - B(Power states.) An instance recorded running whose VM is shut off is recorded C(stopped), and the other way. One
     whose node has no VM of it is reported in RV(missing), not changed. An instance a run works on (its lease is held, or a
     migration of it is unfinished) is left to that run.
