@@ -527,7 +527,7 @@ class FakeDriver(ComputeDriver):
                     self.world.snapshot_templates[key] = uuid
                     return SnapshotImage(template=image, moid='vm-%d' % next(self.world.moids),
                                          quiesced=record['quiesced'] if running else None)
-                data = b'QFI\xfb' + ('fake flattened disk of %s' % uuid).encode()
+                data = b'QFI\xfb\0\0\0\3' + bytes(8) + ('fake flattened disk of %s' % uuid).encode()  # a qcow2 header, no backing file
                 with open(dest, 'xb') as handle:
                     handle.write(data)
                 self.world.images[key] = (dest, 'qcow2')
