@@ -194,4 +194,11 @@ def _undo(ctx, name, kind, source):
     return 'the instance was left as it was and nothing of image %s was kept' % name
 
 
-__all__ = ['ACTIVE', 'SAVING', 'capture', 'find_instance', 'origin_of']
+def undo_interrupted(ctx, image):
+    """What the reconciler does with a capture left in status saving that no run holds: what it left goes (the
+    bases or template of the image on every endpoint of its type, its controller file), then the image's record."""
+    _remove_leftovers(ctx, image['name'], image['hypervisor_type'], (image.get('properties') or {}).get('source'))
+    ctx.registry.delete_image(image['name'])
+
+
+__all__ = ['ACTIVE', 'SAVING', 'capture', 'find_instance', 'origin_of', 'undo_interrupted']

@@ -200,3 +200,26 @@ def test_a_cluster_instance_becomes_a_template_and_only_such_templates_are_delet
         cloud.registry.delete_instance(cloud.registry.get_instance(name='app').uuid)
         assert delete(cloud, 'tmpl')[0] is True
         assert 'tmpl' in world.endpoints['vc'].templates, 'a template the cloud did not make was deleted with its image record'
+
+
+def test_the_reconciler_removes_a_capture_no_run_holds_and_leaves_one_that_runs(cloud, tmp_path):
+    from ansible_collections.multihv.cloud.plugins.module_utils._compute import reconcile as _reconcile  # pylint: disable=import-outside-toplevel
+    dest = tmp_path / 'web-snap.qcow2'
+    web = cloud.registry.get_instance(name='web')
+    origin = {'instance_uuid': web.uuid, 'instance_name': 'web', 'node': 'fake1'}
+    cloud.registry.set_image('web-snap', hypervisor_type=FAKE, locations={},
+                             properties={'status': 'saving', 'source': str(dest), 'format': 'qcow2', 'origin': origin})
+    dest.write_bytes(b'QFI\xfb partial')
+    cloud.world.images[('fake1', 'web-snap')] = (str(dest), 'qcow2')
+
+    with _leases.held(cloud.registry, 'image:web-snap', 1, 'held', 'snapshot'):  # a capture still running
+        assert [a['kind'] for a in _reconcile.run(cloud.context(), settle_seconds=0)['actions']] == []
+    assert _reconcile.run(cloud.context(), settle_seconds=3600)['actions'] == [], 'a capture written just now was judged left'
+
+    planned = _reconcile.run(cloud.context(), check_mode=True, settle_seconds=0)['actions']
+    assert [(a['kind'], a['name'], a['node']) for a in planned] == [('snapshot', 'web', 'fake1')]
+    assert cloud.registry.get_image('web-snap') is not None and dest.exists()
+    result = _reconcile.run(cloud.context(), settle_seconds=0)
+    assert result['failures'] == [] and [a['kind'] for a in result['actions']] == ['snapshot']
+    nothing_made(cloud, dest)
+    assert cloud.world.vm('web').power == 'running'

@@ -1,0 +1,71 @@
+"""Snapshots to images on the lab, through real Ansible runs: a running tick guest captured on KVM and booted again
+from its image on the other host, the image's files gone from both hosts once it is deleted; a vcsim instance
+cloned into a template that boots a new instance, the template gone with its image.
+
+Not shown here: the quiesce of a guest with a QEMU guest agent (the tick guest has none, the lab's Debian guest
+is too slow for the suite): tests/unit covers the freeze and the thaw on the fake driver."""
+
+from __future__ import annotations
+
+import pathlib
+
+from support.cloud import boot, console_log, vcsim_vm, wait_ticks
+from support.lab import ansible_module
+
+
+def base_files(lab, image):
+    """{directory: names} of the image's files in every _base of the lab (each host's local path, the shared one)."""
+    dirs = [pathlib.Path(h['local_dir']) for h in lab.hosts.values()] + [pathlib.Path(lab.info['shared_instance_path'])]
+    return dict((str(d), sorted(p.name for p in (d / '_base').glob(image + '.*'))) for d in dirs)
+
+
+def test_a_running_kvm_guest_becomes_an_image_that_boots_on_the_other_host_and_goes_from_both(lab, cloud, tmp_path):
+    source = boot(cloud, 'it-snap-src', node='kvm1', storage='local')
+    wait_ticks(console_log(lab, source))
+    dest = tmp_path / 'it-snap.qcow2'
+    args = dict(cloud, name='it-snap', instance='it-snap-src', dest=str(dest))
+
+    planned = ansible_module('multihv.cloud.instance_snapshot', args, check=True)
+    assert planned['changed'] is True and not dest.exists() and base_files(lab, 'it-snap') == dict.fromkeys(base_files(lab, 'it-snap'), [])
+
+    made = ansible_module('multihv.cloud.instance_snapshot', args, diff=True)
+    props = made['image']['properties']
+    assert made['changed'] is True and made['diff']['before'] == {}
+    assert (props['status'], props['quiesced'], props['origin']['instance_uuid']) == ('active', False, source['uuid'])
+    assert made['image']['locations'] == {'kvm1': 'present', 'kvm2': 'present'}
+    header = dest.read_bytes()[:16]
+    assert header[:4] == b'QFI\xfb' and header[8:16] == bytes(8), 'the image is not a flattened qcow2'
+    assert all(names == ['it-snap.qcow2', 'it-snap.qcow2.sha256'] for names in base_files(lab, 'it-snap').values())
+    before = wait_ticks(console_log(lab, source))[-1]
+    wait_ticks(console_log(lab, source), count=1, after=before)  # the source guest runs on
+    assert ansible_module('multihv.cloud.instance_snapshot', args)['changed'] is False
+
+    copy = boot(cloud, 'it-snap-copy', node='kvm2', storage='local', image='it-snap')
+    wait_ticks(console_log(lab, copy))  # the captured disk boots
+
+    refused = ansible_module('multihv.cloud.image', dict(cloud, name='it-snap', state='absent'), expect_failure=True)
+    assert 'used by instances it-snap-copy' in refused['msg']
+    ansible_module('multihv.cloud.instance', dict(cloud, name='it-snap-copy', state='absent'))
+    gone = ansible_module('multihv.cloud.image', dict(cloud, name='it-snap', state='absent'))
+    assert gone['changed'] is True
+    assert all(names == [] for names in base_files(lab, 'it-snap').values()), base_files(lab, 'it-snap')
+
+    unknown = ansible_module('multihv.cloud.instance_snapshot', dict(args, name='it-snap-2', instance='it-nosuch'), expect_failure=True)
+    assert unknown['msg'] == 'instance it-nosuch does not exist; image it-snap-2 was not made; nothing was changed'
+
+
+def test_a_vsphere_instance_becomes_a_template_that_boots_and_goes_with_its_image(lab, cloud, template):
+    ansible_module('multihv.cloud.image', dict(cloud, name='tmpl', hypervisor_type='vsphere', template=template))
+    ansible_module('multihv.cloud.instance', dict(cloud, name='it-vsnap-src', flavor='tiny', image='tmpl'))
+    made = ansible_module('multihv.cloud.instance_snapshot', dict(cloud, name='it-vsnap', instance='it-vsnap-src'))
+    assert made['changed'] is True and made['image']['properties']['template'] == 'it-vsnap'
+    assert list(made['image']['locations']) == ['vcsim'] and vcsim_vm(lab, 'it-vsnap') is not None
+
+    copy = ansible_module('multihv.cloud.instance', dict(cloud, name='it-vsnap-copy', flavor='tiny', image='it-vsnap'))['instance']
+    assert copy['image'] == 'it-vsnap' and vcsim_vm(lab, 'it-vsnap-copy')[0] == 'poweredOn'
+    for name in ('it-vsnap-copy', 'it-vsnap-src'):
+        ansible_module('multihv.cloud.instance', dict(cloud, name=name, state='absent'))
+    assert ansible_module('multihv.cloud.image', dict(cloud, name='it-vsnap', state='absent'))['changed'] is True
+    assert vcsim_vm(lab, 'it-vsnap') is None
+    assert ansible_module('multihv.cloud.image', dict(cloud, name='tmpl', state='absent'))['changed'] is True
+    assert vcsim_vm(lab, template) is not None, 'a template the cloud was given went with its image record'
