@@ -48,7 +48,10 @@ options:
     description: Smallest flavor disk (GB) the image boots with.
     type: int
   properties:
-    description: Other properties to record with the image (as M(multihv.cloud.image)'s).
+    description:
+      - Properties to record with the image (as M(multihv.cloud.image)'s). The image takes those of the image the instance
+        was booted from (such as C(virt_type) or C(min_ram)), as Nova's C(createImage) does, except what describes that
+        image's file or template; these override them.
     type: dict
   timeout:
     description: Seconds the capture may take on the hypervisor once it answered.

@@ -41,9 +41,23 @@ def origin_of(image):
     return ((image or {}).get('properties') or {}).get('origin', {}).get('instance_uuid')
 
 
-def _planned(params, record, kind, caps):
+# What an image's properties say of its file or template, not of its guest: not inherited by a snapshot of it.
+OWN_PROPERTIES = ('source', 'format', 'size', 'sha256', 'template', 'status', 'origin', 'quiesced')
+
+
+def inherited(registry, record, kind):
+    """The properties a snapshot takes from the image its instance was booted from, as Nova's createImage does
+    (virt_type, min_ram, an admin user...): what says how the guest boots, not where its file is."""
+    image = registry.get_image(record.image) if record.image else None
+    if image is None or image.get('hypervisor_type') != kind:
+        return {}
+    return dict((k, v) for k, v in (image.get('properties') or {}).items() if k not in OWN_PROPERTIES)
+
+
+def _planned(params, record, kind, caps, registry):
     """The image's registry fields once captured (status and the capture's own facts left out)."""
-    properties = dict(params.get('properties') or {})
+    properties = inherited(registry, record, kind)
+    properties.update(params.get('properties') or {})
     for key in ('min_ram', 'min_disk'):
         if params.get(key) is not None:
             properties[key] = params[key]
@@ -124,7 +138,7 @@ def _check_can_capture(ctx, params, record, before, untouched):
         raise errors.MultihvError('instance %s is on node %s, which is down (%s): it cannot be captured; %s'
                                   % (record.name, record.node, view.reason or 'no answer', untouched))
     caps = ctx.kind_capabilities(view.hypervisor_type)
-    fields = _planned(params, record, view.hypervisor_type, caps)
+    fields = _planned(params, record, view.hypervisor_type, caps, ctx.registry)
     source = fields['properties'].get('source')
     if source:
         resumed = before is not None and (before.get('properties') or {}).get('source') == source

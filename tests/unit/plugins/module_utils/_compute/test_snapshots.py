@@ -74,6 +74,12 @@ def test_a_running_instance_becomes_an_image_that_boots_and_a_second_run_changes
     assert cloud.world.vm('copy').image == 'web-snap' and record.image == 'web-snap'
 
 
+def test_the_snapshot_takes_the_guest_properties_of_its_instances_image_not_its_file(cloud, tmp_path):
+    cloud.image('tick', source='/images/tick.qcow2', format='qcow2', virt_type='qemu', min_ram=16)
+    props = snap(cloud, tmp_path / 'a.qcow2', properties={'min_ram': 32, 'os': 'tick'})[2]['properties']
+    assert (props['virt_type'], props['min_ram'], props['os'], props['source']) == ('qemu', 32, 'tick', str(tmp_path / 'a.qcow2'))
+
+
 def test_quiesced_says_whether_the_guest_was_frozen(cloud, tmp_path):
     cloud.world.vm('web').agent = False
     assert snap(cloud, tmp_path / 'a.qcow2', name='no-agent')[2]['properties']['quiesced'] is False
