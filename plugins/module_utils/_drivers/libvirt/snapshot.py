@@ -35,7 +35,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.ima
     IMAGE_FORMATS, sidecar_name, sidecar_text,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.storage import (
-    UPLOAD_CHUNK, aborting, create_volume_with, delete_named, find_volume, instance_dirs, refresh_pool,
+    UPLOAD_CHUNK, aborting, create_volume_with, delete_named, find_volume, instance_dirs, instance_pool, refresh_pool,
 )
 
 try:
@@ -99,7 +99,11 @@ class Capture:
         there = [n for f in IMAGE_FORMATS for n in ('%s.%s' % (self.image, f),) if find_volume(pool, n) is not None]
         if there:
             raise errors.DriverError('image %s is on %s already (%s); nothing was changed' % (self.image, self.what, ', '.join(there)))
-        source = self.conn.storageVolLookupByPath(disk_path)
+        disks = instance_pool(self.conn, posixpath.dirname(posixpath.normpath(disk_path)))
+        refresh_pool(disks)  # instance pools are transient: a libvirtd restart forgets them and their volumes
+        source = find_volume(disks, posixpath.basename(disk_path))
+        if source is None:
+            raise errors.DriverError('its disk %s is not on %s; nothing was changed' % (disk_path, self.what))
         xml = domxml.volume_xml(self.volume_name, source.info()[1], 'qcow2', mode='0644')
         try:
             if self.domain.isActive():
