@@ -307,6 +307,11 @@ class DriverContract:
                 assert made.template == image and made.moid and not dest.exists()
             with pytest.raises(REFUSED):  # not idempotent: the image is there
                 driver.snapshot_instance(spec.uuid, harness.node, image, str(tmp_path / 'again.qcow2'))
+            driver.set_power(spec.uuid, harness.node, 'stop')  # a stopped instance is captured another way on KVM
+            stopped = driver.snapshot_instance(spec.uuid, harness.node, image + '-off', str(tmp_path / 'off.qcow2'))
+            assert stopped.quiesced is None and driver.remove_image(image + '-off') is True
+            if driver.capabilities.image_kind == IMAGE_FILE:
+                assert (tmp_path / 'off.qcow2').read_bytes()[8:16] == bytes(8), 'the capture of a stopped instance is not flattened'
             copy = harness.spec(image=image)
             assert driver.spawn(copy).power_state == 'running'
             if driver.capabilities.image_kind == IMAGE_FILE:
@@ -321,8 +326,9 @@ class DriverContract:
             with pytest.raises(REFUSED):
                 driver.spawn(harness.spec(image=image))
         finally:
-            with contextlib.suppress(errors.MultihvError):
-                driver.remove_image(image)
+            for name in (image, image + '-off'):
+                with contextlib.suppress(errors.MultihvError):
+                    driver.remove_image(name)
 
     def test_snapshot_of_an_unknown_instance_is_refused_and_makes_nothing(self, harness, tmp_path):
         dest = tmp_path / 'none.qcow2'
