@@ -35,7 +35,7 @@ options:
   dest:
     description:
       - For an instance on a KVM node, the file on the controller the flattened qcow2 is written to; it must not exist, and its
-        directory must. It becomes the image's C(source). Required for KVM instances, unused for vSphere ones.
+        directory must. It becomes the image's C(source). Required for KVM instances, refused for vSphere ones.
     type: path
   quiesce:
     description: Freeze a running KVM guest's filesystems through its QEMU guest agent while its disk is captured, where the agent answers.

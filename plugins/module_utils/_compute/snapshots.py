@@ -71,6 +71,9 @@ def _planned(params, record, kind, caps, registry):
                                       % (params['name'], caps.label, record.name))
         properties.update(source=os.path.abspath(dest), format='qcow2')
     else:
+        if params.get('dest'):
+            raise errors.MultihvError('image %s: %s instance %s is captured into a template, not a file: dest is for instances whose '
+                                      'images are files; nothing was changed' % (params['name'], caps.label, record.name))
         properties['template'] = params['name']
     return {'hypervisor_type': kind, 'properties': properties}
 

@@ -197,6 +197,8 @@ def test_a_cluster_instance_becomes_a_template_and_only_such_templates_are_delet
         cloud.flavor('small')
         cloud.image('tmpl', hypervisor_type=CLUSTER, template='tmpl')
         cloud.boot('app', image='tmpl')
+        with pytest.raises(errors.MultihvError, match='captured into a template, not a file: dest is for instances whose images are files'):
+            _snapshots.capture(cloud.context(), {'name': 'app-golden', 'instance': 'app', 'dest': str(tmp_path / 'x.qcow2')}, False)
         changed, _before, after = _snapshots.capture(cloud.context(), {'name': 'app-golden', 'instance': 'app', 'dest': None}, False)
         assert changed is True and after['properties']['template'] == 'app-golden'
         assert list(after['locations']) == ['vc'] and 'app-golden' in world.endpoints['vc'].templates
