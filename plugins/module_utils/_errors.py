@@ -82,3 +82,12 @@ class MissingLibrary(MultihvError):
             'connection local and ansible_python_interpreter set to "{{ ansible_playbook_python }}" '
             '(the Python ansible-playbook runs with), as the collection\'s playbooks do'
             % (library, ' ' + reason if reason else '', sys.executable or 'an unknown Python', platform.node() or 'this host'))
+
+
+class ImageInUse(DriverError):
+    """An image's base is the backing file of instance disks on a host (issue 17, snapshots to images):
+    removing it would corrupt them. uuids: those instances' uuids, so that the core can name them."""
+
+    def __init__(self, message, uuids=()):
+        self.uuids = tuple(uuids)
+        super().__init__(message)

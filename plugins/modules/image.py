@@ -19,7 +19,12 @@ options:
     type: str
     required: true
   state:
-    description: Whether the image exists. An image used by instances is not removed.
+    description:
+      - Whether the image exists. An image used by instances is not removed.
+      - O(state=absent) removes the image's base files from the C(_base) directories of every KVM host (a vSphere image's
+        template only when M(multihv.cloud.instance_snapshot) made it), all or nothing - it is refused, with nothing
+        removed, while a base is the backing file of instance disks (naming those instances) or a host does not answer.
+        The file on the controller (C(source)) is left.
     type: str
     choices: [present, absent]
     default: present
@@ -60,6 +65,8 @@ attributes:
     details:
       - For a KVM image, each host's base is compared with the file (size and checksum) through libvirt and nothing is
         uploaded; for a vSphere image, the template is looked up.
+      - With O(state=absent), every host is asked whether the image's files can be removed (the same refusals as the real run),
+        and nothing is removed.
   diff_mode:
     support: full
     details:

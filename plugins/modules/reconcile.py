@@ -48,6 +48,9 @@ description:
     their instance is not, are reported in RV(orphans) and deleted only with O(delete_orphans). A file in a shared
     directory is deleted once, and only while every endpoint answers (one that does not may run a VM from it). vSphere
     instances have no files apart from their VM, so none are reported there.
+  - B(Interrupted captures.) An image left in status C(saving) by an M(multihv.cloud.instance_snapshot) run that was cut off
+    (no run holds the image's lease, its record unwritten for two lease lifetimes) is removed with what it left - its
+    bases on the KVM hosts, its template on vSphere, its file on the controller (C(kind=snapshot)).
   - B(Nodes that cannot be reached.) Their instances are reported in RV(unknown) and nothing about them changes.
   - Work counts as interrupted only when its instance's lease is not held (a running operation's heartbeat renews it; a
     dead run's lease ends within the lease lifetime, the cloud file's C(registry.lease_seconds), 30 seconds by default)
@@ -111,8 +114,8 @@ EXAMPLES = r'''
 RETURN = r'''
 actions:
   description:
-    - What the pass did (or, in check mode, would do), each with C(kind) (C(build), C(migration), C(power), C(stale) or
-      C(orphan)), C(uuid) and C(name) of the instance (neither for the clean-up of a node's stale copies, no name for
+    - What the pass did (or, in check mode, would do), each with C(kind) (C(build), C(migration), C(power), C(stale),
+      C(orphan) or C(snapshot)), C(uuid) and C(name) of the instance (neither for the clean-up of a node's stale copies, no name for
       orphan files), C(node), C(found) and C(does).
     - C(error) when the action failed or was left for the next pass.
   returned: always

@@ -9,6 +9,7 @@ removes every instance the harness's specs named, wherever the test left them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import threading
 import uuid as uuidlib
@@ -19,7 +20,7 @@ import pytest
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
     IMAGE_FILE, IMAGE_TEMPLATE, Capabilities, ComputeDriver, InstanceFile, InstanceSpec, InstanceState, MigrationControls,
-    MigrationTarget, NodePlacement, NodeResources, instance_file_uuid,
+    MigrationTarget, NodePlacement, NodeResources, SnapshotImage, instance_file_uuid,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import STORAGE_MODES
 from ansible_collections.multihv.cloud.plugins.module_utils._guest.bootstrap import GuestConfig, GuestNic
@@ -313,6 +314,55 @@ class DriverContract:
         assert file_kinds(driver, spec.uuid, node) == files, 'a confirmed resize leaves no copy of the old disk behind'
         with pytest.raises(errors.NotFound):
             driver.resize(str(uuidlib.uuid4()), node, 1, spec.memory_mb, spec.disk_gb)
+
+    # -- snapshots to images (issue 17)
+
+    def test_snapshot_instance_makes_an_image_that_boots_and_remove_image_removes_it(self, harness, tmp_path):
+        driver = harness.driver
+        spec = harness.spec()
+        driver.spawn(spec)
+        image = 'snap-%s' % uuidlib.uuid4().hex[:8]
+        dest = tmp_path / ('%s.qcow2' % image)
+        try:
+            made = driver.snapshot_instance(spec.uuid, harness.node, image, str(dest))
+            assert isinstance(made, SnapshotImage) and made.quiesced in (True, False, None)
+            assert listed(driver, spec.uuid).power_state == 'running', 'the instance runs on after its capture'
+            if driver.capabilities.image_kind == IMAGE_FILE:
+                header = dest.read_bytes()[:16]
+                assert made.disk_format == 'qcow2' and made.size == dest.stat().st_size and header[:4] == b'QFI\xfb'
+                assert header[8:16] == bytes(8), 'the captured qcow2 has a backing file: it is not flattened'
+            else:
+                assert made.template == image and made.moid and not dest.exists()
+            with pytest.raises(REFUSED):  # not idempotent: the image is there
+                driver.snapshot_instance(spec.uuid, harness.node, image, str(tmp_path / 'again.qcow2'))
+            driver.set_power(spec.uuid, harness.node, 'stop')  # a stopped instance is captured another way on KVM
+            stopped = driver.snapshot_instance(spec.uuid, harness.node, image + '-off', str(tmp_path / 'off.qcow2'))
+            assert stopped.quiesced is None and driver.remove_image(image + '-off') is True
+            if driver.capabilities.image_kind == IMAGE_FILE:
+                assert (tmp_path / 'off.qcow2').read_bytes()[8:16] == bytes(8), 'the capture of a stopped instance is not flattened'
+            copy = harness.spec(image=image)
+            assert driver.spawn(copy).power_state == 'running'
+            if driver.capabilities.image_kind == IMAGE_FILE:
+                for check_mode in (True, False):  # the copy's disk is an overlay on the image's base
+                    with pytest.raises(errors.ImageInUse) as refused:
+                        driver.remove_image(image, check_mode=check_mode)
+                    assert refused.value.uuids == (copy.uuid,)
+            driver.destroy(copy.uuid, harness.node)
+            assert driver.remove_image(image, check_mode=True) is True
+            assert driver.remove_image(image) is True
+            assert driver.remove_image(image) is False
+            with pytest.raises(REFUSED):
+                driver.spawn(harness.spec(image=image))
+        finally:
+            for name in (image, image + '-off'):
+                with contextlib.suppress(errors.MultihvError):
+                    driver.remove_image(name)
+
+    def test_snapshot_of_an_unknown_instance_is_refused_and_makes_nothing(self, harness, tmp_path):
+        dest = tmp_path / 'none.qcow2'
+        with pytest.raises(REFUSED):
+            harness.driver.snapshot_instance(str(uuidlib.uuid4()), harness.node, 'snap-none', str(dest))
+        assert not dest.exists() and harness.driver.remove_image('snap-none') is False
 
 
 __all__ = ['DriverContract', 'Harness', 'file_contents', 'file_kinds', 'listed', 'with_guest']

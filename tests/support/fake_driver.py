@@ -27,7 +27,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute.context imp
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import MIGRATION_MODES, POWER_ACTIONS
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
     IMAGE_FILE, IMAGE_TEMPLATE, Capabilities, ComputeDriver, HostResources, InstanceFile, InstanceState, NodePlacement, NodeResources,
-    instance_file_uuid,
+    SnapshotImage, instance_file_uuid,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
 
@@ -141,6 +141,11 @@ class FakeWorld:
         self.resize_failures = {}     # instance name or uuid -> error the next resize raises (the VM left as it was)
         self.moids = itertools.count(1)  # template ids
         self.heartbeats = {}      # node -> time.time() of its last storage heartbeat (heartbeat)
+        # Snapshots to images: (endpoint, image) -> instance uuid of the templates snapshot_instance made; every
+        # capture as {uuid, image, power, quiesced, thawed}; images whose capture fails -> the error (fail_snapshot).
+        self.snapshot_templates = {}
+        self.snapshots = []
+        self.snapshot_failures = {}
 
     # -- building the world --------------------------------------------------------------
 
@@ -202,6 +207,10 @@ class FakeWorld:
 
     def fail_resize(self, ref, error=None):
         self.resize_failures[ref] = error or errors.DriverError('injected resize failure; the instance was left as it was')
+
+    def fail_snapshot(self, image, error=None):
+        """The capture into image fails half way (after the guest was frozen, before its copy was complete)."""
+        self.snapshot_failures[image] = error or errors.DriverError('injected failure half way through the capture')
 
     def power_loss(self, endpoint):
         """The endpoint stops answering and its VMs stop (restore: answer_again)."""
@@ -534,6 +543,58 @@ class FakeDriver(ComputeDriver):
                 vm.disk_gb, vm.kept = vm.kept[1], None
             vm.vcpus, vm.memory_mb = vcpus, memory_mb
             return vm.state()
+
+    # -- snapshots to images ----------------------------------------------------------------
+
+    def snapshot_instance(self, uuid, node, image, dest, quiesce=True):
+        """File images: the base `image` on this endpoint and the controller file dest (fake qcow2 bytes naming the
+        instance); templates: a template `image`. A running VM with an agent is frozen and thawed (world.snapshots)."""
+        with self._io('snapshot_instance'):
+            self._node(node)
+            vm = self._vm(uuid, node)
+            key = (self.endpoint.name, image)
+            if key in self.world.images or image in self.endpoint.templates:
+                raise errors.DriverError('image %s is on fake endpoint %s already; nothing was changed' % (image, self.endpoint.name))
+            running = vm.power == 'running'
+            record = {'uuid': uuid, 'image': image, 'power': vm.power, 'quiesced': running and quiesce and vm.agent, 'thawed': False}
+            self.world.snapshots.append(record)
+            try:
+                failure = self.world.snapshot_failures.pop(image, None)
+                if failure is not None:
+                    raise failure
+                if self.capabilities.image_kind == IMAGE_TEMPLATE:
+                    self.endpoint.templates.add(image)
+                    self.world.snapshot_templates[key] = uuid
+                    return SnapshotImage(template=image, moid='vm-%d' % next(self.world.moids),
+                                         quiesced=record['quiesced'] if running else None)
+                data = b'QFI\xfb\0\0\0\3' + bytes(8) + ('fake flattened disk of %s' % uuid).encode()  # a qcow2 header, no backing file
+                with open(dest, 'xb') as handle:
+                    handle.write(data)
+                self.world.images[key] = (dest, 'qcow2')
+                return SnapshotImage(disk_format='qcow2', size=len(data), sha256='fake', quiesced=record['quiesced'] if running else None)
+            finally:
+                record['thawed'] = record['quiesced']  # thawed whatever happened
+
+    def remove_image(self, name, check_mode=False):
+        with self._io('remove_image'):
+            key = (self.endpoint.name, name)
+            if self.capabilities.image_kind == IMAGE_TEMPLATE:
+                if key not in self.world.snapshot_templates:
+                    return False  # a template the cloud did not make is never touched
+                if not check_mode:
+                    del self.world.snapshot_templates[key]
+                    self.endpoint.templates.discard(name)
+                return True
+            if key not in self.world.images:
+                return False
+            users = sorted(vm.uuid for vm in self.world.vms.values()
+                           if vm.image == name and self.world.nodes[vm.node].endpoint == self.endpoint.name)
+            if users:
+                raise errors.ImageInUse('image %s on fake endpoint %s is the base of the disks of instances %s; it was left untouched'
+                                        % (name, self.endpoint.name, ', '.join(users)), users)
+            if not check_mode:
+                del self.world.images[key]
+            return True
 
     def close(self):
         self.closed = True

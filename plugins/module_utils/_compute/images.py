@@ -13,6 +13,7 @@ import os
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import INSTANCE_LEASE_WAIT_SECONDS
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import IMAGE_FILE, IMAGE_TEMPLATE
 
 
@@ -54,9 +55,10 @@ def desired(params, caps):
     return {'hypervisor_type': kind, 'properties': properties}
 
 
-def distribute(ctx, name, fields, check_mode):
+def distribute(ctx, name, fields, check_mode, lease_held=False):
     """Make the image usable on every node of its hypervisor type that is up (check_mode: say whether it
-    would be uploaded). Returns (changed, locations): {KVM host: 'present' or why not} or {vCenter: template moid}."""
+    would be uploaded). Returns (changed, locations): {KVM host: 'present' or why not} or {vCenter: template moid}.
+    lease_held: the caller holds the image's lease already (a snapshot), so the uploads do not take it."""
     changed, locations = False, {}
     props = fields['properties']
     for driver in ctx.drivers:
@@ -67,6 +69,8 @@ def distribute(ctx, name, fields, check_mode):
                 if check_mode:
                     # The driver compares its base with the file and uploads nothing; no lease either (a registry write).
                     uploaded = driver.ensure_image(name, props['source'], props['format'], check_mode=True)
+                elif lease_held:
+                    uploaded = driver.ensure_image(name, props['source'], props['format'])
                 else:
                     uploaded = upload(ctx.registry, driver, name, props['source'], props['format'])
             except errors.Unreachable as exc:
@@ -80,6 +84,42 @@ def distribute(ctx, name, fields, check_mode):
     return changed, locations
 
 
+def remove(ctx, image, check_mode):
+    """Remove the image's files from every endpoint of its type (KVM: the bases on every host; vSphere: the
+    template, only one a snapshot made), all or nothing: every endpoint is asked first whether it can
+    (check mode), so that a base still used as instance disks' backing file, or a host that does not
+    answer, refuses the removal with nothing deleted anywhere. True when something was (would be) removed."""
+    name = image['name']
+    untouched = 'image %s was left in place' % name
+    drivers = [d for d in ctx.drivers if d.hypervisor_type == image.get('hypervisor_type')]
+    if not drivers:
+        return False
+    found = False
+    for driver in drivers:
+        found = _removal_check(ctx, driver, image, untouched) or found
+    if check_mode or not found:
+        return found
+    with _leases.held(ctx.registry, 'image:%s' % name, INSTANCE_LEASE_WAIT_SECONDS, 'another run works on image %s; %s' % (name, untouched),
+                      'image delete', untouched=untouched):
+        for driver in drivers:
+            driver.remove_image(name)
+    return True
+
+
+def _removal_check(ctx, driver, image, untouched):
+    name = image['name']
+    try:
+        return driver.remove_image(name, check_mode=True)
+    except errors.ImageInUse as exc:
+        names = dict((i.uuid, i.name) for i in ctx.registry.list_instances())
+        users = ', '.join('%s (%s)' % (names[u], u) if u in names else u for u in exc.uuids)
+        raise errors.MultihvError('image %s is the base (backing file) of the disks of instances %s on %s; %s'
+                                  % (name, users, driver.endpoint_name(), untouched)) from exc
+    except errors.Unreachable as exc:
+        raise errors.MultihvError('image %s: %s %s does not answer, so its copy there cannot be removed (%s); %s'
+                                  % (name, driver.capabilities.label, driver.endpoint_name(), exc, untouched)) from exc
+
+
 def ensure(ctx, params, check_mode):
     """(changed, before, after) for state=present or absent."""
     registry = ctx.registry
@@ -91,6 +131,7 @@ def ensure(ctx, params, check_mode):
         users = [i.name for i in registry.list_instances() if i.image == name]
         if users:
             raise errors.MultihvError('image %s is used by instances %s; it was left in place' % (name, ', '.join(sorted(users))))
+        remove(ctx, before, check_mode)
         if not check_mode:
             registry.delete_image(name)
         return True, before, None

@@ -45,6 +45,9 @@ def request_for(flavor, image, params, group=None, group_nodes=None, hints=None)
         raise errors.MultihvError('flavor %s asks for hypervisor_type %s but image %s is for %s; nothing was created'
                                   % (flavor['name'], specs['hypervisor_type'], image['name'], image['hypervisor_type']))
     props = image.get('properties') or {}
+    if props.get('status') == 'saving':  # a snapshot being captured (snapshots.py): its files are not complete
+        raise errors.MultihvError('image %s is being captured from instance %s (status saving): nothing boots from it yet; '
+                                  'nothing was created' % (image['name'], (props.get('origin') or {}).get('instance_name')))
     if props.get('min_ram') and flavor['ram_mb'] < props['min_ram']:
         raise errors.MultihvError('image %s needs at least %s MB RAM; flavor %s has %s; nothing was created'
                                   % (image['name'], props['min_ram'], flavor['name'], flavor['ram_mb']))

@@ -55,6 +55,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils import _errors as er
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import resize as _resize
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import snapshots as _snapshots
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import (
     INSTANCE_LEASE_WAIT_SECONDS, LEASE_LIFETIME_SECONDS, RESIZE, VERIFY_RESIZE,
 )
@@ -92,7 +93,12 @@ def lease_is_live(registry, inst_uuid):
     """True while a run holds instance inst_uuid's lease (one not expired yet: a live holder's
     heartbeat renews it, a dead holder's ends within a lease lifetime). The one place the
     reconciler reads leases."""
-    holder = registry.lease_holder('instance:%s' % inst_uuid)
+    return held_now(registry, 'instance:%s' % inst_uuid)
+
+
+def held_now(registry, lease):
+    """True while a run holds the lease named `lease` (one not expired yet)."""
+    holder = registry.lease_holder(lease)
     return bool(holder) and holder['expires_at'] > utcnow()
 
 
@@ -617,6 +623,27 @@ def plan_orphans(plan, delete):
                      'free it', lambda u=inst_uuid, n=node: registry.release(u, node=n))
 
 
+def plan_snapshots(plan):
+    """Captures into images (snapshots.py) left in status saving, whose image no run holds and whose record is settled:
+    what they left (bases, a template, the controller file) goes, and the image with it."""
+    for image in plan.registry.list_images():
+        props = image.get('properties') or {}
+        name = image['name']
+        if props.get('status') != _snapshots.SAVING or not settled(image['updated_at'], plan.settle_seconds) \
+                or held_now(plan.registry, 'image:%s' % name):
+            continue
+        origin = props.get('origin') or {}
+
+        def unchanged(seen=image['updated_at'], name=name):
+            now = plan.registry.get_image(name)
+            return now is not None and now['updated_at'] == seen
+
+        plan.add('snapshot', origin.get('instance_uuid'), origin.get('instance_name'), origin.get('node'),
+                 'image %s in status saving: its capture was interrupted' % name,
+                 'remove what it left and the image', lambda i=image: _snapshots.undo_interrupted(plan.ctx, i), unchanged,
+                 lease='image:%s' % name)
+
+
 def survey_and_plan(ctx, delete_orphans=False, steps=STEPS, settle_seconds=None):
     """The Plan of one pass (nothing written): the steps run in STEPS order, each skipping the
     instances an earlier one took."""
@@ -634,6 +661,7 @@ def survey_and_plan(ctx, delete_orphans=False, steps=STEPS, settle_seconds=None)
             plan_stale(plan, True)
         else:
             plan_orphans(plan, delete_orphans)
+            plan_snapshots(plan)
     return plan
 
 

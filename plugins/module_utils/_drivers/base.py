@@ -470,6 +470,45 @@ class ComputeDriver(abc.ABC):
         Returns its InstanceState."""
         raise errors.DriverError('%s instances cannot be resized; nothing was changed' % self.capabilities.label)
 
+    # ------------------------------------------------------------ snapshots to images (issue 17: day-2 operations)
+
+    def snapshot_instance(self, uuid, node, image, dest, quiesce=True):
+        """Capture instance uuid on node, running or stopped, into a new image `image`; a SnapshotImage.
+        IMAGE_FILE drivers: a flattened qcow2 of its root disk (overlay and base in one file, backing
+        file none) becomes the complete base `image` on the instance's host (as ensure_image would
+        leave it) and is written to the controller's file `dest` (a new file; the core renames it
+        into place). A running guest is quiesced (quiesce: its filesystems frozen through the QEMU
+        guest agent where one answers, thawed whatever happens) while its disk is captured; it runs on.
+        IMAGE_TEMPLATE drivers: a clone of the VM marked as a template named `image` (dest unused).
+        On failure whatever was made of the image (a partial base, a half-made template) is removed
+        before raising; the instance is as it was. Not idempotent: a base or template `image` already
+        there is refused (errors.DriverError), unless remove_image removed it first."""
+        raise errors.DriverError('%s instances cannot be captured into images; nothing was changed' % self.capabilities.label)
+
+    def remove_image(self, name, check_mode=False):
+        """Delete what image `name` left on this endpoint: IMAGE_FILE drivers its bases (every
+        format) and their checksums from every _base of the host; IMAGE_TEMPLATE drivers the
+        template VM of that name that snapshot_instance made (a template it did not make is never
+        touched). True when there was (check_mode: is) something to delete. Refused
+        (errors.ImageInUse naming the instance uuids, nothing deleted) while instance disks use a base
+        as their backing file; check_mode checks that too and deletes nothing. The default: nothing."""
+        return False
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotImage:
+    """What snapshot_instance made. disk_format, size, sha256: the controller file's (IMAGE_FILE
+    drivers; None otherwise); template: the template VM's name and moid (IMAGE_TEMPLATE drivers);
+    quiesced: True when the guest's filesystems were frozen for the capture, False when the
+    instance ran and no guest agent answered (a crash-consistent copy), None when it was stopped."""
+
+    disk_format: str | None = None
+    size: int | None = None
+    sha256: str | None = None
+    template: str | None = None
+    moid: str | None = None
+    quiesced: bool | None = None
+
 
 def call_within(seconds, what, call):
     """call() on a daemon thread; errors.Unreachable naming `what` when it has not returned in time.

@@ -36,6 +36,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt imp
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import migration as moving
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import resizing
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import snapshot
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.connection import HostConnection
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.domains import (
     files_of, ignore_not_running, instance_state, lookup_name, lookup_uuid, managed_domain, remove_domain,
@@ -183,7 +184,7 @@ class LibvirtDriver(ComputeDriver):
     def remove_image(self, name, check_mode=False):
         """Delete the image's base volumes (every format) and checksums from every _base of
         this host; True when there was (check_mode: is) something to delete. A base that
-        instance disks use is refused, leaving everything of that image in place."""
+        instance disks use is refused (errors.ImageInUse, check mode too), leaving everything of that image in place."""
         return self.images.remove(name, check_mode)
 
     # Instances -------------------------------------------------------------------------
@@ -456,6 +457,29 @@ class LibvirtDriver(ComputeDriver):
             return instance_state(domain, dest.host.name), stats
         except libvirt.libvirtError as exc:
             raise errors.DriverError('%s failed %s: %s' % (self._what(), doing, exc.get_error_message())) from exc
+
+    # Snapshots to images (issue 17) ------------------------------------------------------
+
+    def snapshot_instance(self, uuid, node, image, dest, quiesce=True):
+        """The instance's root disk flattened into the complete base `<image>.qcow2` in the _base of its
+        instance directory, and streamed to the controller's new file dest (snapshot.py): a stopped
+        instance through the host's qemu-img convert, a running one through a block copy cut while its
+        guest is frozen by its QEMU guest agent (when one answers; thawed whatever happens). Refused,
+        nothing changed, when that base exists; on failure the new base and dest are removed."""
+        self._check_node(node)
+        self.images.path(image, 'qcow2')  # a bad name fails before any I/O
+        if not dest:
+            raise errors.DriverError('image %s: a KVM capture needs a file on the controller to write; nothing was changed' % image)
+        deadline = time.monotonic() + max(self.host.timeout, self.work_timeout)
+
+        def work(conn):
+            domain, _info = managed_domain(conn, uuid, self._what())
+            if domain is None:
+                raise errors.NotFound('instance %s is not defined on %s; image %s was not made' % (uuid, self._what(), image))
+            base_pool = functools.partial(self.images.base_pool_of, conn, build=True)
+            return snapshot.Capture(conn, self.host, domain, image, base_pool, self._what(), deadline).run(dest, quiesce)
+
+        return self._run('capturing instance %s into image %s' % (uuid, image), work)
 
     def close(self):
         self.connection.close()

@@ -90,16 +90,18 @@ def _check_image_args(name, disk_format):
         raise errors.DriverError('image %s: disk format must be one of %s, got %r' % (name, ', '.join(IMAGE_FORMATS), disk_format))
 
 
-def _sidecar(volume_name):
+def sidecar_name(volume_name):
+    """The name of a base's checksum file."""
     return volume_name + '.sha256'
 
 
-def _sidecar_text(volume_name, digest):
+def sidecar_text(volume_name, digest):
+    """A base's checksum file's content (`sha256sum -c` format)."""
     return '%s  %s\n' % (digest, volume_name)
 
 
 def _recorded_digest(conn, pool, volume_name):
-    sidecar = find_volume(pool, _sidecar(volume_name))
+    sidecar = find_volume(pool, sidecar_name(volume_name))
     if sidecar is None:
         return None
     text = download(conn, sidecar).decode('ascii', 'replace').split()
@@ -123,6 +125,10 @@ class ImageCache:
 
     def _base_pool(self, conn, storage, build):
         return instance_pool(conn, self._base_dir(storage), build=build)
+
+    def base_pool_of(self, conn, storage, build=False):
+        """The storage pool of the _base directory for storage ('local' / 'shared'); build: make the directory if missing."""
+        return self._base_pool(conn, storage, build)
 
     def path(self, name, disk_format, storage='local'):
         """The host-side path of an image's base volume (no I/O)."""
@@ -167,18 +173,18 @@ class ImageCache:
         if check_mode:
             return True
         if volume is not None:
-            self._refuse_if_in_use(conn, storage, name, volume.path())
+            self._refuse_if_in_use(conn, storage, name, volume.path(), 'it differs from its source, but')
         # The checksum goes first and comes back last: a base without it is never used.
-        delete_named(pool, _sidecar(volume_name))
+        delete_named(pool, sidecar_name(volume_name))
         delete_named(pool, volume_name)
         volume = pool.createXML(domxml.volume_xml(volume_name, size, 'raw', mode='0644'), 0)
         try:
             self._upload_image(conn, volume, name, source_path, size)
-            text = _sidecar_text(volume_name, digest).encode()
-            sidecar = pool.createXML(domxml.volume_xml(_sidecar(volume_name), len(text), 'raw', mode='0644'), 0)
+            text = sidecar_text(volume_name, digest).encode()
+            sidecar = pool.createXML(domxml.volume_xml(sidecar_name(volume_name), len(text), 'raw', mode='0644'), 0)
             upload(conn, sidecar, BytesSource(text), len(text))
         except BaseException:
-            delete_named(pool, _sidecar(volume_name))
+            delete_named(pool, sidecar_name(volume_name))
             delete_named(pool, volume_name)
             raise
         return True
@@ -198,12 +204,15 @@ class ImageCache:
             return False  # no _base directory: no image either
         refresh_pool(pool)
         names = set(pool.listVolumes())
-        ours = [n for f in IMAGE_FORMATS for n in ('%s.%s' % (name, f), _sidecar('%s.%s' % (name, f))) if n in names]
-        if not ours or check_mode:
-            return bool(ours)
-        for volume_name in ours:
+        ours = [n for f in IMAGE_FORMATS for n in ('%s.%s' % (name, f), sidecar_name('%s.%s' % (name, f))) if n in names]
+        if not ours:
+            return False
+        for volume_name in ours:  # check mode too: it must fail the way the removal would
             if not volume_name.endswith('.sha256'):
-                self._refuse_if_in_use(conn, storage, name, pool.storageVolLookupByName(volume_name).path())
+                self._refuse_if_in_use(conn, storage, name, pool.storageVolLookupByName(volume_name).path(),
+                                       'it cannot be removed')
+        if check_mode:
+            return True
         for volume_name in ours:  # checksums first: a half-removed base is never used
             if volume_name.endswith('.sha256'):
                 delete_named(pool, volume_name)
@@ -219,9 +228,9 @@ class ImageCache:
             raise errors.DriverError('image %s: %s changed while it was uploaded to %s (%d bytes expected, %d sent, %d stored); '
                                      'the partial copy was removed' % (name, source_path, self.connection.what(), size, sent, stored))
 
-    def _refuse_if_in_use(self, conn, storage, name, base_path):
-        """Raise when instance disks in the instance directory have base_path as their
-        backing file (on shared storage that covers every host's instances)."""
+    def _refuse_if_in_use(self, conn, storage, name, base_path, why):
+        """errors.ImageInUse when instance disks in the instance directory have base_path as their
+        backing file (on shared storage that covers every host's instances); why begins the reason."""
         pool = instance_pool(conn, instance_dir(self.host, storage))
         refresh_pool(pool)
         users = []
@@ -235,8 +244,8 @@ class ImageCache:
             if backing == base_path:
                 users.append(volume.name()[:-len('.qcow2')])
         if users:
-            raise errors.DriverError('image %s on %s differs from its source, but it is the base of the disks of instances %s; '
-                                     'it was left untouched' % (name, self.connection.what(), ', '.join(sorted(users))))
+            raise errors.ImageInUse('image %s on %s: %s it is the base of the disks of instances %s; it was left untouched'
+                                    % (name, self.connection.what(), why, ', '.join(sorted(users))), sorted(users))
 
     def base_volume(self, conn, storage, image):
         """(path, format, virtual size) of an image's complete base volume for storage;
@@ -251,7 +260,7 @@ class ImageCache:
             refresh_pool(pool)
             names = set(pool.listVolumes())
         found = ['%s.%s' % (image, f) for f in IMAGE_FORMATS
-                 if '%s.%s' % (image, f) in names and _sidecar('%s.%s' % (image, f)) in names]
+                 if '%s.%s' % (image, f) in names and sidecar_name('%s.%s' % (image, f)) in names]
         if not found:
             raise errors.DriverError('image %s is not on %s (no complete %s.qcow2 or %s.raw in %s): place it with ensure_image'
                                      % (image, self.connection.what(), image, image, where))
@@ -261,4 +270,4 @@ class ImageCache:
         return volume.path(), found[0].rsplit('.', 1)[1], volume.info()[1]
 
 
-__all__ = ['BASE_DIR', 'IMAGE_FORMATS', 'UPLOAD_RATE', 'ImageCache']
+__all__ = ['BASE_DIR', 'IMAGE_FORMATS', 'UPLOAD_RATE', 'ImageCache', 'sidecar_name', 'sidecar_text']

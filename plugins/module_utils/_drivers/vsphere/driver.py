@@ -21,9 +21,10 @@ import time
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import MIGRATION_MODES, POWER_ACTIONS
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import ComputeDriver, NodePlacement
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import ComputeDriver, NodePlacement, SnapshotImage
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import capabilities as vsphere_capabilities
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import extra_config
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import snapshot as vsphere_snapshot
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.annotations import normal_uuid, parse_annotation
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.clone import clone_config, clone_spec, missing_config
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.instances import (
@@ -387,6 +388,37 @@ class VSphereDriver(ComputeDriver):
         if node and state.node != node:
             raise errors.DriverError('instance %s is on node %s (host %s), not on node %s; it was not %s' % (
                 state.uuid, state.node, state.host, node, verb))
+
+    # -- snapshots to images (issue 17)
+
+    def snapshot_instance(self, uuid, node, image, dest, quiesce=True):
+        """Clone the instance's VM (running or stopped) beside it into a template VM named image, without its
+        guest data, marked as that image's (snapshot.py); dest is unused. A vCenter quiesces a running VM's clone
+        through VMware Tools by itself where it can: the driver does not claim it (quiesced False)."""
+        require(self.vcenter)
+        instance = normal_uuid(uuid)
+        if instance is None:
+            raise errors.NotFound('instance uuid %r is not a UUID; nothing was changed' % (uuid,))
+        return self.session.run(lambda content: self._snapshot(content, instance, node, image),
+                                'the capture of instance %s into image %s' % (instance, image))
+
+    def _snapshot(self, content, instance, node, image):
+        located = self._locate(content, instance)
+        if located is None:
+            raise errors.NotFound('vCenter %s has no instance %s (node %s); image %s was not made' % (self.vcenter.name, instance, node, image))
+        vm, state = located
+        self._check_node(state, node, 'captured')
+        moid = vsphere_snapshot.clone_to_template(content, vm, image, instance, time.monotonic() + self.work_timeout,
+                                                  'vCenter %s' % self.vcenter.name)
+        return SnapshotImage(template=image, moid=moid, quiesced=None if state.power_state != 'running' else False)
+
+    def remove_image(self, name, check_mode=False):
+        """Destroy the template VMs snapshot_instance made for image name (their annotation's marker says so);
+        a template the cloud was given is never touched. True when there were (are) some."""
+        require(self.vcenter)
+        return self.session.run(lambda content: vsphere_snapshot.remove_templates(content, name, time.monotonic() + self.work_timeout,
+                                                                                  check_mode),
+                                'the removal of the templates of image %s' % name)
 
     def close(self):
         """Log out (frees the vCenter session now, not at its idle timeout) and drop the sockets."""
