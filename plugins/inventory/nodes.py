@@ -16,6 +16,9 @@ description:
     parallel with a timeout each. A node that does not answer is a host in C(state_down), not an error.
   - Each node's C(networks) maps the registry networks that exist on it (see M(multihv.cloud.network)) to their backing
     there.
+  - Each node's C(allocated) is what the registry's instances hold there (their claims), and C(unmanaged) the VMs that
+    carry no mark of the cloud's (C(vms), and the C(vcpus) and C(memory_mb) of the powered-on ones), apart from the
+    instances; C(used) is the hypervisor's figure for every VM (see M(multihv.cloud.compute_node_info)).
   - The registry is only read, never created, upgraded or written. A registry that does not exist yet, or has no
     schema, gives nodes without admin state or networks; one whose schema is older than the collection's is an error
     (upgrade it with M(multihv.cloud.registry)).

@@ -110,14 +110,28 @@ nodes:
       description: Schedulable vcpus, memory_mb, disk_gb, (physical - reserved) x ratio.
       type: dict
     used:
-      description: vcpus and memory_mb held by powered-on instances, disk_gb in use.
+      description: vcpus and memory_mb held by the powered-on VMs as the hypervisor reports them (the instances' and any
+        other VM's), disk_gb in use.
       type: dict
     free:
       description: capacity - used.
       type: dict
     instances:
-      description: Number of instances (VMs, domains) on the node.
+      description: Number of VMs (domains) on the node, the instances and the others.
       type: int
+    allocated:
+      description: What the registry's instances hold on the node (their claims) - C(vcpus), C(memory_mb), C(disk_gb) - and
+        C(instances), how many have an allocation there. All 0 without a registry.
+      type: dict
+      sample: {vcpus: 2, memory_mb: 2048, disk_gb: 10, instances: 1}
+    unmanaged:
+      description:
+        - The VMs on the node that carry no mark of the cloud's (defined by hand or by another tool), apart from the
+          instances - C(vms), how many, and C(vcpus) and C(memory_mb), what the powered-on ones hold (among RV(nodes[].used)).
+        - M(multihv.cloud.instance_import) adopts them as instances. The scheduler counts RV(nodes[].allocated) against
+          the capacity, not these.
+      type: dict
+      sample: {vms: 1, vcpus: 1, memory_mb: 512}
     largest_host_free:
       description:
         - The most one usable host of the node can still take, as the scheduler counts it for one instance - C(memory_mb)

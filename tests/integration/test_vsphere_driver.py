@@ -139,8 +139,10 @@ def independent_view(si, vcenter_name):
     try:
         for vm in view.view:
             try:
+                # The cloud's mark, read here by its first line alone: 'multihv.cloud instance <the VM's own BIOS uuid>'.
+                marked = (vm.config.annotation or '').split('\n', 1)[0].strip() == 'multihv.cloud instance %s' % vm.config.uuid.lower()
                 vms.append((vm.name, vm.runtime.host, vm.runtime.powerState, vm.config.hardware.numCPU, vm.config.hardware.memoryMB,
-                            vm.config.template))
+                            vm.config.template, marked))
             except vmodl.fault.ManagedObjectNotFound:
                 # vcsim 0.24.2 keeps a relocated VM in its old host's and pool's lists, so a container
                 # view still names it once it is destroyed: no VM, nothing to count.
@@ -148,9 +150,9 @@ def independent_view(si, vcenter_name):
     finally:
         view.Destroy()
     by_host = {}
-    for name, host, power, cpus, memory, template in vms:
+    for name, host, power, cpus, memory, template, marked in vms:
         if host is not None and not template:
-            by_host.setdefault(host._moId, []).append((power, cpus, memory))  # pylint: disable=protected-access
+            by_host.setdefault(host._moId, []).append((power, cpus, memory, marked))  # pylint: disable=protected-access
     result = {'_vm_names': sorted(v[0] for v in vms)}
     for dc in content.rootFolder.childEntity:
         if not isinstance(dc, vim.Datacenter):
@@ -168,6 +170,9 @@ def independent_view(si, vcenter_name):
                     'memory_mb': memory_mb, 'vcpus_used': sum(v[1] for v in on), 'memory_mb_used': used,
                     'memory_mb_free': max(memory_mb - max(host.summary.quickStats.overallMemoryUsage or 0, used), 0),
                     'instances': len(mine),
+                    'unmanaged_vms': len([v for v in mine if not v[3]]),
+                    'unmanaged_vcpus_used': sum(v[1] for v in on if not v[3]),
+                    'unmanaged_memory_mb_used': sum(v[2] for v in on if not v[3]),
                 }
                 entry['usable'] = entry['connection_state'] == 'connected' and not entry['in_maintenance']
                 hosts.append(entry)

@@ -364,5 +364,20 @@ class DriverContract:
             harness.driver.snapshot_instance(str(uuidlib.uuid4()), harness.node, 'snap-none', str(dest))
         assert not dest.exists() and harness.driver.remove_image('snap-none') is False
 
+    # -- adoption (issue 17 §3)
+
+    def test_list_vms_shows_an_instance_with_its_mark_and_adopting_it_again_changes_nothing(self, harness):
+        driver, spec = harness.driver, harness.spec()
+        driver.spawn(spec)
+        vm = next(v for v in driver.list_vms(harness.node) if v.uuid == spec.uuid)
+        assert (vm.name, vm.node, vm.power_state, vm.vcpus, vm.memory_mb) == (spec.name, harness.node, 'running', spec.vcpus, spec.memory_mb)
+        assert (vm.marked, vm.marked_uuid) == (True, spec.uuid) and vm.storage in STORAGE_MODES and vm.disk_gb >= 1
+        state = driver.adopt(spec.uuid, harness.node, spec.name, {'image': spec.image})
+        assert (state.uuid, state.power_state) == (spec.uuid, 'running') and listed(driver, spec.uuid) is not None
+
+    def test_adopting_a_vm_that_is_not_there_is_not_found(self, harness):
+        with pytest.raises(errors.NotFound):
+            harness.driver.adopt(str(uuidlib.uuid4()), harness.node, 'nobody', {})
+
 
 __all__ = ['DriverContract', 'Harness', 'file_contents', 'file_kinds', 'listed', 'with_guest']

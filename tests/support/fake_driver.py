@@ -27,7 +27,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute.context imp
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import MIGRATION_MODES, POWER_ACTIONS
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
     IMAGE_FILE, IMAGE_TEMPLATE, Capabilities, ComputeDriver, HostResources, InstanceFile, InstanceState, NodePlacement, NodeResources,
-    SnapshotImage, instance_file_uuid,
+    SnapshotImage, VMDetails, instance_file_uuid,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
 
@@ -100,6 +100,8 @@ class FakeVM:
     passwords: dict = dataclasses.field(default_factory=dict)  # user -> the last password set_admin_password set
     agent: bool = True        # False: a guest without an agent, where set_admin_password fails
     kept: tuple | None = None  # what resize kept for a revert: (path of the disk's copy, its size in GB)
+    marked: bool = True       # False: a VM made outside the cloud (add_foreign_vm), until adopt marks it
+    marked_uuid: str | None = None  # the instance uuid its mark names, when not its own (a copy of an instance)
 
     def files(self):
         """Its files in the storage directories: disks, guest data and a disk a resize kept."""
@@ -227,6 +229,22 @@ class FakeWorld:
     def answer_again(self, endpoint):
         self.endpoints[endpoint].answering = True
 
+    def add_foreign_vm(self, node, name, vcpus=1, memory_mb=1024, disk_gb=1, storage='local', power='running', nics=(), host=None,
+                       uuid=None, disks=None):
+        """A VM made outside the cloud on node (by hand, another tool): no mark, so list_instances does not
+        see it; list_vms does. nics: [(mac, backing)]. disks: its disk paths (default: one in the storage's
+        directory, named after the VM, not after a uuid: the reconciler's file listing does not see it)."""
+        import uuid as uuidlib  # pylint: disable=import-outside-toplevel
+        endpoint = self.endpoints[self.nodes[node].endpoint]
+        vm_uuid = uuid or str(uuidlib.uuid4())
+        paths = list(disks) if disks is not None else ['%s/%s.img' % (endpoint.storage[storage], name)]
+        self.disks.update(paths)
+        vm = FakeVM(vm_uuid, name, node, host or self.nodes[node].hosts[0].name, power, vcpus, memory_mb, disk_gb, storage, '',
+                    paths, [mac for mac, _backing in nics], [{'network': backing, 'mac': mac} for mac, backing in nics], marked=False)
+        with self.lock:
+            self.vms[(node, vm_uuid)] = vm
+        return vm
+
     def heartbeat(self, node, age=0.0):
         """node's last storage heartbeat on its shared directory was written `age` seconds ago."""
         self.heartbeats[node] = time.time() - age
@@ -298,6 +316,8 @@ class FakeDriver(ComputeDriver):
         vm = self.world.vms.get((node, uuid))
         if vm is None:
             raise errors.NotFound('fake node %s has no instance %s; nothing was changed' % (node, uuid))
+        if not vm.marked:  # as the real drivers: a VM the cloud did not make (or adopt) is not its to act on
+            raise errors.DriverError('VM %s (%s) on fake node %s is not the cloud\'s (no mark); it was left untouched' % (vm.name, uuid, node))
         return vm
 
     def _disk(self, storage, uuid):
@@ -322,8 +342,11 @@ class FakeDriver(ComputeDriver):
             on = [vm for vm in self.world.vms.values() if vm.node == node.name and vm.host == host.name]
             running = [vm for vm in on if vm.power == 'running']
             used = sum(vm.memory_mb for vm in running)
+            foreign = [vm for vm in on if not vm.marked]
             hosts.append(HostResources(host.name, host.connection_state, host.in_maintenance, host.vcpus, host.memory_mb,
-                                       sum(vm.vcpus for vm in running), used, host.memory_mb - used, len(on)))
+                                       sum(vm.vcpus for vm in running), used, host.memory_mb - used, len(on),
+                                       len(foreign), sum(vm.vcpus for vm in foreign if vm.power == 'running'),
+                                       sum(vm.memory_mb for vm in foreign if vm.power == 'running')))
         disk_used = sum(vm.disk_gb for vm in self.world.vms.values() if vm.node == node.name)
         return NodeResources(node.name, self.hypervisor_type, hosts=hosts, disk_gb=node.disk_gb,
                              disk_gb_free=max(node.disk_gb - disk_used, 0), extra={'endpoint': self.endpoint.name})
@@ -360,7 +383,7 @@ class FakeDriver(ComputeDriver):
     def list_instances(self):
         with self._io('list_instances'):
             nodes = set(self.node_names())
-            return [vm.state() for vm in sorted(self.world.vms.values(), key=lambda v: v.name) if vm.node in nodes]
+            return [vm.state() for vm in sorted(self.world.vms.values(), key=lambda v: v.name) if vm.node in nodes and vm.marked]
 
     def spawn(self, spec):
         with self._io('spawn'):
@@ -414,6 +437,9 @@ class FakeDriver(ComputeDriver):
         """Idempotent. When the VM is not here, only its local files go (shared ones may be another copy's)."""
         with self._io('destroy'):
             self._node(node)
+            vm = self.world.vms.get((node, uuid))
+            if vm is not None and not vm.marked:
+                raise errors.DriverError('VM %s (%s) on fake node %s is not the cloud\'s (no mark); it was left untouched' % (vm.name, uuid, node))
             vm = self.world.vms.pop((node, uuid), None)
             if destroy_disks:
                 self.world.disks.difference_update(vm.files() if vm else [self._disk('local', uuid), self._drive('local', uuid)])
@@ -598,6 +624,37 @@ class FakeDriver(ComputeDriver):
 
     def close(self):
         self.closed = True
+
+    # -- adoption (issue 17 §3) --------------------------------------------------------------
+
+    def list_vms(self, node):
+        with self._io('list_vms'):
+            self._node(node)
+            found = []
+            for vm in sorted(self.world.vms.values(), key=lambda v: (v.name, v.uuid)):
+                if vm.node != node:
+                    continue
+                directory = dict((d, s) for s, d in self.endpoint.storage.items())
+                storages = set(directory.get(p.rpartition('/')[0]) for p in vm.disks)
+                outside = [p for p in vm.disks if p.rpartition('/')[0] not in directory]
+                found.append(VMDetails(vm.uuid, vm.name, vm.node, vm.host, vm.power, vm.vcpus, vm.memory_mb, vm.disk_gb,
+                                       [{'mac': nic['mac'], 'backing': nic['network']} for nic in vm.networks], list(vm.disks),
+                                       'shared' if storages == {'shared'} else 'local', outside, [], vm.marked,
+                                       (vm.marked_uuid or vm.uuid) if vm.marked else None))
+            return found
+
+    def adopt(self, uuid, node, name, metadata):
+        with self._io('adopt'):
+            self._node(node)
+            vm = self.world.vms.get((node, uuid))
+            if vm is None:
+                raise errors.NotFound('fake node %s has no VM %s; nothing was adopted' % (node, uuid))
+            if vm.marked and (vm.marked_uuid or vm.uuid) != uuid:
+                raise errors.DriverError('VM %s on fake node %s carries the mark of instance %s; it was left untouched'
+                                         % (vm.name, node, vm.marked_uuid))
+            vm.marked = True
+            vm.image = vm.image or metadata.get('image') or ''
+            return vm.state()
 
 
 class FakeCloud:

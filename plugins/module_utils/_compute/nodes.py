@@ -74,14 +74,16 @@ def type_in_cloud(drivers, name, untouched):
     return kind
 
 
-def view(config, live, admin_rows, drivers):
+def view(config, live, admin_rows, drivers, allocations=None):
     """What a node is, as users see it: one NodeView per live node (down ones included).
 
     capacity = (physical - reserved) * allocation ratio, as Nova's placement counts it;
-    used = what the hypervisor's instances hold; free = capacity - used.
+    used = what the hypervisor's VMs hold; free = capacity - used. allocations: the registry's
+    allocations_by_node(), which the views show as allocated, beside the unmanaged VMs' usage.
     """
     admin = dict((row['name'], row) for row in admin_rows)
-    return [node_view(config, node, admin.get(node.name), placement_of(drivers, node.name)) for node in live]
+    allocations = allocations or {}
+    return [node_view(config, node, admin.get(node.name), placement_of(drivers, node.name), allocations.get(node.name)) for node in live]
 
 
 def placement_of(drivers, name):
@@ -90,8 +92,9 @@ def placement_of(drivers, name):
     return driver.placement(name) if driver else NodePlacement()
 
 
-def node_view(config, node, row, placement):
+def node_view(config, node, row, placement, allocated=None):
     row = row or {}
+    allocated = allocated or {}
     zone, aggregates, endpoint = placement.availability_zone, list(placement.aggregates), placement.endpoint
     ratios = dict(config.defaults.allocation_ratios)
     ratios.update(row.get('allocation_ratios') or {})
@@ -124,6 +127,9 @@ def node_view(config, node, row, placement):
                            'vcpus': max([max(_scheduler.host_free_vcpus(h, ratios['cpu']), 0) for h in node.hosts if h.usable] or [0])},
         hosts=list(node.hosts),
         extra=dict(node.extra),
+        # Adoption (issue 17 §3): what the cloud's instances hold apart from what other VMs do.
+        allocated=dict((key, int(allocated.get(key, 0))) for key in RESOURCES + ('instances',)),
+        unmanaged=node.unmanaged,
     )
 
 
@@ -137,7 +143,7 @@ def list_nodes(config, registry, drivers=None):
         if driver is not None:
             known.setdefault(driver.endpoint_name(), []).append(row['name'])
     live = collect(drivers, known)
-    return view(config, live, rows, drivers)
+    return view(config, live, rows, drivers, registry.allocations_by_node() if registry is not None else None)
 
 
 def find_node(config, registry, name, drivers=None):

@@ -596,16 +596,21 @@ def plan_orphan_files(plan, delete):
                  lambda f=first: plan.remove_files(f.uuid, f.node, f.storage))
 
 
+def unrecorded(copies, recorded):
+    """[(uuid, node, VM)] of the VMs in copies ({uuid: {node: VM}}) whose uuid the registry does not have
+    (recorded: the uuids it has), by uuid and node: the orphan VMs this pass reports, and the VMs adoption
+    (adoption.py) may make instances of."""
+    return [(inst_uuid, node, vm) for inst_uuid, on in sorted(copies.items()) if inst_uuid not in recorded
+            for node, vm in sorted(on.items())]
+
+
 def plan_orphans(plan, delete):
     registry = plan.registry
-    for inst_uuid, copies in sorted(plan.survey.copies.items()):
-        if inst_uuid in plan.records:
-            continue
-        for node, state in sorted(copies.items()):
-            plan.orphans.append({'kind': 'vm', 'uuid': inst_uuid, 'name': state.name, 'node': node, 'power_state': state.power_state})
-            if delete:
-                plan.add('orphan', inst_uuid, state.name, node, 'a VM (%s) the registry has no record of' % state.power_state,
-                         'destroy it and its disks', lambda u=inst_uuid, n=node: plan.destroy(u, n, True))
+    for inst_uuid, node, state in unrecorded(plan.survey.copies, plan.records):
+        plan.orphans.append({'kind': 'vm', 'uuid': inst_uuid, 'name': state.name, 'node': node, 'power_state': state.power_state})
+        if delete:
+            plan.add('orphan', inst_uuid, state.name, node, 'a VM (%s) the registry has no record of' % state.power_state,
+                     'destroy it and its disks', lambda u=inst_uuid, n=node: plan.destroy(u, n, True))
     plan_orphan_files(plan, delete)
     # A resize that moved its instance keeps the old flavor's allocation on the node it came from until it is settled.
     resized_from = set((m.instance_uuid, m.source_node) for m in plan.migrations if m.migration_type == RESIZE and m.status == 'done')
@@ -701,4 +706,5 @@ def run_for_ha(ctx, check_mode=False, settle_seconds=None):
     return run(ctx, check_mode=check_mode, steps=HA_STEPS, settle_seconds=settle_seconds)
 
 
-__all__ = ['ACTIVE', 'HA_STEPS', 'SETTLE_SECONDS', 'STEPS', 'Survey', 'lease_is_live', 'settle_seconds_of', 'settled', 'run', 'run_for_ha', 'survey_and_plan']
+__all__ = ['ACTIVE', 'HA_STEPS', 'SETTLE_SECONDS', 'STEPS', 'Survey', 'lease_is_live', 'settle_seconds_of', 'settled', 'run', 'run_for_ha', 'survey_and_plan',
+           'unrecorded']

@@ -24,6 +24,9 @@ class NodeView:
     physical, capacity, used, free, reserved: {vcpus, memory_mb, disk_gb}; capacity is
     (physical - reserved) x allocation ratio. hosts: the HostResources of its hypervisor hosts.
     extra: what only its hypervisor type reports (merged into as_dict()).
+    used is what the hypervisor reports of every VM; adoption (issue 17 §3) shows it apart: allocated,
+    {vcpus, memory_mb, disk_gb, instances}, what the registry's instances hold there (their claims), and
+    unmanaged, {vms, vcpus, memory_mb}, the VMs without the cloud's mark (powered-on ones' vCPUs and RAM).
     """
 
     name: str
@@ -47,6 +50,8 @@ class NodeView:
     largest_host_free: dict
     hosts: list
     extra: dict = dataclasses.field(default_factory=dict)
+    allocated: dict = dataclasses.field(default_factory=dict)
+    unmanaged: dict = dataclasses.field(default_factory=dict)
 
     @property
     def up(self):

@@ -87,6 +87,11 @@ class HostResources:
     memory_mb_used: int = 0
     memory_mb_free: int = 0
     instances: int = 0
+    # Adoption (issue 17 §3): the VMs on the host that carry no mark of the cloud's (hand-made, another
+    # tool's), among instances above, and what the powered-on ones of them hold, among the *_used above.
+    unmanaged_vms: int = 0
+    unmanaged_vcpus_used: int = 0
+    unmanaged_memory_mb_used: int = 0
 
     @property
     def usable(self) -> bool:
@@ -147,6 +152,13 @@ class NodeResources:
         return sum(h.instances for h in self.hosts)
 
     @property
+    def unmanaged(self):
+        """Adoption (issue 17 §3): {vms, vcpus, memory_mb} of the VMs without the cloud's mark, summed over
+        the hosts (vcpus and memory_mb: the powered-on ones')."""
+        return {'vms': sum(h.unmanaged_vms for h in self.hosts), 'vcpus': sum(h.unmanaged_vcpus_used for h in self.hosts),
+                'memory_mb': sum(h.unmanaged_memory_mb_used for h in self.hosts)}
+
+    @property
     def largest_host_free_memory_mb(self):
         """The most RAM one usable host has free: a VM larger than this fits no host,
         whatever the node's total says (the fragmentation Nova's vCenter driver hides)."""
@@ -173,6 +185,7 @@ class NodeResources:
             'largest_host_free_vcpus': self.largest_host_free_vcpus,
             'hosts': [h.as_dict() for h in self.hosts],
             'extra': dict(self.extra),
+            'unmanaged': self.unmanaged,
         }
 
 
@@ -494,6 +507,23 @@ class ComputeDriver(abc.ABC):
         as their backing file; check_mode checks that too and deletes nothing. The default: nothing."""
         return False
 
+    # ------------------------------------------------------------ adoption (issue 17 §3)
+
+    def list_vms(self, node):
+        """VMDetails of every VM on node (templates excluded), the cloud's instances and the others alike
+        (VMDetails.marked says which carry the cloud's mark), with what adopting one needs: its size, NICs
+        and disks. Read-only; a constant number of round trips per call, as list_instances."""
+        raise errors.DriverError('%s cannot list the VMs of node %s for adoption' % (self.capabilities.label, node))
+
+    def adopt(self, uuid, node, name, metadata):
+        """Make the VM of uuid on node one of the cloud's instances, under the instance name `name`: give it the
+        cloud's mark (KVM: the domain's multihv metadata, live and persistent; vSphere: the annotation's marker line
+        above what the annotation said), with metadata ({flavor, image, storage...}) so that a node alone can tell
+        what it is. Nothing else of the VM changes: not its power, disks, NICs or name. Returns its InstanceState.
+        Idempotent: a VM that carries this instance's mark already is left as it is. errors.NotFound when node has no
+        VM of that uuid; errors.DriverError (nothing changed) when it carries another instance's mark."""
+        raise errors.DriverError('%s cannot adopt VMs; VM %s on node %s was left untouched' % (self.capabilities.label, uuid, node))
+
 
 @dataclasses.dataclass(frozen=True)
 class SnapshotImage:
@@ -508,6 +538,44 @@ class SnapshotImage:
     template: str | None = None
     moid: str | None = None
     quiesced: bool | None = None
+
+
+@dataclasses.dataclass
+class VMDetails:
+    """Adoption (issue 17 §3): one VM on a node as ComputeDriver.list_vms reports it.
+
+    uuid: the identity an instance made of it keeps (KVM: the domain's UUID; vSphere: the BIOS uuid,
+    config.uuid, which the cloud's mark names). marked: it carries the cloud's mark (an instance's VM, or an
+    orphan's); marked_uuid: the uuid that mark names. disk_gb: its disks' capacity in GiB, rounded up.
+    nics: [{mac, backing}] in order, backing as InstanceSpec.networks names it (KVM: a libvirt network or
+    bridge:NAME; vSphere: a port group). storage: the instance storage its disks are on, 'local' or 'shared'
+    (KVM: the shared_instance_path or not; vSphere: datastores every host of the cluster mounts are shared),
+    with outside: its disk paths in no instance directory (KVM; a delete leaves those files).
+    datastores: vSphere only, the names of the datastores its disks are on.
+    """
+
+    uuid: str
+    name: str
+    node: str
+    host: str
+    power_state: str
+    vcpus: int = 0
+    memory_mb: int = 0
+    disk_gb: int = 0
+    nics: list = dataclasses.field(default_factory=list)
+    disk_paths: list = dataclasses.field(default_factory=list)
+    storage: str = 'local'
+    outside: list = dataclasses.field(default_factory=list)
+    datastores: list = dataclasses.field(default_factory=list)
+    marked: bool = False
+    marked_uuid: str | None = None
+
+    @property
+    def macs(self):
+        return [nic['mac'] for nic in self.nics]
+
+    def as_dict(self):
+        return dataclasses.asdict(self)
 
 
 def call_within(seconds, what, call):

@@ -56,6 +56,8 @@ class DomainInfo:
     console_log: str | None = None
     managed: dict | None = None
     cdrom_paths: list = dataclasses.field(default_factory=list)
+    # Adoption (issue 17 §3): [{mac, backing}] of its NICs in order, backing as InstanceSpec.networks names it.
+    interfaces: list = dataclasses.field(default_factory=list)
 
 
 def _text(field, value):
@@ -285,7 +287,34 @@ def parse_domain(xml):
         console_log=console_log,
         managed=_managed(root),
         cdrom_paths=cdroms,
+        interfaces=[_interface(element) for element in root.findall('devices/interface')],
     )
+
+
+def _interface(element):
+    """{mac, backing} of one <interface>: a libvirt network's name, bridge:NAME, or the interface type for others."""
+    source = element.find('source')
+    mac = element.find('mac')
+    kind = element.get('type') or ''
+    if kind == 'network' and source is not None:
+        backing = source.get('network') or ''
+    elif kind == 'bridge' and source is not None:
+        backing = BRIDGE_PREFIX + (source.get('bridge') or '')
+    else:
+        backing = kind
+    return {'mac': (mac.get('address') or '').lower() if mac is not None else '', 'backing': backing}
+
+
+def adoption_metadata(spec):
+    """The <instance> element build_domain puts in a domain's metadata, for spec (uuid, name, vcpus,
+    memory_mb, disk_gb, image, storage, hostname, node, metadata), as virDomainSetMetadata takes it: its
+    elements without a namespace, which libvirt gives them (NAMESPACE, prefix PREFIX)."""
+    holder = ET.Element('holder')
+    _metadata(holder, spec)
+    instance = holder.find('metadata/' + _q('instance'))
+    for element in instance.iter():
+        element.tag = element.tag.rpartition('}')[2]
+    return ET.tostring(instance, encoding='unicode')
 
 
 def power_state(state):

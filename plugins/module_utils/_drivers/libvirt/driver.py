@@ -30,7 +30,7 @@ import xml.etree.ElementTree as ET
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import POWER_ACTIONS
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
-    ComputeDriver, HostResources, InstanceFile, NodePlacement, NodeResources, call_within, instance_file_uuid,
+    ComputeDriver, HostResources, InstanceFile, InstanceSpec, NodePlacement, NodeResources, VMDetails, call_within, instance_file_uuid,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import capabilities as libvirt_capabilities
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
@@ -44,7 +44,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.dom
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.image_cache import ImageCache
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.storage import (
     GIB, MIB, create_volume_with, delete_files_of, delete_instance_files, delete_named, delete_volume, disk_of, find_volume, instance_dir,
-    instance_file_names, instance_files, instance_pool, read_heartbeat, refresh_pool, storages,
+    instance_dirs, instance_file_names, instance_files, instance_pool, read_heartbeat, refresh_pool, storages,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._guest import config_drive
 
@@ -139,6 +139,9 @@ class LibvirtDriver(ComputeDriver):
         stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU
                                        | libvirt.VIR_DOMAIN_STATS_BALLOON)
         running = [s for _dom, s in stats if s.get('state.state') == libvirt.VIR_DOMAIN_RUNNING]
+        # Adoption (issue 17 §3): the domains without the cloud's metadata, apart (one metadata read per domain).
+        foreign = [s for dom, s in stats if not _marked(dom)]
+        foreign_running = [s for s in foreign if s.get('state.state') == libvirt.VIR_DOMAIN_RUNNING]
         host = HostResources(
             name=self.host.name,
             vcpus=info[2],
@@ -147,6 +150,9 @@ class LibvirtDriver(ComputeDriver):
             memory_mb_used=sum(s.get('balloon.maximum', 0) for s in running) // 1024,
             memory_mb_free=conn.getFreeMemory() // MIB,
             instances=len(stats),
+            unmanaged_vms=len(foreign),
+            unmanaged_vcpus_used=sum(s.get('vcpu.current', 0) for s in foreign_running),
+            unmanaged_memory_mb_used=sum(s.get('balloon.maximum', 0) for s in foreign_running) // 1024,
         )
         capacity, available = disk_of(conn, self.host.instance_path)
         caps = ET.fromstring(conn.getCapabilities())
@@ -514,6 +520,82 @@ class LibvirtDriver(ComputeDriver):
                                          % (self._what(), doing, exc.get_error_message())) from exc
         # Two disk copies at most (the kept one, and back on a failure) besides the work itself.
         return self._run(doing, run, extra_seconds=2 * max(self.host.timeout, self.work_timeout))
+
+    # Adoption (issue 17 §3) ----------------------------------------------------------------
+
+    def list_vms(self, node):
+        """Every domain of the host, ours or not, with its NICs, disks (their capacity from libvirt's block info)
+        and storage: shared when every disk is under shared_instance_path, else local; the disks not directly in
+        an instance directory are listed as outside (a destroy leaves them)."""
+        self._check_node(node)
+        return self._run('listing the VMs for adoption', self._list_vms)
+
+    def _list_vms(self, conn):
+        shared = posixpath.normpath(self.host.shared_instance_path) if self.host.shared_instance_path else None
+        ours = instance_dirs(self.host)
+        found = []
+        for domain, stats in conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE):
+            try:
+                info = domxml.parse_domain(domain.XMLDesc(0))
+            except libvirt.libvirtError:
+                continue  # undefined meanwhile
+            paths = [posixpath.normpath(path) for path in info.disk_paths]
+            directories = [posixpath.dirname(path) for path in paths]
+            found.append(VMDetails(
+                uuid=info.uuid, name=info.name, node=self.host.name, host=self.host.name,
+                power_state=domxml.power_state(stats.get('state.state', 0)), vcpus=info.vcpus, memory_mb=info.memory_mb,
+                disk_gb=-(-sum(_capacity(domain, path) for path in info.disk_paths) // GIB), nics=list(info.interfaces),
+                disk_paths=list(info.disk_paths),
+                # Shared: every disk under the shared instance path (a folder of its own there too).
+                storage='shared' if paths and shared and all(p.startswith(shared + '/') for p in paths) else 'local',
+                outside=[path for path, d in zip(info.disk_paths, directories) if d not in ours],
+                marked=info.managed is not None, marked_uuid=(info.managed or {}).get('uuid') or None))
+        return sorted(found, key=lambda vm: (vm.name, vm.uuid))
+
+    def adopt(self, uuid, node, name, metadata):
+        """Give the domain the cloud's metadata (virDomainSetMetadata: live when it runs, persistent when it is
+        defined), as build_domain writes it; nothing else of the domain changes."""
+        self._check_node(node)
+        return self._run('adopting VM %s (%s)' % (name, uuid), functools.partial(self._adopt, uuid, name, metadata))
+
+    def _adopt(self, inst_uuid, name, metadata, conn):
+        domain = lookup_uuid(conn, inst_uuid)
+        if domain is None:
+            raise errors.NotFound('no domain %s on %s; nothing was adopted' % (inst_uuid, self._what()))
+        info = domxml.parse_domain(domain.XMLDesc(0))
+        if info.managed is not None:
+            if info.managed.get('uuid') == inst_uuid:
+                return instance_state(domain, self.host.name, info=info)  # adopted already
+            raise errors.DriverError('domain %s (%s) on %s carries the metadata of instance %s; it was left untouched'
+                                     % (info.name, inst_uuid, self._what(), info.managed.get('uuid')))
+        spec = InstanceSpec(uuid=inst_uuid, name=name, node=self.host.name, vcpus=int(metadata.get('vcpus') or 0),
+                            memory_mb=int(metadata.get('memory_mb') or 0), disk_gb=int(metadata.get('disk_gb') or 0),
+                            image=str(metadata.get('image') or ''), storage=str(metadata.get('storage') or 'local'), hostname=name,
+                            metadata={'adopted': True})
+        flags = (libvirt.VIR_DOMAIN_AFFECT_CONFIG if domain.isPersistent() else 0) | (libvirt.VIR_DOMAIN_AFFECT_LIVE if domain.isActive() else 0)
+        try:
+            domain.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, domxml.adoption_metadata(spec), domxml.PREFIX, domxml.NAMESPACE, flags)
+        except libvirt.libvirtError as exc:
+            raise errors.DriverError('cannot give domain %s (%s) on %s the cloud\'s metadata: %s; it was left untouched'
+                                     % (info.name, inst_uuid, self._what(), exc.get_error_message())) from exc
+        return instance_state(domain, self.host.name)
+
+
+def _marked(domain):
+    """True when the domain carries the cloud's metadata (one virDomainGetMetadata call)."""
+    try:
+        domain.metadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, domxml.NAMESPACE, 0)
+        return True
+    except libvirt.libvirtError:
+        return False  # no such metadata (VIR_ERR_NO_DOMAIN_METADATA), or the domain went meanwhile
+
+
+def _capacity(domain, path):
+    """Bytes of the disk at path as the guest sees it (virDomainGetBlockInfo); 0 when libvirt cannot tell."""
+    try:
+        return int(domain.blockInfo(path, 0)[0])
+    except libvirt.libvirtError:
+        return 0
 
 
 def _message(exc):

@@ -23,6 +23,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils import _errors as er
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import MIGRATION_MODES, POWER_ACTIONS
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import ComputeDriver, NodePlacement, SnapshotImage
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import capabilities as vsphere_capabilities
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import adoption as vm_adoption
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import extra_config
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import snapshot as vsphere_snapshot
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.annotations import normal_uuid, parse_annotation
@@ -460,6 +461,56 @@ class VSphereDriver(ComputeDriver):
             raise errors.DriverError('vCenter %s could not reconfigure instance %s (VM %s on host %s): %s; it keeps %d vCPUs and %d MB'
                                      % (self.vcenter.name, instance, state.name, state.host, exc, state.vcpus, state.memory_mb)) from exc
         return self._describe(content, vm) or state
+
+    # -- adoption (issue 17 §3)
+
+    def list_vms(self, node):
+        """Every VM of cluster node `node` (templates excluded), the cloud's or not: one retrieval of the inventory
+        (VM_PROPERTIES), one of the node's VMs' devices; a constant number of SOAP calls."""
+        require(self.vcenter)
+        if not self.serves(node):
+            raise errors.NotFound('node %s is not a cluster of vCenter %s (vcenter/datacenter/cluster)' % (node, self.vcenter.name))
+        return self.session.run(lambda content: self._list_vms(content, node), 'the VM listing of node %s' % node)
+
+    def _list_vms(self, content, node):
+        records = retrieve_inventory(content, vm_adoption.VM_PROPERTIES)
+        refs = stub(content)
+        wanted = [vim.VirtualMachine(moid, refs) for moid in vm_adoption.node_vms(self.vcenter, records, node)]
+        answer = retrieve_objects(content.propertyCollector, wanted, 'VirtualMachine', (DEVICES,)) if wanted else []
+        return vm_adoption.vm_details(self.vcenter, records, node, dict((r.moid, r.props.get(DEVICES) or []) for r in answer))
+
+    def adopt(self, uuid, node, name, metadata):
+        """Put the cloud's marker line (with its JSON) above the annotation of the VM whose BIOS uuid is uuid, on a
+        host of cluster node `node` (ReconfigVM_Task with the annotation only); nothing else of the VM changes."""
+        require(self.vcenter)
+        instance = normal_uuid(uuid)
+        if instance is None:
+            raise errors.NotFound('VM uuid %r is not a UUID; nothing was adopted' % (uuid,))
+        return self.session.run(lambda content: self._adopt(content, instance, node, name, metadata), 'the adoption of VM %s' % name)
+
+    def _adopt(self, content, instance, node, name, metadata):
+        vm = content.searchIndex.FindByUuid(uuid=instance, vmSearch=True, instanceUuid=False)
+        if vm is None:
+            raise errors.NotFound('vCenter %s has no VM with BIOS uuid %s; nothing was adopted' % (self.vcenter.name, instance))
+        try:
+            records = retrieve_pages(content.propertyCollector, describe_spec(vm))
+        except vmodl.fault.ManagedObjectNotFound:
+            raise errors.NotFound('VM %s (%s) was deleted while it was adopted' % (name, instance)) from None
+        if vm_adoption.node_vms(self.vcenter, records, node) != [plain(vm)]:
+            raise errors.DriverError('VM %s (%s) of vCenter %s is not on a host of node %s; it was left untouched' % (
+                name, instance, self.vcenter.name, node))
+        props = by_kind(records)['VirtualMachine'][plain(vm)]
+        marked = parse_annotation(props.get('config.annotation'))[0]
+        if marked is not None and marked != instance:
+            raise errors.DriverError('VM %s (%s) carries the marker of instance %s; it was left untouched' % (name, instance, marked))
+        if marked is None:
+            annotation = vm_adoption.adopted_annotation(instance, name, node, metadata, props.get('config.annotation') or '')
+            wait_task(content.propertyCollector, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(annotation=annotation)),
+                      time.monotonic() + self.work_timeout, 'ReconfigVM_Task (annotation) of VM %s' % name)
+        state = self._describe(content, vm)
+        if state is None or state.uuid != instance:
+            raise errors.DriverError('VM %s (%s) does not read back as instance %s after its annotation was written' % (name, instance, instance))
+        return state
 
 
 __all__ = ['VSphereDriver']

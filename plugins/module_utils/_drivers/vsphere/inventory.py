@@ -11,6 +11,7 @@ import collections
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import HostResources, NodeResources
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.annotations import managed_uuid
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.capabilities import HYPERVISOR_TYPE
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.properties import by_kind
 
@@ -95,9 +96,14 @@ def count_vm(host, props):
     """Add one VM to its host: every VM counts as an instance, only a powered-on one
     holds vCPUs and RAM (a powered-off or suspended VM takes nothing from the host)."""
     host.instances += 1
+    foreign = managed_uuid(props) is None  # no mark of the cloud's: counted apart too (adoption, issue 17 §3)
+    host.unmanaged_vms += int(foreign)
     if str(props.get('runtime.powerState')) == 'poweredOn':
         host.vcpus_used += int(props.get('summary.config.numCpu') or 0)
         host.memory_mb_used += int(props.get('summary.config.memorySizeMB') or 0)
+        if foreign:
+            host.unmanaged_vcpus_used += int(props.get('summary.config.numCpu') or 0)
+            host.unmanaged_memory_mb_used += int(props.get('summary.config.memorySizeMB') or 0)
 
 
 def memory_free(host, quick_stats_usage_mb):

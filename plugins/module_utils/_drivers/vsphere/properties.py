@@ -46,9 +46,11 @@ PROPERTIES = collections.OrderedDict([
     )),
     # summary.config rather than config.hardware: summary is always filled,
     # config is unset for a VM whose files are inaccessible.
+    # config.uuid and config.annotation: the cloud's mark, so that the VMs without it are counted apart.
     ('VirtualMachine', (
         'runtime.host', 'runtime.powerState',
         'summary.config.numCpu', 'summary.config.memorySizeMB', 'summary.config.template',
+        'config.uuid', 'config.annotation',
     )),
     ('Datastore', ('summary.name', 'summary.capacity', 'summary.freeSpace', 'summary.accessible')),
 ])
