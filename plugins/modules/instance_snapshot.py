@@ -38,7 +38,10 @@ options:
         directory must. It becomes the image's C(source). Required for KVM instances, refused for vSphere ones.
     type: path
   quiesce:
-    description: Freeze a running KVM guest's filesystems through its QEMU guest agent while its disk is captured, where the agent answers.
+    description:
+      - Freeze a running KVM guest's filesystems through its QEMU guest agent while its disk is captured, where the agent answers.
+      - Best effort, as the result says - C(properties.quiesced) of the image is V(true) only when the guest was frozen; a guest with no
+        agent answering is captured crash-consistent (V(false)). vSphere captures are never quiesced (V(false) or V(null)), whatever this says.
     type: bool
     default: true
   min_ram:
