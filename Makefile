@@ -115,14 +115,21 @@ changelog: deps
 
 # The whole suite. Starts the lab and PostgreSQL, and stops them whatever happens. The unit tests run while the
 # lab comes up (mostly waiting on its hosts); their output follows the lab's, and a failure stops the suite there.
+# Each stage's duration is printed at the end (tests/stage.sh).
+export MULTIHV_STAGES := $(BUILD)/stages.txt
+STAGE := tests/stage.sh
 test: install
-	$(BIN)/python tests/changelog.py
+	@rm -f $(MULTIHV_STAGES)
 	status=0; \
-	{ tests/units.sh > $(BUILD)/units.log 2>&1 & units=$$!; \
-	  $(MAKE) --no-print-directory lab-up postgres-up; up=$$?; \
-	  wait $$units; unit_status=$$?; cat $(BUILD)/units.log; \
-	  [ $$unit_status -eq 0 ] && [ $$up -eq 0 ] && $(BIN)/pytest -q --durations=20 tests/integration \
-	  && $(BIN)/molecule test --all; } || status=$$?; \
-	$(MAKE) --no-print-directory lab-down postgres-down || true; \
+	{ $(STAGE) changelog $(BIN)/python tests/changelog.py \
+	  && { tests/units.sh > $(BUILD)/units.log 2>&1 & units=$$!; \
+	  $(STAGE) "lab up (unit tests alongside)" $(MAKE) --no-print-directory lab-up postgres-up; up=$$?; \
+	  waited=$$(date +%s); wait $$units; unit_status=$$?; cat $(BUILD)/units.log; \
+	  printf '%-34s %5d s\n' "unit tests (after the lab was up)" $$(($$(date +%s) - waited)) >> $(MULTIHV_STAGES); \
+	  [ $$unit_status -eq 0 ] && [ $$up -eq 0 ]; } \
+	  && $(STAGE) integration $(BIN)/pytest -q --durations=20 tests/integration \
+	  && $(STAGE) molecule $(BIN)/molecule test --all; } || status=$$?; \
+	$(STAGE) "lab down" $(MAKE) --no-print-directory lab-down postgres-down || true; \
+	[ $$status -eq 0 ] && $(STAGE) sanity tests/sanity.sh || status=$$?; \
+	echo "== make test: the stages' durations (make install before them)"; cat $(MULTIHV_STAGES); \
 	[ $$status -eq 0 ]
-	tests/sanity.sh
