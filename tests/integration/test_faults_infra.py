@@ -149,7 +149,7 @@ def template(lab):
     yield name
     si = _vcenter(lab)
     try:
-        (vm,) = [v for v in _objects(si, vim.VirtualMachine) if v.name == name]
+        (vm,) = [v for v in _objects(si, vim.VirtualMachine) if vm_name(v) == name]
         (host,) = [h for h in _objects(si, vim.HostSystem) if h.name == host]
         vm.MarkAsVirtualMachine(pool=host.parent.resourcePool, host=host)
         WaitForTask(vm.PowerOnVM_Task())
