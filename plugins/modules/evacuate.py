@@ -27,6 +27,9 @@ description:
     disk only where its directory is shared) unless O(target_node) is given. Instances go HA first, then by restart
     priority, O(concurrency) at a time; one that does not fit or fails stays recorded on O(node) and is reported, and
     the others go on.
+  - An instance waiting in C(verify_resize) is evacuated too (as Masakari does), rebuilt with its new flavor in the power
+    state it had before its resize, and the resize is recorded C(completed) (confirmed), since the failed host holds the old
+    disk, so it cannot be reverted any more. On shared storage the copy of its old disk is removed.
   - Each evacuation is a migration record of type C(evacuation) whose status ends in C(done). When the failed node comes
     back, M(multihv.cloud.compute_node) with O(multihv.cloud.compute_node#module:enabled=true) destroys its stale copies
     before it takes instances again, and the records become C(completed).
@@ -95,6 +98,8 @@ evacuations:
       mode), C(source_node), C(dest_node), C(dest_host), C(storage), C(disk) (C(kept) or C(rebuilt)), C(instance) (its
       record) and C(migration) (the evacuation record).
     - C(admin_password) is the new password of an instance rebuilt on a new disk.
+    - C(resize) is the id of the resize (a migration record) that the evacuation confirmed, for an instance that was
+      waiting in C(verify_resize); C(msg) says when the copy of its old disk could not be removed.
   returned: always
   type: list
   elements: dict

@@ -38,6 +38,9 @@ options:
         M(multihv.cloud.compute_node)); its instances move O(concurrency) at a time.
       - An instance that cannot move stays where it was and is listed in RV(failures); the others go on, and the task
         fails at the end.
+      - An instance waiting in C(verify_resize) is not moved (as in Nova) and is listed in RV(failures) until its resize is
+        confirmed or reverted (M(multihv.cloud.instance) with O(multihv.cloud.instance#module:state=resize_confirmed) or
+        V(resize_reverted)).
     type: str
   disabled_reason:
     description: Why the drained node is disabled, kept in the registry.

@@ -102,10 +102,17 @@ def test_refused_evacuations_change_nothing(lab, cloud, tmp_path):
 def test_evacuation_then_recovery_of_the_failed_host(lab, cloud, tmp_path, bridge):  # pylint: disable=redefined-outer-name
     shared = [boot(cloud, f'ev-shared-{n}', node='kvm2', restart_priority=n, ha=(n == 1)) for n in range(3)]
     local = boot(cloud, 'ev-local', node='kvm2', storage='local', networks=[{'network': bridge}])
+    # ev-shared-0 waits for its resize when kvm2 fails: evacuated with its new flavor, the resize confirmed.
+    ansible_module('multihv.cloud.flavor', dict(cloud, name='tiny-wide', vcpus=2, ram_mb=48, disk_gb=2))
+    resized = ansible_module('multihv.cloud.instance', dict(cloud, name='ev-shared-0', flavor='tiny-wide', image='tick'))['instance']
+    assert (resized['state'], resized['node']) == ('verify_resize', 'kvm2')
+    kept = pathlib.Path(lab.info['shared_instance_path']) / f"{resized['uuid']}.resize.qcow2"
+    assert kept.exists()
     logs = dict((r['name'], console_log(lab, r)) for r in shared)
     for log in logs.values():
         wait_ticks(log, count=4)
     wait_ticks(console_log(lab, local), count=2)
+    boots = dict((name, len(serial(log))) for name, log in logs.items())
 
     with lab.power_loss('kvm2'):
         last = dict((name, ticks(log)[-1]) for name, log in logs.items())
@@ -132,12 +139,14 @@ def test_evacuation_then_recovery_of_the_failed_host(lab, cloud, tmp_path, bridg
 
         # Every instance runs on kvm1 with its identity; the shared ones found their disk's data.
         assert dict(registry_rows(tmp_path, 'SELECT name, node FROM instances')) == dict.fromkeys(by_name, 'kvm1')
-        assert allocations(tmp_path) == {'kvm1': 4 * 32}
-        assert registry_rows(tmp_path, "SELECT DISTINCT migration_type, status, source_node FROM migrations") == [
-            ('evacuation', 'done', 'kvm2')]
+        assert allocations(tmp_path) == {'kvm1': 3 * 32 + 48}
+        assert registry_rows(tmp_path, "SELECT DISTINCT migration_type, status, source_node FROM migrations ORDER BY 1") == [
+            ('evacuation', 'done', 'kvm2'), ('resize', 'completed', 'kvm2')]
+        assert registry_rows(tmp_path, "SELECT flavor, state FROM instances WHERE name = 'ev-shared-0'") == [('tiny-wide', 'running')]
+        assert by_name['ev-shared-0']['resize'] and not kept.exists(), 'the copy of the old disk stayed beside the shared disk'
         for record in shared:
-            log = logs[record['name']]
-            wait_for(lambda log=log: len(serial(log)) == 2 and serial(log)[-1].ticks, 60, f'the restart of {record["name"]}')
+            log, count = logs[record['name']], boots[record['name']] + 1
+            wait_for(lambda log=log, count=count: len(serial(log)) == count and serial(log)[-1].ticks, 60, f'the restart of {record["name"]}')
             persisted = serial(log)[-1].persisted
             assert persisted is not None and persisted >= last[record['name']] - 2, 'the shared disk\'s data was lost'
         local_log = console_log(lab, local, 'kvm1')

@@ -160,6 +160,29 @@ def test_controller_killed_mid_evacuation(lab, fast, tmp_path, before):
     assert reconcile(fast)['changed'] is False
 
 
+def test_controller_killed_mid_resize(lab, fast, tmp_path, before):
+    """A resize in place is killed with the guest stopped for it, the copy of its old disk made and the disk grown, the
+    domain not yet redefined. The reconciler reverts it: the old disk back, the old flavor's claim, the guest running
+    again (it ran before the resize), the kept copy gone."""
+    ansible_module('multihv.cloud.flavor', dict(fast, name='tiny-wide', vcpus=2, ram_mb=48, disk_gb=2))
+    record = boot(fast, 'kill-resize', storage='local')
+    wait_ticks(console_log(lab, record), count=1)
+    Controller(tmp_path, 'multihv.cloud.instance', dict(fast, name='kill-resize', flavor='tiny-wide', image='tick', storage='local'),
+               name='resize', pause='_drivers.libvirt.resizing:sized_xml:before').paused().kill()
+    killed = time.monotonic()
+    kept = pathlib.Path(lab.hosts['kvm1']['local_dir']) / f"{record['uuid']}.resize.qcow2"
+    assert migration_rows(tmp_path, 'kill-resize') == [('resize', 'running', 'kvm1', 'kvm1')]
+    assert kept.exists() and not qemu_processes('kill-resize'), 'the run was not killed mid-resize'
+    time.sleep(max(0, SETTLED_AFTER - (time.monotonic() - killed)))
+    result = reconcile(fast)
+    assert [(a['kind'], a['name'], a['node']) for a in result['actions']] == [('migration', 'kill-resize', 'kvm1')]
+    assert registry_rows(tmp_path, "SELECT flavor, state FROM instances") == [('tiny', 'running')]
+    assert migration_rows(tmp_path, 'kill-resize') == [('resize', 'failed', 'kvm1', 'kvm1')]
+    assert not kept.exists()
+    invariants.assert_hold(lab, url(tmp_path), before=before, running=['kill-resize'])
+    assert reconcile(fast)['changed'] is False
+
+
 def test_a_second_migrate_during_a_long_migration_is_refused_and_the_first_completes(lab, fast, tmp_path, before):
     """A live migration held up (its target QEMU frozen) for longer than two lifetimes of its lease (the
     short leases of faults.LEASE_SECONDS): the lease outlives them because the heartbeat renews it, so a

@@ -553,12 +553,13 @@ class FakeDriver(ComputeDriver):
             return vm.state()
 
     def confirm_resize(self, uuid, node):
+        """The kept copy beside the VM's disk deleted (as the libvirt driver looks for it there: also one an evacuated
+        instance's earlier copy left beside a shared disk)."""
         with self._io('confirm_resize'):
             self._node(node)
             vm = self._vm(uuid, node)
-            if vm.kept is not None:
-                self.world.disks.discard(vm.kept[0])
-                vm.kept = None
+            self.world.disks.discard(vm.disks[0][:-len('.disk')] + '.resize')
+            vm.kept = None
 
     def revert_resize(self, uuid, node, vcpus, memory_mb):
         with self._io('revert_resize'):

@@ -5,7 +5,8 @@ collection's own drivers, and compared with the registry.
 - exactly one QEMU process per running instance uuid on the whole lab (none for any other), and one
   VM per vSphere instance in the simulator;
 - the registry's node (and host) for each instance is where its VM is, and no other node has one;
-- each node's allocations equal the sum of its instances' flavors;
+- each node's allocations equal the sum of its instances' flavors (an instance waiting in verify_resize: the larger of
+  its old and new flavor on its node, or, when the resize moved it, the new one there and the old one where it came from);
 - no instance file (disk, console log) without a record, nor a local one away from its instance's node;
 - a guest that was running still runs, and a guest that was live-moved ticked on without a new boot.
 """
@@ -24,7 +25,8 @@ from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry i
 
 INSTANCE_FILE = re.compile(r'^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.')
 # Records in these states hold their node's resources and have a VM there.
-PLACED = ('running', 'stopped')
+PLACED = ('running', 'stopped', 'verify_resize')
+RESOURCES = (('vcpus', 'vcpus'), ('memory_mb', 'ram_mb'), ('disk_gb', 'disk_gb'))
 
 
 def qemu_uuids() -> collections.Counter:
@@ -99,7 +101,9 @@ def violations(lab, registry_url: str, running=(), vsphere=(), before=frozenset(
     registry = Registry.open(registry_url, upgrade=False)
     try:
         records = registry.list_instances()
-        flavors = dict((r.flavor, registry.get_flavor(r.flavor)) for r in records)
+        resizes = dict((m.instance_uuid, m) for m in registry.list_migrations(migration_type='resize', status='done'))
+        names = set(r.flavor for r in records) | set((m.stats or {}).get('old_flavor') for m in resizes.values())
+        flavors = dict((name, registry.get_flavor(name)) for name in names if name)
         allocations = registry.list_allocations()
     finally:
         registry.close()
@@ -116,7 +120,7 @@ def violations(lab, registry_url: str, running=(), vsphere=(), before=frozenset(
         expected = {record.node} if record.state in PLACED else set()
         if set(where) != expected:
             wrong.append('instance %s (%s, recorded on %s) is defined on %s' % (record.name, record.state, record.node, sorted(where) or 'no host'))
-        elif record.state in PLACED and where[record.node] != (record.state == 'running'):
+        elif record.state in PLACED and where[record.node] != (_power(record, resizes) == 'running'):
             wrong.append('instance %s is recorded %s but its domain on %s is %s' % (
                 record.name, record.state, record.node, 'active' if where[record.node] else 'shut off'))
     for inst_uuid, count in processes.items():
@@ -142,9 +146,9 @@ def violations(lab, registry_url: str, running=(), vsphere=(), before=frozenset(
     owed = collections.defaultdict(lambda: [0, 0, 0])
     for record in records:
         if record.state in PLACED:
-            flavor = flavors[record.flavor]
-            for i, key in enumerate(('vcpus', 'ram_mb', 'disk_gb')):
-                owed[record.node][i] += flavor[key]
+            for node, needs in _owed(record, resizes.get(record.uuid), flavors):
+                for i, amount in enumerate(needs):
+                    owed[node][i] += amount
     for node in sorted(set(held) | set(owed)):
         if held[node] != owed[node]:
             wrong.append('node %s has allocations (vcpus, MB, GB) %s, its instances need %s' % (node, held[node], owed[node]))
@@ -161,6 +165,24 @@ def violations(lab, registry_url: str, running=(), vsphere=(), before=frozenset(
         if record is None or record.state != 'running':
             wrong.append('instance %s was running and is now %s' % (name, record.state if record else 'gone'))
     return wrong
+
+
+def _power(record, resizes) -> str:
+    """The power state record's VM must be in: a resize waiting keeps the one it began with."""
+    if record.state == 'verify_resize':
+        return (resizes[record.uuid].stats or {}).get('power') or 'running'
+    return record.state
+
+
+def _owed(record, resize, flavors):
+    """[(node, [vcpus, MB, GB])] the allocations record must hold."""
+    new = [flavors[record.flavor][key] for _alloc, key in RESOURCES]
+    if record.state != 'verify_resize':
+        return [(record.node, new)]
+    old = [flavors[resize.stats['old_flavor']][key] for _alloc, key in RESOURCES]
+    if resize.source_node == record.node:
+        return [(record.node, [max(a, b) for a, b in zip(old, new)])]
+    return [(record.node, new), (resize.source_node, old)]
 
 
 def _managed(lab, inst_uuid, hosts) -> bool:

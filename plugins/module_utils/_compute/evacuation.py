@@ -14,6 +14,12 @@ its stale copy on the failed node waits. When that node answers again, clean_sta
 destroys the stale copies (their local disks too) before the node may take instances,
 and the records become completed. The lab restores a host with its guests shut off, and
 the node stays forced down until clean-up ran: two copies never run at once.
+
+An instance waiting in verify_resize is evacuated too (Masakari evacuates resized instances
+as well): it is rebuilt with its new flavor in the power state it had, and its resize is
+recorded confirmed, since the failed host that holds its old disk cannot give it back. On
+shared storage the copy of the old disk is removed beside the disk the rebuilt instance uses;
+a local one goes with the stale copy when the node is cleaned.
 """
 
 from __future__ import annotations
@@ -29,14 +35,16 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import gues
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import resize as _resize
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.records import Evacuation
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import VERIFY_RESIZE
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import utcnow
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.fencing import fence
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import NoValidHost
 
 EVACUATION = 'evacuation'
 # States of an instance that evacuation rebuilds; building ones never ran, error ones have no VM.
-EVACUABLE = ('running', 'stopped')
+EVACUABLE = ('running', 'stopped', VERIFY_RESIZE)
 
 
 class Unplaced(errors.MultihvError):
@@ -233,17 +241,19 @@ def _claim_target(ctx, record, request, dest, host, untouched):
 def rebuild(ctx, evacuation):
     """Rebuild one placed instance of the failed node on its destination (see _place) and move its
     record there. Returns {name, uuid, status, source_node, dest_node, dest_host, storage, disk,
-    instance, migration} (the records as dicts, as modules return them) and, after a new disk,
-    admin_password (never logged or stored)."""
+    instance, migration} (the records as dicts, as modules return them), resize (the id of a resize
+    the evacuation confirmed) and, after a new disk, admin_password (never logged or stored)."""
     registry = ctx.registry
     record, dest, host, migration = evacuation.record, evacuation.dest, evacuation.host, evacuation.migration
     inst_uuid, node = record.uuid, record.node
     keep = record.storage == 'shared'
     disk = 'kept' if keep else 'rebuilt'
     password = None if keep else _guest.new_password()
+    resized = _resize.pending(registry, record) if record.state == VERIFY_RESIZE else None
+    power = _resize.power_before(resized) if record.state == VERIFY_RESIZE else record.state
     try:
         registry.update_migration(migration.id, status='preparing')
-        state = _rebuild_on(ctx, record, dest, host, keep, password, migration.id, evacuation.lease)
+        state = _rebuild_on(ctx, record, dest, host, keep, password, migration.id, evacuation.lease, power)
     except errors.MultihvError as exc:
         registry.release(inst_uuid, node=dest)
         registry.update_migration(migration.id, status='failed', error=str(exc), finished_at=utcnow())
@@ -251,19 +261,30 @@ def rebuild(ctx, evacuation):
         raise kind('evacuation %s of instance %s from %s to %s failed: %s; instance %s was not evacuated and is '
                    'still recorded on %s' % (migration.id, record.name, node, dest, exc, record.name, node)) from exc
     with evacuation.lease.guarded(registry):
-        instance = registry.update_instance(inst_uuid, node=dest, host=state.host)[1]
+        instance = registry.update_instance(inst_uuid, node=dest, host=state.host, state=power)[1]
         registry.release(inst_uuid, node=node)
+        if resized is not None:
+            _resize.confirmed_by_evacuation(registry, resized, node, dest)
         migration = registry.update_migration(migration.id, status='done', dest_host=state.host, finished_at=utcnow(),
                                               stats={'storage': record.storage, 'disk': disk})
     result = {'name': record.name, 'uuid': inst_uuid, 'status': 'done', 'source_node': node, 'dest_node': dest,
               'dest_host': state.host, 'storage': record.storage, 'disk': disk,
               'instance': instance.as_dict(), 'migration': migration.as_dict()}
+    if resized is not None:
+        result['resize'] = resized.id
+        if keep:
+            # The copy of the old disk lies beside the shared disk the instance now runs from.
+            try:
+                ctx.driver_for(dest).confirm_resize(inst_uuid, dest)
+            except errors.MultihvError as exc:
+                result['msg'] = ('the copy of its old disk, kept for the resize, could not be removed beside its disk (%s); '
+                                 'remove the file <uuid>.resize.qcow2 there before it is resized again' % exc)
     if password is not None:
         result['admin_password'] = password
     return result
 
 
-def _rebuild_on(ctx, record, dest, host, keep, password, migration_id, lease):
+def _rebuild_on(ctx, record, dest, host, keep, password, migration_id, lease, power):
     """Spawn the instance from its record on dest: its own disk when keep, else a new one from its
     image; the instance's lease checked as the spawn is recorded."""
     registry = ctx.registry
@@ -279,7 +300,7 @@ def _rebuild_on(ctx, record, dest, host, keep, password, migration_id, lease):
     # A new disk gets a new password; a kept shared disk keeps the guest's own (and its config drive).
     spec = _instances.spec_for(ctx, record, driver, dest, host, flavor, image, password=password)
     # A copy left on dest by a failure would be a second one once the instance is evacuated again.
-    return _instances.spawn_in_state(driver, dataclasses.replace(spec, reuse_disk=keep), record.state, destroy_disks=not keep)
+    return _instances.spawn_in_state(driver, dataclasses.replace(spec, reuse_disk=keep), power, destroy_disks=not keep)
 
 
 def stale_copies(registry, node):

@@ -23,8 +23,9 @@ from ansible_collections.multihv.cloud.plugins.module_utils import _errors as er
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import resize as _resize
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.records import Move
-from ansible_collections.multihv.cloud.plugins.module_utils._constants import MIGRATION_MODES
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import MIGRATION_MODES, VERIFY_RESIZE
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import IMAGE_FILE, MigrationControls, MigrationTarget
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import utcnow
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import NoValidHost
@@ -271,6 +272,12 @@ def _drain(ctx, node, kind, mode, controls, concurrency, check_mode, reason):
         registry.set_node(node, kind, enabled=False, disabled_reason=reason or 'drained by multihv.cloud.migrate')
     instances = [i for i in registry.list_instances(node=node) if i.state in ('running', 'stopped')]
     result = {'changed': disable or bool(instances), 'node': node, 'migrations': [], 'failures': []}
+    # Nova moves no resized instance before its resize is settled: the node is not drained while one waits.
+    for record in registry.list_instances(node=node):
+        if record.state == VERIFY_RESIZE:
+            result['failures'].append({'name': record.name, 'msg': 'instance %s waits in %s: confirm or revert its resize (instance state '
+                                                                   '%s or %s), then drain again; it was not moved' % (
+                                                                       record.name, VERIFY_RESIZE, _resize.CONFIRMED, _resize.REVERTED)})
     if check_mode:
         for record in instances:
             try:

@@ -319,6 +319,22 @@ def _waiting(registry, record, untouched):
     return migration
 
 
+def power_before(migration):
+    """The power state an instance had when its resize began (running when nothing says)."""
+    return ((migration.stats or {}).get('power') if migration is not None else None) or 'running'
+
+
+def confirmed_by_evacuation(registry, migration, failed_node, dest):
+    """Record the resize of an instance evacuated from failed_node to dest confirmed: its old flavor's claim left on the
+    node it came from (a resize that moved it) released, the migration completed. Run in the evacuation's transaction,
+    which moves the instance's own claim."""
+    came_from = migration.source_node
+    if came_from and came_from not in (failed_node, dest):
+        registry.release(migration.instance_uuid, node=came_from)
+    registry.update_migration(migration.id, status='completed', finished_at=utcnow(),
+                              error='confirmed by the evacuation of node %s: the old disk was there' % failed_node)
+
+
 def _power_now(ctx, record, fallback):
     try:
         power = _instances.live_power(ctx, record)
@@ -370,7 +386,13 @@ def revert_held(ctx, record, migration, lease=None, decided=None, where=None):
         state, _stats = ctx.driver_for(node).migrate(record.uuid, node, MigrationTarget(ctx.driver_for(home), home, None), 'cold',
                                                      MigrationControls())
         node = home
-    power = state.power_state if state.power_state in ('running', 'stopped') else (migration.stats or {}).get('power') or 'running'
+    power = power_before(migration)
+    if power == 'running' and state.power_state != 'running':
+        # As Nova's revert: it runs again when it ran before, also after a run that died while the VM was stopped.
+        if lease is not None:
+            lease.check()
+        state = ctx.driver_for(node).set_power(record.uuid, node, 'start')
+    power = state.power_state if state.power_state in ('running', 'stopped') else power
     with registry.transaction():
         if lease is not None:
             lease.check()
@@ -382,4 +404,5 @@ def revert_held(ctx, record, migration, lease=None, decided=None, where=None):
     return after
 
 
-__all__ = ['CONFIRMED', 'REVERTED', 'check', 'confirm_held', 'finish', 'pending', 'resize', 'resources', 'revert_held']
+__all__ = ['CONFIRMED', 'REVERTED', 'check', 'confirm_held', 'confirmed_by_evacuation', 'finish', 'pending', 'power_before', 'resize',
+           'resources', 'revert_held']

@@ -181,3 +181,55 @@ def test_a_rebuild_that_overstays_leaves_no_copy_on_the_target(cloud):
     assert [f['name'] for f in result['failures']] == ['a'] and cloud.nodes_of() == {'a': 'fake1'}
     assert cloud.allocations() == [('a', 'fake1')]
     assert cloud.world.vm('a', 'fake2') is None
+
+
+def resized(cloud, name, on, **params):
+    """name booted small on node `on`, then resized to big (2 vCPUs, 2048 MB, 5 GB) where params say: it waits in verify_resize."""
+    from ansible_collections.multihv.cloud.plugins.module_utils._compute import resize as _resize
+    cloud.flavor('big', vcpus=2, ram_mb=2048, disk_gb=5)
+    record = cloud.boot(name, node=on, storage='shared')
+    changed, after = _resize.resize(cloud.context(), record, 'big', **params)
+    assert changed and after.state == 'verify_resize'
+    return after
+
+
+@pytest.mark.parametrize('power', ['running', 'stopped'])
+def test_an_instance_waiting_for_its_resize_is_evacuated_with_its_new_flavor_and_the_resize_confirmed(cloud, power):
+    record = resized(cloud, 'r1', 'fake1')
+    if power == 'stopped':  # stopped before the resize: the migration remembers it
+        migration = cloud.registry.list_migrations(migration_type='resize')[0]
+        cloud.registry.update_migration(migration.id, stats=dict(migration.stats, power='stopped'))
+    kept = [d for d in cloud.world.disks if d.endswith('.resize')]
+    assert kept == ['shared/%s.resize' % record.uuid]
+    cloud.world.power_loss('fake1')
+    planned = _evacuation.evacuate(cloud.context(), 'fake1', check_mode=True)
+    assert [(e['name'], e['dest_node']) for e in planned['evacuations']] == [('r1', 'fake2')]
+    result = _evacuation.evacuate(cloud.context(), 'fake1')
+    assert (result['failures'], result['unplaced']) == ([], [])
+    (done,) = result['evacuations']
+    resize = cloud.registry.get_migration(done['resize'])
+    assert (resize.migration_type, resize.status) == ('resize', 'completed') and 'confirmed by the evacuation of node fake1' in resize.error
+    after = cloud.registry.get_instance(name='r1')
+    assert (after.node, after.flavor, after.state) == ('fake2', 'big', power)
+    vm = cloud.world.vm('r1', 'fake2')
+    assert (vm.vcpus, vm.memory_mb, vm.power) == (2, 2048, power)
+    assert [(a['node'], a['vcpus'], a['memory_mb'], a['disk_gb']) for a in cloud.registry.list_allocations(instance_uuid=record.uuid)] == [
+        ('fake2', 2, 2048, 5)]
+    assert not [d for d in cloud.world.disks if d.endswith('.resize')], 'the copy of the old disk was left beside the shared disk'
+
+
+def test_an_instance_resized_onto_the_failed_node_leaves_no_claim_on_the_node_it_came_from(tmp_path):
+    world = FakeWorld()
+    world.add_node('fake1', fence_command='true')
+    world.add_node('fake2')
+    world.add_node('fake3')
+    with FakeCloud(world, tmp_path) as cloud:
+        cloud.flavor('small')
+        cloud.image('tick')
+        record = resized(cloud, 'r1', 'fake2', node='fake1')  # moved cold to fake1: its old claim stays on fake2
+        assert sorted(a['node'] for a in cloud.registry.list_allocations(instance_uuid=record.uuid)) == ['fake1', 'fake2']
+        world.power_loss('fake1')
+        result = _evacuation.evacuate(cloud.context(), 'fake1', target_node='fake3')
+        assert [(e['name'], e['dest_node']) for e in result['evacuations']] == [('r1', 'fake3')]
+        assert [(a['node'], a['memory_mb']) for a in cloud.registry.list_allocations(instance_uuid=record.uuid)] == [('fake3', 2048)]
+        assert cloud.registry.get_migration(result['evacuations'][0]['resize']).status == 'completed'

@@ -218,9 +218,11 @@ def interrupted_resize(cloud, name, resized):
     return record, migration
 
 
-@pytest.mark.parametrize('resized', [False, True])
-def test_the_reconciler_reverts_an_interrupted_resize(cloud, resized):
+@pytest.mark.parametrize('resized, stopped', [(False, False), (True, False), (False, True)])
+def test_the_reconciler_reverts_an_interrupted_resize(cloud, resized, stopped):
     record, migration = interrupted_resize(cloud, 'vm1', resized)
+    if stopped:  # the run died while the driver had the VM stopped for its resize: it runs again, as before
+        cloud.world.driver('fake1').set_power(record.uuid, 'fake1', 'stop')
     result = run(cloud)
     assert kinds(result) == [('migration', 'vm1', 'fake1')] and not result['failures']
     after = cloud.registry.get_migration(migration.id)
@@ -381,3 +383,17 @@ def test_a_node_given_with_the_flavor_is_where_the_resize_goes(cloud):
     with pytest.raises(errors.MultihvError, match=r'node fake1 has no room to resize instance vm2 .*; migrate it to a node or host '
                                                   r'with room first; instance vm2 was not resized'):
         task(cloud, name='vm2', flavor='big', node='fake1')  # the node asked for is kept
+
+
+def test_a_drain_moves_no_instance_waiting_for_its_resize_and_says_so(cloud):
+    from ansible_collections.multihv.cloud.plugins.module_utils._compute import migrations as _migrations
+    cloud.boot('vm1', node='fake1')
+    cloud.boot('vm2', node='fake1')
+    task(cloud, name='vm1', flavor='big')
+    for check_mode in (True, False):
+        result = _migrations.drain(cloud.context(), 'fake1', check_mode=check_mode)
+        assert [f['name'] for f in result['failures']] == ['vm1']
+        assert 'waits in verify_resize: confirm or revert its resize' in result['failures'][0]['msg']
+        assert [m['instance_uuid'] for m in result['migrations']] == [cloud.registry.get_instance(name='vm2').uuid]
+    assert cloud.nodes_of()['vm1'] == 'fake1' and cloud.world.vm('vm1').node == 'fake1' and cloud.nodes_of()['vm2'] == 'fake2'
+    assert cloud.registry.get_instance(name='vm1').state == 'verify_resize'
