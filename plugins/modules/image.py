@@ -13,6 +13,9 @@ description:
     C(_base) directory of every KVM host's instance paths (no SSH); instance disks are qcow2 overlays on it.
   - For vSphere nodes, an image is a template VM of the vCenter, cloned for each instance.
   - The image is recorded in the registry with its properties; the scheduler only places it on nodes of its hypervisor type.
+  - An image M(multihv.cloud.instance_snapshot) made keeps what it says of itself (its origin, status, checksum) when this
+    module sets its other properties; another O(source), O(format) or O(template) for it is refused, and so is any
+    change while it is being captured.
 options:
   name:
     description: The image's name.

@@ -120,6 +120,32 @@ def _removal_check(ctx, driver, image, untouched):
                                   % (name, driver.capabilities.label, driver.endpoint_name(), exc, untouched)) from exc
 
 
+# What an image multihv.cloud.instance_snapshot made says of itself, which an image task keeps (see snapshots.py).
+SNAPSHOT_OWN = ('origin', 'status', 'quiesced', 'sha256')
+
+
+def _kept_by_snapshot(name, before, fields):
+    """fields for an image task on name: a snapshot's own properties kept (its origin, status, checksum), its file or
+    template refused to change (another file under its name would not be the instance's snapshot), and one still
+    being captured left alone."""
+    own = ((before or {}).get('properties') or {})
+    origin = own.get('origin')
+    if not origin:
+        return fields
+    what = 'image %s is a snapshot of instance %s (multihv.cloud.instance_snapshot)' % (name, origin.get('instance_name'))
+    if own.get('status') != 'active':
+        raise errors.MultihvError('%s still being captured; nothing was changed' % what)
+    wanted = fields['properties']
+    for key in ('hypervisor_type',):
+        if fields[key] != before.get(key):
+            raise errors.MultihvError('%s of hypervisor type %s, not %s; nothing was changed' % (what, before.get(key), fields[key]))
+    for key in ('source', 'format', 'template'):
+        if key in own and wanted.get(key) != own[key]:
+            raise errors.MultihvError('%s: its %s stays %s (%s was asked); give another image another name; nothing was changed'
+                                      % (what, key, own[key], wanted.get(key)))
+    return dict(fields, properties=dict(wanted, **dict((key, own[key]) for key in SNAPSHOT_OWN if key in own)))
+
+
 def ensure(ctx, params, check_mode):
     """(changed, before, after) for state=present or absent."""
     registry = ctx.registry
@@ -135,7 +161,7 @@ def ensure(ctx, params, check_mode):
         if not check_mode:
             registry.delete_image(name)
         return True, before, None
-    fields = desired(params, ctx.kind_capabilities(params['hypervisor_type']))
+    fields = _kept_by_snapshot(name, before, desired(params, ctx.kind_capabilities(params['hypervisor_type'])))
     uploaded, locations = distribute(ctx, name, fields, check_mode)
     after = dict(before or {}, name=name, **fields)
     after['locations'] = locations

@@ -231,3 +231,19 @@ def test_the_reconciler_removes_a_capture_no_run_holds_and_leaves_one_that_runs(
     assert result['failures'] == [] and [a['kind'] for a in result['actions']] == ['snapshot']
     nothing_made(cloud, dest)
     assert cloud.world.vm('web').power == 'running'
+
+
+def test_an_image_task_on_a_snapshot_keeps_its_origin_and_refuses_another_file(cloud, tmp_path):
+    dest = tmp_path / 'web-snap.qcow2'
+    made = snap(cloud, dest)[2]
+    params = {'name': 'web-snap', 'state': 'present', 'hypervisor_type': FAKE, 'source': str(dest), 'format': None,
+              'properties': {'os': 'tick'}, 'min_ram': 64, 'min_disk': None, 'template': None}
+    changed, _before, after = _images.ensure(cloud.context(), params, False)
+    assert changed is True and after['properties']['min_ram'] == 64 and after['properties']['os'] == 'tick'
+    for key in ('origin', 'status', 'quiesced', 'sha256', 'source'):
+        assert after['properties'][key] == made['properties'][key], key
+    other = tmp_path / 'other.qcow2'
+    other.write_bytes(dest.read_bytes())
+    with pytest.raises(errors.MultihvError, match=r'image web-snap is a snapshot of instance web .*its source stays'):
+        _images.ensure(cloud.context(), dict(params, source=str(other)), False)
+    assert cloud.registry.get_image('web-snap') == after
