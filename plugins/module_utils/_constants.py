@@ -31,6 +31,8 @@ MIGRATION_STATUSES = ('accepted', 'preparing', 'running', 'done', 'completed', '
 # The migration type of a resize, and the state of its instance until it is confirmed or reverted (Nova's).
 RESIZE = 'resize'
 VERIFY_RESIZE = 'verify_resize'
+# The state of an instance record whose VM is being adopted (multihv.cloud.instance_import), until its VM is marked.
+ADOPTING = 'adopting'
 # How long a run waits for another run's work on the same instance (a boot, a move, a power change) to end.
 INSTANCE_LEASE_WAIT_SECONDS = 5.0
 # How long a run waits for another run's work on a whole node (drain, evacuation, an HA pass): not at all,

@@ -133,6 +133,14 @@ missing:
   returned: always
   type: list
   elements: dict
+unfinished:
+  description:
+    - Adoptions cut off before their VM was marked (records in state C(adopting) that no run holds), each with C(uuid),
+      C(name), C(node), C(state) and C(reason). Nothing is done to them; run M(multihv.cloud.instance_import) for them
+      again to finish them.
+  returned: always
+  type: list
+  elements: dict
 orphans:
   description:
     - VMs with no record (C(kind=vm), with C(uuid), C(name), C(node), C(power_state)).

@@ -29,10 +29,9 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import leas
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import networks as _networks
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import reconcile as _reconcile
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.instances import claim_on
-from ansible_collections.multihv.cloud.plugins.module_utils._constants import RESOURCES
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import ADOPTING, RESOURCES
 
 # The record's state between its write and the VM's mark (see the module docstring).
-ADOPTING = 'adopting'
 # How many VMs one task adopts at most when it takes all of a node's (a bound the task may raise).
 DEFAULT_LIMIT = 20
 UNTOUCHED = 'nothing was changed'

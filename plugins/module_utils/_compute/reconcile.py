@@ -27,6 +27,8 @@ carries out, step by step:
 - power: an instance recorded running whose VM is shut off is recorded stopped, and the
   other way (Nova's _sync_power_states); one whose node has no VM of it is reported missing;
   one that a run works on (its lease is live, or it has an unfinished migration) is left alone;
+  an adoption cut off before its VM was marked (a record 'adopting' no run holds) is reported
+  unfinished and left alone: the next instance_import run for it finishes it;
 - stale: copies of evacuated instances on a node that is not their record's node and
   answers are destroyed, for every evacuation status (local disks removed, shared kept), and
   so is any other second copy of an instance no run works on (its record names where it is);
@@ -57,7 +59,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import leas
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import resize as _resize
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import snapshots as _snapshots
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import (
-    INSTANCE_LEASE_WAIT_SECONDS, LEASE_LIFETIME_SECONDS, RESIZE, VERIFY_RESIZE,
+    ADOPTING, INSTANCE_LEASE_WAIT_SECONDS, LEASE_LIFETIME_SECONDS, RESIZE, VERIFY_RESIZE,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import TIMESTAMP_FORMAT, utcnow
 
@@ -189,7 +191,7 @@ class Plan:
     def __init__(self, ctx, survey, settle_seconds=None):
         self.ctx, self.registry, self.survey = ctx, ctx.registry, survey
         self.settle_seconds = settle_seconds_of(ctx.registry) if settle_seconds is None else settle_seconds
-        self.actions, self.unknown, self.missing, self.orphans = [], [], [], []
+        self.actions, self.unknown, self.missing, self.orphans, self.unfinished = [], [], [], [], []
         self.handled = set()
         self.records = dict((r.uuid, r) for r in ctx.registry.list_instances())
         # Every migration, read once (planning writes nothing), and the instances an unfinished one moves.
@@ -468,6 +470,10 @@ def _keep(copies, source, dest, evacuation):
 
 def plan_power(plan):
     for record in plan.records.values():
+        if record.state == ADOPTING and record.uuid not in plan.handled and not lease_is_live(plan.registry, record.uuid):
+            plan.unfinished.append({'uuid': record.uuid, 'name': record.name, 'node': record.node, 'state': record.state,
+                                    'reason': 'its adoption was cut off before its VM was marked: run multihv.cloud.instance_import '
+                                              'for VM %s on node %s again' % (record.name, record.node)})
         if record.uuid in plan.handled or record.state not in RECORDED_POWER:
             continue
         # A VM an operation is working on (a cold move stops it first) is not the record's to follow yet.
@@ -671,7 +677,7 @@ def survey_and_plan(ctx, delete_orphans=False, steps=STEPS, settle_seconds=None)
 
 
 def run(ctx, delete_orphans=False, check_mode=False, steps=STEPS, settle_seconds=None):
-    """One pass. Returns {changed, actions, unknown, missing, orphans, failures}: actions as
+    """One pass. Returns {changed, actions, unknown, missing, unfinished, orphans, failures}: actions as
     {kind, uuid, name, node, found, does} (and error when it failed; the others go on)."""
     plan = survey_and_plan(ctx, delete_orphans, steps, settle_seconds)
     actions, failures = [], []
@@ -687,7 +693,7 @@ def run(ctx, delete_orphans=False, check_mode=False, steps=STEPS, settle_seconds
             failures.append(entry)
     done = [a for a in actions if 'error' not in a]
     return {'changed': bool(done), 'actions': actions, 'unknown': plan.unknown, 'missing': plan.missing,
-            'orphans': plan.orphans, 'failures': failures}
+            'unfinished': plan.unfinished, 'orphans': plan.orphans, 'failures': failures}
 
 
 def _carry_out(registry, action):

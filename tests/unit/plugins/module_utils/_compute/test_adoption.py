@@ -223,6 +223,8 @@ def test_an_adoption_cut_off_at_the_mark_is_left_alone_by_the_reconciler_and_fin
     monkeypatch.setattr(_leases, 'INSTANCE_LEASE_WAIT_SECONDS', 0.2)
     passed = _reconcile.run(cloud.context(), delete_orphans=True, settle_seconds=0)
     assert passed['actions'] == [] and cloud.world.vm('legacy') is vm and not vm.marked
+    assert [(u['name'], u['node'], u['state']) for u in passed['unfinished']] == [('legacy', 'fake1', 'adopting')]
+    assert 'run multihv.cloud.instance_import for VM legacy on node fake1 again' in passed['unfinished'][0]['reason']
     again = run(cloud, all=True)
     assert [i['name'] for i in again['instances']] == ['legacy'] and vm.marked
     assert cloud.registry.get_instance(name='legacy').state == 'running' and cloud.allocations() == [('legacy', 'fake1')]
