@@ -38,8 +38,8 @@ description:
     Moving one (M(multihv.cloud.migrate), evacuation) is not proven yet - its disks keep their own paths rather than the
     instance directory's C(<uuid>.qcow2) - so try it on one before relying on it.
   - Each VM is adopted holding its instance's lease, from before its record exists. A run cut off between the record and
-    the mark leaves the record in state C(adopting) with its claim, which M(multihv.cloud.reconcile) leaves alone; the next
-    run of this module over that VM finishes it.
+    the mark leaves the record in state C(adopting) with its claim, which M(multihv.cloud.reconcile) reports in its
+    C(unfinished) and leaves alone; the next run of this module over that VM finishes it.
   - The image an adopted instance names is O(image), else C(-) (none); a rebuild, or an evacuation off shared storage,
     boots the instance from its image and is refused without one.
 options:
