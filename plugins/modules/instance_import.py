@@ -34,9 +34,10 @@ description:
     datastores are listed.
   - B(Marking.) The VM gets the cloud's mark (KVM - the domain's multihv metadata, live and persistent; vSphere - a marker
     line above its annotation); nothing else of it changes - not its power, disks, NICs or name. From then on it is an
-    instance of the cloud - powered and deleted (with its disks) by the other modules, as the collection's tests show.
-    Moving one (M(multihv.cloud.migrate), evacuation) is not proven yet - its disks keep their own paths rather than the
-    instance directory's C(<uuid>.qcow2) - so try it on one before relying on it.
+    instance of the cloud - powered, moved live and deleted (with its disks) by the other modules, as the collection's tests
+    show for a KVM domain whose disk is on shared storage outside any instance directory. Block and cold moves, and
+    evacuation, of a VM whose disks keep their own paths rather than the instance directory's C(<uuid>.qcow2) are not
+    proven yet, so try one before relying on it.
   - Each VM is adopted holding its instance's lease, from before its record exists. A run cut off between the record and
     the mark leaves the record in state C(adopting) with its claim, which M(multihv.cloud.reconcile) reports in its
     C(unfinished) and leaves alone; the next run of this module over that VM finishes it.

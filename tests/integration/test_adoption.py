@@ -1,6 +1,6 @@
 """Adopting the VMs an estate already has (issue 17 §3) on the lab, through real Ansible runs: a domain defined by
 hand on kvm1 (the tick guest) and a VM made outside the cloud in vcsim's cluster DC0_C0 become instances with
-instance_import, and are then powered and deleted like any other. Small on purpose (the suite's time): flavor
+instance_import, and are then powered, moved (the KVM one, live) and deleted like any other. Small on purpose (the suite's time): flavor
 matching, claims, leases, bad input, a second run and interrupted runs are proven on the fake driver (unit tests), the
 vSphere counts of unmanaged VMs on Records (test_vsphere_adoption)."""
 
@@ -18,7 +18,7 @@ def node_info(cloud, node):
     return ansible_module('multihv.cloud.compute_node_info', dict(cloud, names=[node]))['nodes'][0]
 
 
-def test_a_domain_defined_by_hand_is_adopted_then_powered_and_deleted_like_any_instance(lab, cloud, guests, tmp_path):
+def test_a_domain_defined_by_hand_is_adopted_then_moved_powered_and_deleted_like_any_instance(lab, cloud, guests, tmp_path):
     name, _log = guests.start('kvm1')  # 1 vCPU, 32 MiB, a qcow2 overlay of the tick image under the shared instance path
     conn = lab.connect('kvm1')
     try:
@@ -41,10 +41,14 @@ def test_a_domain_defined_by_hand_is_adopted_then_powered_and_deleted_like_any_i
     after = node_info(cloud, 'kvm1')
     assert after['unmanaged']['vms'] == before['unmanaged']['vms'] - 1 and after['allocated']['instances'] == 1
 
+    # Its disk is under the shared instance path, outside any instance directory: it moves live like any instance.
+    moved = ansible_module('multihv.cloud.migrate', dict(cloud, instance=name, target_node='kvm2'))
+    assert moved['migration']['status'] == 'completed' and allocations(tmp_path) == {'kvm2': 32}
+    assert name in domains(lab, 'kvm2') and name not in domains(lab, 'kvm1') and domain_active(lab, 'kvm2', name)
     ansible_module('multihv.cloud.instance', dict(cloud, name=name, state='stopped'))
-    assert not domain_active(lab, 'kvm1', name)
+    assert not domain_active(lab, 'kvm2', name)
     ansible_module('multihv.cloud.instance', dict(cloud, name=name, state='absent'))
-    assert name not in domains(lab, 'kvm1') and allocations(tmp_path) == {}
+    assert name not in domains(lab, 'kvm2') and allocations(tmp_path) == {}
 
 
 def test_a_vcsim_vm_made_outside_the_cloud_is_adopted_then_powered_and_deleted_like_any_instance(lab, cloud, tmp_path):
