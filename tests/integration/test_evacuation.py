@@ -123,7 +123,7 @@ def test_evacuation_then_recovery_of_the_failed_host(lab, cloud, tmp_path, bridg
         assert planned['changed'] is True and planned['fencing'] == 'would fence'
         assert [e['name'] for e in planned['evacuations']] == ['ev-shared-1', 'ev-shared-2', 'ev-local', 'ev-shared-0']
         assert set(e['dest_node'] for e in planned['evacuations']) == {'kvm1'}
-        assert registry_rows(tmp_path, 'SELECT count(*) FROM migrations') == [(0,)]
+        assert registry_rows(tmp_path, "SELECT count(*) FROM migrations WHERE migration_type = 'evacuation'") == [(0,)]
 
         result = evacuate(cloud, node='kvm2', concurrency=2)
         assert result['changed'] is True and result['fencing'] == 'fenced'
