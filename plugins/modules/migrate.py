@@ -208,6 +208,7 @@ def main():
                                        p['disabled_reason'])
     if module._diff:  # pylint: disable=protected-access  # AnsibleModule's own flag for --diff
         result['diff'] = _migrations.diff(result)
+    _args.warn_from(module, result)
     if result.get('failures'):
         module.fail_json(msg='%d instance(s) of node %s did not move: %s' % (
             len(result['failures']), p['from_node'], '; '.join('%s: %s' % (f['name'], f['msg']) for f in result['failures'])), **result)

@@ -9,11 +9,15 @@ diff) holds them as plain dicts (as_dict()), made here as the result is filled i
 
 from __future__ import annotations
 
+import dataclasses
+
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import bounds as _bounds
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import guest as _guest
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import networks as _networks
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import node_rules as _node_rules
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import resize as _resize
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import VERIFY_RESIZE
 
@@ -81,6 +85,23 @@ def _password(ctx, record, item, check_mode):
     if not check_mode:
         _instances.set_guest_password(ctx, record, item['admin_password'])
     return True
+
+
+def _ha_settings(ctx, record, item, check_mode):
+    """(changed, record after) of the item's ha and restart_priority on an existing instance (those it gives and that
+    differ), recorded under its lease: the order the core's evacuation and instance HA follow, and what the node's own
+    HA is told after the task (node_rules)."""
+    given = dict((key, item[key]) for key in ('ha', 'restart_priority') if item.get(key) is not None)
+    differs = dict((key, value) for key, value in given.items() if value != (bool(record.ha) if key == 'ha' else record.restart_priority))
+    if not differs:
+        return False, record
+    if check_mode:
+        return True, dataclasses.replace(record, **differs)
+    untouched = 'the HA settings of instance %s were not changed' % record.name
+    with _leases.on_instance(ctx.registry, record.uuid, untouched, 'ha settings') as lease:
+        _instances.current(ctx.registry, record, untouched)
+        with lease.guarded():
+            return True, ctx.registry.update_instance(record.uuid, **differs)[1]
 
 
 def _resize_or_finish(ctx, record, item, check_mode):
@@ -162,6 +183,8 @@ def run(ctx, params, check_mode):
             after[item['name']] = None
             continue
         _check_same(record, item)
+        moved, record = _ha_settings(ctx, record, item, check_mode)
+        changed = changed or moved
         moved, record = _resize_or_finish(ctx, record, item, check_mode)
         changed = changed or moved
         if item['state'] in (_resize.CONFIRMED, _resize.REVERTED) or record.state == VERIFY_RESIZE:
@@ -207,6 +230,9 @@ def run(ctx, params, check_mode):
             for record in records:
                 after[record.name] = _shown(record)
     result = {'changed': changed, 'diff': {'before': before, 'after': after}}
+    if changed and not check_mode:
+        # Once per node the task changed instances on (boots, deletes, rebuilds, ha settings): derived state, a warning on failure.
+        _node_rules.after(ctx, result, [shown.get('node') for shown in list(before.values()) + list(after.values()) if shown])
     if params.get('instances') is None:
         result['instance'] = _returned(after[wanted[0]['name']], generated)
         result['diff'] = {'before': before[wanted[0]['name']] or {}, 'after': after[wanted[0]['name']] or {}}
