@@ -50,7 +50,9 @@ def plan(objects, cluster, props, instances, groups):
     override changes, rule changes, their sentences, and what was skipped. errors.RuleConflict when a rule of ours would
     contradict another's."""
     vms, names = cluster_vms(objects, cluster)
-    skipped, wanted_ha, labels = [], {}, dict(names)
+    every = objects['VirtualMachine']
+    labels = dict((moid, "VM %s" % vm_name(vm_props.get("name"))) for moid, vm_props in every.items())
+    skipped, wanted_ha = [], {}
     for inst in instances:
         moid = vms.get(inst.uuid)
         if moid is None:
@@ -59,7 +61,6 @@ def plan(objects, cluster, props, instances, groups):
         labels[moid] = 'instance %s' % inst.name
         wanted_ha[moid] = vm_overrides.restart_priority_of(inst.ha, inst.restart_priority)
     current_ha = vm_overrides.overrides_of(props.get(DAS_VM))
-    every = objects['VirtualMachine']
     # Instances that moved to another cluster leave their override behind on the simulator (vCenter drops them itself,
     # as it drops a deleted VM's: the simulator keeps those too, harmlessly, and they are left alone: whose they were
     # cannot be told any more).
