@@ -19,12 +19,18 @@ Nodes without the capability are skipped without a word (KVM: the core's schedul
 from __future__ import annotations
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._constants import STATE_UP
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import GroupRule, InstanceRule
 
 
+# Records whose VM is still being made (a boot, an adoption): their run syncs the node once it is done, and the reconciler
+# settles them first when the run died; a half-made VM is never given an override or put in a rule.
+UNSETTLED = ('building', 'adopting')
+
+
 def wanted(registry, node):
-    """([InstanceRule], [GroupRule]) of the instances the registry records on node and their server groups."""
-    records = registry.list_instances(node=node)
+    """([InstanceRule], [GroupRule]) of the instances the registry records on node (those settled) and their server groups."""
+    records = [r for r in registry.list_instances(node=node) if r.state not in UNSETTLED]
     instances = [InstanceRule(r.uuid, r.name, bool(r.ha), int(r.restart_priority or 0)) for r in records]
     members = {}
     for record in records:
@@ -69,29 +75,40 @@ def after(ctx, result, nodes):
 
 
 def plan_rules(plan):
-    """The reconciler's `rules` step (reconcile.py's Plan, duck-typed: ctx, add): one action per node that keeps rules,
-    answers and differs from the registry, found by a sync in check mode; its work syncs the node. A node whose check
-    fails (a contradiction, a refusal) gets an action whose work raises that error, so the pass reports it and the
-    other nodes go on. Nodes that do not answer are the views' (reported down there), not looked at."""
+    """The reconciler's `rules` step (reconcile.py's Plan, duck-typed: ctx, survey, add): one action per node that keeps
+    rules, answers and differs from the registry, found by a sync in check mode; its work syncs the node. A node whose
+    check fails (a contradiction, a refusal) gets an action whose work raises that error, so the pass reports it and the
+    other nodes go on. Only the endpoints that keep rules and answered the pass's survey are asked for their nodes (one
+    get_nodes each): an endpoint that did not answer has its instances reported unknown already."""
     ctx = plan.ctx
-    if not any(driver.capabilities.node_rules for driver in ctx.drivers):
-        return  # no I/O for a cloud without such nodes
-    for view in ctx.views():
-        if not view.up or not keeps_rules(ctx, view.name):
+    for driver in ctx.drivers:
+        if not driver.capabilities.node_rules or driver.endpoint_name() in plan.survey.down:
             continue
         try:
-            would = sync(ctx, view.name, check_mode=True)
+            nodes = sorted(n.name for n in driver.get_nodes() if n.state == STATE_UP)
         except errors.MultihvError as exc:
-            plan.add('rules', None, None, view.name, 'its HA overrides and DRS rules cannot be checked: %s' % exc,
-                     'nothing', lambda exc=exc: _raise(exc), unchanged=lambda: True, lease='')
+            plan.add('rules', None, None, driver.endpoint_name(), 'its nodes cannot be listed: %s' % exc, 'nothing',
+                     lambda exc=exc: _raise(exc), unchanged=lambda: True, lease='')
             continue
-        if would is not None and would.changed:
-            plan.add('rules', None, None, view.name, 'its HA overrides and DRS rules differ from the registry: %s' % '; '.join(would.changes),
-                     'set them (one reconfiguration)', lambda node=view.name: sync(ctx, node), unchanged=lambda: True, lease='')
+        for node in nodes:
+            _plan_node(plan, node)
+
+
+def _plan_node(plan, node):
+    ctx = plan.ctx
+    try:
+        would = sync(ctx, node, check_mode=True)
+    except errors.MultihvError as exc:
+        plan.add('rules', None, None, node, 'its HA overrides and DRS rules cannot be checked: %s' % exc, 'nothing',
+                 lambda exc=exc: _raise(exc), unchanged=lambda: True, lease='')
+        return
+    if would is not None and would.changed:
+        plan.add('rules', None, None, node, 'its HA overrides and DRS rules differ from the registry: %s' % '; '.join(would.changes),
+                 'set them (one reconfiguration)', lambda: sync(ctx, node), unchanged=lambda: True, lease='')
 
 
 def _raise(exc):
     raise exc
 
 
-__all__ = ['after', 'keeps_rules', 'plan_rules', 'sync', 'wanted']
+__all__ = ['UNSETTLED', 'after', 'keeps_rules', 'plan_rules', 'sync', 'wanted']

@@ -156,12 +156,14 @@ def test_nodes_without_the_capability_are_never_asked(cloud, tmp_path):
     assert Capabilities(hypervisor_type='x', label='x', node_noun='x').node_rules is False  # a driver says so, or it keeps none
 
 
-def test_an_instance_without_a_vm_yet_is_skipped_not_failed(cloud):
+def test_an_instance_without_a_vm_is_skipped_and_one_being_built_is_left_to_its_run(cloud):
     task(cloud, name='db-1', node='c1')
-    cloud.registry.create_instance(name='half', node='c1', storage='local', image='tmpl', flavor='small', server_group='apart',
-                                   state='building')
+    cloud.registry.create_instance(name='lost', node='c1', storage='local', image='tmpl', flavor='small', server_group='apart',
+                                   state='error')
+    building = cloud.registry.create_instance(name='half', node='c1', storage='local', image='tmpl', flavor='small', state='building')
+    cloud.world.add_foreign_vm('c1', 'half', uuid=building.uuid).marked = True  # its VM is there, the boot not done
     done = _node_rules.sync(cloud.context(), 'c1')
-    assert done.skipped == ['instance half: no VM of it on the node yet'] and done.changes == []
+    assert done.skipped == ['instance lost: no VM of it on the node yet'] and done.changes == []
 
 
 def test_what_the_registry_asks_of_a_node(cloud):

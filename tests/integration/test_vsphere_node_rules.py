@@ -1,0 +1,56 @@
+"""What vSphere knows of each instance (issue 18 §3), through real Ansible runs on the lab's vcsim, read back with pyVmomi
+apart from the collection: an instance's ha / restart_priority as its VM's HA override on the cluster, a server group of
+two instances there as a DRS anti-affinity rule with both VMs, new ha settings on an existing instance, and the rule gone
+with the member that leaves. vcsim 0.24.2 keeps a ClusterConfigSpecEx's dasVmConfigSpec and rulesSpec itself (the lab's
+launcher adds the dasConfig and drsConfig it drops)."""
+
+from __future__ import annotations
+
+from support.cloud import _vcsim_vm, vcsim
+from support.lab import ansible_module
+
+NODE = 'vcsim/DC0/DC0_C0'
+GROUP = 'nr-apart'
+
+
+def cluster_rules(lab):
+    """({VM name: restart priority} of the cluster's per-VM HA overrides, {rule name: (type, sorted VM names, enabled,
+    mandatory)} of its rules named multihv-*), read from DC0_C0's configurationEx."""
+    with vcsim(lab) as si:
+        _vm, props = _vcsim_vm(si, 'DC0_C0_H0_VM0')
+        cluster = props['runtime.host'].parent
+        config = cluster.configurationEx
+        names = {}
+
+        def name(vm):
+            if vm._moId not in names:  # pylint: disable=protected-access
+                try:
+                    names[vm._moId] = vm.name  # pylint: disable=protected-access
+                except Exception:  # pylint: disable=broad-exception-caught  # a VM deleted: vcsim keeps its override
+                    names[vm._moId] = None  # pylint: disable=protected-access
+            return names[vm._moId]  # pylint: disable=protected-access
+        overrides = dict((name(entry.key), entry.dasSettings.restartPriority) for entry in config.dasVmConfig or ())
+        rules = dict((rule.name, (type(rule).__name__, sorted(name(vm) for vm in rule.vm), rule.enabled, rule.mandatory))
+                     for rule in config.rule or () if rule.name.startswith('multihv-'))
+    return overrides, rules
+
+
+def test_ha_overrides_and_a_group_rule_follow_the_instances(lab, cloud, template):
+    ansible_module('multihv.cloud.image', dict(cloud, name='tmpl', hypervisor_type='vsphere', template=template))
+    ansible_module('multihv.cloud.server_group', dict(cloud, name=GROUP, policy='soft-anti-affinity'))
+    booted = ansible_module('multihv.cloud.instance', dict(cloud, flavor='tiny', image='tmpl', node=NODE, server_group=GROUP, instances=[
+        {'name': 'nr-a', 'ha': True, 'restart_priority': 1}, {'name': 'nr-b'}]))
+    assert booted['failures'] == [] and not booted.get('warnings'), booted
+    overrides, rules = cluster_rules(lab)
+    assert (overrides['nr-a'], overrides['nr-b']) == ('high', 'disabled')
+    assert rules['multihv-' + GROUP] == ('vim.cluster.AntiAffinityRuleSpec', ['nr-a', 'nr-b'], True, False)
+
+    changed = ansible_module('multihv.cloud.instance', dict(cloud, name='nr-b', ha=True, restart_priority=-1))
+    assert changed['changed'] is True and (changed['instance']['ha'], changed['instance']['restart_priority']) == (True, -1)
+    assert cluster_rules(lab)[0]['nr-b'] == 'low'
+
+    ansible_module('multihv.cloud.instance', dict(cloud, name='nr-b', state='absent'))
+    overrides, rules = cluster_rules(lab)
+    assert 'multihv-' + GROUP not in rules and overrides['nr-a'] == 'high'
+    # A second pass of the reconciler's rules step finds the cluster as the registry says.
+    assert not [a for a in ansible_module('multihv.cloud.reconcile', cloud)['actions'] if a['kind'] == 'rules']
