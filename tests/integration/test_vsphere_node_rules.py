@@ -6,7 +6,9 @@ launcher adds the dasConfig and drsConfig it drops)."""
 
 from __future__ import annotations
 
-from support.cloud import _vcsim_vm, vcsim
+from pyVmomi import vim, vmodl
+
+from support.cloud import vcsim
 from support.lab import ansible_module
 
 NODE = 'vcsim/DC0/DC0_C0'
@@ -17,18 +19,18 @@ def cluster_rules(lab):
     """({VM name: restart priority} of the cluster's per-VM HA overrides, {rule name: (type, sorted VM names, enabled,
     mandatory)} of its rules named multihv-*), read from DC0_C0's configurationEx."""
     with vcsim(lab) as si:
-        _vm, props = _vcsim_vm(si, 'DC0_C0_H0_VM0')
-        cluster = props['runtime.host'].parent
+        view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.ClusterComputeResource], True)
+        try:
+            cluster = next(c for c in view.view if c.name == NODE.rsplit('/', 1)[1])
+        finally:
+            view.Destroy()
         config = cluster.configurationEx
-        names = {}
 
         def name(vm):
-            if vm._moId not in names:  # pylint: disable=protected-access
-                try:
-                    names[vm._moId] = vm.name  # pylint: disable=protected-access
-                except Exception:  # pylint: disable=broad-exception-caught  # a VM deleted: vcsim keeps its override
-                    names[vm._moId] = None  # pylint: disable=protected-access
-            return names[vm._moId]  # pylint: disable=protected-access
+            try:
+                return vm.name
+            except vmodl.fault.ManagedObjectNotFound:  # a VM deleted: vcsim keeps its override (vCenter drops it)
+                return None
         overrides = dict((name(entry.key), entry.dasSettings.restartPriority) for entry in config.dasVmConfig or ())
         rules = dict((rule.name, (type(rule).__name__, sorted(name(vm) for vm in rule.vm), rule.enabled, rule.mandatory))
                      for rule in config.rule or () if rule.name.startswith('multihv-'))

@@ -152,6 +152,7 @@ def run(ctx, params, check_mode):
     registry = ctx.registry
     changed = False
     before, after, to_boot, generated, failures = {}, {}, [], {}, []
+    touched = []  # nodes whose instances came, went, were made again or got new ha settings: their node rules follow
     for item in wanted:
         record = registry.get_instance(name=item['name'])
         before[item['name']] = _shown(record)
@@ -180,13 +181,17 @@ def run(ctx, params, check_mode):
             changed = True
             if not check_mode:
                 _instances.delete(ctx, record)
+                touched.append(record.node)
             after[item['name']] = None
             continue
         _check_same(record, item)
         moved, record = _ha_settings(ctx, record, item, check_mode)
         changed = changed or moved
+        touched += [record.node] if moved else []
+        was = record.node
         moved, record = _resize_or_finish(ctx, record, item, check_mode)
         changed = changed or moved
+        touched += [was, record.node] if moved else []
         if item['state'] in (_resize.CONFIRMED, _resize.REVERTED) or record.state == VERIFY_RESIZE:
             # A resize waiting for its confirmation keeps its power as it is (Nova's RESIZED refuses
             # stop, start and rebuild): only confirm, revert or delete move it on.
@@ -198,6 +203,7 @@ def run(ctx, params, check_mode):
             if not check_mode:
                 given = _with_password(item, generated)
                 record = _instances.rebuild(ctx, record, item.get('image'), item.get('user_data'), given['admin_password'])
+                touched.append(record.node)  # a new VM
             after[item['name']] = _shown(record)
         elif item['state'] in ('started', 'present', 'stopped', 'restarted'):
             state = 'started' if item['state'] == 'present' else item['state']
@@ -215,6 +221,7 @@ def run(ctx, params, check_mode):
     if to_boot and not check_mode and not batch:
         changed = True
         after[to_boot[0]['name']] = _shown(_instances.boot_one(ctx, to_boot[0]))
+        touched.append(after[to_boot[0]['name']]['node'])
     elif to_boot:
         # A batch's refusals are its failures; a single instance's is raised.
         placed = _instances.plan(ctx, to_boot, refused=failures if batch else None)
@@ -229,10 +236,11 @@ def run(ctx, params, check_mode):
             failures += refused
             for record in records:
                 after[record.name] = _shown(record)
+                touched.append(record.node)
     result = {'changed': changed, 'diff': {'before': before, 'after': after}}
-    if changed and not check_mode:
-        # Once per node the task changed instances on (boots, deletes, rebuilds, ha settings): derived state, a warning on failure.
-        _node_rules.after(ctx, result, [shown.get('node') for shown in list(before.values()) + list(after.values()) if shown])
+    if touched and not check_mode:
+        # Once per node, after the task's work (never in check mode): derived state, a warning on failure (node_rules.py).
+        _node_rules.after(ctx, result, touched)
     if params.get('instances') is None:
         result['instance'] = _returned(after[wanted[0]['name']], generated)
         result['diff'] = {'before': before[wanted[0]['name']] or {}, 'after': after[wanted[0]['name']] or {}}

@@ -172,3 +172,13 @@ def test_what_the_registry_asks_of_a_node(cloud):
     instances, groups = _node_rules.wanted(cloud.registry, 'c1')
     assert sorted((i.name, i.ha, i.restart_priority) for i in instances) == [('a-0', True, -1), ('a-1', False, 0), ('solo', False, 0)]
     assert [(g.name, g.policy, len(g.members)) for g in groups] == [('apart', 'soft-anti-affinity', 2)]
+
+
+def test_a_power_change_syncs_nothing_and_a_rebuild_gives_the_new_vm_its_override(cloud):
+    task(cloud, name='db-1', node='c1', ha=True)
+    before = len(syncs(cloud))
+    assert task(cloud, name='db-1', state='stopped')['changed'] is True
+    assert len(syncs(cloud)) == before  # nothing the node's HA or DRS know changed
+    cloud.world.ha_overrides.clear()  # what a new VM has: no override
+    task(cloud, name='db-1', state='rebuilt')
+    assert len(syncs(cloud)) == before + 1 and cloud.world.rules_on('c1')[0] == {'db-1': (True, 0)}
