@@ -130,7 +130,9 @@ def migrate(ctx, ref, mode='auto', target_node=None, target_host=None, controls=
             return {'changed': False, 'instance': record.as_dict(), 'migration': None}
         move = plan(ctx, record, mode, target_node, target_host)
         result = run(ctx, move, controls, lease)
-    return _node_rules.after(ctx, result, [move.source_node, move.target_node]) if sync_rules else result
+    if not sync_rules or move.source_node == move.target_node:  # a move between hosts of a node keeps its VM and rules
+        return result
+    return _node_rules.after(ctx, result, [move.source_node, move.target_node])
 
 
 def diff(result):
