@@ -1,7 +1,7 @@
 """What vSphere knows of each instance (issue 18 §3), through real Ansible runs on the lab's vcsim, read back with pyVmomi
 apart from the collection: an instance's ha / restart_priority as its VM's HA override on the cluster, a server group of
 two instances there as a DRS anti-affinity rule with both VMs, new ha settings on an existing instance, and the rule gone
-with the member that leaves. vcsim 0.24.2 keeps a ClusterConfigSpecEx's dasVmConfigSpec and rulesSpec itself (the lab's
+with the member that leaves, and the override following its instance to another cluster. vcsim 0.24.2 keeps a ClusterConfigSpecEx's dasVmConfigSpec and rulesSpec itself (the lab's
 launcher adds the dasConfig and drsConfig it drops)."""
 
 from __future__ import annotations
@@ -11,17 +11,17 @@ from pyVmomi import vim, vmodl
 from support.cloud import vcsim
 from support.lab import ansible_module
 
-NODE = 'vcsim/DC0/DC0_C0'
+NODE, OTHER = 'vcsim/DC0/DC0_C0', 'vcsim/DC0/DC0_C1'
 GROUP = 'nr-apart'
 
 
-def cluster_rules(lab):
+def cluster_rules(lab, node=NODE):
     """({VM name: restart priority} of the cluster's per-VM HA overrides, {rule name: (type, sorted VM names, enabled,
-    mandatory)} of its rules named multihv-*), read from DC0_C0's configurationEx."""
+    mandatory)} of its rules named multihv-*), read from the node's cluster's configurationEx."""
     with vcsim(lab) as si:
         view = si.content.viewManager.CreateContainerView(si.content.rootFolder, [vim.ClusterComputeResource], True)
         try:
-            cluster = next(c for c in view.view if c.name == NODE.rsplit('/', 1)[1])
+            cluster = next(c for c in view.view if c.name == node.rsplit('/', 1)[1])
         finally:
             view.Destroy()
         config = cluster.configurationEx
@@ -54,5 +54,9 @@ def test_ha_overrides_and_a_group_rule_follow_the_instances(lab, cloud, template
     ansible_module('multihv.cloud.instance', dict(cloud, name='nr-b', state='absent'))
     overrides, rules = cluster_rules(lab)
     assert 'multihv-' + GROUP not in rules and overrides['nr-a'] == 'high'
-    # A second pass of the reconciler's rules step finds the cluster as the registry says.
+    # The override follows the instance to another cluster (the one it left removes it: a remove by VM reference).
+    moved = ansible_module('multihv.cloud.migrate', dict(cloud, instance='nr-a', target_node=OTHER))
+    assert moved['instance']['node'] == OTHER and not moved.get('warnings'), moved
+    assert 'nr-a' not in cluster_rules(lab)[0] and cluster_rules(lab, OTHER)[0]['nr-a'] == 'high'
+    # The reconciler's rules step finds both clusters as the registry says.
     assert not [a for a in ansible_module('multihv.cloud.reconcile', cloud)['actions'] if a['kind'] == 'rules']

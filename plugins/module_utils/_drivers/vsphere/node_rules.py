@@ -61,9 +61,8 @@ def plan(objects, cluster, props, instances, groups):
         labels[moid] = 'instance %s' % inst.name
         wanted_ha[moid] = vm_overrides.restart_priority_of(inst.ha, inst.restart_priority)
     current_ha = vm_overrides.overrides_of(props.get(DAS_VM))
-    # Instances that moved to another cluster leave their override behind on the simulator (vCenter drops them itself,
-    # as it drops a deleted VM's: the simulator keeps those too, harmlessly, and they are left alone: whose they were
-    # cannot be told any more).
+    # An instance that moved to another cluster may leave its override on this one: it is removed. A deleted VM's is left:
+    # vCenter drops a VM's overrides with it (the simulator keeps them, harmlessly), and whose it was cannot be told.
     moved = [moid for moid in current_ha if moid in every and moid not in names and managed_uuid(every[moid]) is not None]
     overrides = vm_overrides.override_changes(wanted_ha, current_ha, moved)
     wanted_groups = {}
