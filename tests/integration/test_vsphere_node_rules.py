@@ -1,8 +1,9 @@
 """What vSphere knows of each instance (issue 18 §3), through real Ansible runs on the lab's vcsim, read back with pyVmomi
 apart from the collection: an instance's ha / restart_priority as its VM's HA override on the cluster, a server group of
-two instances there as a DRS anti-affinity rule with both VMs, new ha settings on an existing instance, and the rule gone
-with the member that leaves, and the override following its instance to another cluster. vcsim 0.24.2 keeps a ClusterConfigSpecEx's dasVmConfigSpec and rulesSpec itself (the lab's
-launcher adds the dasConfig and drsConfig it drops)."""
+two instances there as a DRS anti-affinity rule with both VMs, new ha settings on an existing instance, the rule gone
+with the member that leaves, and the override following its instance to another cluster. vcsim 0.24.2 keeps a
+ClusterConfigSpecEx's dasVmConfigSpec and rulesSpec itself; the lab's launcher adds the dasConfig and drsConfig it drops,
+and names the VM reference of an override's removal as the simulator decodes it."""
 
 from __future__ import annotations
 
