@@ -163,6 +163,14 @@ def run_evacuation(module, options, work, failures):
     module.exit_json(**result)
 
 
+def warn_from(module, result):
+    """Show the core's warnings of a result (result['warnings'], removed from it: exit_json's own key for them is
+    deprecated) through module.warn: what went wrong after the task's work was done (issue 18: node rules)."""
+    for warning in result.pop('warnings', None) or ():
+        module.warn(warning)
+    return result
+
+
 def exit_with(module, changed, key, before, after, diff_view=None, **extra):
     """exit_json with the object as it is after the task under `key` (and the extra results); its
     before/after only in diff mode, as diff_view(object) when given (say, a fingerprint instead of a key)."""

@@ -91,3 +91,8 @@ class ImageInUse(DriverError):
     def __init__(self, message, uuids=()):
         self.uuids = tuple(uuids)
         super().__init__(message)
+
+
+class RuleConflict(DriverError):
+    """Per-VM HA and DRS rules (issue 18 §4): a rule the cloud would make on a node contradicts a rule the node has
+    (an affinity that an anti-affinity keeps apart, directly or through other affinity rules): nothing was sent."""

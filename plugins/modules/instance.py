@@ -16,6 +16,10 @@ description:
     ESXi host that has the room) and weighs the rest; resources are claimed atomically in the registry, so concurrent runs never overcommit
     a node. A boot that fails undoes itself, leaving no record, allocation, disk or VM.
   - O(instances) boots several in one call, with bounded concurrency.
+  - On vSphere cluster nodes the cluster's HA and DRS are told what the cloud knows of each instance after the task -
+    its O(ha) and O(restart_priority) as a per-VM HA override, its O(server_group) as a DRS rule (see
+    M(multihv.cloud.server_group)) - once per node the task changed; what cannot be set is a warning, and
+    M(multihv.cloud.reconcile) sets it later.
   - "What reaches the guest at its first boot, when its image runs cloud-init: its uuid as instance-id, its hostname, the
     public key of O(key_name), O(user_data), the admin password, and each NIC's fixed address by MAC. On KVM nodes they are
     on a config drive (a NoCloud C(cidata) ISO beside the instance's disk, attached as a CD-ROM); on vSphere nodes in the
@@ -210,13 +214,24 @@ options:
     description: Key/values kept with the instance.
     type: dict
   ha:
-    description: Restart this instance first when its node fails.
+    description:
+      - Restart this instance first when its node fails. A new instance without it has C(false).
+      - Given for an existing instance, its setting changes (a change reported as such); left out, it is kept.
+      - On a vSphere cluster node the instance's VM gets a per-VM HA override on its cluster, so that vSphere HA restarts
+        it in the collection's order - C(false) is the restart priority C(disabled) (vSphere HA does not restart it, as
+        the instance HA pass of KVM nodes does not evacuate it unless asked), C(true) a restart priority after
+        O(restart_priority). The override is set after the boot and after any change of these settings, follows the
+        instance when it moves and goes with it; one that cannot be set is a warning, the task's work stands, and
+        M(multihv.cloud.reconcile) sets it.
     type: bool
-    default: false
   restart_priority:
-    description: Higher is restarted first by evacuation and instance HA.
+    description:
+      - Higher is restarted first by evacuation and instance HA. A new instance without it has C(0). Given for an existing
+        instance, it changes; left out, it is kept.
+      - On a vSphere cluster node, with O(ha=true), the VM's HA restart priority is C(medium) for C(0), one level up or
+        down per step and the outermost beyond them - C(-2) and below C(lowest), C(-1) C(low), C(0) C(medium), C(1)
+        C(high), C(2) and above C(highest).
     type: int
-    default: 0
   concurrency:
     description: How many instances of O(instances) boot at once. At least 1; a lower value is refused before anything is done.
     type: int
@@ -383,8 +398,8 @@ OPTIONS = {
     'admin_password': {'type': 'str', 'no_log': True},
     'update_password': {'type': 'str', 'choices': ['always', 'on_create'], 'default': 'on_create'},
     'metadata': {'type': 'dict'},
-    'ha': {'type': 'bool', 'default': False},
-    'restart_priority': {'type': 'int', 'default': 0},
+    'ha': {'type': 'bool'},
+    'restart_priority': {'type': 'int'},
     'concurrency': {'type': 'int', 'default': 4},
     'timeout': {'type': 'int', 'default': 600},
 }
@@ -398,6 +413,7 @@ def main():
         result = _instance_tasks.run(ctx, module.params, module.check_mode)
     if not module._diff:
         result.pop('diff', None)
+    _args.warn_from(module, result)
     if result.get('failures'):
         module.fail_json(msg='%d of %d instances could not be booted: %s' % (
             len(result['failures']), len(module.params['instances']),

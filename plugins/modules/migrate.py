@@ -18,6 +18,9 @@ description:
     one host and looking for it through the other, never assumed), block when not, and cold for a stopped instance.
   - On vSphere, a move inside a cluster node is a vMotion to O(target_host) (RelocateVM_Task); a move to another
     cluster node of the same vCenter is a relocation. C(cold) powers the VM off for the move.
+  - On vSphere cluster nodes, the instance's per-VM HA override and its server group's DRS rule follow it - removed from
+    the cluster it left, set on the one it reached - once per cluster after the move (a drain once for all its moves);
+    one that cannot be set is a warning, the move stands, and M(multihv.cloud.reconcile) sets it.
   - With O(target_node) or O(target_host), the module is desired-state; an instance already there is not moved and the
     task reports no change.
   - Without O(target_node) (and O(target_host)) the scheduler chooses, without the source node and honouring the
@@ -211,6 +214,7 @@ def main():
                                        p['disabled_reason'])
     if module._diff:  # pylint: disable=protected-access  # AnsibleModule's own flag for --diff
         result['diff'] = _migrations.diff(result)
+    _args.warn_from(module, result)
     if result.get('failures'):
         module.fail_json(msg='%d instance(s) of node %s did not move: %s' % (
             len(result['failures']), p['from_node'], '; '.join('%s: %s' % (f['name'], f['msg']) for f in result['failures'])), **result)

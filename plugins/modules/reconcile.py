@@ -51,6 +51,11 @@ description:
   - B(Interrupted captures.) An image left in status C(saving) by an M(multihv.cloud.instance_snapshot) run that was cut off
     (no run holds the image's lease, its record unwritten for two lease lifetimes) is removed with what it left - its
     bases on the KVM hosts, its template on vSphere, its file on the controller (C(kind=snapshot)).
+  - B(HA overrides and DRS rules.) On vSphere cluster nodes, the per-VM HA overrides (each instance's O(multihv.cloud.instance#module:ha)
+    and O(multihv.cloud.instance#module:restart_priority)) and the DRS VM-VM rules of the server groups (C(multihv-<group>))
+    are made to agree with the registry, one reconfiguration per cluster that differs (C(kind=rules), with C(node)), for what a
+    task could not set (it warned) or someone changed on the vCenter. A rule that would contradict a rule made by someone
+    else there is not set; the action fails naming both, and nothing of that cluster is changed.
   - B(Nodes that cannot be reached.) Their instances are reported in RV(unknown) and nothing about them changes.
   - Work counts as interrupted only when its instance's lease is not held (a running operation's heartbeat renews it; a
     dead run's lease ends within the lease lifetime, the cloud file's C(registry.lease_seconds), 30 seconds by default)
@@ -115,8 +120,8 @@ RETURN = r'''
 actions:
   description:
     - What the pass did (or, in check mode, would do), each with C(kind) (C(build), C(migration), C(power), C(stale),
-      C(orphan) or C(snapshot)), C(uuid) and C(name) of the instance (neither for the clean-up of a node's stale copies, no name for
-      orphan files), C(node), C(found) and C(does).
+      C(orphan), C(snapshot) or C(rules)), C(uuid) and C(name) of the instance (neither for the clean-up of a node's stale copies
+      nor for C(rules), no name for orphan files), C(node), C(found) and C(does).
     - C(error) when the action failed or was left for the next pass.
   returned: always
   type: list

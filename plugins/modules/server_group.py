@@ -14,6 +14,16 @@ description:
     places each new member according to the group's policy.
   - The policy of a group that has members cannot change, and such a group cannot be deleted; the task fails
     naming the members.
+  - On a vSphere cluster node (one node for the scheduler), a group with two members or more there becomes a DRS VM-VM
+    rule named C(multihv-<group>), so that DRS keeps its own moves inside the cluster in the group's spirit - a
+    C(ClusterAffinityRuleSpec) for V(affinity) and V(soft-affinity) (the VMs on one ESXi host), a
+    C(ClusterAntiAffinityRuleSpec) for V(anti-affinity) and V(soft-anti-affinity) (on different hosts). Every such rule is
+    enabled and not mandatory, the hard policies' too - vSphere HA never restarts a VM and DRS never evacuates a host
+    against a mandatory rule, and VM-VM rules have no other "should" form. M(multihv.cloud.instance) and
+    M(multihv.cloud.migrate) keep the rule up to date as members come and go, and it is removed once fewer than two remain
+    there (a group with members cannot be deleted). A rule named so is the collection's; a rule that would contradict a
+    rule made by someone else on the cluster is refused with a warning naming both, and M(multihv.cloud.reconcile)
+    reports it until it is resolved.
 options:
   name:
     description: The server group.

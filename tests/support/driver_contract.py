@@ -19,8 +19,8 @@ import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
-    IMAGE_FILE, IMAGE_TEMPLATE, Capabilities, ComputeDriver, InstanceFile, InstanceSpec, InstanceState, MigrationControls,
-    MigrationTarget, NodePlacement, NodeResources, SnapshotImage, instance_file_uuid,
+    IMAGE_FILE, IMAGE_TEMPLATE, Capabilities, ComputeDriver, GroupRule, InstanceFile, InstanceRule, InstanceSpec, InstanceState,
+    MigrationControls, MigrationTarget, NodePlacement, NodeResources, RulesSync, SnapshotImage, instance_file_uuid,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import STORAGE_MODES
 from ansible_collections.multihv.cloud.plugins.module_utils._guest.bootstrap import GuestConfig, GuestNic
@@ -378,6 +378,35 @@ class DriverContract:
     def test_adopting_a_vm_that_is_not_there_is_not_found(self, harness):
         with pytest.raises(errors.NotFound):
             harness.driver.adopt(str(uuidlib.uuid4()), harness.node, 'nobody', {})
+
+    # -- per-VM HA and DRS rules (issue 18 §3)
+
+    def test_node_rules_are_set_once_checked_first_and_a_group_rule_goes_with_its_second_member(self, harness):
+        driver, node = harness.driver, harness.node
+        if not driver.capabilities.node_rules:
+            with pytest.raises(errors.DriverError):
+                driver.sync_node_rules(node, [], [])
+            return
+        first, second = harness.spec(), harness.spec()
+        driver.spawn(first)
+        driver.spawn(second)
+        instances = [InstanceRule(first.uuid, first.name, True, 1), InstanceRule(second.uuid, second.name)]
+        group = 'contract-%s' % uuidlib.uuid4().hex[:8]
+        groups = [GroupRule(group, 'anti-affinity', (first.uuid, second.uuid))]
+        checked = driver.sync_node_rules(node, instances, groups, check_mode=True)
+        assert isinstance(checked, RulesSync) and checked.node == node and checked.changed
+        assert [c for c in checked.changes if c.startswith('rule multihv-%s:' % group)], checked.changes
+        assert driver.sync_node_rules(node, instances, groups, check_mode=True).changes == checked.changes  # nothing was sent
+        assert driver.sync_node_rules(node, instances, groups).changes == checked.changes
+        assert driver.sync_node_rules(node, instances, groups).changed is False  # idempotent: read back, nothing differs
+        driver.destroy(second.uuid, node)
+        alone = ([instances[0]], [GroupRule(group, 'anti-affinity', (first.uuid,))])
+        gone = driver.sync_node_rules(node, *alone)
+        assert 'rule multihv-%s: removed' % group in gone.changes, gone.changes
+        assert driver.sync_node_rules(node, *alone).changed is False
+        skipped = driver.sync_node_rules(node, [InstanceRule(second.uuid, second.name)], [])
+        assert len(skipped.skipped) == 1 and second.name in skipped.skipped[0]
+        assert not [c for c in skipped.changes if second.name in c or group in c], skipped.changes
 
 
 __all__ = ['DriverContract', 'Harness', 'file_contents', 'file_kinds', 'listed', 'with_guest']

@@ -27,7 +27,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute.context imp
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import MIGRATION_MODES, POWER_ACTIONS
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
     IMAGE_FILE, IMAGE_TEMPLATE, Capabilities, ComputeDriver, HostResources, InstanceFile, InstanceState, NodePlacement, NodeResources,
-    SnapshotImage, VMDetails, instance_file_uuid,
+    RulesSync, SnapshotImage, VMDetails, instance_file_uuid,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
 
@@ -39,7 +39,7 @@ CAPABILITIES = Capabilities(hypervisor_type=FAKE, label='Fake', node_noun='fake 
 # A node of several hosts whose hypervisor restarts its VMs itself, with template images.
 CLUSTER_CAPABILITIES = Capabilities(hypervisor_type=CLUSTER, label='Fake cluster', node_noun='fake cluster', migration_modes=('live', 'cold'),
                                     self_recovery='fake HA restarts the VMs by itself', hosts_in_node=True,
-                                    image_kind=IMAGE_TEMPLATE, resize=True)
+                                    image_kind=IMAGE_TEMPLATE, resize=True, node_rules=True)
 POWER_AFTER = {'start': 'running', 'reboot': 'running', 'stop': 'stopped', 'shutdown': 'stopped'}
 
 
@@ -148,6 +148,13 @@ class FakeWorld:
         self.snapshot_templates = {}
         self.snapshots = []
         self.snapshot_failures = {}
+        # Per-VM HA and DRS rules (issue 18 §3), on nodes whose capabilities keep them: (node, uuid) -> (ha, restart_priority)
+        # of each override; (node, rule name) -> (kind, frozenset of uuids) of the cloud's rules; node -> [(name, kind,
+        # frozenset of uuids)] of rules someone else made there (add_foreign_rule); node -> the error its next sync raises.
+        self.ha_overrides = {}
+        self.group_rules = {}
+        self.foreign_rules = {}
+        self.rules_failures = {}
 
     # -- building the world --------------------------------------------------------------
 
@@ -213,6 +220,24 @@ class FakeWorld:
     def fail_snapshot(self, image, error=None):
         """The capture into image fails half way (after the guest was frozen, before its copy was complete)."""
         self.snapshot_failures[image] = error or errors.DriverError('injected failure half way through the capture')
+
+    def fail_rules(self, node, error=None):
+        """The next sync_node_rules of node fails (nothing changed there)."""
+        self.rules_failures[node] = error or errors.DriverError('injected failure of the rules reconfiguration')
+
+    def add_foreign_rule(self, node, name, kind, members):
+        """A VM-VM rule ('affinity' / 'anti-affinity') someone made on node for the VMs named or with uuids `members`."""
+        uuids = frozenset(self.vm(ref, node).uuid for ref in members)
+        self.foreign_rules.setdefault(node, []).append((name, kind, uuids))
+
+    def rules_on(self, node):
+        """({instance name: (ha, restart_priority)}, {rule name: (kind, sorted member names)}) the node keeps."""
+        with self.lock:
+            names = dict((vm.uuid, vm.name) for vm in self.vms.values())
+            overrides = dict((names.get(u, u), v) for (n, u), v in self.ha_overrides.items() if n == node)
+            rules = dict((name, (kind, sorted(names.get(u, u) for u in uuids))) for (n, name), (kind, uuids) in self.group_rules.items()
+                         if n == node)
+        return overrides, rules
 
     def power_loss(self, endpoint):
         """The endpoint stops answering and its VMs stop (restore: answer_again)."""
@@ -656,6 +681,57 @@ class FakeDriver(ComputeDriver):
             vm.marked = True
             vm.image = vm.image or metadata.get('image') or ''
             return vm.state()
+
+    # -- per-VM HA and DRS rules (issue 18 §3) ------------------------------------------------
+
+    def sync_node_rules(self, node, instances, groups, check_mode=False):
+        """world.ha_overrides and world.group_rules of node made to agree (as the vSphere driver: skipped without a VM,
+        rules of two members or more, named multihv-<group>); errors.RuleConflict, nothing changed, when a rule would
+        keep apart two VMs a foreign rule keeps together or the other way."""
+        if not self.capabilities.node_rules:
+            return super().sync_node_rules(node, instances, groups, check_mode)
+        with self._io('sync_node_rules'):
+            self._node(node)
+            failure = self.world.rules_failures.pop(node, None)
+            if failure is not None:
+                raise failure
+            on = dict((vm.uuid, vm.name) for vm in self.world.vms.values() if vm.node == node and vm.marked)
+            changes, skipped, wanted_ha = [], [], {}
+            for inst in instances:
+                if inst.uuid in on:
+                    wanted_ha[inst.uuid] = (bool(inst.ha), int(inst.restart_priority))
+                else:
+                    skipped.append('instance %s: no VM of it on the node yet' % inst.name)
+            current_ha = dict((u, v) for (n, u), v in self.world.ha_overrides.items() if n == node)
+            ha_set = dict((u, v) for u, v in wanted_ha.items() if current_ha.get(u) != v)
+            ha_gone = sorted(u for u in current_ha if u not in on)
+            changes += ['instance %s: ha %s, restart priority %s' % (on[u], v[0], v[1]) for u, v in sorted(ha_set.items())]
+            changes += ['VM %s: HA override removed' % u for u in ha_gone]
+            wanted = {}
+            for group in groups:
+                members = frozenset(u for u in group.members if u in on)
+                if len(members) >= 2:
+                    kind = 'affinity' if group.policy in ('affinity', 'soft-affinity') else 'anti-affinity'
+                    wanted['multihv-' + group.name] = (kind, members)
+            for name, (kind, members) in wanted.items():
+                for theirs, their_kind, their_members in self.world.foreign_rules.get(node, []):
+                    if their_kind != kind and len(members & their_members) >= 2:
+                        raise errors.RuleConflict('fake node %s: rule %s (%s) contradicts rule %s (%s); nothing was changed'
+                                                  % (node, name, kind, theirs, their_kind))
+            current = dict((name, v) for (n, name), v in self.world.group_rules.items() if n == node)
+            rules_set = dict((name, v) for name, v in wanted.items() if current.get(name) != v)
+            rules_gone = sorted(name for name in current if name not in wanted)
+            changes += ['rule %s: %s of %s' % (name, kind, ', '.join(sorted(on[u] for u in members)))
+                        for name, (kind, members) in sorted(rules_set.items())]
+            changes += ['rule %s: removed' % name for name in rules_gone]
+            if not check_mode:
+                self.world.ha_overrides.update(((node, u), v) for u, v in ha_set.items())
+                for u in ha_gone:
+                    del self.world.ha_overrides[(node, u)]
+                self.world.group_rules.update(((node, name), v) for name, v in rules_set.items())
+                for name in rules_gone:
+                    del self.world.group_rules[(node, name)]
+            return RulesSync(node, changes, skipped)
 
 
 class FakeCloud:

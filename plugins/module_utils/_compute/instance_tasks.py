@@ -9,11 +9,15 @@ diff) holds them as plain dicts (as_dict()), made here as the result is filled i
 
 from __future__ import annotations
 
+import dataclasses
+
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import bounds as _bounds
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import guest as _guest
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import networks as _networks
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import node_rules as _node_rules
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import resize as _resize
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import VERIFY_RESIZE
 
@@ -83,6 +87,23 @@ def _password(ctx, record, item, check_mode):
     return True
 
 
+def _ha_settings(ctx, record, item, check_mode):
+    """(changed, record after) of the item's ha and restart_priority on an existing instance (those it gives and that
+    differ), recorded under its lease: the order the core's evacuation and instance HA follow, and what the node's own
+    HA is told after the task (node_rules)."""
+    given = dict((key, item[key]) for key in ('ha', 'restart_priority') if item.get(key) is not None)
+    differs = dict((key, value) for key, value in given.items() if value != (bool(record.ha) if key == 'ha' else record.restart_priority))
+    if not differs:
+        return False, record
+    if check_mode:
+        return True, dataclasses.replace(record, **differs)
+    untouched = 'the HA settings of instance %s were not changed' % record.name
+    with _leases.on_instance(ctx.registry, record.uuid, untouched, 'ha settings') as lease:
+        _instances.current(ctx.registry, record, untouched)
+        with lease.guarded():
+            return True, ctx.registry.update_instance(record.uuid, **differs)[1]
+
+
 def _resize_or_finish(ctx, record, item, check_mode):
     """(changed, record after) of the resize part of an item: a resize when it names another flavor,
     a confirmation or a revert when its state says so; anything else asked of an instance waiting in
@@ -131,6 +152,7 @@ def run(ctx, params, check_mode):
     registry = ctx.registry
     changed = False
     before, after, to_boot, generated, failures = {}, {}, [], {}, []
+    touched = []  # nodes whose instances came, went, were made again or got new ha settings: their node rules follow
     for item in wanted:
         record = registry.get_instance(name=item['name'])
         before[item['name']] = _shown(record)
@@ -159,11 +181,17 @@ def run(ctx, params, check_mode):
             changed = True
             if not check_mode:
                 _instances.delete(ctx, record)
+                touched.append(record.node)
             after[item['name']] = None
             continue
         _check_same(record, item)
+        moved, record = _ha_settings(ctx, record, item, check_mode)
+        changed = changed or moved
+        touched += [record.node] if moved else []
+        was = record.node
         moved, record = _resize_or_finish(ctx, record, item, check_mode)
         changed = changed or moved
+        touched += [was, record.node] if moved else []
         if item['state'] in (_resize.CONFIRMED, _resize.REVERTED) or record.state == VERIFY_RESIZE:
             # A resize waiting for its confirmation keeps its power as it is (Nova's RESIZED refuses
             # stop, start and rebuild): only confirm, revert or delete move it on.
@@ -175,6 +203,7 @@ def run(ctx, params, check_mode):
             if not check_mode:
                 given = _with_password(item, generated)
                 record = _instances.rebuild(ctx, record, item.get('image'), item.get('user_data'), given['admin_password'])
+                touched.append(record.node)  # a new VM
             after[item['name']] = _shown(record)
         elif item['state'] in ('started', 'present', 'stopped', 'restarted'):
             state = 'started' if item['state'] == 'present' else item['state']
@@ -192,6 +221,7 @@ def run(ctx, params, check_mode):
     if to_boot and not check_mode and not batch:
         changed = True
         after[to_boot[0]['name']] = _shown(_instances.boot_one(ctx, to_boot[0]))
+        touched.append(after[to_boot[0]['name']]['node'])
     elif to_boot:
         # A batch's refusals are its failures; a single instance's is raised.
         placed = _instances.plan(ctx, to_boot, refused=failures if batch else None)
@@ -206,7 +236,11 @@ def run(ctx, params, check_mode):
             failures += refused
             for record in records:
                 after[record.name] = _shown(record)
+                touched.append(record.node)
     result = {'changed': changed, 'diff': {'before': before, 'after': after}}
+    if touched and not check_mode:
+        # Once per node, after the task's work (never in check mode): derived state, a warning on failure (node_rules.py).
+        _node_rules.after(ctx, result, touched)
     if params.get('instances') is None:
         result['instance'] = _returned(after[wanted[0]['name']], generated)
         result['diff'] = {'before': before[wanted[0]['name']] or {}, 'after': after[wanted[0]['name']] or {}}

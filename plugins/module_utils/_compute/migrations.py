@@ -22,6 +22,7 @@ import time
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import node_rules as _node_rules
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import resize as _resize
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.records import Move
@@ -103,11 +104,13 @@ def already_there(ctx, record, target_node=None, target_host=None):
     return target_node in (None, record.node) and target_host in (None, record.host)
 
 
-def migrate(ctx, ref, mode='auto', target_node=None, target_host=None, controls=None, check_mode=False):
+def migrate(ctx, ref, mode='auto', target_node=None, target_host=None, controls=None, check_mode=False, sync_rules=True):
     """Move one instance (by name or uuid). Returns {changed, instance, migration}, the records as
     dicts (as modules return them); errors say what was refused or failed, and a failed move's record
     says so too. An instance already on the target given is not moved (changed False, migration None).
-    Check mode takes no lease (a registry write): it plans from the records as they are."""
+    Check mode takes no lease (a registry write): it plans from the records as they are. sync_rules: bring
+    the HA overrides and DRS rules of the source and target nodes up to date after a move (node_rules.after;
+    a drain does it once for all its moves)."""
     registry = ctx.registry
     controls = controls or MigrationControls()
     record = find_instance(registry, ref)
@@ -127,7 +130,10 @@ def migrate(ctx, ref, mode='auto', target_node=None, target_host=None, controls=
         if already_there(ctx, record, target_node, target_host):  # another run moved it there meanwhile
             return {'changed': False, 'instance': record.as_dict(), 'migration': None}
         move = plan(ctx, record, mode, target_node, target_host)
-        return run(ctx, move, controls, lease)
+        result = run(ctx, move, controls, lease)
+    if not sync_rules or move.source_node == move.target_node:  # a move between hosts of a node keeps its VM and rules
+        return result
+    return _node_rules.after(ctx, result, [move.source_node, move.target_node])
 
 
 def diff(result):
@@ -297,7 +303,8 @@ def _drain(ctx, node, kind, mode, controls, concurrency, check_mode, reason):
             except errors.MultihvError as exc:
                 result['failures'].append({'name': futures[future].name, 'msg': str(exc)})
     result['migrations'].sort(key=lambda m: m['created_at'])
-    return result
+    moved = [m['dest_node'] for m in result['migrations'] if m['status'] == 'completed']
+    return _node_rules.after(ctx, result, [node] + moved) if moved else result
 
 
 def _mode_for(record, mode):
@@ -306,7 +313,7 @@ def _mode_for(record, mode):
 
 def _migrate_apart(ctx, ref, mode, controls):
     with ctx.apart() as worker:
-        return migrate(worker, ref, mode, controls=controls)
+        return migrate(worker, ref, mode, controls=controls, sync_rules=False)
 
 
 __all__ = ['MODES', 'Move', 'drain', 'find_instance', 'migrate', 'plan', 'run']

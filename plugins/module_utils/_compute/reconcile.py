@@ -36,6 +36,8 @@ carries out, step by step:
   of an instance on a node that is not its record's and has no VM of it are removed, when its
   VM is on its record's node and nothing works on it (never a shared file, never one that may
   be the disk it boots from: see Plan.leftovers);
+- rules: the per-VM HA overrides and DRS rules of the nodes that keep them (vSphere clusters) made to agree with the
+  registry (node_rules.py), for what a task could not set (its warning said so) or someone changed there;
 - orphans: VMs whose uuid the registry does not have, files named after such a uuid (that no
   VM of it may be using), allocations of no instance or on a node where their instance is not;
   always reported, deleted only with delete_orphans (a shared file only while every endpoint
@@ -56,6 +58,7 @@ import datetime
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import node_rules as _node_rules
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import resize as _resize
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import snapshots as _snapshots
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import (
@@ -66,7 +69,8 @@ from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry i
 ACTIVE = ('accepted', 'preparing', 'running')
 # Power states a record can hold; paused or suspended VMs are left as they are recorded.
 RECORDED_POWER = ('running', 'stopped')
-STEPS = ('builds', 'migrations', 'power', 'stale', 'orphans')
+# rules (issue 18 §3): the HA overrides and DRS rules of the nodes that keep them (node_rules.py), after the records are settled.
+STEPS = ('builds', 'migrations', 'power', 'stale', 'orphans', 'rules')
 # What the HA pass may run before it judges nodes: interrupted work and power states.
 HA_STEPS = ('builds', 'migrations', 'power')
 # Seconds a building instance or an unfinished migration must have been left unwritten before it
@@ -670,6 +674,8 @@ def survey_and_plan(ctx, delete_orphans=False, steps=STEPS, settle_seconds=None)
             plan_power(plan)
         elif step == 'stale':
             plan_stale(plan, True)
+        elif step == 'rules':
+            _node_rules.plan_rules(plan)
         else:
             plan_orphans(plan, delete_orphans)
             plan_snapshots(plan)

@@ -56,6 +56,11 @@ class Capabilities:
     # Resize (issue 17): the driver gives an instance new vCPUs, RAM and a larger disk on its own node
     # (resize), keeps what a revert needs until confirm_resize, and puts it back (revert_resize).
     resize: bool = False
+    # Per-VM HA and DRS rules (issue 18 §3): the node's own HA and DRS (a vSphere cluster's) are told what the cloud
+    # knows of its instances: each one's ha and restart_priority as a per-VM HA restart override, each server group
+    # with two members or more on the node as a VM-VM rule (sync_node_rules). Without it, nodes keep no such thing
+    # (a KVM host: the core's instance HA and scheduler are all there is) and the core asks nothing.
+    node_rules: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -524,6 +529,19 @@ class ComputeDriver(abc.ABC):
         VM of that uuid; errors.DriverError (nothing changed) when it carries another instance's mark."""
         raise errors.DriverError('%s cannot adopt VMs; VM %s on node %s was left untouched' % (self.capabilities.label, uuid, node))
 
+    # ------------------------------------------------------------ per-VM HA and DRS rules (issue 18 §3)
+
+    def sync_node_rules(self, node, instances, groups, check_mode=False):
+        """Capabilities.node_rules drivers: make what node's own HA and DRS know of the cloud's instances on it agree
+        with `instances` ([InstanceRule] of every instance recorded on node) and `groups` ([GroupRule] of every server
+        group with members recorded on node); a RulesSync. Declarative and idempotent: read back, and only what differs
+        is sent (one reconfiguration); check_mode sends nothing and says what would change. An instance with no VM on
+        node is skipped (its rule waits for it); a group rule lists only the members with a VM on node and exists while
+        at least two have one. What the driver made for instances or groups that are no longer there goes. Nothing
+        made by others is changed; errors.RuleConflict (nothing sent) when one of its rules would contradict a rule
+        there is."""
+        raise errors.DriverError('%s nodes keep no per-VM HA or DRS rules; node %s was left untouched' % (self.capabilities.label, node))
+
 
 @dataclasses.dataclass(frozen=True)
 class SnapshotImage:
@@ -601,3 +619,44 @@ def call_within(seconds, what, call):
         return future.result(timeout=seconds)
     except concurrent.futures.TimeoutError:
         raise errors.Unreachable('%s did not answer within %s s' % (what, seconds)) from None
+
+
+# ---------------------------------------------------------------- per-VM HA and DRS rules (issue 18 §3)
+
+@dataclasses.dataclass(frozen=True)
+class InstanceRule:
+    """What a node's HA is told of one instance (sync_node_rules): ha (restarted when its host fails) and
+    restart_priority (higher first), as the registry records them."""
+
+    uuid: str
+    name: str
+    ha: bool = False
+    restart_priority: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class GroupRule:
+    """One server group as a node's DRS is told it (sync_node_rules): its policy (GROUP_POLICIES) and the uuids of
+    its members recorded on the node."""
+
+    name: str
+    policy: str
+    members: tuple = ()
+
+
+@dataclasses.dataclass
+class RulesSync:
+    """What sync_node_rules did (or, in check mode, would do) on a node: changes, one sentence each ('instance db-1:
+    HA restart priority high (was disabled)', 'rule multihv-db: added with db-1, db-2'); skipped, the instances or
+    members it could not apply to yet (no VM on the node), each with why."""
+
+    node: str
+    changes: list = dataclasses.field(default_factory=list)
+    skipped: list = dataclasses.field(default_factory=list)
+
+    @property
+    def changed(self):
+        return bool(self.changes)
+
+    def as_dict(self):
+        return {'node': self.node, 'changed': self.changed, 'changes': list(self.changes), 'skipped': list(self.skipped)}

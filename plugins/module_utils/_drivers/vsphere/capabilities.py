@@ -23,4 +23,6 @@ CAPABILITIES = Capabilities(
     hosts_in_node=True,
     image_kind=IMAGE_TEMPLATE,
     resize=True,
+    # vSphere HA and DRS of the cluster are told each instance's ha / restart_priority and its server group (issue 18 §3).
+    node_rules=True,
 )

@@ -25,6 +25,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import capabilities as vsphere_capabilities
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import adoption as vm_adoption
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import extra_config
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import node_rules
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import snapshot as vsphere_snapshot
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.annotations import normal_uuid, parse_annotation
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.clone import clone_config, clone_spec, missing_config
@@ -511,6 +512,18 @@ class VSphereDriver(ComputeDriver):
         if state is None or state.uuid != instance:
             raise errors.DriverError('VM %s (%s) does not read back as instance %s after its annotation was written' % (name, instance, instance))
         return state
+
+    # -- per-VM HA and DRS rules (issue 18 §3): node_rules.py
+
+    def sync_node_rules(self, node, instances, groups, check_mode=False):
+        """The instances' HA restart overrides and the groups' VM-VM rules on cluster node `node`: one retrieval, then one
+        ReconfigureComputeResource_Task (modify=True) when something differs, read back."""
+        require(self.vcenter)
+        if not self.serves(node):
+            raise errors.NotFound('node %s is not a cluster of vCenter %s (vcenter/datacenter/cluster)' % (node, self.vcenter.name))
+        return self.session.run(lambda content: node_rules.sync(content, self.vcenter, node, list(instances), list(groups), check_mode,
+                                                                time.monotonic() + self.work_timeout),
+                                'the HA overrides and DRS rules of node %s' % node)
 
 
 __all__ = ['VSphereDriver']

@@ -303,12 +303,24 @@ func (l *lab) soapHandler(next http.Handler) http.Handler {
 				}
 			}
 			if method == reconfigureMethod {
+				body = withReferenceType(body)
+				r.Body = io.NopCloser(bytes.NewReader(body))
+				r.ContentLength = int64(len(body))
 				serveReconfigure(next, w, r, body)
 				return
 			}
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// withReferenceType names a managed object reference given where the WSDL
+// allows any type (a ClusterDasVmConfigSpec's removeKey) as the simulator's
+// decoder knows it. pyVmomi sends it as xsi:type="ManagedObject", which
+// vCenter accepts and 0.24.2 decodes as nothing: the remove of a per-VM HA
+// override then fails inside the simulator instead of removing it.
+func withReferenceType(body []byte) []byte {
+	return bytes.ReplaceAll(body, []byte(`xsi:type="ManagedObject"`), []byte(`xsi:type="ManagedObjectReference"`))
 }
 
 // reconfigureMethod is the SOAP method serveReconfigure completes.
