@@ -56,6 +56,9 @@ class Capabilities:
     # Resize (issue 17): the driver gives an instance new vCPUs, RAM and a larger disk on its own node
     # (resize), keeps what a revert needs until confirm_resize, and puts it back (revert_resize).
     resize: bool = False
+    # ESXi host maintenance (issue 18 §2): hosts_in_node types whose driver puts one host of a node into
+    # maintenance mode and takes it out again (set_host_maintenance); the core moves the instances off first.
+    host_maintenance: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -523,6 +526,18 @@ class ComputeDriver(abc.ABC):
         Idempotent: a VM that carries this instance's mark already is left as it is. errors.NotFound when node has no
         VM of that uuid; errors.DriverError (nothing changed) when it carries another instance's mark."""
         raise errors.DriverError('%s cannot adopt VMs; VM %s on node %s was left untouched' % (self.capabilities.label, uuid, node))
+
+    # ------------------------------------------------------------ host maintenance (issue 18 §2)
+
+    def set_host_maintenance(self, node, host, enter):
+        """Capabilities.host_maintenance drivers: put host `host` of node `node` into maintenance mode (enter True)
+        or take it out (False); True when it changed, False when it was in that state already (idempotent). The
+        driver moves no VM: entering is refused (errors.DriverError naming them, nothing changed) while a
+        powered-on VM is on the host, since the core moves the cloud's instances itself and a vCenter without
+        DRS would wait for ever. Powered-off VMs may stay registered on a host in maintenance. errors.NotFound
+        when node has no host of that name."""
+        raise errors.DriverError('%s nodes have no hosts to put in maintenance; host %s of node %s was left as it was'
+                                 % (self.capabilities.label, host, node))
 
 
 @dataclasses.dataclass(frozen=True)

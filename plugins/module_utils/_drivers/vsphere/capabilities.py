@@ -23,4 +23,6 @@ CAPABILITIES = Capabilities(
     hosts_in_node=True,
     image_kind=IMAGE_TEMPLATE,
     resize=True,
+    # ESXi host maintenance (issue 18 §2): EnterMaintenanceMode_Task / ExitMaintenanceMode_Task (maintenance.py).
+    host_maintenance=True,
 )
