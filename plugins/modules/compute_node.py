@@ -17,11 +17,11 @@ description:
     out again. Entering first moves every instance of the cloud's on that host, running or stopped, to the cluster's
     other hosts (vMotion for running ones), each placed by the scheduler's host fit (the other host with the most free
     RAM that has the instance's vCPUs and RAM), not left to DRS, each recorded as a migration like
-    M(multihv.cloud.migrate)'s. All the moves are planned before the first one: when the other hosts cannot take the
+    M(multihv.cloud.migrate)'s. All the moves are planned before the first one; when the other hosts cannot take the
     running instances, when the host is the last one up of the cluster, or when a VM that is not the cloud's runs there
     (move it, power it off, or adopt it with M(multihv.cloud.instance_import)), the task fails and nothing moves.
     Powered-off VMs that are not the cloud's stay registered on the host. The node's capacity drops at once (a host in
-    maintenance is not usable: M(multihv.cloud.compute_node_info), the scheduler and the inventory leave it out) and
+    maintenance is not usable, so M(multihv.cloud.compute_node_info), the scheduler and the inventory leave it out) and
     comes back when it leaves maintenance. A KVM node is a host itself; use O(enabled) and a drain
     (M(multihv.cloud.migrate)) there.
   - A node asked back into service (O(enabled=true) or O(forced_down=false)) whose instances were evacuated
@@ -85,7 +85,7 @@ options:
   host:
     description:
       - One host of the node (an ESXi host of a vSphere cluster node) whose maintenance mode O(host_maintenance) sets.
-      - Given with O(host_maintenance) only, and without the node's own settings (O(enabled) and the others): one task
+      - Given with O(host_maintenance) only, and without the node's own settings (O(enabled) and the others); one task
         changes either the node's admin state or one host's maintenance mode.
     type: str
     version_added: 0.1.0

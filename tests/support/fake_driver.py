@@ -660,7 +660,6 @@ class FakeDriver(ComputeDriver):
             vm.image = vm.image or metadata.get('image') or ''
             return vm.state()
 
-
     # -- host maintenance (issue 18 §2) ------------------------------------------------------
 
     def set_host_maintenance(self, node, host, enter):
