@@ -13,6 +13,17 @@ description:
     allocation ratios, reserved resources and whether it is kept free for failover.
   - A node is one KVM host, named as in the cloud file, or one vSphere cluster, named C(vcenter/datacenter/cluster).
   - Only the options given are changed; the others keep their value in the registry.
+  - With O(host) and O(host_maintenance), puts one ESXi host of a vSphere cluster node into maintenance mode, or takes it
+    out again. Entering first moves every instance of the cloud's on that host, running or stopped, to the cluster's
+    other hosts (vMotion for running ones), each placed by the scheduler's host fit (the other host with the most free
+    RAM that has the instance's vCPUs and RAM), not left to DRS, each recorded as a migration like
+    M(multihv.cloud.migrate)'s. All the moves are planned before the first one; when the other hosts cannot take the
+    running instances, when the host is the last one up of the cluster, or when a VM that is not the cloud's runs there
+    (move it, power it off, or adopt it with M(multihv.cloud.instance_import)), the task fails and nothing moves.
+    Powered-off VMs that are not the cloud's stay registered on the host. The node's capacity drops at once (a host in
+    maintenance is not usable, so M(multihv.cloud.compute_node_info), the scheduler and the inventory leave it out) and
+    comes back when it leaves maintenance. A KVM node is a host itself; use O(enabled) and a drain
+    (M(multihv.cloud.migrate)) there.
   - A node asked back into service (O(enabled=true) or O(forced_down=false)) whose instances were evacuated
     (M(multihv.cloud.evacuate), M(multihv.cloud.instance_ha)) first loses their stale copies, before the admin state
     changes; RV(cleaned) says which. A stale copy on shared storage is undefined and its disk, which the rebuilt
@@ -71,6 +82,23 @@ options:
   reserved_for_failover:
     description: Keep the node empty for evacuations and instance HA; the scheduler places ordinary instances elsewhere.
     type: bool
+  host:
+    description:
+      - One host of the node (an ESXi host of a vSphere cluster node) whose maintenance mode O(host_maintenance) sets.
+      - Given with O(host_maintenance) only, and without the node's own settings (O(enabled) and the others); one task
+        changes either the node's admin state or one host's maintenance mode.
+    type: str
+    version_added: 0.1.0
+  host_maintenance:
+    description:
+      - V(true) puts O(host) into maintenance mode after moving the cloud's instances off it; V(false) takes it out.
+      - A host in that state already is left as it is (changed false). A move that fails stops the task with the
+        host out of maintenance; the moves made before it stay made and the message names them.
+      - The node's lease is held throughout, so no drain, evacuation or other host maintenance of the node runs
+        meanwhile; each move holds its instance's lease. A run killed between moves leaves the migration records true
+        (M(multihv.cloud.reconcile) settles the move that was under way); running the task again finishes the job.
+    type: bool
+    version_added: 0.1.0
 extends_documentation_fragment:
   - multihv.cloud.cloud
   - multihv.cloud.cloud.attributes
@@ -79,10 +107,12 @@ attributes:
     support: full
     details:
       - The stale copies that would be cleaned are listed in RV(cleaned) and left in place.
+      - With O(host_maintenance), RV(migrations) is the plan (each instance and the host it would go to); nothing
+        moves and the host stays as it is.
   diff_mode:
     support: full
     details:
-      - The node's admin state before and after.
+      - The node's admin state before and after; with O(host), the host's maintenance mode before and after.
   idempotent:
     support: full
 author:
@@ -104,6 +134,18 @@ EXAMPLES = r'''
     allocation_ratios:
       cpu: 2.0
 
+- name: Move the instances off an ESXi host of a cluster node and put it into maintenance mode
+  multihv.cloud.compute_node:
+    name: vc1/DC1/Cluster-A
+    host: esx-03.example.com
+    host_maintenance: true
+
+- name: Take it out of maintenance mode again
+  multihv.cloud.compute_node:
+    name: vc1/DC1/Cluster-A
+    host: esx-03.example.com
+    host_maintenance: false
+
 - name: Declare a failed KVM host down so that it can be evacuated
   multihv.cloud.compute_node:
     name: kvm3
@@ -112,7 +154,7 @@ EXAMPLES = r'''
 
 RETURN = r'''
 node:
-  description: The node's admin state after the change (or as it would be, in check mode).
+  description: The node's admin state after the change (or as it would be, in check mode; as it is, with O(host)).
   returned: always
   type: dict
   sample:
@@ -132,8 +174,26 @@ cleaned:
   returned: always
   type: list
   elements: dict
+host:
+  description:
+    - With O(host), the host after the task (in check mode, as it would be) with C(name), C(node), C(in_maintenance)
+      and C(connection_state); null otherwise.
+  returned: always
+  type: dict
+  sample:
+    name: DC0_C0_H0
+    node: vcsim/DC0/DC0_C0
+    in_maintenance: true
+    connection_state: connected
+migrations:
+  description:
+    - With O(host_maintenance=true), the migration records of the instances moved off the host (in check mode, the planned
+      moves, C(status) V(would run)), each with C(instance_name); empty otherwise.
+  returned: always
+  type: list
+  elements: dict
 diff:
-  description: Admin state before and after, in diff mode.
+  description: Admin state before and after (or the host's maintenance mode, with O(host)), in diff mode.
   returned: when diff mode is on
   type: dict
 '''
@@ -142,6 +202,7 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.multihv.cloud.plugins.module_utils import _args
 from ansible_collections.multihv.cloud.plugins.module_utils import _argspec
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import host_maintenance as _host_maintenance
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
 
 OPTIONS = {
@@ -154,6 +215,9 @@ OPTIONS = {
     'allocation_ratios': {'type': 'dict', 'options': {'cpu': {'type': 'float'}, 'ram': {'type': 'float'}, 'disk': {'type': 'float'}}},
     'reserved': {'type': 'dict', 'options': {'vcpus': {'type': 'int'}, 'memory_mb': {'type': 'int'}, 'disk_gb': {'type': 'int'}}},
     'reserved_for_failover': {'type': 'bool'},
+    # ESXi host maintenance (issue 18 §2)
+    'host': {'type': 'str'},
+    'host_maintenance': {'type': 'bool'},
 }
 
 
@@ -171,11 +235,27 @@ def requested(params):
 
 def main():
     module = _argspec.module(AnsibleModule, argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
-                             mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
+                             mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE, required_together=[('host', 'host_maintenance')])
+    if module.params['host'] is not None:
+        host_task(module)
     with _args.cloud_session(module) as ctx:
         changed, before, after, cleaned = _evacuation.set_admin_state(ctx, module.params['name'], requested(module.params),
                                                                       check_mode=module.check_mode)
-    _args.exit_with(module, changed, 'node', before, after, cleaned=cleaned)
+    _args.exit_with(module, changed, 'node', before, after, cleaned=cleaned, host=None, migrations=[])
+
+
+def host_task(module):
+    """One host's maintenance mode; the node's own settings belong to another task."""
+    given = sorted(key for key in requested(module.params))
+    if given:
+        module.fail_json(msg='host and host_maintenance change one host of node %s; %s change the node itself: give them in '
+                             'another task; nothing was changed' % (module.params['name'], ', '.join(given)))
+    with _args.cloud_session(module) as ctx:
+        result = _host_maintenance.set_host_maintenance(ctx, module.params['name'], module.params['host'],
+                                                        module.params['host_maintenance'], check_mode=module.check_mode)
+        admin = _nodes.admin_state(ctx.registry.get_node(module.params['name']))
+    extra = {'diff': _host_maintenance.diff(result)} if module._diff else {}  # pylint: disable=protected-access
+    module.exit_json(changed=result['changed'], node=admin, cleaned=[], host=result['host'], migrations=result['migrations'], **extra)
 
 
 if __name__ == '__main__':

@@ -408,5 +408,26 @@ class DriverContract:
         assert len(skipped.skipped) == 1 and second.name in skipped.skipped[0]
         assert not [c for c in skipped.changes if second.name in c or group in c], skipped.changes
 
+    # -- host maintenance (issue 18 §2)
+
+    def test_host_maintenance_is_refused_while_an_instance_runs_there_and_leaving_a_host_out_of_it_changes_nothing(self, harness):
+        driver = harness.driver
+        if not driver.capabilities.host_maintenance:  # a node that is its own host: refused, whatever the host
+            with pytest.raises(errors.DriverError):
+                driver.set_host_maintenance(harness.node, harness.node, True)
+            return
+        assert driver.capabilities.hosts_in_node
+        spec = harness.spec()
+        state = driver.spawn(spec)
+        with pytest.raises(errors.DriverError) as refused:
+            driver.set_host_maintenance(harness.node, state.host, True)
+        assert spec.name in str(refused.value) and 'left out of maintenance' in str(refused.value)
+        host = next(h for h in dict((n.name, n) for n in driver.get_nodes())[harness.node].hosts if h.name == state.host)
+        assert (host.in_maintenance, host.usable) == (False, True)
+        assert driver.set_host_maintenance(harness.node, state.host, False) is False
+        assert listed(driver, spec.uuid).host == state.host
+        with pytest.raises(errors.NotFound):
+            driver.set_host_maintenance(harness.node, 'no-such-host-%s' % uuidlib.uuid4().hex[:8], False)
+
 
 __all__ = ['DriverContract', 'Harness', 'file_contents', 'file_kinds', 'listed', 'with_guest']

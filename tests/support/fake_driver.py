@@ -39,7 +39,7 @@ CAPABILITIES = Capabilities(hypervisor_type=FAKE, label='Fake', node_noun='fake 
 # A node of several hosts whose hypervisor restarts its VMs itself, with template images.
 CLUSTER_CAPABILITIES = Capabilities(hypervisor_type=CLUSTER, label='Fake cluster', node_noun='fake cluster', migration_modes=('live', 'cold'),
                                     self_recovery='fake HA restarts the VMs by itself', hosts_in_node=True,
-                                    image_kind=IMAGE_TEMPLATE, resize=True, node_rules=True)
+                                    image_kind=IMAGE_TEMPLATE, resize=True, node_rules=True, host_maintenance=True)
 POWER_AFTER = {'start': 'running', 'reboot': 'running', 'stop': 'stopped', 'shutdown': 'stopped'}
 
 
@@ -535,6 +535,10 @@ class FakeDriver(ComputeDriver):
             host = target.host or dest._node(target.node).hosts[0].name  # pylint: disable=protected-access
             if (target.node, host) == (node, vm.host):
                 raise errors.DriverError('instance %s already runs on host %s of %s; %s' % (vm.name, host, node, untouched))
+            target_host = next((h for h in dest._node(target.node).hosts if h.name == host), None)  # pylint: disable=protected-access
+            if target_host is not None and (target_host.in_maintenance or target_host.connection_state != 'connected'):
+                raise errors.DriverError('host %s of %s cannot take instance %s: it is %s; %s' % (
+                    host, target.node, vm.name, 'in maintenance' if target_host.in_maintenance else target_host.connection_state, untouched))
             shared = self.endpoint.storage.get(vm.storage) == dest.endpoint.storage.get(vm.storage)
             if mode == 'live' and not shared:
                 raise errors.DriverError('a live migration needs the disk on storage both endpoints see; %s' % untouched)
@@ -732,6 +736,25 @@ class FakeDriver(ComputeDriver):
                 for name in rules_gone:
                     del self.world.group_rules[(node, name)]
             return RulesSync(node, changes, skipped)
+
+    # -- host maintenance (issue 18 §2) ------------------------------------------------------
+
+    def set_host_maintenance(self, node, host, enter):
+        """As the vSphere driver: refused while a powered-on VM is on the host; False when it is in that state already."""
+        if not self.capabilities.host_maintenance:
+            return super().set_host_maintenance(node, host, enter)
+        with self._io('set_host_maintenance'):
+            found = next((h for h in self._node(node).hosts if h.name == host), None)
+            if found is None:
+                raise errors.NotFound('fake node %s has no host %s; no host was put in or out of maintenance' % (node, host))
+            if found.in_maintenance == bool(enter):
+                return False
+            running = sorted(vm.name for vm in self.world.vms.values() if (vm.node, vm.host, vm.power) == (node, host, 'running'))
+            if enter and running:
+                raise errors.DriverError('host %s of node %s still runs VMs %s: they must move or stop before it enters '
+                                         'maintenance mode; it was left out of maintenance' % (host, node, ', '.join(running)))
+            found.in_maintenance = bool(enter)
+            return True
 
 
 class FakeCloud:

@@ -62,6 +62,10 @@ class Capabilities:
     # (a KVM host: the core's instance HA and scheduler are all there is) and the core asks nothing.
     node_rules: bool = False
 
+    # ESXi host maintenance (issue 18 §2): hosts_in_node types whose driver puts one host of a node into
+    # maintenance mode and takes it out again (set_host_maintenance); the core moves the instances off first.
+    host_maintenance: bool = False
+
 
 @dataclasses.dataclass(frozen=True)
 class NodePlacement:
@@ -541,6 +545,18 @@ class ComputeDriver(abc.ABC):
         made by others is changed; errors.RuleConflict (nothing sent) when one of its rules would contradict a rule
         there is."""
         raise errors.DriverError('%s nodes keep no per-VM HA or DRS rules; node %s was left untouched' % (self.capabilities.label, node))
+
+    # ------------------------------------------------------------ host maintenance (issue 18 §2)
+
+    def set_host_maintenance(self, node, host, enter):
+        """Capabilities.host_maintenance drivers: put host `host` of node `node` into maintenance mode (enter True)
+        or take it out (False); True when it changed, False when it was in that state already (idempotent). The
+        driver moves no VM: entering is refused (errors.DriverError naming them, nothing changed) while a
+        powered-on VM is on the host, since the core moves the cloud's instances itself and a vCenter without
+        DRS would wait for ever. Powered-off VMs may stay registered on a host in maintenance. errors.NotFound
+        when node has no host of that name."""
+        raise errors.DriverError('%s nodes have no hosts to put in maintenance; host %s of node %s was left as it was'
+                                 % (self.capabilities.label, host, node))
 
 
 @dataclasses.dataclass(frozen=True)

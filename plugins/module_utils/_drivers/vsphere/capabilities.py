@@ -25,4 +25,6 @@ CAPABILITIES = Capabilities(
     resize=True,
     # vSphere HA and DRS of the cluster are told each instance's ha / restart_priority and its server group (issue 18 §3).
     node_rules=True,
+    # ESXi host maintenance (issue 18 §2): EnterMaintenanceMode_Task / ExitMaintenanceMode_Task (maintenance.py).
+    host_maintenance=True,
 )

@@ -26,6 +26,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere imp
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import adoption as vm_adoption
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import extra_config
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import node_rules
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import maintenance as host_maintenance
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import snapshot as vsphere_snapshot
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.annotations import normal_uuid, parse_annotation
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.clone import clone_config, clone_spec, missing_config
@@ -524,6 +525,25 @@ class VSphereDriver(ComputeDriver):
         return self.session.run(lambda content: node_rules.sync(content, self.vcenter, node, list(instances), list(groups), check_mode,
                                                                 time.monotonic() + self.work_timeout),
                                 'the HA overrides and DRS rules of node %s' % node)
+
+    # -- ESXi host maintenance (issue 18 §2)
+
+    def set_host_maintenance(self, node, host, enter):
+        """EnterMaintenanceMode_Task (refused while a powered-on VM is on the host) or ExitMaintenanceMode_Task of host
+        `host` of cluster node `node`, after one retrieval of the inventory (maintenance.py); False when it is in that
+        state already."""
+        require(self.vcenter)
+        if not self.serves(node):
+            raise errors.NotFound('node %s is not a cluster of vCenter %s (vcenter/datacenter/cluster)' % (node, self.vcenter.name))
+        doing = 'entry into' if enter else 'exit from'
+        return self.session.run(lambda content: self._set_host_maintenance(content, node, host, enter),
+                                'the %s maintenance mode of host %s' % (doing, host))
+
+    def _set_host_maintenance(self, content, node, host, enter):
+        records = retrieve_inventory(content, host_maintenance.MAINTENANCE_PROPERTIES)
+        moid, _props = host_maintenance.find_host(self.vcenter, records, node, host)
+        return host_maintenance.set_maintenance(content, self.vcenter, records, node, host, enter, vim.HostSystem(moid, stub(content)),
+                                                time.monotonic() + self.work_timeout)
 
 
 __all__ = ['VSphereDriver']
