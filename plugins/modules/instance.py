@@ -217,20 +217,21 @@ options:
     description:
       - Restart this instance first when its node fails. A new instance without it has C(false).
       - Given for an existing instance, its setting changes (a change reported as such); left out, it is kept.
-      - On a vSphere cluster node the instance's VM gets a per-VM HA override on its cluster, so that vSphere HA restarts
-        it in the collection's order - C(false) is the restart priority C(disabled) (vSphere HA does not restart it, as
-        the instance HA pass of KVM nodes does not evacuate it unless asked), C(true) a restart priority after
-        O(restart_priority). The override is set after the boot and after any change of these settings, follows the
-        instance when it moves and goes with it; one that cannot be set is a warning, the task's work stands, and
-        M(multihv.cloud.reconcile) sets it.
+      - On a vSphere cluster node, C(true) gives the instance's VM a per-VM HA override on its cluster, a restart priority
+        after O(restart_priority) one level above vSphere's default, so that vSphere HA restarts it before the others,
+        in the collection's order. C(false) sets no override (one set before is removed): the VM has the cluster's
+        default restart priority, which M(multihv.cloud.vsphere_cluster) sets (C(ha.restart_priority)); set that
+        default to C(disabled) to have vSphere HA restart only the instances with C(ha). The override is set after the
+        boot and after any change of these settings, follows the instance when it moves and goes with it; one that
+        cannot be set is a warning, the task's work stands, and M(multihv.cloud.reconcile) sets it.
     type: bool
   restart_priority:
     description:
       - Higher is restarted first by evacuation and instance HA. A new instance without it has C(0). Given for an existing
         instance, it changes; left out, it is kept.
-      - On a vSphere cluster node, with O(ha=true), the VM's HA restart priority is C(medium) for C(0), one level up or
-        down per step and the outermost beyond them - C(-2) and below C(lowest), C(-1) C(low), C(0) C(medium), C(1)
-        C(high), C(2) and above C(highest).
+      - On a vSphere cluster node, with O(ha=true), the VM's HA restart priority is C(high) for C(0), one level up or
+        down per step and the outermost beyond them - C(-3) and below C(lowest), C(-2) C(low), C(-1) C(medium), C(0)
+        C(high), C(1) and above C(highest).
     type: int
   concurrency:
     description: How many instances of O(instances) boot at once. At least 1; a lower value is refused before anything is done.

@@ -45,19 +45,21 @@ def test_ha_overrides_and_a_group_rule_follow_the_instances(lab, cloud, template
         {'name': 'nr-a', 'ha': True, 'restart_priority': 1}, {'name': 'nr-b'}]))
     assert booted['failures'] == [] and not booted.get('warnings'), booted
     overrides, rules = cluster_rules(lab)
-    assert (overrides['nr-a'], overrides['nr-b']) == ('high', 'disabled')
+    assert overrides['nr-a'] == 'highest' and 'nr-b' not in overrides  # no ha: the cluster's default restart priority
     assert rules['multihv-' + GROUP] == ('vim.cluster.AntiAffinityRuleSpec', ['nr-a', 'nr-b'], True, False)
 
     changed = ansible_module('multihv.cloud.instance', dict(cloud, name='nr-b', ha=True, restart_priority=-1))
     assert changed['changed'] is True and (changed['instance']['ha'], changed['instance']['restart_priority']) == (True, -1)
-    assert cluster_rules(lab)[0]['nr-b'] == 'low'
+    assert cluster_rules(lab)[0]['nr-b'] == 'medium'
+    unset = ansible_module('multihv.cloud.instance', dict(cloud, name='nr-b', ha=False))
+    assert unset['changed'] is True and 'nr-b' not in cluster_rules(lab)[0]  # its override goes: the cluster's default again
 
     ansible_module('multihv.cloud.instance', dict(cloud, name='nr-b', state='absent'))
     overrides, rules = cluster_rules(lab)
-    assert 'multihv-' + GROUP not in rules and overrides['nr-a'] == 'high'
+    assert 'multihv-' + GROUP not in rules and overrides['nr-a'] == 'highest'
     # The override follows the instance to another cluster (the one it left removes it: a remove by VM reference).
     moved = ansible_module('multihv.cloud.migrate', dict(cloud, instance='nr-a', target_node=OTHER))
     assert moved['instance']['node'] == OTHER and not moved.get('warnings'), moved
-    assert 'nr-a' not in cluster_rules(lab)[0] and cluster_rules(lab, OTHER)[0]['nr-a'] == 'high'
+    assert 'nr-a' not in cluster_rules(lab)[0] and cluster_rules(lab, OTHER)[0]['nr-a'] == 'highest'
     # The reconciler's rules step finds both clusters as the registry says.
     assert not [a for a in ansible_module('multihv.cloud.reconcile', cloud)['actions'] if a['kind'] == 'rules']

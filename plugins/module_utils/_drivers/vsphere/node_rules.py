@@ -95,6 +95,8 @@ def _override_sentence(operation, moid, priority, before, labels):
         return '%s: HA restart priority %s' % (what, priority)
     if operation == 'edit':
         return '%s: HA restart priority %s (was %s)' % (what, priority, before or 'the cluster\'s')
+    if moid in labels and labels[moid].startswith('instance '):
+        return '%s: HA override removed (no ha: the cluster\'s default restart priority)' % what
     return '%s: HA override removed (the VM is no longer in the cluster)' % what
 
 

@@ -3,12 +3,13 @@
 """Per-VM HA overrides of a cluster node (issue 18 §3): an instance's ha and restart_priority as vSphere HA's
 restart priority of its VM. Private to multihv.cloud: do not import.
 
-The mapping (restart_priority_of): ha false is `disabled` (vSphere HA does not restart the VM, as the core's instance
-HA does not evacuate an instance without ha unless asked). ha true is a band of restart_priority, which is "higher
-first" in this collection (evacuation and instance HA order) and 0 by default: 0 is `medium` (vSphere's own default),
-each step up or down one of vSphere's levels, and beyond them the outermost: <= -2 `lowest`, -1 `low`, 0 `medium`,
-1 `high`, >= 2 `highest`. Every instance gets an explicit override, so the collection's order holds whatever the
-cluster's default restart priority (vsphere_cluster) is.
+The mapping (restart_priority_of): ha false is no override: the VM has the cluster's default restart priority (set with
+vsphere_cluster's ha.restart_priority; vSphere's own default is `medium`), as every VM of a cluster node had before
+the cloud told vSphere anything. Disabling vSphere HA for every instance left at the default ha false would leave
+the HA-dependent VMs vSphere clusters are for unprotected; an operator who wants only the ha instances restarted
+sets the cluster's default to `disabled`. ha true is a band of restart_priority ("higher first" in this collection,
+0 by default) placed one level above vSphere's default, so that ha instances restart before the others as the
+collection's order says: 0 `high`, 1 and above `highest`, -1 `medium`, -2 `low`, -3 and below `lowest`.
 
 An override is a ClusterDasVmConfigInfo of the cluster's configurationEx.dasVmConfig, keyed by the VM; it is changed
 through ClusterConfigSpecEx.dasVmConfigSpec (add, edit, remove) with ReconfigureComputeResource_Task(modify=True).
@@ -21,15 +22,17 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.pro
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.vmomi import vim
 
 DISABLED = 'disabled'
-# vSphere's restart priorities from the lowest to the highest, and where restart_priority 0 falls among them.
+# vSphere's restart priorities from the lowest to the highest, and where restart_priority 0 of an ha instance falls
+# among them: one above vSphere's default (medium), which the instances without ha have unless the cluster says otherwise.
 LEVELS = ('lowest', 'low', 'medium', 'high', 'highest')
-ZERO = LEVELS.index('medium')
+ZERO = LEVELS.index('high')
 
 
 def restart_priority_of(ha, restart_priority):
-    """vSphere HA's restart priority (ClusterDasVmSettings.restartPriority) of an instance's ha and restart_priority."""
+    """vSphere HA's restart priority (ClusterDasVmSettings.restartPriority) of an instance's ha and restart_priority;
+    None (no override: the cluster's default) without ha."""
     if not ha:
-        return DISABLED
+        return None
     step = int(restart_priority or 0)
     return LEVELS[min(max(ZERO + step, 0), len(LEVELS) - 1)]
 
@@ -46,11 +49,14 @@ def overrides_of(das_vm_config):
 
 def override_changes(wanted, current, gone):
     """[(operation, moid, priority)] that take the overrides from `current` (overrides_of) to `wanted` ({moid: priority}
-    of the instances on the cluster), and remove those of `gone` (VMs that are no longer in the cluster): add, edit
-    (a different priority), remove. An override of any other VM is left as it is."""
+    of the instances on the cluster, None for no override), and remove those of `gone` (VMs that are no longer in the
+    cluster): add, edit (a different priority), remove. An override of any other VM is left as it is."""
     changes = []
     for moid, priority in sorted(wanted.items()):
-        if moid not in current:
+        if priority is None:
+            if moid in current:
+                changes.append(('remove', moid, None))
+        elif moid not in current:
             changes.append(('add', moid, priority))
         elif current[moid] != priority:
             changes.append(('edit', moid, priority))

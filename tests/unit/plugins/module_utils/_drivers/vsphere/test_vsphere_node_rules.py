@@ -21,12 +21,14 @@ def vm(moid):
 
 
 @pytest.mark.parametrize('ha, priority, expected', [
-    (False, 5, 'disabled'), (False, 0, 'disabled'), (True, None, 'medium'), (True, 0, 'medium'), (True, 1, 'high'),
-    (True, 2, 'highest'), (True, 100, 'highest'), (True, -1, 'low'), (True, -2, 'lowest'), (True, -50, 'lowest'),
+    (False, 5, None), (False, 0, None), (True, None, 'high'), (True, 0, 'high'), (True, 1, 'highest'), (True, 2, 'highest'),
+    (True, 100, 'highest'), (True, -1, 'medium'), (True, -2, 'low'), (True, -3, 'lowest'), (True, -50, 'lowest'),
 ])
 def test_ha_and_restart_priority_map_to_vsphere_restart_priorities_in_order(ha, priority, expected):
+    """Without ha, no override (the cluster's default, vSphere's medium unless vsphere_cluster changed it); with ha, a
+    level above that default for priority 0, so that ha instances restart first."""
     assert vm_overrides.restart_priority_of(ha, priority) == expected
-    assert expected in [str(p) for p in (vim.cluster.DasVmSettings.RestartPriority.disabled,) + tuple(
+    assert expected is None or expected in [str(p) for p in (vim.cluster.DasVmSettings.RestartPriority.disabled,) + tuple(
         getattr(vim.cluster.DasVmSettings.RestartPriority, level) for level in vm_overrides.LEVELS)]
 
 
@@ -43,6 +45,8 @@ def test_overrides_are_read_by_vm_and_only_what_differs_changes():
         ('edit', 'vm-2', 'medium'), ('edit', 'vm-3', 'disabled'), ('add', 'vm-4', 'lowest')]
     assert vm_overrides.override_changes(wanted, current, gone=['vm-9'])[-1] == ('remove', 'vm-9', None)
     assert vm_overrides.override_changes({'vm-1': 'high'}, {'vm-1': 'high'}, gone=[]) == []
+    # An instance without ha has no override: one it had goes, and none is added.
+    assert vm_overrides.override_changes({'vm-1': None, 'vm-4': None}, current, gone=[]) == [('remove', 'vm-1', None)]
 
 
 def test_override_specs_say_what_vcenter_needs():
@@ -155,17 +159,18 @@ def objects(rules=(), overrides=()):
 
 def test_the_plan_of_a_cluster_sets_overrides_and_rules_of_its_instances_and_leaves_the_rest():
     overrides = [vim.cluster.DasVmConfigInfo(key=vm(moid), dasSettings=vim.cluster.DasVmSettings(restartPriority=priority))
-                 for moid, priority in (('vm-1', 'disabled'), ('vm-4', 'high'), ('vm-5', 'low'), ('vm-404', 'high'))]
+                 for moid, priority in (('vm-1', 'disabled'), ('vm-2', 'high'), ('vm-4', 'high'), ('vm-5', 'low'), ('vm-404', 'high'))]
     found, props = objects(overrides=overrides)
     instances = [InstanceRule(DB1, 'db-1', True, 1), InstanceRule(DB2, 'db-2'), InstanceRule(WEB, 'web-1', True, -1),
                  InstanceRule(str(uuidlib.UUID(int=99)), 'unborn')]
     groups = [GroupRule('db', 'anti-affinity', (DB1, DB2)), GroupRule('solo', 'affinity', (WEB,))]
     planned = node_rules.plan(found, 'domain-c1', props, instances, groups)
-    assert planned.overrides == [('edit', 'vm-1', 'high'), ('add', 'vm-2', 'disabled'), ('add', 'vm-3', 'low'), ('remove', 'vm-4', None)]
+    assert planned.overrides == [('edit', 'vm-1', 'highest'), ('remove', 'vm-2', None), ('add', 'vm-3', 'medium'), ('remove', 'vm-4', None)]
     assert [(op, r.name, r.kind, sorted(r.vms)) for op, r in planned.rules] == [('add', 'multihv-db', 'anti-affinity', ['vm-1', 'vm-2'])]
     assert planned.changes == [
-        'instance db-1: HA restart priority high (was disabled)', 'instance db-2: HA restart priority disabled',
-        'instance web-1: HA restart priority low', 'VM moved: HA override removed (the VM is no longer in the cluster)',
+        'instance db-1: HA restart priority highest (was disabled)',
+        "instance db-2: HA override removed (no ha: the cluster's default restart priority)",
+        'instance web-1: HA restart priority medium', 'VM moved: HA override removed (the VM is no longer in the cluster)',
         'rule multihv-db: added, anti-affinity of db-1, db-2']
     assert planned.skipped == ['instance unborn: no VM of it on the cluster yet']
     # vm-5 (made by hand) and vm-404 (a VM deleted: vCenter drops its override itself) are left as they are.
