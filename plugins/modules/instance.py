@@ -219,7 +219,7 @@ options:
       - Given for an existing instance, its setting changes (a change reported as such); left out, it is kept.
       - On a vSphere cluster node, C(true) gives the instance's VM a per-VM HA override on its cluster, a restart priority
         after O(restart_priority) one level above vSphere's default, so that vSphere HA restarts it before the others,
-        in the collection's order. C(false) sets no override (one set before is removed): the VM has the cluster's
+        in the collection's order. C(false) sets no override (one set before is removed), and the VM has the cluster's
         default restart priority, which M(multihv.cloud.vsphere_cluster) sets (C(ha.restart_priority)); set that
         default to C(disabled) to have vSphere HA restart only the instances with C(ha). The override is set after the
         boot and after any change of these settings, follows the instance when it moves and goes with it; one that
