@@ -23,4 +23,7 @@ CAPABILITIES = Capabilities(
     hosts_in_node=True,
     image_kind=IMAGE_TEMPLATE,
     resize=True,
+    # Rebalancing (issue 18 §1): a cluster node is balanced by DRS among its hosts; the core does not measure it.
+    self_balancing=('vSphere DRS balances the VMs among the ESXi hosts of a cluster by itself (configure it with '
+                    'multihv.cloud.vsphere_cluster)'),
 )
