@@ -167,6 +167,7 @@ min_gain:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.multihv.cloud.plugins.module_utils import _args
+from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import rebalance as _rebalance
 
 OPTIONS = {
@@ -185,6 +186,11 @@ def main():
     module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
                            mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE + [('nodes', 'aggregate'), ('nodes', 'availability_zone')])
     p = module.params
+    try:  # bad bounds refused before the registry is opened (and created)
+        _rebalance.check_options(p['aggressiveness'], p['max_moves'], p['concurrency'], p['interval'], p['nodes'], p['aggregate'],
+                                 p['availability_zone'])
+    except errors.MultihvError as exc:
+        module.fail_json(msg=str(exc))
     with _args.cloud_session(module, p['timeout']) as ctx:
         result = _rebalance.rebalance(ctx, p['nodes'], p['aggregate'], p['availability_zone'], p['aggressiveness'], p['max_moves'],
                                       p['concurrency'], p['interval'], module.check_mode)
