@@ -28,11 +28,14 @@ description:
     are not the cloud's count in their host's load and are never moved.
   - B(Spread.) The standard deviation of the loads of the nodes balanced (DRS's imbalance).
   - B(Plan.) Greedy. While the spread is above the level's threshold and fewer than O(max_moves) moves are planned, the
-    move that lowers the spread most is added, among the instances of the 4 most loaded nodes towards the 16 least
-    loaded, provided it lowers the spread by at least the level's minimum gain and the scheduler's filters let the
+    move that lowers the spread most is added, among the instances of the 4 most loaded nodes (the next 4 when those can
+    move nothing, up to 16) towards the 16 least loaded of their availability zone (an instance stays in its node's
+    zone), provided it gains at least the level's minimum (a move's gain is how much it lowers the spread of its own two
+    nodes, half the narrowing of the gap between their loads; for two nodes, the drop of the spread itself) and the
+    scheduler's filters let the
     instance onto its target (server group policies, availability zone, aggregates, hypervisor type, networks, room
     for its claim, enabled and up), with the claims and the server group members where the moves planned before it
-    leave them. An instance stays in the availability zone of its node. Only the cloud's instances that run, and that
+    leave them. Only the cloud's instances that run, and that
     no other run works on, move (not stopped ones, not one waiting for a resize to be confirmed, not one being moved);
     each at most once per run.
   - B(Run.) Each move is a migration as M(multihv.cloud.migrate) makes it (live when both hosts share the instance's
@@ -57,8 +60,8 @@ options:
   aggressiveness:
     description:
       - How far to go, as DRS's migration threshold. Each level is the spread at or under which the nodes count as balanced,
-        and the least one move must lower the spread by (so that noise in the measurement never moves instances back
-        and forth).
+        and the least gain one move must bring (how much it lowers the spread of its own two nodes, see the description),
+        so that noise in the measurement never moves instances back and forth.
       - C(1) moves nothing (DRS's "mandatory moves only", of which a rebalance has none); the nodes are only measured.
       - C(2) spread 0.20, gain 0.05. C(3) spread 0.10, gain 0.02. C(4) spread 0.05, gain 0.01. C(5) spread 0.02, gain 0.005.
     type: int
@@ -160,7 +163,7 @@ threshold:
   returned: always
   type: float
 min_gain:
-  description: The least a move must lower the spread by at this O(aggressiveness); V(null) at level 1.
+  description: The least gain of a move (the drop of the spread of its two nodes) at this O(aggressiveness); V(null) at level 1.
   returned: always
   type: float
 '''

@@ -17,19 +17,27 @@ not what may be promised). A node fully busy on both is at 1.0; an overcommitted
 
 The spread of a set of nodes is the standard deviation of their loads (DRS's "current host load standard
 deviation"). Each aggressiveness level (DRS's migration threshold, 1 conservative to 5 aggressive) is a
-Level: the spread at or under which the nodes count as balanced, and the least a move must lower the spread
-by (so that noise in what is measured never moves an instance back and forth).
+Level: the spread at or under which the nodes count as balanced, and the least gain a move must bring, so
+that noise in what is measured never moves an instance back and forth. A move's gain is what it does to its
+own two nodes: how much it lowers the spread of that pair, half the narrowing of the gap between their loads
+(for a set of two nodes, the drop of the spread itself). It is not the drop of the whole set's spread, which
+one move changes by O(1/nodes): a gain on that would forbid every move among a thousand nodes.
 
 The plan is greedy: while the spread is above the level's threshold and fewer than max_moves are planned,
 take the move that lowers it most among the instances on the SOURCES most loaded nodes (movable ones only)
-towards the TARGETS least loaded nodes, provided it lowers the spread by at least the level's minimum gain
-and the scheduler's filters let the instance onto its target with the claims and server group members where
-the moves before it leave them (FilterCheck). An instance moves once per plan at most. Every move strictly
-lowers the spread, so the plan ends; each step costs O(nodes + SOURCES x instances per node x TARGETS).
+towards the TARGETS least loaded nodes of the source's availability zone (an instance stays in its zone, see
+rebalance.py), provided it lowers the spread (strictly), gains at least the level's minimum, and the
+scheduler's filters let the instance onto its target with the claims and server group members where the
+moves before it leave them (FilterCheck). When the SOURCES most loaded can move nothing, the next ones are
+tried (SOURCE_ROUNDS times). For each source and target, only the NEIGHBOURS instances on either side of the
+one that would even the two out are weighed. An instance moves once per plan at most. Every move strictly
+lowers the spread, so the plan ends; a step costs O(nodes log nodes + SOURCES x (instances per node x log +
+TARGETS x NEIGHBOURS)).
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import math
 
@@ -37,9 +45,14 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import sche
 
 CPU_WEIGHT = 0.5
 MEMORY_WEIGHT = 0.5
-# How many of the most loaded nodes give instances, and how many of the least loaded may take them, per step.
+# How many of the most loaded nodes give instances, and how many of the least loaded of their zone may take them,
+# per step; when none of those can move anything, the next SOURCES are tried, SOURCE_ROUNDS times at most.
 SOURCES = 4
 TARGETS = 16
+SOURCE_ROUNDS = 4
+# For a source and a target, how many of the source's instances on each side of the ideal one (the one that evens
+# the two out) are weighed: the plan's cost per step does not grow with the instances per node.
+NEIGHBOURS = 3
 # Two spreads closer than this are one (float sums over many nodes differ in their last digits).
 EPSILON = 1e-9
 
@@ -47,7 +60,7 @@ EPSILON = 1e-9
 @dataclasses.dataclass(frozen=True)
 class Level:
     """An aggressiveness level: threshold, the spread at or under which nodes are balanced; min_gain, the least a
-    move must lower the spread by. None for both: no move at all (level 1, DRS's "mandatory moves only": a
+    move must lower the spread of its two nodes by (see the module docstring). None for both: no move at all (level 1, DRS's "mandatory moves only": a
     rebalance has none, it only measures)."""
 
     threshold: float | None
@@ -78,12 +91,14 @@ class Item:
 
 @dataclasses.dataclass
 class NodeLoad:
-    """A node to balance: its resources (cpus, memory_mb: physical less reserved) and the VMs running there."""
+    """A node to balance: its resources (cpus, memory_mb: physical less reserved), the VMs running there, and its
+    availability zone (the zone its instances may move in)."""
 
     name: str
     cpus: float
     memory_mb: float
     items: list = dataclasses.field(default_factory=list)
+    zone: str | None = None
 
     @property
     def cpu_used(self):
@@ -247,23 +262,52 @@ def plan(nodes, level, max_moves, check):
 def _best_move(balance, movable, level, check):
     """(item, source, target) of the step's best move that the filters allow, or None."""
     order = sorted(balance.loads, key=lambda name: (balance.loads[name], name))
-    sources = [name for name in reversed(order) if movable[name]][:SOURCES]
-    targets = order[:TARGETS]
+    targets = {}  # zone -> its TARGETS least loaded nodes, least loaded first
+    for name in order:
+        coldest = targets.setdefault(balance.nodes[name].zone, [])
+        if len(coldest) < TARGETS:
+            coldest.append(name)
+    sources = [name for name in reversed(order) if movable[name]][:SOURCES * SOURCE_ROUNDS]
+    for start in range(0, len(sources), SOURCES):
+        found = _best_from(balance, movable, level, check, sources[start:start + SOURCES], targets)
+        if found is not None:
+            return found
+    return None
+
+
+def _best_from(balance, movable, level, check, sources, targets):
     current = balance.spread()
     options = []
     for source in sources:
-        for item in movable[source]:
-            for target in targets:
-                if target == source or balance.loads[target] >= balance.loads[source]:
-                    continue
-                gain = current - balance.after(item, source, target)[2]
-                if gain >= level.min_gain - EPSILON:
-                    options.append((-gain, item.name, target, source, item))
-    options.sort(key=lambda option: option[:4])  # the largest gain first; names break ties, so that a plan is repeatable
-    for _gain, _name, target, source, item in options:
+        # The items by the load each takes off its source (linear in what it uses); for a target, the ones around half
+        # the gap between the two nodes' loads are the ones that can even them out (exactly so between alike nodes).
+        # Of instances that take the same off it, the first by name stands for them all.
+        node = balance.nodes[source]
+        ranked, shares = [], []
+        for item in sorted(movable[source], key=lambda item: (_share(item, node), item.name, item.uuid)):
+            share = _share(item, node)
+            if not shares or share != shares[-1]:
+                ranked.append(item)
+                shares.append(share)
+        for target in targets[node.zone]:
+            if target == source or balance.loads[target] >= balance.loads[source]:
+                continue
+            middle = bisect.bisect_left(shares, (balance.loads[source] - balance.loads[target]) / 2.0)
+            for item in ranked[max(middle - NEIGHBOURS, 0):middle + NEIGHBOURS]:
+                load_s, load_t, after = balance.after(item, source, target)
+                gain = (abs(balance.loads[source] - balance.loads[target]) - abs(load_s - load_t)) / 2.0
+                if after < current - EPSILON and gain >= level.min_gain - EPSILON:
+                    options.append((after, item.name, target, source, item))
+    options.sort(key=lambda option: option[:4])  # the lowest spread after first; names break ties, so that a plan is repeatable
+    for _after, _name, target, source, item in options:
         if check.fits(item, source, target):
             return item, source, target
     return None
+
+
+def _share(item, node):
+    """The load item brings to node (what it takes off it when it leaves)."""
+    return load_of(item.cpu, item.memory_mb, node.cpus, node.memory_mb)
 
 
 __all__ = ['CPU_WEIGHT', 'LEVELS', 'MEMORY_WEIGHT', 'Balance', 'FilterCheck', 'Item', 'Level', 'NodeLoad', 'PlannedMove', 'load_of',

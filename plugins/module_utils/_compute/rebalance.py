@@ -176,7 +176,7 @@ def loads(ctx, views, usages, records):
             movable = record.state == 'running' and not _held(registry, record.uuid)
             items.append(_balance.Item(record.uuid, record.name, used.cpu, max(used.memory_mb, claim), movable, record.server_group))
         found.append(_balance.NodeLoad(view.name, max(view.physical['vcpus'] - view.reserved.get('vcpus', 0), 0),
-                                       max(view.physical['memory_mb'] - view.reserved.get('memory_mb', 0), 0), items))
+                                       max(view.physical['memory_mb'] - view.reserved.get('memory_mb', 0), 0), items, view.availability_zone))
     return found
 
 
