@@ -354,3 +354,17 @@ def test_bad_bounds_are_refused_before_anything_is_looked_at(mixed, options, mes
         _rebalance.rebalance(mixed.context(), check_mode=check_mode, **dict({'interval': 1}, **options))
     assert str(caught.value) == message
     assert state_of(mixed) == before and mixed.world.usage_calls == [] and len(mixed.world.calls) == calls
+
+
+def test_a_run_that_lost_a_nodes_lease_starts_no_move_there(cloud, monkeypatch):
+    move_apart = _rebalance._move_apart  # pylint: disable=protected-access
+
+    def then_lose_the_lease(ctx, move, held):
+        result = move_apart(ctx, move, held)
+        held['fake1'].lost = 'lease node:fake1 was lost: another run took it while this one worked'  # as the heartbeat says it
+        return result
+    monkeypatch.setattr(_rebalance, '_move_apart', then_lose_the_lease)
+    result = _rebalance.rebalance(cloud.context(), concurrency=1, interval=1)
+    assert moved(result) == [('a0', 'fake1', 'fake2', 'completed'), ('a1', 'fake1', 'fake3', 'failed')]
+    assert result['failures'] == [{'name': 'a1', 'msg': 'lease node:fake1 was lost: another run took it while this one worked'}]
+    assert cloud.nodes_of()['a1'] == 'fake1' and cloud.world.vm('a1').node == 'fake1'
