@@ -22,6 +22,7 @@ CHECKED = {
     'evacuate': {'node': 'kvm1'},
     'instance_ha': {},
     'reconcile': {},
+    'rebalance': {'interval': 0.1},
 }
 READERS = {'compute_node_info': {}, 'instance_info': {}}
 

@@ -20,7 +20,7 @@ import pytest
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
     IMAGE_FILE, IMAGE_TEMPLATE, Capabilities, ComputeDriver, GroupRule, InstanceFile, InstanceRule, InstanceSpec, InstanceState,
-    MigrationControls, MigrationTarget, NodePlacement, NodeResources, RulesSync, SnapshotImage, instance_file_uuid,
+    MigrationControls, MigrationTarget, NodePlacement, NodeResources, NodeUsage, RulesSync, SnapshotImage, instance_file_uuid,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import STORAGE_MODES
 from ansible_collections.multihv.cloud.plugins.module_utils._guest.bootstrap import GuestConfig, GuestNic
@@ -428,6 +428,26 @@ class DriverContract:
         assert listed(driver, spec.uuid).host == state.host
         with pytest.raises(errors.NotFound):
             driver.set_host_maintenance(harness.node, 'no-such-host-%s' % uuidlib.uuid4().hex[:8], False)
+
+    # -- rebalancing (issue 18 §1)
+
+    def test_usage_measures_the_running_instances_of_the_node_over_the_interval(self, harness):
+        driver, node = harness.driver, harness.node
+        if not driver.capabilities.usage:
+            with pytest.raises(errors.DriverError, match='does not report what its VMs use'):
+                driver.usage(node, 0.1)
+            return
+        running, stopped = harness.spec(), harness.spec()
+        driver.spawn(running)
+        driver.spawn(stopped)
+        driver.set_power(stopped.uuid, node, 'stop')
+        found = driver.usage(node, 0.5)
+        assert isinstance(found, NodeUsage) and found.node == node and found.interval >= 0.45
+        measured = dict((u.uuid, u) for u in found.instances)
+        assert running.uuid in measured and stopped.uuid not in measured, 'a stopped instance uses nothing'
+        assert measured[running.uuid].cpu >= 0 and measured[running.uuid].memory_mb > 0
+        with pytest.raises(REFUSED):
+            driver.usage('no-such-node-%s' % uuidlib.uuid4().hex[:8], 0.1)
 
 
 __all__ = ['DriverContract', 'Harness', 'file_contents', 'file_kinds', 'listed', 'with_guest']

@@ -26,8 +26,8 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import netw
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.context import Context
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import MIGRATION_MODES, POWER_ACTIONS
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
-    IMAGE_FILE, IMAGE_TEMPLATE, Capabilities, ComputeDriver, HostResources, InstanceFile, InstanceState, NodePlacement, NodeResources,
-    RulesSync, SnapshotImage, VMDetails, instance_file_uuid,
+    IMAGE_FILE, IMAGE_TEMPLATE, Capabilities, ComputeDriver, HostResources, InstanceFile, InstanceState, InstanceUsage, NodePlacement,
+    NodeResources, NodeUsage, RulesSync, SnapshotImage, VMDetails, instance_file_uuid,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
 
@@ -35,11 +35,12 @@ FAKE = 'fake'
 CLUSTER = 'fakecluster'
 # Everything on: a node is its own host, its instances are evacuated when it fails.
 CAPABILITIES = Capabilities(hypervisor_type=FAKE, label='Fake', node_noun='fake host', migration_modes=MIGRATION_MODES, evacuation=True,
-                            image_kind=IMAGE_FILE, guest_password=True, resize=True)
+                            image_kind=IMAGE_FILE, guest_password=True, resize=True, usage=True)
 # A node of several hosts whose hypervisor restarts its VMs itself, with template images.
 CLUSTER_CAPABILITIES = Capabilities(hypervisor_type=CLUSTER, label='Fake cluster', node_noun='fake cluster', migration_modes=('live', 'cold'),
                                     self_recovery='fake HA restarts the VMs by itself', hosts_in_node=True,
-                                    image_kind=IMAGE_TEMPLATE, resize=True, node_rules=True, host_maintenance=True)
+                                    image_kind=IMAGE_TEMPLATE, resize=True, node_rules=True, host_maintenance=True,
+                                    self_balancing='fake DRS balances its hosts by itself')
 POWER_AFTER = {'start': 'running', 'reboot': 'running', 'stop': 'stopped', 'shutdown': 'stopped'}
 
 
@@ -102,6 +103,10 @@ class FakeVM:
     kept: tuple | None = None  # what resize kept for a revert: (path of the disk's copy, its size in GB)
     marked: bool = True       # False: a VM made outside the cloud (add_foreign_vm), until adopt marks it
     marked_uuid: str | None = None  # the instance uuid its mark names, when not its own (a copy of an instance)
+    # Rebalancing (issue 18 §1): what usage reports it uses while it runs (world.set_usage): host CPUs kept busy, and
+    # host RAM (None: its memory_mb).
+    cpu_used: float = 0.0
+    memory_used_mb: float | None = None
 
     def files(self):
         """Its files in the storage directories: disks, guest data and a disk a resize kept."""
@@ -155,6 +160,7 @@ class FakeWorld:
         self.group_rules = {}
         self.foreign_rules = {}
         self.rules_failures = {}
+        self.usage_calls = []     # (node, interval) of every usage call (rebalancing, issue 18 §1)
 
     # -- building the world --------------------------------------------------------------
 
@@ -238,6 +244,15 @@ class FakeWorld:
             rules = dict((name, (kind, sorted(names.get(u, u) for u in uuids))) for (n, name), (kind, uuids) in self.group_rules.items()
                          if n == node)
         return overrides, rules
+
+    def set_usage(self, ref, cpu=None, memory_mb=None):
+        """What the VM named or with uuid ref uses while it runs, as usage reports it: cpu host CPUs, memory_mb of RAM."""
+        with self.lock:
+            vm = self.vm(ref)
+            if cpu is not None:
+                vm.cpu_used = cpu
+            if memory_mb is not None:
+                vm.memory_used_mb = memory_mb
 
     def power_loss(self, endpoint):
         """The endpoint stops answering and its VMs stop (restore: answer_again)."""
@@ -755,6 +770,20 @@ class FakeDriver(ComputeDriver):
                                          'maintenance mode; it was left out of maintenance' % (host, node, ', '.join(running)))
             found.in_maintenance = bool(enter)
             return True
+
+    # -- rebalancing (issue 18 §1) -----------------------------------------------------------
+
+    def usage(self, node, interval):
+        """Each running VM of node (the cloud's or not) with what world.set_usage gave it; no sleep: the interval
+        is recorded (world.usage_calls) and reported as measured."""
+        if not self.capabilities.usage:
+            return super().usage(node, interval)
+        with self._io('usage'):
+            self._node(node)
+            self.world.usage_calls.append((node, interval))
+            running = sorted((vm for vm in self.world.vms.values() if vm.node == node and vm.power == 'running'), key=lambda v: v.uuid)
+            return NodeUsage(node, float(interval), tuple(
+                InstanceUsage(vm.uuid, vm.cpu_used, vm.memory_mb if vm.memory_used_mb is None else vm.memory_used_mb) for vm in running))
 
 
 class FakeCloud:

@@ -159,4 +159,75 @@ def on_node(registry, node, untouched, doing):
                 untouched=untouched)
 
 
-__all__ = ['Lease', 'held', 'new_owner', 'on_instance', 'on_node', 'take']
+# -- many nodes at once (rebalancing, issue 18 §1)
+
+class _Heartbeat:
+    """One thread that renews several leases, by Lease._beat's rules for each: a renewal that finds another holder
+    loses that lease at once; renewals that fail (the registry out of reach) for a whole lifetime lose them all.
+    One thread and one registry connection for a rebalance of a thousand nodes, not a thousand."""
+
+    def __init__(self, registry, leases):
+        self.registry = registry
+        self.leases = list(leases)
+        self._stop = threading.Event()
+        self._thread = None
+
+    def start(self):
+        if self.leases:
+            self._thread = threading.Thread(target=self._beat, name='leases of %d nodes' % len(self.leases), daemon=True)
+            self._thread.start()
+
+    def stop(self):
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+    def _beat(self):
+        lifetime = min(lease.lifetime for lease in self.leases)
+        registry, renewed = None, time.monotonic()
+        try:
+            while not self._stop.wait(lifetime / 3.0):
+                try:
+                    registry = registry or self.registry.another()
+                    for lease in self.leases:
+                        if lease.lost is None and not registry.renew_lease(lease.name, lease.owner, lease.generation, lease.lifetime):
+                            lease.lost = 'lease %s of %s (generation %s) was lost: another run took it while this one worked' % (
+                                lease.name, lease.owner, lease.generation)
+                    renewed = time.monotonic()
+                except Exception as exc:  # pylint: disable=broad-exception-caught  # whatever failed, the renewal did not happen
+                    if registry is not None:
+                        registry.close()
+                        registry = None
+                    if time.monotonic() - renewed >= lifetime:
+                        for lease in self.leases:
+                            lease.lost = lease.lost or 'lease %s of %s (generation %s) could not be renewed for %.0f s: %s' % (
+                                lease.name, lease.owner, lease.generation, lifetime, exc)
+                        return
+        finally:
+            if registry is not None:
+                registry.close()
+
+
+@contextlib.contextmanager
+def on_nodes(registry, nodes, untouched, doing):
+    """on_node for a set of nodes at once (a rebalance): the lease node:<name> of each, taken in name order and not
+    waited for, renewed by one heartbeat for all, given back at the end; yields {node: Lease}. The first one another
+    run holds refuses the whole (errors.LeaseHeld naming it; the leases taken until then are given back)."""
+    leases = {}
+    beat = None
+    try:
+        for node in sorted(set(nodes)):
+            leases[node] = take(registry, 'node:%s' % node, NODE_LEASE_WAIT_SECONDS, 'another run works on node %s; %s' % (node, untouched),
+                                doing, untouched=untouched)
+        beat = _Heartbeat(registry, leases.values())
+        beat.start()
+        yield leases
+    finally:
+        if beat is not None:
+            beat.stop()
+        for lease in leases.values():
+            with contextlib.suppress(errors.RegistryError):  # a registry that went away lets the lease expire by itself
+                registry.release_lease(lease.name, lease.owner)
+
+
+__all__ = ['Lease', 'held', 'new_owner', 'on_instance', 'on_node', 'on_nodes', 'take']

@@ -65,6 +65,11 @@ class Capabilities:
     # ESXi host maintenance (issue 18 §2): hosts_in_node types whose driver puts one host of a node into
     # maintenance mode and takes it out again (set_host_maintenance); the core moves the instances off first.
     host_maintenance: bool = False
+    # Rebalancing (issue 18 §1): usage: the driver measures what each running VM of a node uses (ComputeDriver.usage),
+    # so that the core can balance nodes of this type by live migration (when they are single hosts: not hosts_in_node).
+    # self_balancing: how a node of several hosts balances them by itself (vSphere DRS), for rebalance's refusal of it.
+    usage: bool = False
+    self_balancing: str = ''
 
 
 @dataclasses.dataclass(frozen=True)
@@ -558,6 +563,15 @@ class ComputeDriver(abc.ABC):
         raise errors.DriverError('%s nodes have no hosts to put in maintenance; host %s of node %s was left as it was'
                                  % (self.capabilities.label, host, node))
 
+    # ------------------------------------------------------------ rebalancing (issue 18 §1)
+
+    def usage(self, node, interval):
+        """Capabilities.usage drivers: a NodeUsage of node, what each of its running VMs (the cloud's and any other's)
+        uses, measured over `interval` seconds (KVM: each domain's CPU time read twice, interval apart, and the QEMU
+        process's resident memory). Read-only; a constant number of round trips per call, whatever the number of VMs;
+        bounded by the host's timeout plus the interval."""
+        raise errors.DriverError('%s does not report what its VMs use; node %s was not measured' % (self.capabilities.label, node))
+
 
 @dataclasses.dataclass(frozen=True)
 class SnapshotImage:
@@ -610,6 +624,30 @@ class VMDetails:
 
     def as_dict(self):
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class InstanceUsage:
+    """Rebalancing (issue 18 §1): what one running VM uses on its host, as ComputeDriver.usage measured it.
+
+    uuid: the VM's (an instance's uuid for the cloud's own; another VM's load is its host's all the same).
+    cpu: host CPUs it kept busy on average over the interval (CPU time used / wall time: 0.5 is half a CPU).
+    memory_mb: host RAM it holds (KVM: the QEMU process's resident set, else the guest's current balloon size).
+    """
+
+    uuid: str
+    cpu: float
+    memory_mb: float
+
+
+@dataclasses.dataclass(frozen=True)
+class NodeUsage:
+    """Rebalancing (issue 18 §1): ComputeDriver.usage's answer for one node: the seconds really between its two
+    samples, and an InstanceUsage per VM that ran through both (one started meanwhile has no interval to measure)."""
+
+    node: str
+    interval: float
+    instances: tuple = ()
 
 
 def call_within(seconds, what, call):

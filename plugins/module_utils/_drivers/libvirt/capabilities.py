@@ -22,4 +22,7 @@ CAPABILITIES = Capabilities(
     image_kind=IMAGE_FILE,
     guest_password=True,
     resize=True,
+    # Rebalancing (issue 18 §1): the driver measures its domains' CPU time and memory; nothing balances KVM hosts
+    # by itself, so the core does it (multihv.cloud.rebalance) with live migrations between hosts.
+    usage=True,
 )

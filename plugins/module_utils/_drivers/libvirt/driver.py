@@ -37,6 +37,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt imp
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import migration as moving
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import resizing
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import snapshot
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import usage as host_usage
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.connection import HostConnection
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.domains import (
     files_of, ignore_not_running, instance_state, lookup_name, lookup_uuid, managed_domain, remove_domain,
@@ -579,6 +580,17 @@ class LibvirtDriver(ComputeDriver):
             raise errors.DriverError('cannot give domain %s (%s) on %s the cloud\'s metadata: %s; it was left untouched'
                                      % (info.name, inst_uuid, self._what(), exc.get_error_message())) from exc
         return instance_state(domain, self.host.name)
+
+    # Rebalancing (issue 18 §1): what the domains use, see usage.py ---------------------------
+
+    def usage(self, node, interval):
+        """Every active domain's CPU time read twice, interval seconds apart, and its resident memory:
+        two bulk calls whatever the number of domains."""
+        if node is None or not self.serves(node):
+            raise errors.DriverError('node %s is not %s (a KVM host is one node of its own name); nothing was measured'
+                                     % (node, self._what()))
+        return self._run('measuring what its domains use', lambda conn: host_usage.measure(conn, node, interval),
+                         extra_seconds=interval)
 
 
 def _marked(domain):

@@ -27,4 +27,7 @@ CAPABILITIES = Capabilities(
     node_rules=True,
     # ESXi host maintenance (issue 18 §2): EnterMaintenanceMode_Task / ExitMaintenanceMode_Task (maintenance.py).
     host_maintenance=True,
+    # Rebalancing (issue 18 §1): a cluster node is balanced by DRS among its hosts; the core does not measure it.
+    self_balancing=('vSphere DRS balances the VMs among the ESXi hosts of a cluster by itself (configure it with '
+                    'multihv.cloud.vsphere_cluster)'),
 )
