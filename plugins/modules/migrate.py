@@ -21,6 +21,15 @@ description:
   - On vSphere cluster nodes, the instance's per-VM HA override and its server group's DRS rule follow it - removed from
     the cluster it left, set on the one it reached - once per cluster after the move (a drain once for all its moves);
     one that cannot be set is a warning, the move stands, and M(multihv.cloud.reconcile) sets it.
+  - C(convert) moves an instance to a node of another hypervisor type (vSphere to KVM), and C(auto) does when
+    O(target_node) is of another type. The target's resources are claimed, the VM is shut down (a guest shutdown, then
+    a hard power-off after a timeout), its disks are copied to the controller and converted there with C(qemu-img), a VM
+    with the instance's uuid, MACs (on the target's backings of its networks) and hostname is made from them on the
+    target and powered as the instance was, and only then is the old VM removed (or, with O(keep_source), kept powered
+    off and renamed C(<name>.moved-<8 hex of its uuid>), unmarked, as the way back). A failure at any step removes what
+    was made on the target, frees its claim and powers the old VM on again if it ran. The flavor moves unless its
+    extra_specs name another C(hypervisor_type); the record's image becomes O(image) (or C(-)). The migration has type
+    C(convert). A target of the instance's own type is refused with C(convert).
   - With O(target_node) or O(target_host), the module is desired-state; an instance already there is not moved and the
     task reports no change.
   - Without O(target_node) (and O(target_host)) the scheduler chooses, without the source node and honouring the
@@ -51,7 +60,7 @@ options:
   mode:
     description: How to move; see the description. With O(from_node), stopped instances always move cold.
     type: str
-    choices: [auto, live, block, cold]
+    choices: [auto, live, block, cold, convert]
     default: auto
   target_node:
     description: The node to move to; still subject to capacity. A KVM host is a node.
@@ -59,6 +68,17 @@ options:
   target_host:
     description: The ESXi host to move to; with no O(target_node), a host of the instance's own cluster (vMotion).
     type: str
+  image:
+    description:
+      - For a move to another hypervisor type only (C(convert)); an image of the target's type that the instance's record
+        names after the move (what a later rebuild or evacuation there boots). Without it the record names C(-).
+    type: str
+  keep_source:
+    description:
+      - For a move to another hypervisor type only (C(convert)); keep the old VM powered off and renamed instead of
+        removing it, without the cloud's mark, for a way back.
+    type: bool
+    default: false
   bandwidth:
     description: Most MiB/s a KVM live or block migration may use.
     type: int
@@ -186,6 +206,8 @@ OPTIONS = {
     'mode': {'type': 'str', 'choices': list(_migrations.MODES), 'default': 'auto'},
     'target_node': {'type': 'str'},
     'target_host': {'type': 'str'},
+    'image': {'type': 'str'},
+    'keep_source': {'type': 'bool', 'default': False},
     'bandwidth': {'type': 'int'},
     'max_downtime_ms': {'type': 'int'},
     'auto_converge': {'type': 'bool', 'default': False},
@@ -199,7 +221,8 @@ OPTIONS = {
 
 def main():
     module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
-                           mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE + [('instance', 'from_node')],
+                           mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE + [
+                               ('instance', 'from_node'), ('from_node', 'image'), ('from_node', 'keep_source')],
                            required_one_of=[('instance', 'from_node')])
     p = module.params
     controls = MigrationControls(bandwidth_mib=p['bandwidth'], max_downtime_ms=p['max_downtime_ms'], auto_converge=p['auto_converge'],
@@ -208,7 +231,7 @@ def main():
     with _args.cloud_session(module, p['timeout']) as ctx:
         if p['instance']:
             result = _migrations.migrate(ctx, p['instance'], p['mode'], p['target_node'], p['target_host'], controls,
-                                         module.check_mode)
+                                         module.check_mode, image=p['image'], keep_source=p['keep_source'])
         else:
             result = _migrations.drain(ctx, p['from_node'], p['mode'], controls, p['concurrency'], module.check_mode,
                                        p['disabled_reason'])

@@ -26,7 +26,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import netw
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.context import Context
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import MIGRATION_MODES, POWER_ACTIONS
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import (
-    IMAGE_FILE, IMAGE_TEMPLATE, Capabilities, ComputeDriver, HostResources, InstanceFile, InstanceState, InstanceUsage, NodePlacement,
+    IMAGE_FILE, IMAGE_TEMPLATE, Capabilities, ComputeDriver, DiskFile, HostResources, InstanceFile, InstanceState, InstanceUsage, NodePlacement,
     NodeResources, NodeUsage, RulesSync, SnapshotImage, VMDetails, instance_file_uuid,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
@@ -35,12 +35,12 @@ FAKE = 'fake'
 CLUSTER = 'fakecluster'
 # Everything on: a node is its own host, its instances are evacuated when it fails.
 CAPABILITIES = Capabilities(hypervisor_type=FAKE, label='Fake', node_noun='fake host', migration_modes=MIGRATION_MODES, evacuation=True,
-                            image_kind=IMAGE_FILE, guest_password=True, resize=True, usage=True)
+                            image_kind=IMAGE_FILE, guest_password=True, resize=True, usage=True, convert=True)
 # A node of several hosts whose hypervisor restarts its VMs itself, with template images.
 CLUSTER_CAPABILITIES = Capabilities(hypervisor_type=CLUSTER, label='Fake cluster', node_noun='fake cluster', migration_modes=('live', 'cold'),
                                     self_recovery='fake HA restarts the VMs by itself', hosts_in_node=True,
                                     image_kind=IMAGE_TEMPLATE, resize=True, node_rules=True, host_maintenance=True,
-                                    self_balancing='fake DRS balances its hosts by itself')
+                                    self_balancing='fake DRS balances its hosts by itself', convert=True)
 POWER_AFTER = {'start': 'running', 'reboot': 'running', 'stop': 'stopped', 'shutdown': 'stopped'}
 
 
@@ -161,6 +161,9 @@ class FakeWorld:
         self.foreign_rules = {}
         self.rules_failures = {}
         self.usage_calls = []     # (node, interval) of every usage call (rebalancing, issue 18 §1)
+        # Moves between types (issue 19): step ('export', 'import', 'retire') -> the error its next call raises; the
+        # names of the VMs retire_converted kept (renamed, unmarked).
+        self.convert_failures = {}
 
     # -- building the world --------------------------------------------------------------
 
@@ -226,6 +229,11 @@ class FakeWorld:
     def fail_snapshot(self, image, error=None):
         """The capture into image fails half way (after the guest was frozen, before its copy was complete)."""
         self.snapshot_failures[image] = error or errors.DriverError('injected failure half way through the capture')
+
+    def fail_convert(self, step, error=None):
+        """The next export_disks ('export'), import_instance ('import', after its disk was written: it removes it) or
+        retire_converted ('retire') fails."""
+        self.convert_failures[step] = error or errors.DriverError('injected %s failure' % step)
 
     def fail_rules(self, node, error=None):
         """The next sync_node_rules of node fails (nothing changed there)."""
@@ -578,6 +586,80 @@ class FakeDriver(ComputeDriver):
             vm.node, vm.host = target.node, host
             self.world.vms[(target.node, uuid)] = vm
             return vm.state(), stats
+
+    # -- moves between types (issue 19) -----------------------------------------------------
+
+    def _native_format(self):
+        return 'vmdk' if self.capabilities.hosts_in_node else 'qcow2'
+
+    def export_disks(self, uuid, node, dest_dir, progress=None):
+        """Files `<dest_dir>/<uuid>-<n>.<format>` in world.disks, one per disk of the stopped VM."""
+        with self._io('export_disks'):
+            self._node(node)
+            vm = self._vm(uuid, node)
+            if vm.power != 'stopped':
+                raise errors.MultihvError('instance %s on fake node %s is %s: its disks are exported powered off; nothing was copied'
+                                          % (uuid, node, vm.power))
+            failure = self.world.convert_failures.pop('export', None)
+            if failure is not None:
+                raise failure
+            size = vm.disk_gb << 30
+            files = [DiskFile('%s/%s-%d.%s' % (dest_dir, uuid, n, self._native_format()), self._native_format(), size)
+                     for n, _disk in enumerate(vm.disks)]
+            self.world.disks.update(f.path for f in files)
+        if progress is not None:  # outside the world's lock: it writes to the caller's registry
+            progress(size * len(files), size * len(files))
+        return files
+
+    def import_instance(self, spec, disks, progress=None):
+        """A running VM of spec whose disk is `<uuid>.disk` in its storage directory, from DiskFiles in world.disks."""
+        with self._io('import_instance'):
+            node = self._node(spec.node)
+            untouched = 'instance %s (%s) was not created on %s' % (spec.name, spec.uuid, spec.node)
+            if any(vm.uuid == spec.uuid and vm.node in self.node_names() for vm in self.world.vms.values()):
+                raise errors.DriverError('fake endpoint %s already has instance %s; %s' % (self.endpoint.name, spec.uuid, untouched))
+            missing = [d.path for d in disks if d.path not in self.world.disks]
+            if not disks or missing:
+                raise errors.DriverError('disk files %s are not there; %s' % (', '.join(missing) or 'none given', untouched))
+            unknown = [d.disk_format for d in disks if d.disk_format not in ('qcow2', 'vmdk', 'raw')]
+            if unknown:
+                raise errors.DriverError('disk format %s cannot be converted; %s' % (', '.join(unknown), untouched))
+            disk = self._disk(spec.storage, spec.uuid)
+            if disk in self.world.disks:
+                raise errors.DriverError('a disk %s is there already; %s' % (disk, untouched))
+            failure = self.world.convert_failures.pop('import', None)
+            if failure is not None:
+                raise failure  # as a driver that removed the disk it had written
+            self.world.disks.add(disk)
+            vm = FakeVM(spec.uuid, spec.name, spec.node, spec.host or node.hosts[0].name, 'running', spec.vcpus, spec.memory_mb,
+                        spec.disk_gb, spec.storage, spec.image, [disk], [n['mac'] for n in spec.networks],
+                        [dict(n) for n in spec.networks])
+            self.world.vms[(spec.node, spec.uuid)] = vm
+        if progress is not None:
+            progress(sum(d.virtual_size for d in disks), sum(d.virtual_size for d in disks))
+        return vm.state()
+
+    def retire_converted(self, uuid, node, keep=False):
+        """Removed with its disks, or kept stopped, renamed and unmarked. Idempotent: a VM already gone or unmarked is left."""
+        with self._io('retire_converted'):
+            self._node(node)
+            failure = self.world.convert_failures.pop('retire', None)
+            if failure is not None:
+                raise failure
+            vm = self.world.vms.get((node, uuid))
+            if vm is None or not vm.marked:
+                return
+            if keep:
+                vm.power, vm.marked = 'stopped', False
+                vm.name = '%s.moved-%s' % (vm.name, uuid.replace('-', '')[:8])
+                # Its files follow its new name, as a hand-made VM's (list_instance_files lists only the instances').
+                self.world.disks.difference_update(vm.files())
+                vm.disks = ['%s/%s.disk' % (path.rpartition('/')[0], vm.name) for path in vm.disks]
+                vm.drive = None
+                self.world.disks.update(vm.disks)
+                return
+            del self.world.vms[(node, uuid)]
+            self.world.disks.difference_update(vm.files())
 
     # -- resize (issue 17) -------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import concurrent.futures
 import time
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import convert as _convert
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import node_rules as _node_rules
@@ -31,7 +32,8 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import utcnow
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import NoValidHost
 
-MODES = ('auto',) + MIGRATION_MODES
+# convert (issue 19): a cold move to a node of another hypervisor type, its disks converted (convert.py).
+MODES = ('auto',) + MIGRATION_MODES + (_convert.CONVERT,)
 # Progress reaches the registry at most this often.
 PROGRESS_EVERY_SECONDS = 1.0
 
@@ -104,18 +106,26 @@ def already_there(ctx, record, target_node=None, target_host=None):
     return target_node in (None, record.node) and target_host in (None, record.host)
 
 
-def migrate(ctx, ref, mode='auto', target_node=None, target_host=None, controls=None, check_mode=False, sync_rules=True):
+def migrate(ctx, ref, mode='auto', target_node=None, target_host=None, controls=None, check_mode=False, sync_rules=True,
+            image=None, keep_source=False):
     """Move one instance (by name or uuid). Returns {changed, instance, migration}, the records as
     dicts (as modules return them); errors say what was refused or failed, and a failed move's record
     says so too. An instance already on the target given is not moved (changed False, migration None).
     Check mode takes no lease (a registry write): it plans from the records as they are. sync_rules: bring
     the HA overrides and DRS rules of the source and target nodes up to date after a move (node_rules.after;
-    a drain does it once for all its moves)."""
+    a drain does it once for all its moves). image, keep_source: a convert's (mode convert, or auto towards a node of
+    another hypervisor type: convert.py), refused with any other move."""
     registry = ctx.registry
     controls = controls or MigrationControls()
     record = find_instance(registry, ref)
     if already_there(ctx, record, target_node, target_host):
         return {'changed': False, 'instance': record.as_dict(), 'migration': None}
+    converting = _convert.wanted(ctx, record, mode, target_node)
+    if (image or keep_source) and not converting:
+        raise errors.MultihvError('image and keep_source apply to a move to another hypervisor type (mode convert) only; %s'
+                                  % _untouched(record))
+    if converting:
+        return _converted(ctx, record, target_node, target_host, image, keep_source, check_mode, sync_rules)
     if check_mode:
         move = plan(ctx, record, mode, target_node, target_host)
         caps = ctx.capabilities(move.target_node)
@@ -134,6 +144,26 @@ def migrate(ctx, ref, mode='auto', target_node=None, target_host=None, controls=
     if not sync_rules or move.source_node == move.target_node:  # a move between hosts of a node keeps its VM and rules
         return result
     return _node_rules.after(ctx, result, [move.source_node, move.target_node])
+
+
+def _converted(ctx, record, target_node, target_host, image, keep_source, check_mode, sync_rules):
+    """migrate's path for a move to another hypervisor type (convert.py), under the instance's lease as the others."""
+    registry = ctx.registry
+    if check_mode:
+        conversion = _convert.plan(ctx, record, target_node, target_host, image, keep_source)
+        return {'changed': True, 'instance': record.as_dict(), 'migration': {
+            'instance_uuid': record.uuid, 'migration_type': _convert.CONVERT, 'status': 'would run',
+            'source_node': conversion.source_node, 'source_host': record.host,
+            'dest_node': conversion.target_node, 'dest_host': conversion.target_host or conversion.target_node}}
+    with _leases.on_instance(registry, record.uuid, _untouched(record), 'migrate') as lease:
+        record = find_instance(registry, record.uuid)  # as it is now that no other run moves it
+        if already_there(ctx, record, target_node, target_host):
+            return {'changed': False, 'instance': record.as_dict(), 'migration': None}
+        conversion = _convert.plan(ctx, record, target_node, target_host, image, keep_source)
+        result = _convert.run(ctx, conversion, lease)
+    if not sync_rules:
+        return result
+    return _node_rules.after(ctx, result, [conversion.source_node, conversion.target_node])
 
 
 def diff(result):
@@ -264,6 +294,9 @@ def drain(ctx, node, mode='auto', controls=None, concurrency=2, check_mode=False
     kind = ctx.hypervisor_type(node)
     if kind is None:
         raise errors.NotFound('node %s is not in the cloud; nothing was changed' % node)
+    if mode == _convert.CONVERT:
+        raise errors.MultihvError('a drain moves instances to nodes of their own type; mode convert moves one instance (give instance); '
+                                  'nothing was changed')
     if check_mode:
         return _drain(ctx, node, kind, mode, controls, concurrency, check_mode, reason)
     with _leases.on_node(ctx.registry, node, 'nothing was changed', 'drain'):

@@ -56,6 +56,7 @@ import dataclasses
 import datetime
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import convert as _convert
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import evacuation as _evacuation
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import node_rules as _node_rules
@@ -319,6 +320,9 @@ def plan_migrations(plan):
             plan.add('migration', inst_uuid, None, migration.source_node, 'migration %s %s of an instance no longer recorded'
                      % (migration.id, migration.status), 'record the migration failed', work, unchanged)
             continue
+        if migration.migration_type == _convert.CONVERT:
+            _plan_convert(plan, record, migration, unchanged)
+            continue
         _plan_move(plan, record, migration, unchanged)
     _plan_resize_window(plan)
 
@@ -457,6 +461,66 @@ def _plan_move(plan, record, migration, unchanged):
                                   dest_host=kept.host if kept is not None and keep == dest else migration.dest_host)
         if left:  # last: the records are right even when this fails (the stale step finds the files again)
             plan.remove_files(record.uuid, other, 'local')
+    plan.add('migration', record.uuid, record.name, keep or source, found, '; '.join(does), work, unchanged)
+
+
+def _plan_convert(plan, record, migration, unchanged):
+    """A move between hypervisor types whose run died (issue 19): the copy that runs is kept, else the source's. A kept
+    target copy completes the move as the run would have (the records moved, the source VM retired as the migration's
+    keep_source said); a kept source copy fails it (the target's VM removed with its disk: an import is the target's
+    own, never shared; the source powered on again if the instance ran before the move powered it off)."""
+    registry, survey = plan.registry, plan.survey
+    source, dest = migration.source_node, migration.dest_node
+    for node in (source, dest):
+        reason = survey.blind(node)
+        if reason:
+            plan.blind_to(record, node, reason)
+            return
+    plan.handled.add(record.uuid)
+    copies = dict((node, state) for node, state in survey.on(record.uuid).items() if node in (source, dest))
+    keep, drop = _keep(copies, source, dest, False)
+    kept = copies.get(keep)
+    stats = migration.stats or {}
+    restart = keep == source and kept is not None and kept.power_state == 'stopped' and stats.get('source_power') == 'running'
+    found = 'convert %s %s from %s to %s; its VM is on %s' % (migration.id, migration.status, source, dest, _where(copies))
+    does = []
+    if drop == source:
+        does.append('%s the VM on %s' % ('rename (keep_source)' if stats.get('keep_source') else 'remove', source))
+    elif drop:
+        does.append('remove the VM on %s with its disk' % dest)
+    if kept is None:
+        does.append('record the migration failed and the instance error (it has no VM)')
+    elif keep == dest:
+        does.append('record the instance on %s (%s), the migration completed' % (dest, kept.power_state))
+    else:
+        does.append('record the migration failed%s' % ('; power the instance on again on %s' % source if restart else ''))
+    other = source if keep == dest else dest
+    does.append('free its allocation on %s' % other)
+    left = plan.leftovers(record.uuid, dest, keep, record.storage) if keep == source and drop != dest else []
+    if left:
+        does.append('remove its files left on %s (%s)' % (dest, ', '.join(f.name for f in left)))
+
+    def work():
+        if drop == source:
+            plan.ctx.driver_for(source).retire_converted(record.uuid, source, keep=bool(stats.get('keep_source')))
+        elif drop:
+            plan.destroy(record.uuid, dest, True)
+        if restart:
+            plan.ctx.driver_for(source).set_power(record.uuid, source, 'start')
+        if kept is None:
+            registry.update_instance(record.uuid, state='error')
+        elif keep == dest:
+            fields = {'node': dest, 'host': kept.host, 'image': stats.get('image') or _convert.NO_IMAGE}
+            if kept.power_state in RECORDED_POWER:
+                fields['state'] = kept.power_state
+            registry.update_instance(record.uuid, **fields)
+        registry.release(record.uuid, node=other)
+        end = 'completed' if keep == dest and kept is not None else 'failed'
+        decided = DECIDED + ('kept the VM on %s' % keep if kept is not None else 'found no VM on %s or %s' % (source, dest))
+        registry.update_migration(migration.id, status=end, finished_at=utcnow(), error=decided if end == 'failed' else None,
+                                  dest_host=kept.host if kept is not None and keep == dest else migration.dest_host)
+        if left:
+            plan.remove_files(record.uuid, dest, 'local')
     plan.add('migration', record.uuid, record.name, keep or source, found, '; '.join(does), work, unchanged)
 
 
