@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import os
 import posixpath
+import tempfile
 import time
 import uuid as uuidlib
 import xml.etree.ElementTree as ET
@@ -34,6 +36,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import capabilities as libvirt_capabilities
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import importing
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import migration as moving
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import resizing
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import snapshot
@@ -42,10 +45,10 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.con
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.domains import (
     files_of, ignore_not_running, instance_state, lookup_name, lookup_uuid, managed_domain, remove_domain,
 )
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.image_cache import ImageCache
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.image_cache import UPLOAD_RATE, ImageCache
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt.storage import (
     GIB, MIB, create_volume_with, delete_files_of, delete_instance_files, delete_named, delete_volume, disk_of, find_volume, instance_dir,
-    instance_dirs, instance_file_names, instance_files, instance_pool, read_heartbeat, refresh_pool, storages,
+    instance_dirs, instance_file_names, instance_files, instance_pool, read_heartbeat, refresh_pool, storages, upload,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._guest import config_drive
 
@@ -317,6 +320,60 @@ class LibvirtDriver(ComputeDriver):
                 left.append('console log (%s)' % exc.get_error_message())
         text = ('removed its %s' % ', '.join(removed)) if removed else 'nothing had been created'
         return text + ('; could not remove its %s' % ', '.join(left) if left else '')
+
+    # Moves between hypervisor types (issue 19) ---------------------------------------------
+
+    def import_instance(self, spec, disks, progress=None):
+        """The DiskFiles converted to one flattened qcow2 on the controller (importing.py says why there), uploaded as the
+        instance's disk `<uuid>.qcow2` in spec.storage's directory, then the domain defined from spec around it (as
+        spawn does with a disk it reuses: the config drive from spec.guest, the console log) and started. progress(bytes
+        sent, bytes total) before and after the upload, from the caller's thread (the upload runs on a worker's, where
+        the caller's registry connection may not be used). Whatever fails, the domain and every file made are removed."""
+        try:
+            inst_uuid = str(uuidlib.UUID(str(spec.uuid)))
+        except ValueError:
+            raise errors.DriverError('instance %s: %r is not a UUID; nothing was created' % (spec.name, spec.uuid)) from None
+        what = 'cannot import instance %s (%s) on %s' % (spec.name, inst_uuid, self._what())
+        self._check_node(spec.node)
+        instance_dir(self.host, spec.storage)
+        if len(disks) != 1:
+            # domain_xml builds a domain of one disk (and the config drive): more would be dropped silently.
+            raise errors.DriverError('%s: it has %d disks; a KVM instance is made with one; nothing was created' % (what, len(disks)))
+        drive = self._config_drive_image(spec, inst_uuid)
+        with tempfile.TemporaryDirectory(prefix='multihv-import-', dir=os.path.dirname(disks[0].path) or None) as workdir:
+            qcow2 = os.path.join(workdir, '%s.qcow2' % inst_uuid)
+            size, _virtual = importing.to_qcow2(disks[0], qcow2, int(spec.disk_gb or 0) * GIB, max(self.work_timeout, 60.0),
+                                                '%s; nothing was created' % what)
+            work = functools.partial(self._import, spec, inst_uuid, drive, qcow2, size, what)
+            if progress is not None:
+                progress(0, size)
+            state = self._run('importing instance %s (%s)' % (spec.name, inst_uuid), work, size / UPLOAD_RATE)
+            if progress is not None:
+                progress(size, size)
+            return state
+
+    def _import(self, spec, inst_uuid, drive, qcow2, size, what, conn):
+        pool = instance_pool(conn, instance_dir(self.host, spec.storage))
+        refresh_pool(pool)
+        disk_name = instance_file_names(inst_uuid)[0]
+        for exists in (lookup_uuid(conn, inst_uuid), lookup_name(conn, spec.name)):
+            if exists is not None:
+                raise errors.DriverError('%s: a domain %s (%s) is already defined there; nothing was created'
+                                         % (what, exists.name(), exists.UUIDString()))
+        if find_volume(pool, disk_name) is not None:
+            raise errors.DriverError('%s: its disk %s already exists; nothing was created' % (what, disk_name))
+        volume = pool.createXML(domxml.volume_xml(disk_name, size, 'raw', mode='0600'), 0)
+        try:
+            with open(qcow2, 'rb') as handle:
+                sent = upload(conn, volume, handle, size)
+            if sent != size:
+                raise errors.DriverError('%s: the upload of its disk stopped after %d of %d bytes' % (what, sent, size))
+            # The disk is there now: spawn's own path for a disk it reuses defines and starts the domain, and removes
+            # what it made when that fails; the disk is this import's to remove.
+            return self._spawn(dataclasses.replace(spec, uuid=inst_uuid, reuse_disk=True), inst_uuid, drive, conn)
+        except BaseException:
+            delete_volume(volume)
+            raise
 
     def list_instances(self):
         return self._run('listing instances', self._list)
