@@ -47,6 +47,16 @@ def parse_annotation(text):
     return instance, data if isinstance(data, dict) else {}
 
 
+def without_marker(text):
+    """The annotation with the marker line and its JSON line removed (what the VM said before it was an instance)."""
+    match = _MARKER_LINE.search(text or '')
+    if match is None:
+        return text or ''
+    rest = text[match.end():].lstrip('\r\n')
+    rest = rest.split('\n', 1)[1] if '\n' in rest else ''
+    return (text[:match.start()] + rest).strip('\r\n')
+
+
 def annotation_for(spec):
     """What a node alone needs to tell what the instance is (InstanceSpec.metadata included);
     not user_data, which may hold secrets and has no size bound."""

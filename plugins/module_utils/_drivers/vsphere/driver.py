@@ -21,17 +21,18 @@ import time
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import MIGRATION_MODES, POWER_ACTIONS
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import ComputeDriver, NodePlacement, SnapshotImage
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import ComputeDriver, DiskFile, NodePlacement, SnapshotImage
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import capabilities as vsphere_capabilities
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import adoption as vm_adoption
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import export as disk_export
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import extra_config
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import node_rules
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import maintenance as host_maintenance
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import snapshot as vsphere_snapshot
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.annotations import normal_uuid, parse_annotation
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.annotations import normal_uuid, parse_annotation, without_marker
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.clone import clone_config, clone_spec, missing_config
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.instances import (
-    disk_gb_of, instance_states, managed_ids, power_state, with_devices,
+    disk_bytes, disk_gb_of, disks_of, instance_states, managed_ids, power_state, with_devices,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.inventory import build_nodes
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.placement import pick_template, plan_relocate, plan_spawn
@@ -391,6 +392,71 @@ class VSphereDriver(ComputeDriver):
         if node and state.node != node:
             raise errors.DriverError('instance %s is on node %s (host %s), not on node %s; it was not %s' % (
                 state.uuid, state.node, state.host, node, verb))
+
+    # -- moves between hypervisor types (issue 19)
+
+    def export_disks(self, uuid, node, dest_dir, progress=None):
+        """The powered-off instance's VMDKs copied into dest_dir through the datastore file access (export.py), first
+        disk first; a DiskFile each (format vmdk, the disk's capacity). A failed copy removes what it left."""
+        require(self.vcenter)
+        instance = normal_uuid(uuid)
+        if instance is None:
+            raise errors.NotFound('instance %r is not a UUID; nothing was exported' % (uuid,))
+        located = self.session.run(lambda content: self._export_plan(content, instance, node), 'the export of instance %s' % instance)
+        datacenter, disks = located
+        downloader = disk_export.Downloader(self.vcenter, self.session.cookie(), time.monotonic() + self.work_timeout, progress)
+        prefix = '%s-' % instance
+        try:
+            return [DiskFile(downloader.fetch_disk(datacenter, file_name, dest_dir, '%s%d-' % (prefix, index)), 'vmdk', size)
+                    for index, (file_name, size) in enumerate(disks)]
+        except BaseException:
+            disk_export.remove_partial(dest_dir, prefix)
+            raise
+
+    def _export_plan(self, content, instance, node):
+        """(datacenter name, [(datastore path, capacity bytes)] of the VM's disks), checked: on node, powered off."""
+        located = self._locate(content, instance)
+        if located is None:
+            raise errors.NotFound('vCenter %s has no instance %s (node %s); nothing was exported' % (self.vcenter.name, instance, node))
+        vm, state = located
+        self._check_node(state, node, 'exported')
+        if state.power_state != 'stopped':
+            raise errors.DriverError('instance %s (VM %s) is %s: its disks are exported powered off; nothing was exported'
+                                     % (instance, state.name, state.power_state))
+        answer = retrieve_objects(content.propertyCollector, [vm], 'VirtualMachine', (DEVICES,))
+        devices = answer[0].props.get(DEVICES) if answer else []
+        disks = [(disk.backing.fileName, disk_bytes(disk)) for disk in disks_of(devices) if getattr(disk.backing, 'fileName', None)]
+        if not disks:
+            raise errors.DriverError('instance %s (VM %s) has no disk file to export; nothing was exported' % (instance, state.name))
+        return node.split('/')[1], disks  # a vSphere node is vcenter/datacenter/cluster
+
+    def retire_converted(self, uuid, node, keep=False):
+        """The instance's old VM after a move to another type: destroyed with its disks, or (keep) powered off, renamed
+        '<name>.moved-<8 hex of uuid>' and its annotation's marker removed, so that it is no instance any more (the way
+        back: adopt it again). Idempotent: a VM already gone or no longer marked is left as it is."""
+        require(self.vcenter)
+        instance = normal_uuid(uuid)
+        if instance is None:
+            return
+        self.session.run(lambda content: self._retire(content, instance, node, keep), 'the retirement of instance %s' % instance)
+
+    def _retire(self, content, instance, node, keep):
+        located = self._locate(content, instance)
+        if located is None:
+            return
+        vm, state = located
+        self._check_node(state, node, 'retired')
+        pc, deadline = content.propertyCollector, time.monotonic() + self.work_timeout
+        what = 'instance %s (VM %s)' % (instance, state.name)
+        if not keep:
+            power_off_and_destroy(pc, vm, deadline, what)
+            return
+        if read_power_state(pc, vm) not in (None, 'poweredOff'):
+            power(pc, vm, 'PowerOffVM_Task', 'poweredOff', deadline, 'PowerOffVM_Task of %s' % what)
+        answer = retrieve_objects(pc, [vm], 'VirtualMachine', ('config.annotation',))
+        annotation = without_marker(answer[0].props.get('config.annotation') if answer else '')
+        config = vim.vm.ConfigSpec(name='%s.moved-%s' % (state.name, instance.replace('-', '')[:8]), annotation=annotation)
+        wait_task(pc, vm.ReconfigVM_Task(spec=config), deadline, 'ReconfigVM_Task (rename) of %s' % what)
 
     # -- snapshots to images (issue 17)
 

@@ -51,6 +51,12 @@ class Session:
                 raise self._failure(exc) from exc
         raise AssertionError('unreachable')  # pragma: no cover
 
+    def cookie(self):
+        """The logged-in session's cookie (for vCenter's HTTPS file access, which takes the SOAP session); None
+        before a login. It is a credential: never put it in a message."""
+        si = self._si
+        return si._stub.cookie if si is not None else None  # pylint: disable=protected-access
+
     def close(self):
         """Log out (frees the vCenter session now, not at its idle timeout) and drop the sockets."""
         si, content = self._si, self._content
