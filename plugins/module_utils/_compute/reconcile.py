@@ -18,6 +18,10 @@ carries out, step by step:
   (or 'done' for an evacuation whose fenced source may still hold a copy) or failed with
   an error saying the reconciler decided, and the allocation no longer used is freed; the
   local files the move left on the side the VM is not on are removed (see Plan.leftovers);
+- converts (moves between hypervisor types, issue 19): an interrupted one (judged as migrations are) keeps the copy
+  that runs, else the source's: a kept target copy completes it (the records moved, the source VM retired as its
+  keep_source said), a kept source copy fails it (the target's VM removed with its disk, the source powered on again
+  when the instance ran before the move);
 - resizes: an interrupted one (its migration of type resize still accepted or running, judged as
   migrations are) is reverted where its VM is: the driver gives the VM its old sizes and disk back,
   the allocation becomes the old flavor's on that node, the migration failed (an instance with no VM
