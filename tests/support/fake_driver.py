@@ -164,6 +164,8 @@ class FakeWorld:
         # Moves between types (issue 19): step ('export', 'import', 'retire') -> the error its next call raises; the
         # names of the VMs retire_converted kept (renamed, unmarked).
         self.convert_failures = {}
+        self.power_actions = []   # (VM name, action) of every set_power call
+        self.deaf_guests = set()  # names of the VMs whose guests ignore a shutdown (set_power 'shutdown' leaves them running)
 
     # -- building the world --------------------------------------------------------------
 
@@ -533,6 +535,9 @@ class FakeDriver(ComputeDriver):
                 raise errors.DriverError('power action must be one of %s, got %r; instance %s was left untouched'
                                          % (', '.join(POWER_ACTIONS), action, uuid))
             vm = self._vm(uuid, node)
+            self.world.power_actions.append((vm.name, action))
+            if action == 'shutdown' and vm.name in self.world.deaf_guests:
+                return vm.state()  # the guest ignores the ACPI request, as one without ACPI support does
             vm.power = POWER_AFTER[action]
             return vm.state()
 

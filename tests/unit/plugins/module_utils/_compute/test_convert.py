@@ -10,6 +10,8 @@ from __future__ import annotations
 import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import convert as _convert
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import migrations as _migrations
 from support.fake_driver import FakeCloud, FakeWorld
 from support.reconciling import run as reconcile, second_pass_does_nothing
@@ -73,6 +75,17 @@ def test_auto_towards_a_node_of_another_type_converts_and_the_scheduler_picks_am
     boot_on_c1(cloud, 'app-2')
     cloud.take_room('kvm1')
     assert convert(cloud, 'app-2')['instance']['node'] == 'kvm2'  # the one with room, of the only other type
+
+
+def test_a_guest_that_ignores_the_shutdown_is_powered_off_hard_after_the_timeout(cloud):
+    record = boot_on_c1(cloud)
+    cloud.world.deaf_guests.add('app-1')
+    ctx = cloud.context()
+    with _leases.on_instance(cloud.registry, record.uuid, 'not moved', 'migrate') as lease:
+        conversion = _convert.plan(ctx, record, 'kvm1')
+        result = _convert.run(ctx, conversion, lease, shutdown_timeout=0)
+    assert result['migration']['status'] == 'completed'
+    assert [a for name, a in cloud.world.power_actions if name == 'app-1'][-2:] == ['shutdown', 'stop']
 
 
 def test_keep_source_leaves_the_old_vm_stopped_renamed_and_unmarked(cloud):
