@@ -454,7 +454,9 @@ class VSphereDriver(ComputeDriver):
         if read_power_state(pc, vm) not in (None, 'poweredOff'):
             power(pc, vm, 'PowerOffVM_Task', 'poweredOff', deadline, 'PowerOffVM_Task of %s' % what)
         answer = retrieve_objects(pc, [vm], 'VirtualMachine', ('config.annotation',))
-        annotation = without_marker(answer[0].props.get('config.annotation') if answer else '')
+        before = without_marker(answer[0].props.get('config.annotation') if answer else '')
+        # A note in place of the marker: it says what the VM is, and an empty annotation would change nothing on vcsim.
+        annotation = 'moved by multihv.cloud to another hypervisor type (was instance %s)' % instance + ('\n' + before if before else '')
         config = vim.vm.ConfigSpec(name='%s.moved-%s' % (state.name, instance.replace('-', '')[:8]), annotation=annotation)
         wait_task(pc, vm.ReconfigVM_Task(spec=config), deadline, 'ReconfigVM_Task (rename) of %s' % what)
 
