@@ -2,7 +2,8 @@
 have no real disks, so the test makes one that has: the tick guest converted to a VMDK (qemu-img, flattened) in the
 directory behind vcsim's datastore LocalDS_0, a clone of a lab VM whose disk is that file, adopted with instance_import
 on cluster node DC0_C0 (its NIC on registry network lan, backed by its port group on vSphere and the lab bridge on KVM).
-migrate with mode convert then takes it to kvm1: the disk copied out through vcsim's datastore file access, converted
+A target of the same type is refused and check mode plans a convert for a KVM target, nothing moved; migrate with mode
+convert then takes it to kvm1: the disk copied out through vcsim's datastore file access, converted
 and uploaded, the domain made with the same uuid and MAC, the VM gone from vcsim, and the same guest boots (its serial
 console prints boot and counts ticks). Small on purpose (the suite's time): refusals, failures at each step and the
 reconciler are proven on the fake driver (unit tests)."""
@@ -55,6 +56,12 @@ def test_a_vsphere_instance_on_a_real_vmdk_moves_to_kvm1_and_the_same_guest_boot
             {'backing': port_group, 'hypervisor_type': 'vsphere'}, {'backing': 'bridge:%s' % lab.bridge, 'hypervisor_type': 'kvm'}]))
         [adopted] = ansible_module('multihv.cloud.instance_import', dict(cloud, node=NODE_C0, names=[name]))['instances']
         assert (adopted['uuid'], adopted['state'], adopted['identity']['macs']) == (bios, 'running', [mac])
+
+        refused = ansible_module('multihv.cloud.migrate', dict(cloud, instance=name, mode='convert', target_node='vcsim/DC0/DC0_C1'),
+                                 expect_failure=True)
+        assert 'is a vsphere node like node %s' % NODE_C0 in refused['msg'] and 'was not moved' in refused['msg']
+        planned = ansible_module('multihv.cloud.migrate', dict(cloud, instance=name, target_node='kvm1'), check=True)
+        assert planned['migration']['migration_type'] == 'convert' and vcsim_vm(lab, name)[0] == 'poweredOn'
 
         moved = ansible_module('multihv.cloud.migrate', dict(cloud, instance=name, mode='convert', target_node='kvm1', image='tick'))
         migration, record = moved['migration'], moved['instance']
