@@ -70,6 +70,7 @@ class Capabilities:
     # self_balancing: how a node of several hosts balances them by itself (vSphere DRS), for rebalance's refusal of it.
     usage: bool = False
     self_balancing: str = ''
+    convert: bool = False   # the driver exports a stopped VM's disks to files and imports files as a new VM
 
 
 @dataclasses.dataclass(frozen=True)
@@ -714,3 +715,42 @@ class RulesSync:
 
     def as_dict(self):
         return {'node': self.node, 'changed': self.changed, 'changes': list(self.changes), 'skipped': list(self.skipped)}
+
+
+# -- moves between hypervisor types (issue 19)
+
+@dataclasses.dataclass(frozen=True)
+class DiskFile:
+    """One disk of a VM as a file on the controller: path, format ('qcow2', 'vmdk' or 'raw'), virtual size in bytes."""
+    path: str
+    disk_format: str
+    virtual_size: int
+
+
+def _export_disks(self, uuid, node, dest_dir, progress=None):
+    """Capabilities.convert drivers: the disks of the powered-off VM uuid on node, flattened (no backing file),
+    written into dest_dir on the controller in the driver's native format, first disk first: a list of DiskFile.
+    progress(bytes_done, bytes_total) as it copies. errors.MultihvError when the VM is not powered off."""
+    raise errors.DriverError('%s cannot export the disks of VM %s on node %s; nothing was changed' % (self.capabilities.label, uuid, node))
+
+
+def _import_instance(self, spec, disks, progress=None):
+    """Capabilities.convert drivers: a VM made on spec.node from spec (InstanceSpec: uuid, name, flavor sizes,
+    MACs/NICs, metadata, as spawn gets it) and the DiskFiles disks (converted to the driver's native format by the
+    driver itself with qemu-img on the controller), first disk first, powered as spec says, with the cloud's mark
+    as spawn sets it; its InstanceState. Whatever fails, nothing of it is left on the target (errors.MultihvError)."""
+    raise errors.DriverError('%s cannot import disks as VM %s on node %s; nothing was changed' % (self.capabilities.label, spec.uuid, spec.node))
+
+
+def _retire_converted(self, uuid, node, keep=False):
+    """Capabilities.convert drivers, after a successful move: the source VM uuid on node removed with its disks,
+    or (keep=True) kept powered off and renamed '<name>.moved-<8 hex of uuid>' with the cloud's mark removed (the
+    rollback path). Idempotent."""
+    raise errors.DriverError('%s cannot retire VM %s on node %s after a move; it was left as it was' % (self.capabilities.label, uuid, node))
+
+
+# ComputeDriver's optional methods for moves between types, kept together here with DiskFile; their defaults refuse
+# as the other optional methods do.
+ComputeDriver.export_disks = _export_disks
+ComputeDriver.import_instance = _import_instance
+ComputeDriver.retire_converted = _retire_converted
