@@ -386,8 +386,7 @@ class VSphereDriver(ComputeDriver):
             if made:
                 power_off_and_destroy(content.propertyCollector, made[0], deadline, 'the half-made VM of instance %s' % spec.uuid)
                 said.append('the VM it made was destroyed')
-            if uploaded:
-                datastore_files.delete(content, datacenter, datastore, uploaded[0], deadline)
+            if uploaded and datastore_files.delete(content, datacenter, datastore, uploaded[0], deadline):
                 said.append('its directory [%s] %s was deleted' % (datastore, uploaded[0]))
 
         try:
@@ -395,7 +394,7 @@ class VSphereDriver(ComputeDriver):
         except (errors.MultihvError, vmodl.MethodFault) + NETWORK_ERRORS as exc:
             left = ([] if said or not made else ['its VM %s' % spec.name]) + (['[%s] %s' % (datastore, uploaded[0])] if uploaded else [])
             return '%s; could not remove the rest (%s), left behind: %s' % (', '.join(said) or 'nothing was removed', exc, ', '.join(left))
-        return ', '.join(said)
+        return ', '.join(said) or 'nothing had been created'
 
     def _find_by_uuid(self, content, instance, name):
         """The VM with the instance uuid (as instance uuid, else as BIOS uuid) and name `name`, or None."""
