@@ -12,6 +12,7 @@ import json
 import os
 import pathlib
 import subprocess
+import uuid as uuidlib
 
 import pytest
 from pyVim.task import WaitForTask
@@ -160,13 +161,15 @@ def test_a_kvm_instance_exported_and_imported_into_vcsim(lab, drivers, kvm, vsph
     assert not any(p.name.startswith('multihv-import-') for p in tmp_path.iterdir())  # the controller's converted copies are gone
 
 
-def test_a_failed_import_leaves_nothing_on_the_target(drivers, kvm, vsphere, si, tmp_path):  # pylint: disable=redefined-outer-name
+def test_a_failed_import_leaves_nothing_on_the_target(vsphere, si, tmp_path):  # pylint: disable=redefined-outer-name
     driver, imported = vsphere
     good = tmp_path / 'good.qcow2'
     subprocess.run(['qemu-img', 'create', '-q', '-f', 'qcow2', str(good), '2M'], check=True)
     bad = tmp_path / 'bad.qcow2'
     bad.write_bytes(b'this is no qcow2')
-    spec = kvm[0].spec(NODE_C0, 'none', host=TEMPLATE_HOST, networks=[{'network': 'VM Network', 'mac': '52:54:00:19:00:01'}])
+    inst_uuid = str(uuidlib.uuid4())
+    spec = InstanceSpec(uuid=inst_uuid, name='test-%s' % inst_uuid[:8], node=NODE_C0, host=TEMPLATE_HOST, vcpus=1, memory_mb=32,
+                        disk_gb=1, image='none', networks=[{'network': 'VM Network', 'mac': '52:54:00:19:00:01'}])
     imported.append(spec.uuid)
     # The first disk is uploaded, the second cannot be converted: the directory with the first goes.
     with pytest.raises(errors.DriverError) as caught:
