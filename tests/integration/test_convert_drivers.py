@@ -140,6 +140,8 @@ def test_a_kvm_instance_exported_and_imported_into_vcsim(lab, drivers, kvm, vsph
     assert (after.uuid, after.node, after.host, after.macs, after.power_state) == (spec.uuid, NODE_C0, TEMPLATE_HOST, macs, 'running')
     assert [s for s in driver.list_instances() if s.uuid == spec.uuid] == [after]
     assert seen[-1] == (files[0].virtual_size, files[0].virtual_size)
+    # vcsim takes any PUT; a vCenter wants the SOAP session's cookie, which the upload sends.
+    assert driver.session.http_cookie().startswith('vmware_soap_session=')
 
     # In the cluster, with the uuid as BIOS and instance uuid, the mark, the MAC as a manual address.
     vm = next(v for v in all_vms(si) if vm_name(v) == spec.name)

@@ -344,13 +344,14 @@ class VSphereDriver(ComputeDriver):
         uploaded gets the datastore directory before the first byte is sent. progress counts the extents' bytes."""
         sizes, done = [], 0
         total = sum(-(-int(disk.virtual_size) // 512) * 512 for disk in disks)  # qemu-img rounds up to a sector
-        uploaded.append(importing.vm_directory(instance))
         for index, disk in enumerate(disks):
             descriptor, extent, size = vmdk.convert(disk.path, disk.disk_format, workdir, importing.disk_stem(index),
                                                     max(deadline - time.monotonic(), 1.0))
             sizes.append(size)
             # The descriptor last: a directory without it holds no usable disk.
             for path, counted in ((extent, True), (descriptor, False)):
+                if not uploaded:  # from the first byte sent on, the directory may be there: a failure deletes it
+                    uploaded.append(importing.vm_directory(instance))
                 url = datastore_files.folder_url(self.vcenter.hostname, self.vcenter.port, plan.datacenter, datastore,
                                                  '%s/%s' % (importing.vm_directory(instance), os.path.basename(path)))
                 sent = datastore_files.upload(self.session, url, path, deadline,
