@@ -25,4 +25,8 @@ CAPABILITIES = Capabilities(
     # Rebalancing (issue 18 §1): the driver measures its domains' CPU time and memory; nothing balances KVM hosts
     # by itself, so the core does it (multihv.cloud.rebalance) with live migrations between hosts.
     usage=True,
+    # Moves between hypervisor types (issue 19): export_disks and retire_converted (export.py). import_instance (vSphere to
+    # KVM) is not written yet on this branch: until it is, a move onto a KVM node fails at the base's refusal, before the
+    # target is touched.
+    convert=True,
 )
