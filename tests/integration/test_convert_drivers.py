@@ -26,7 +26,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.ann
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import VSphereDriver
 from integration.test_libvirt_instances import Made, drivers, here  # noqa: F401  pylint: disable=unused-import  # drivers: a fixture
 from integration.test_vsphere_instances import (  # noqa: F401  pylint: disable=unused-import  # fixtures
-    NODE_C0, TEMPLATE_HOST, all_vms, cluster, lab_vcenter, si,
+    NODE_C0, TEMPLATE_HOST, all_vms, cluster, datacenter, lab_vcenter, si,
 )
 from support.cloud import vm_name
 
@@ -61,7 +61,7 @@ def vsphere(lab_vcenter, si):  # pylint: disable=redefined-outer-name
     yield driver, made
     driver.close()
     content = si.RetrieveContent()
-    dc = next(e for e in content.rootFolder.childEntity if isinstance(e, vim.Datacenter) and e.name == 'DC0')
+    dc = datacenter(si)
     for inst_uuid in made:
         for vm in [v for v in all_vms(si) if v.config is not None and v.config.instanceUuid == inst_uuid]:
             if vm.runtime.powerState != 'poweredOff':
