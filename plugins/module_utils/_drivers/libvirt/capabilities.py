@@ -25,6 +25,7 @@ CAPABILITIES = Capabilities(
     # Rebalancing (issue 18 §1): the driver measures its domains' CPU time and memory; nothing balances KVM hosts
     # by itself, so the core does it (multihv.cloud.rebalance) with live migrations between hosts.
     usage=True,
-    # Moves between hypervisor types (issue 19): the driver imports converted disks as an instance (import_instance).
+    # Moves between hypervisor types (issue 19): converted disks imported as an instance (import_instance, importing.py);
+    # a stopped domain's disk exported flattened and the domain retired after (export_disks, retire_converted, export.py).
     convert=True,
 )

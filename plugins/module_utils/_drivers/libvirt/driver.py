@@ -36,6 +36,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import capabilities as libvirt_capabilities
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import export as exporting
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import importing
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import migration as moving
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import resizing
@@ -637,6 +638,32 @@ class LibvirtDriver(ComputeDriver):
             raise errors.DriverError('cannot give domain %s (%s) on %s the cloud\'s metadata: %s; it was left untouched'
                                      % (info.name, inst_uuid, self._what(), exc.get_error_message())) from exc
         return instance_state(domain, self.host.name)
+
+    # Moves between hypervisor types (issue 19): see export.py --------------------------------
+
+    def export_disks(self, uuid, node, dest_dir, progress=None):
+        """The stopped domain's file disks, each flattened by the host's qemu-img (virStorageVolCreateXMLFrom, as a
+        capture of a stopped instance) into a temporary qcow2 beside it and streamed into dest_dir as
+        `<uuid>-disk<N>.qcow2`; [DiskFile], first disk first. Refused (errors.MultihvError) while it runs."""
+        self._check_node(node)
+        deadline = time.monotonic() + max(self.host.timeout, self.work_timeout)
+        conn = self.connection.connect()
+        # On this thread, not under call_within (as migrate): progress reaches the caller's registry.
+        try:
+            return exporting.export(conn, uuid, self._what(), dest_dir, deadline, progress)
+        except libvirt.libvirtError as exc:
+            raise errors.DriverError('%s failed exporting the disks of instance %s: %s; nothing was exported'
+                                     % (self._what(), uuid, exc.get_error_message())) from exc
+
+    def retire_converted(self, uuid, node, keep=False):
+        """After a move to another hypervisor type: the domain undefined with its files (destroy), or with keep
+        powered off, renamed '<name>.moved-<8 hex of uuid>' and stripped of the multihv metadata. Idempotent."""
+        self._check_node(node)
+
+        def work(conn):
+            exporting.retire(conn, uuid, self._what(), keep, lambda: self._destroy(uuid, True, conn))
+
+        self._run('retiring instance %s after its move' % uuid, work)
 
     # Rebalancing (issue 18 §1): what the domains use, see usage.py ---------------------------
 

@@ -165,9 +165,11 @@ class Capture:
             raise
 
 
-def download_to(conn, volume, dest):
+def download_to(conn, volume, dest, progress=None, deadline=None):
     """Stream a whole volume into the new controller file dest (never one that exists: 'x'); (bytes, sha256
-    hex). A failed download removes the part of dest it wrote."""
+    hex). A failed download removes the part of dest it wrote. progress(bytes so far) after each chunk, on
+    the caller's thread; deadline (time.monotonic()): errors.DriverError once passed (a move between
+    hypervisor types streams on the caller's thread, outside call_within, for its progress)."""
     digest = hashlib.sha256()
     size = 0
     with open(dest, 'xb') as handle:
@@ -182,6 +184,10 @@ def download_to(conn, volume, dest):
                     handle.write(chunk)
                     digest.update(chunk)
                     size += len(chunk)
+                    if progress is not None:
+                        progress(size)
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise errors.DriverError('the download of %s was not done in time (%d bytes so far)' % (volume.name(), size))
                 stream.finish()
         except BaseException:
             os.remove(dest)

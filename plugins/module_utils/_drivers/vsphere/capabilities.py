@@ -30,7 +30,8 @@ CAPABILITIES = Capabilities(
     # Rebalancing (issue 18 §1): a cluster node is balanced by DRS among its hosts; the core does not measure it.
     self_balancing=('vSphere DRS balances the VMs among the ESXi hosts of a cluster by itself (configure it with '
                     'multihv.cloud.vsphere_cluster)'),
-    # Moves between hypervisor types (issue 19): a stopped VM's disks are copied out through the datastore file access
-    # (export.py) and the VM retired after (retire_converted).
+    # Moves between hypervisor types (issue 19): a stopped VM's disks copied out through the datastore file access and the
+    # VM retired after (export_disks, retire_converted, export.py); converted disks imported as a VM (import_instance:
+    # qemu-img VMFS flat VMDK, /folder upload, CreateVM_Task).
     convert=True,
 )

@@ -17,6 +17,9 @@ pool, onto the ESXi host the scheduler chose.
 from __future__ import annotations
 
 import dataclasses
+import os
+import shutil
+import tempfile
 import time
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
@@ -24,8 +27,11 @@ from ansible_collections.multihv.cloud.plugins.module_utils._constants import MI
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import ComputeDriver, DiskFile, NodePlacement, SnapshotImage
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import capabilities as vsphere_capabilities
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import adoption as vm_adoption
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import datastore_files
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import export as disk_export
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import extra_config
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import importing
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import vmdk
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import node_rules
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import maintenance as host_maintenance
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import snapshot as vsphere_snapshot
@@ -35,7 +41,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.ins
     disk_bytes, disk_gb_of, disks_of, instance_states, managed_ids, power_state, with_devices,
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.inventory import build_nodes
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.placement import pick_template, plan_relocate, plan_spawn
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.placement import pick_template, plan_import, plan_relocate, plan_spawn
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.power import (
     SHUTDOWN_TIMEOUT, power, power_action, power_off_and_destroy, read_power_state,
 )
@@ -47,6 +53,13 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.pro
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.session import Session
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.tasks import TASK_TIMEOUT, wait_task
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.vmomi import NETWORK_ERRORS, fault_text, require, vim, vmodl
+
+
+def _counting(progress, base, total):
+    """progress(bytes uploaded, bytes to upload) for one file's upload that starts at base bytes; None for none."""
+    if progress is None:
+        return None
+    return lambda sent: progress(base + sent, max(total, base + sent))
 
 
 class VSphereDriver(ComputeDriver):
@@ -277,6 +290,113 @@ class VSphereDriver(ComputeDriver):
         if after is None:
             raise errors.DriverError('instance %s does not read back after its move to host %s' % (instance, host_name))
         return after, {'time_elapsed_ms': int((time.monotonic() - started) * 1000)}
+
+    # -- moves between hypervisor types (issue 19): see vmdk.py, datastore_files.py, importing.py
+
+    def import_instance(self, spec, disks, progress=None):
+        """A VM of spec made on spec.node from the controller's DiskFiles: each converted by qemu-img on the controller
+        into a VMFS flat VMDK (vmdk.py says why that kind), uploaded through vCenter's datastore file access into the
+        directory `<uuid>` of the datastore plan_import picks (on the host spawn would choose), then CreateVM_Task
+        with the flavor, the uuid, the marker, the disks and the spec's MACs (importing.py); powered on unless the
+        spec's metadata says power_state stopped. progress(bytes uploaded, bytes to upload). Whatever fails, the VM made
+        and the uploaded directory are removed before raising (errors.DriverError saying so)."""
+        require(self.vcenter)
+        instance = normal_uuid(spec.uuid)
+        if instance is None:
+            raise errors.DriverError('instance uuid %r is not a UUID; nothing was created' % (spec.uuid,))
+        if not disks:
+            raise errors.DriverError('instance %s: no disk to import; nothing was created' % instance)
+        for disk in disks:
+            if disk.disk_format not in vmdk.SOURCE_FORMATS:
+                raise errors.DriverError('instance %s: disk %s is in format %r, which cannot be converted (qemu-img reads %s); '
+                                         'nothing was created' % (instance, os.path.basename(disk.path), disk.disk_format,
+                                                                  ', '.join(vmdk.SOURCE_FORMATS)))
+        spec = dataclasses.replace(spec, uuid=instance)
+        needed = sum(-(-int(disk.virtual_size) // 512) * 512 for disk in disks)
+        plan, datacenter, datastore = self.session.run(
+            lambda content: plan_import(self.vcenter, retrieve_inventory(content, SPAWN_PROPERTIES), spec, needed),
+            'the placement of instance %s' % instance)
+        deadline = time.monotonic() + self.work_timeout
+        workdir = tempfile.mkdtemp(prefix='multihv-import-', dir=os.path.dirname(os.path.abspath(disks[0].path)))
+        made, uploaded = [], []
+        guest_keys = extra_config.wanted(spec.guest, None)
+        try:
+            sizes = self._upload_disks(instance, plan, datastore, disks, workdir, deadline, progress, uploaded)
+            return self.session.run(lambda content: self._create_imported(content, spec, plan, datastore, sizes, deadline, made),
+                                    'the creation of instance %s' % instance)
+        except BaseException as exc:
+            left = self._remove_imported(spec, datacenter, datastore, made, uploaded)
+            where = 'vCenter %s could not import instance %s (%s) on cluster %s/%s, host %s' % (
+                self.vcenter.name, instance, spec.name, plan.datacenter, plan.cluster, plan.host_name)
+            if isinstance(exc, (errors.Unreachable,) + NETWORK_ERRORS):
+                kind, message = errors.Unreachable, '%s: %s did not answer (%s); %s' % (where, self.endpoint, exc, left)
+            elif isinstance(exc, (errors.MultihvError, vmodl.MethodFault)):
+                text = fault_text(exc) if isinstance(exc, vmodl.MethodFault) else str(exc)
+                kind, message = errors.DriverError, '%s: %s; %s' % (where, text, left)
+            else:
+                raise
+            redacted = extra_config.redact(message, guest_keys)
+            raise kind(redacted) from (exc if redacted == message else None)
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    def _upload_disks(self, instance, plan, datastore, disks, workdir, deadline, progress, uploaded):
+        """Convert and upload each disk in turn (one converted copy on the controller at a time); their virtual sizes.
+        uploaded gets the datastore directory before the first byte is sent. progress counts the extents' bytes."""
+        sizes, done = [], 0
+        total = sum(-(-int(disk.virtual_size) // 512) * 512 for disk in disks)  # qemu-img rounds up to a sector
+        for index, disk in enumerate(disks):
+            descriptor, extent, size = vmdk.convert(disk.path, disk.disk_format, workdir, importing.disk_stem(index),
+                                                    max(deadline - time.monotonic(), 1.0))
+            sizes.append(size)
+            # The descriptor last: a directory without it holds no usable disk.
+            for path, counted in ((extent, True), (descriptor, False)):
+                if not uploaded:  # from the first byte sent on, the directory may be there: a failure deletes it
+                    uploaded.append(importing.vm_directory(instance))
+                url = datastore_files.folder_url(self.vcenter.hostname, self.vcenter.port, plan.datacenter, datastore,
+                                                 '%s/%s' % (importing.vm_directory(instance), os.path.basename(path)))
+                sent = datastore_files.upload(self.session, url, path, deadline,
+                                              _counting(progress, done, total) if counted else None)
+                done += sent if counted else 0
+                os.remove(path)  # the controller's space back before the next disk is converted
+        return sizes
+
+    def _create_imported(self, content, spec, plan, datastore, sizes, deadline, made):
+        refs = stub(content)
+        pc = content.propertyCollector
+        config = importing.import_config(spec, plan, datastore, sizes)
+        task = vim.Folder(plan.folder, refs).CreateVM_Task(config=config, pool=vim.ResourcePool(plan.pool, refs),
+                                                           host=vim.HostSystem(plan.host, refs))
+        vm = vim.VirtualMachine(wait_task(pc, task, deadline, 'CreateVM_Task of instance %s' % spec.uuid), refs)
+        made.append(vm)
+        if importing.powered_on(spec):
+            power(pc, vm, 'PowerOnVM_Task', 'poweredOn', deadline, 'PowerOnVM_Task of instance %s' % spec.uuid)
+        state = self._describe(content, vm)
+        if state is None:
+            raise errors.DriverError('the new VM does not read back as instance %s' % spec.uuid)
+        return state
+
+    def _remove_imported(self, spec, datacenter, datastore, made, uploaded):
+        """Destroy the VM a failed import made and delete its datastore directory; a sentence saying what went
+        and what was left."""
+        if not made and not uploaded:
+            return 'nothing had been created'
+        said = []
+        deadline = time.monotonic() + self.work_timeout
+
+        def remove(content):
+            if made:
+                power_off_and_destroy(content.propertyCollector, made[0], deadline, 'the half-made VM of instance %s' % spec.uuid)
+                said.append('the VM it made was destroyed')
+            if uploaded and datastore_files.delete(content, datacenter, datastore, uploaded[0], deadline):
+                said.append('its directory [%s] %s was deleted' % (datastore, uploaded[0]))
+
+        try:
+            self.session.run(remove, 'the removal of what the import of instance %s made' % spec.uuid)
+        except (errors.MultihvError, vmodl.MethodFault) + NETWORK_ERRORS as exc:
+            left = ([] if said or not made else ['its VM %s' % spec.name]) + (['[%s] %s' % (datastore, uploaded[0])] if uploaded else [])
+            return '%s; could not remove the rest (%s), left behind: %s' % (', '.join(said) or 'nothing was removed', exc, ', '.join(left))
+        return ', '.join(said) or 'nothing had been created'
 
     def _find_by_uuid(self, content, instance, name):
         """The VM with the instance uuid (as instance uuid, else as BIOS uuid) and name `name`, or None."""

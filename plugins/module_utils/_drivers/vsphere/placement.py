@@ -150,6 +150,24 @@ def plan_spawn(vcenter, records, spec):
     """The Placement of an instance from one retrieval of SPAWN_PROPERTIES: node (cluster),
     host, datacenter VM folder, resource pool, datastore, template and port groups. Everything
     that can be checked before cloning is: errors say what is missing; nothing was created."""
+    return _plan(vcenter, records, spec, with_template=True)[0]
+
+
+def plan_import(vcenter, records, spec, disk_bytes):
+    """(Placement without a template, datacenter moid, datastore name) of an instance made from uploaded disks
+    (issue 19: a move from another hypervisor type), from one retrieval of SPAWN_PROPERTIES: the host as spawn
+    chooses it (the scheduler's, else the usable one with the most free RAM) and the datastore of the cluster it
+    mounts with the most free space, which must hold disk_bytes (the VMFS flat disks are thick). Nothing created."""
+    plan, datacenter, objects = _plan(vcenter, records, spec, with_template=False)
+    store = objects['Datastore'][plan.datastore]
+    free = int(store.get('summary.freeSpace') or 0)
+    if free < disk_bytes:
+        raise errors.DriverError('instance %s on node %s: datastore %s has %d MiB free, its disks need %d MiB; nothing was created' % (
+            spec.uuid, plan.node, store.get('summary.name'), free // 2 ** 20, -(-disk_bytes // 2 ** 20)))
+    return plan, datacenter, store.get('summary.name')
+
+
+def _plan(vcenter, records, spec, with_template):
     objects = by_kind(records)
     node = _node_named(vcenter, records, spec.node, spec.uuid, 'nothing was created')
     cluster_id = node.extra['moid']
@@ -159,15 +177,18 @@ def plan_spawn(vcenter, records, spec):
     datacenters, parents = folder_tree(objects)
     datacenter = datacenter_id(cluster.get('parent'), parents, datacenters)
     where = 'instance %s on node %s' % (spec.uuid, node.name)
-    template = pick_template(vcenter.name, objects, spec.image, node.extra['datacenter'], untouched=' (%s); nothing was created' % where)
+    template = None
+    if with_template:
+        template = pick_template(vcenter.name, objects, spec.image, node.extra['datacenter'], untouched=' (%s); nothing was created' % where)
     folder = objects['Datacenter'][datacenter].get('vmFolder')
     refuse_duplicates(objects, spec, folder, where)
-    return Placement(
+    plan = Placement(
         node=node.name, cluster=node.extra['cluster'], datacenter=node.extra['datacenter'], folder=folder,
         pool=cluster.get('resourcePool'), host=host_id, host_name=host.name,
         datastore=pick_datastore(objects, cluster, objects['HostSystem'][host_id], where), template=template,
         networks=[resolve_network(objects, datacenter, parents, datacenters, net, where) for net in spec.networks])
+    return plan, datacenter, objects
 
 
-__all__ = ['NetworkChoice', 'Placement', 'choose_host', 'pick_datastore', 'pick_template', 'plan_relocate', 'plan_spawn',
+__all__ = ['NetworkChoice', 'Placement', 'choose_host', 'pick_datastore', 'pick_template', 'plan_import', 'plan_relocate', 'plan_spawn',
            'refuse_duplicates', 'resolve_network']

@@ -7,6 +7,7 @@ Private to multihv.cloud: do not import.
 
 from __future__ import annotations
 
+import http.cookies
 import socket
 import ssl
 import threading
@@ -56,6 +57,25 @@ class Session:
         before a login. It is a credential: never put it in a message."""
         si = self._si
         return si._stub.cookie if si is not None else None  # pylint: disable=protected-access
+
+    def http_cookie(self):
+        """The Cookie header that carries this session to vCenter's other HTTPS services (datastore file access,
+        /folder), logging in first if need be. A secret like a password: it is in no message."""
+        self._connect()
+        morsel = http.cookies.SimpleCookie(self._si._stub.cookie or '').get('vmware_soap_session')  # pylint: disable=protected-access
+        if morsel is None:
+            raise errors.DriverError('%s gave its SOAP session no vmware_soap_session cookie: its datastore files cannot be '
+                                     'reached over HTTPS' % self.endpoint)
+        return '%s=%s' % (morsel.key, morsel.coded_value)
+
+    def tls_context(self):
+        """The TLS context of HTTPS calls besides SOAP, verifying as the login does (validate_certs)."""
+        if self.vcenter.validate_certs:
+            return ssl.create_default_context()
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
 
     def close(self):
         """Log out (frees the vCenter session now, not at its idle timeout) and drop the sockets."""
