@@ -81,6 +81,28 @@ def test_a_vsphere_instance_on_a_real_vmdk_moves_to_kvm1_and_the_same_guest_boot
         log = console_log(lab, record)
         wait_ticks(log, count=3)
         assert 'boot' in log.read_text(errors='replace')
+
+        # And back (issue 19 §3): the guest's disk a VMDK in the datastore, the VM in the cluster with its uuid and MAC.
+        # Stopped first: the tick guest ignores an ACPI shutdown, so a running one would wait out the 120 s before the
+        # hard power-off.
+        ansible_module('multihv.cloud.instance', dict(cloud, name=name, state='stopped'))
+        back = ansible_module('multihv.cloud.migrate', dict(cloud, instance=name, mode='convert', target_node=NODE_C0))
+        migration, record = back['migration'], back['instance']
+        assert (migration['migration_type'], migration['status'], migration['source_node'], migration['dest_node']) == (
+            'convert', 'completed', 'kvm1', NODE_C0)
+        assert (record['uuid'], record['node'], record['state']) == (bios, NODE_C0, 'stopped')
+        assert vcsim_vm(lab, name)[0] == 'poweredOff' and allocations(tmp_path) == {NODE_C0: 32}
+        with vcsim(lab) as si:
+            vm, _props = _vcsim_vm(si, name)
+            assert vm.config.uuid == bios
+            assert [d.macAddress for d in vm.config.hardware.device if hasattr(d, 'macAddress')] == [mac]
+            store = next(ds for ds in vm.datastore if ds.name == DATASTORE)
+            assert (pathlib.Path(store.info.url) / bios / 'disk0.vmdk').exists()
+        conn = lab.connect('kvm1')
+        try:
+            assert bios not in [d.UUIDString() for d in conn.listAllDomains()]
+        finally:
+            conn.close()
     finally:
         with vcsim(lab) as si:
             left, props = _vcsim_vm(si, name)
