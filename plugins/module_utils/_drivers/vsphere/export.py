@@ -17,7 +17,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -59,9 +58,9 @@ class Downloader:
     """Copies datastore files of one vCenter with one session cookie, within a deadline. progress(done, total) after
     each chunk (called on the caller's thread: the copy runs there)."""
 
-    def __init__(self, vcenter, cookie, deadline, progress=None):
-        self.vcenter, self.cookie, self.deadline, self.progress = vcenter, cookie, deadline, progress
-        self.context = ssl.create_default_context() if vcenter.validate_certs else ssl._create_unverified_context()  # pylint: disable=protected-access
+    def __init__(self, vcenter, cookie, context, deadline, progress=None):
+        """cookie: the session's Cookie header (VSphereSession.http_cookie); context: its TLS context (tls_context)."""
+        self.vcenter, self.cookie, self.context, self.deadline, self.progress = vcenter, cookie, context, deadline, progress
         self.done, self.total = 0, 0
 
     def fetch(self, dc_path, ds_name, path, dest):

@@ -52,12 +52,6 @@ class Session:
                 raise self._failure(exc) from exc
         raise AssertionError('unreachable')  # pragma: no cover
 
-    def cookie(self):
-        """The logged-in session's cookie (for vCenter's HTTPS file access, which takes the SOAP session); None
-        before a login. It is a credential: never put it in a message."""
-        si = self._si
-        return si._stub.cookie if si is not None else None  # pylint: disable=protected-access
-
     def http_cookie(self):
         """The Cookie header that carries this session to vCenter's other HTTPS services (datastore file access,
         /folder), logging in first if need be. A secret like a password: it is in no message."""
