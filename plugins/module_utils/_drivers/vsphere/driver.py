@@ -524,8 +524,7 @@ class VSphereDriver(ComputeDriver):
             raise errors.NotFound('instance %r is not a UUID; nothing was exported' % (uuid,))
         located = self.session.run(lambda content: self._export_plan(content, instance, node), 'the export of instance %s' % instance)
         datacenter, disks = located
-        downloader = disk_export.Downloader(self.vcenter, self.session.http_cookie(), self.session.tls_context(),
-                                             time.monotonic() + self.work_timeout, progress)
+        downloader = disk_export.Downloader(self.vcenter, self.session.http_cookie(), time.monotonic() + self.work_timeout, progress)
         prefix = '%s-' % instance
         try:
             return [DiskFile(downloader.fetch_disk(datacenter, file_name, dest_dir, '%s%d-' % (prefix, index)), 'vmdk', size)

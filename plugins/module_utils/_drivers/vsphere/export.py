@@ -20,8 +20,8 @@ import shutil
 import time
 import urllib.error
 import urllib.parse
-import urllib.request
 
+from ansible.module_utils.urls import open_url
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 
 CHUNK = 1 << 20
@@ -58,18 +58,19 @@ class Downloader:
     """Copies datastore files of one vCenter with one session cookie, within a deadline. progress(done, total) after
     each chunk (called on the caller's thread: the copy runs there)."""
 
-    def __init__(self, vcenter, cookie, context, deadline, progress=None):
-        """cookie: the session's Cookie header (VSphereSession.http_cookie); context: its TLS context (tls_context)."""
-        self.vcenter, self.cookie, self.context, self.deadline, self.progress = vcenter, cookie, context, deadline, progress
+    def __init__(self, vcenter, cookie, deadline, progress=None):
+        """cookie: the session's Cookie header (VSphereSession.http_cookie); certificates checked as the login does."""
+        self.vcenter, self.cookie, self.deadline, self.progress = vcenter, cookie, deadline, progress
         self.done, self.total = 0, 0
 
     def fetch(self, dc_path, ds_name, path, dest):
         """Copy one file to dest; its size."""
         url = folder_url(self.vcenter.hostname, self.vcenter.port, dc_path, ds_name, path)
-        request = urllib.request.Request(url, headers={'Cookie': self.cookie})
         what = '[%s] %s' % (ds_name, path)
         try:
-            with urllib.request.urlopen(request, context=self.context, timeout=self.vcenter.timeout) as answer, open(dest, 'wb') as out:
+            # No proxy, as the SOAP connection: the controller reaches vCenter itself.
+            with open_url(url, headers={'Cookie': self.cookie}, timeout=self.vcenter.timeout, validate_certs=self.vcenter.validate_certs,
+                          use_proxy=False) as answer, open(dest, 'wb') as out:
                 self.total += int(answer.headers.get('Content-Length') or 0)
                 copied = 0
                 while True:
