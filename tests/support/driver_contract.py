@@ -477,9 +477,12 @@ class DriverContract:
         left = [vm for vm in driver.list_vms(node) if vm.uuid == kept.uuid]  # the way back: a VM that is no instance
         assert [(vm.name, vm.marked, vm.power_state) for vm in left] == [
             ('%s.moved-%s' % (kept.name, kept.uuid.replace('-', '')[:8]), False, 'stopped')]
-        # Rolled back as instance_import does it: marked again, an instance the harness's clean-up can remove.
+        # Rolled back as instance_import does it: marked again, an instance again; then removed here, since the harness's
+        # clean-up looks for it by its old name (the vSphere one) and would leave it in the simulator.
         driver.adopt(kept.uuid, node, kept.name, {'image': kept.image})
         assert listed(driver, kept.uuid) is not None
+        driver.destroy(kept.uuid, node)
+        assert listed(driver, kept.uuid) is None and not [vm for vm in driver.list_vms(node) if vm.uuid == kept.uuid]
 
 
 __all__ = ['DriverContract', 'Harness', 'file_contents', 'file_kinds', 'listed', 'with_guest']
