@@ -21,6 +21,7 @@ from support import guest
 from support.cloud import vm_name
 from support.lab import wait_for
 
+from ansible_collections.multihv.cloud.plugins.module_utils._compute.resize import power_before
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
 
 INSTANCE_FILE = re.compile(r'^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.')
@@ -169,9 +170,7 @@ def violations(lab, registry_url: str, running=(), vsphere=(), before=frozenset(
 
 def _power(record, resizes) -> str:
     """The power state record's VM must be in: a resize waiting keeps the one it began with."""
-    if record.state == 'verify_resize':
-        return (resizes[record.uuid].stats or {}).get('power') or 'running'
-    return record.state
+    return power_before(resizes[record.uuid]) if record.state == 'verify_resize' else record.state
 
 
 def _owed(record, resize, flavors):

@@ -136,9 +136,9 @@ def _kept_by_snapshot(name, before, fields):
     if own.get('status') != 'active':
         raise errors.MultihvError('%s still being captured; nothing was changed' % what)
     wanted = fields['properties']
-    for key in ('hypervisor_type',):
-        if fields[key] != before.get(key):
-            raise errors.MultihvError('%s of hypervisor type %s, not %s; nothing was changed' % (what, before.get(key), fields[key]))
+    kind = before.get('hypervisor_type')
+    if fields['hypervisor_type'] != kind:
+        raise errors.MultihvError('%s of hypervisor type %s, not %s; nothing was changed' % (what, kind, fields['hypervisor_type']))
     for key in ('source', 'format', 'template'):
         if key in own and wanted.get(key) != own[key]:
             raise errors.MultihvError('%s: its %s stays %s (%s was asked); give another image another name; nothing was changed'

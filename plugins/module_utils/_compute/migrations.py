@@ -309,10 +309,11 @@ def _drain(ctx, node, kind, mode, controls, concurrency, check_mode, reason):
     disable = admin is None or admin.get('enabled', True)
     if disable and not check_mode:
         registry.set_node(node, kind, enabled=False, disabled_reason=reason or 'drained by multihv.cloud.migrate')
-    instances = [i for i in registry.list_instances(node=node) if i.state in ('running', 'stopped')]
+    on_node = registry.list_instances(node=node)
+    instances = [i for i in on_node if i.state in ('running', 'stopped')]
     result = {'changed': disable or bool(instances), 'node': node, 'migrations': [], 'failures': []}
     # Nova moves no resized instance before its resize is settled: the node is not drained while one waits.
-    for record in registry.list_instances(node=node):
+    for record in on_node:
         if record.state == VERIFY_RESIZE:
             result['failures'].append({'name': record.name, 'msg': 'instance %s waits in %s: confirm or revert its resize (instance state '
                                                                    '%s or %s), then drain again; it was not moved' % (
