@@ -36,7 +36,10 @@ description:
     as M(multihv.cloud.compute_node) does when their node comes back. Any other second copy of an instance (a move
     whose source kept its definition, a VM defined by hand) on a node that is not the one its record names is destroyed
     too, when no migration of the instance is unfinished and no run holds it; its disk is removed only when it is that
-    node's own local disk. A copy is never destroyed while the node its record names has no VM of it.
+    node's own local disk. The source VM of a completed move between hypervisor types (M(multihv.cloud.migrate)
+    O(multihv.cloud.migrate#module:mode=convert)) that could not be retired is retired as that move asked instead (removed,
+    or with O(multihv.cloud.migrate#module:keep_source) kept powered off, renamed and without the cloud's mark). A copy is
+    never destroyed while the node its record names has no VM of it.
   - B(Files left behind.) Files of an instance (C(<uuid>.qcow2), C(<uuid>.console.log)) in the local instance directory
     of a KVM host that is not the one its record names and has no VM of it, left by an interrupted migration or an
     evacuation, are removed, only while its VM is on the node its record names and no run works on it. Shared files are

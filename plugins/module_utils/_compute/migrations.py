@@ -71,8 +71,9 @@ def plan(ctx, record, mode, target_node=None, target_host=None):
     if target_node:
         target_kind = _nodes.type_in_cloud(ctx.drivers, target_node, untouched)
         if target_kind != kind:
-            raise errors.MultihvError('node %s is a %s node and instance %s is on %s node %s: instances do not move between '
-                                      'hypervisor types; %s' % (target_node, target_kind, record.name, kind, source, untouched))
+            raise errors.MultihvError('node %s is a %s node and instance %s is on %s node %s: a %s move does not cross hypervisor '
+                                      'types (mode convert, or auto, converts its disks); %s'
+                                      % (target_node, target_kind, record.name, kind, source, mode, untouched))
     if hosts_in_node and target_host and target_node in (None, source):
         # A move between hosts of the node (vMotion inside a cluster): the allocation stays on the node.
         if target_host == record.host:

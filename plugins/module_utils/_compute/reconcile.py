@@ -603,7 +603,8 @@ def plan_second_copies(plan):
     """A copy of a recorded instance on a node that is not its record's, with no migration of it unfinished
     and no run on it (a move whose source's undefine failed, a VM defined by hand): the record is where the
     instance is, so the other copy is destroyed, its disk removed only when it is local and that node's
-    own (never shared: it is the instance's disk). Never the only copy: that one is reported missing."""
+    own (never shared: it is the instance's disk). Never the only copy: that one is reported missing.
+    The source VM of a finished convert whose retire failed is retired as that move asked instead."""
     registry = plan.registry
     for record in plan.records.values():
         if record.state not in RECORDED_POWER or record.uuid in plan.handled or record.uuid in plan.moving:
@@ -614,11 +615,27 @@ def plan_second_copies(plan):
             continue
         for node in others:
             plan.handled.add((record.uuid, node))
+            moved = _converted_from(plan, record.uuid, node)
+            if moved is not None:
+                # the source of a finished convert whose retire failed: retired as the move asked (keep_source
+                # keeps it renamed, the rollback path the user chose), never destroyed in its place
+                keep = bool((moved.stats or {}).get('keep_source'))
+                plan.add('stale', record.uuid, record.name, node, 'the VM on %s that convert %s moved to %s was not retired'
+                         % (node, moved.id, record.node), 'rename it and remove the mark (keep_source)' if keep else 'remove it with its disks',
+                         lambda record=record, node=node, keep=keep: plan.ctx.driver_for(node).retire_converted(record.uuid, node, keep=keep))
+                continue
             own_disk = record.storage == 'local' and plan.separate(node, record.node)
             plan.add('stale', record.uuid, record.name, node, 'a second copy (%s) on %s; the record says %s (%s) and no migration of it '
                      'is unfinished' % (copies[node].power_state, node, record.node, copies[record.node].power_state),
                      'destroy it (%s)' % ('its local disk removed' if own_disk else 'its disk kept'),
                      lambda record=record, node=node, own_disk=own_disk: plan.destroy(record.uuid, node, own_disk))
+
+
+def _converted_from(plan, inst_uuid, node):
+    """The latest completed convert of the instance away from node, or None."""
+    moves = [m for m in plan.migrations if m.instance_uuid == inst_uuid and m.migration_type == _convert.CONVERT
+             and m.status == 'completed' and m.source_node == node]
+    return max(moves, key=lambda m: m.created_at) if moves else None
 
 
 def plan_left_files(plan):

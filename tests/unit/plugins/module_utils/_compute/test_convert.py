@@ -197,6 +197,23 @@ def test_a_failed_retire_is_a_warning_and_the_move_stands(cloud):
     assert cloud.world.vm(record.uuid, 'c1').power == 'stopped'
 
 
+@pytest.mark.parametrize('keep_source', [False, True])
+def test_the_reconciler_retires_a_source_whose_retire_failed_as_the_move_asked(cloud, keep_source):
+    record = boot_on_c1(cloud)
+    cloud.world.fail_convert('retire')
+    convert(cloud, target_node='kvm1', keep_source=keep_source)
+    assert cloud.world.vm(record.uuid, 'c1').marked  # still the cloud's: the reconciler takes it for a second copy
+    actions = reconcile(cloud)['actions']
+    assert [a['kind'] for a in actions] == ['stale'] and ('rename' in actions[0]['does']) == keep_source
+    kept = cloud.world.vm(record.uuid, 'c1')
+    if keep_source:  # the rollback path the user asked for survives: stopped, renamed, unmarked
+        assert (kept.power, kept.marked, kept.name) == ('stopped', False, 'app-1.moved-%s' % record.uuid.replace('-', '')[:8])
+    else:
+        assert kept is None
+    assert cloud.world.vm(record.uuid, 'kvm1').power == 'running' and cloud.nodes_of() == {'app-1': 'kvm1'}
+    second_pass_does_nothing(cloud)
+
+
 def interrupted(cloud, record, status='running'):
     """What a controller that died mid-convert leaves: a convert migration still running, claims on both nodes."""
     migration = cloud.registry.create_migration(instance_uuid=record.uuid, migration_type='convert', status=status,
