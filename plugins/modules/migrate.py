@@ -79,6 +79,12 @@ options:
         removing it, without the cloud's mark, for a way back.
     type: bool
     default: false
+  shutdown_timeout:
+    description:
+      - For a move to another hypervisor type only (C(convert)); how many seconds a running guest is given to shut down
+        after the guest shutdown request before it is powered off hard. A guest that ignores ACPI waits all of it.
+      - 120 when not given.
+    type: int
   bandwidth:
     description: Most MiB/s a KVM live or block migration may use.
     type: int
@@ -208,6 +214,7 @@ OPTIONS = {
     'target_host': {'type': 'str'},
     'image': {'type': 'str'},
     'keep_source': {'type': 'bool', 'default': False},
+    'shutdown_timeout': {'type': 'int'},
     'bandwidth': {'type': 'int'},
     'max_downtime_ms': {'type': 'int'},
     'auto_converge': {'type': 'bool', 'default': False},
@@ -222,7 +229,8 @@ OPTIONS = {
 def main():
     module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
                            mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE + [
-                               ('instance', 'from_node'), ('from_node', 'image'), ('from_node', 'keep_source')],
+                               ('instance', 'from_node'), ('from_node', 'image'), ('from_node', 'keep_source'),
+                               ('from_node', 'shutdown_timeout')],
                            required_one_of=[('instance', 'from_node')])
     p = module.params
     controls = MigrationControls(bandwidth_mib=p['bandwidth'], max_downtime_ms=p['max_downtime_ms'], auto_converge=p['auto_converge'],
@@ -231,7 +239,8 @@ def main():
     with _args.cloud_session(module, p['timeout']) as ctx:
         if p['instance']:
             result = _migrations.migrate(ctx, p['instance'], p['mode'], p['target_node'], p['target_host'], controls,
-                                         module.check_mode, image=p['image'], keep_source=p['keep_source'])
+                                         module.check_mode, image=p['image'], keep_source=p['keep_source'],
+                                         shutdown_timeout=p['shutdown_timeout'])
         else:
             result = _migrations.drain(ctx, p['from_node'], p['mode'], controls, p['concurrency'], module.check_mode,
                                        p['disabled_reason'])

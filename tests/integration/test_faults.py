@@ -14,7 +14,7 @@ import time
 import pytest
 
 from support import invariants
-from support.cloud import boot, console_log, registry_rows, wait_ticks
+from support.cloud import boot, console_log, registry_rows, vcsim_vm, wait_ticks
 from support.faults import SETTLED_AFTER, Controller, freeze_incoming, scrub, short_leases
 from support.lab import ansible_module, qemu_processes, serial, wait_for
 
@@ -180,6 +180,41 @@ def test_controller_killed_mid_resize(lab, fast, tmp_path, before):
     assert migration_rows(tmp_path, 'kill-resize') == [('resize', 'failed', 'kvm1', 'kvm1')]
     assert not kept.exists()
     invariants.assert_hold(lab, url(tmp_path), before=before, running=['kill-resize'])
+    assert reconcile(fast)['changed'] is False
+
+
+def test_controllers_killed_mid_convert(lab, fast, tmp_path, before):
+    """Two moves from kvm1 to the vSphere cluster node (issue 19), each killed at its own step; one reconciler pass.
+    The first is killed after the guest was powered off for it, before its disk was exported: the reconciler keeps the
+    KVM domain and powers it on again (it ran before the move), frees the claim on the cluster, fails the migration.
+    The second is killed once its VM was made and started on vcsim, before the records moved: the reconciler keeps the
+    VM that runs, records the instance there, retires the stopped KVM domain with its local disk and completes the
+    migration."""
+    cluster = 'vcsim/DC0/DC0_C0'
+    moves = {'kill-conv-export': '_drivers.libvirt.driver:LibvirtDriver.export_disks:before',
+             'kill-conv-import': '_drivers.vsphere.driver:VSphereDriver.import_instance:after'}
+    records = {name: boot(fast, name, storage='local') for name in moves}
+    runs = [Controller(tmp_path, 'multihv.cloud.migrate', dict(fast, instance=name, mode='convert', target_node=cluster,
+                                                               shutdown_timeout=1), name=name, pause=pause)
+            for name, pause in moves.items()]
+    for run in runs:
+        run.paused(timeout=180).kill()
+    killed = time.monotonic()
+    for name in moves:
+        assert migration_rows(tmp_path, name) == [('convert', 'running', 'kvm1', cluster)]
+    assert not qemu_processes('kill-conv-export') and vcsim_vm(lab, 'kill-conv-export') is None
+    assert vcsim_vm(lab, 'kill-conv-import')[0] == 'poweredOn', 'the run was not killed after the import'
+    time.sleep(max(0, SETTLED_AFTER - (time.monotonic() - killed)))
+    result = reconcile(fast)
+    assert sorted((a['kind'], a['name']) for a in result['actions']) == [('migration', name) for name in sorted(moves)]
+    assert registry_rows(tmp_path, "SELECT name, node, state FROM instances ORDER BY name") == [
+        ('kill-conv-export', 'kvm1', 'running'), ('kill-conv-import', cluster, 'running')]
+    assert migration_rows(tmp_path, 'kill-conv-export') == [('convert', 'failed', 'kvm1', cluster)]
+    assert migration_rows(tmp_path, 'kill-conv-import') == [('convert', 'completed', 'kvm1', cluster)]
+    assert qemu_processes('kill-conv-export') and not qemu_processes('kill-conv-import')
+    local = pathlib.Path(lab.hosts['kvm1']['local_dir'])
+    assert not list(local.glob(records['kill-conv-import']['uuid'] + '*')), 'the retired domain left its files'
+    invariants.assert_hold(lab, url(tmp_path), before=before, running=list(moves), vsphere=['kill-conv-import'])
     assert reconcile(fast)['changed'] is False
 
 

@@ -108,25 +108,28 @@ def already_there(ctx, record, target_node=None, target_host=None):
 
 
 def migrate(ctx, ref, mode='auto', target_node=None, target_host=None, controls=None, check_mode=False, sync_rules=True,
-            image=None, keep_source=False):
+            image=None, keep_source=False, shutdown_timeout=None):
     """Move one instance (by name or uuid). Returns {changed, instance, migration}, the records as
     dicts (as modules return them); errors say what was refused or failed, and a failed move's record
     says so too. An instance already on the target given is not moved (changed False, migration None).
     Check mode takes no lease (a registry write): it plans from the records as they are. sync_rules: bring
     the HA overrides and DRS rules of the source and target nodes up to date after a move (node_rules.after;
-    a drain does it once for all its moves). image, keep_source: a convert's (mode convert, or auto towards a node of
-    another hypervisor type: convert.py), refused with any other move."""
+    a drain does it once for all its moves). image, keep_source, shutdown_timeout: a convert's (mode convert, or auto
+    towards a node of another hypervisor type: convert.py), refused with any other move."""
     registry = ctx.registry
     controls = controls or MigrationControls()
     record = find_instance(registry, ref)
     if already_there(ctx, record, target_node, target_host):
         return {'changed': False, 'instance': record.as_dict(), 'migration': None}
     converting = _convert.wanted(ctx, record, mode, target_node)
-    if (image or keep_source) and not converting:
-        raise errors.MultihvError('image and keep_source apply to a move to another hypervisor type (mode convert) only; %s'
-                                  % _untouched(record))
+    if (image or keep_source or shutdown_timeout is not None) and not converting:
+        raise errors.MultihvError('image, keep_source and shutdown_timeout apply to a move to another hypervisor type (mode '
+                                  'convert) only; %s' % _untouched(record))
+    if shutdown_timeout is not None and shutdown_timeout < 0:
+        raise errors.MultihvError('shutdown_timeout must be 0 or more seconds, not %s; %s' % (shutdown_timeout, _untouched(record)))
     if converting:
-        return _converted(ctx, record, target_node, target_host, image, keep_source, check_mode, sync_rules)
+        return _converted(ctx, record, target_node, target_host, image, keep_source, check_mode, sync_rules,
+                          _convert.SHUTDOWN_TIMEOUT if shutdown_timeout is None else shutdown_timeout)
     if check_mode:
         move = plan(ctx, record, mode, target_node, target_host)
         caps = ctx.capabilities(move.target_node)
@@ -147,7 +150,7 @@ def migrate(ctx, ref, mode='auto', target_node=None, target_host=None, controls=
     return _node_rules.after(ctx, result, [move.source_node, move.target_node])
 
 
-def _converted(ctx, record, target_node, target_host, image, keep_source, check_mode, sync_rules):
+def _converted(ctx, record, target_node, target_host, image, keep_source, check_mode, sync_rules, shutdown_timeout):
     """migrate's path for a move to another hypervisor type (convert.py), under the instance's lease as the others."""
     registry = ctx.registry
     if check_mode:
@@ -161,7 +164,7 @@ def _converted(ctx, record, target_node, target_host, image, keep_source, check_
         if already_there(ctx, record, target_node, target_host):
             return {'changed': False, 'instance': record.as_dict(), 'migration': None}
         conversion = _convert.plan(ctx, record, target_node, target_host, image, keep_source)
-        result = _convert.run(ctx, conversion, lease)
+        result = _convert.run(ctx, conversion, lease, shutdown_timeout)
     if not sync_rules:
         return result
     return _node_rules.after(ctx, result, [conversion.source_node, conversion.target_node])

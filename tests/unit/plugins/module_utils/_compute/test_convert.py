@@ -7,6 +7,8 @@ how the reconciler settles an interrupted convert."""
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
@@ -88,6 +90,16 @@ def test_a_guest_that_ignores_the_shutdown_is_powered_off_hard_after_the_timeout
     assert [a for name, a in cloud.world.power_actions if name == 'app-1'][-2:] == ['shutdown', 'stop']
 
 
+def test_the_shutdown_timeout_option_reaches_the_power_off(cloud):
+    record = boot_on_c1(cloud)
+    cloud.world.deaf_guests.add('app-1')
+    started = time.monotonic()
+    assert convert(cloud, target_node='kvm1', shutdown_timeout=0)['migration']['status'] == 'completed'
+    assert time.monotonic() - started < _convert.SHUTDOWN_TIMEOUT  # not the default's wait
+    assert [a for name, a in cloud.world.power_actions if name == 'app-1'][-2:] == ['shutdown', 'stop']
+    assert cloud.world.vm(record.uuid, 'kvm1').power == 'running'
+
+
 def test_keep_source_leaves_the_old_vm_stopped_renamed_and_unmarked(cloud):
     record = boot_on_c1(cloud)
     convert(cloud, target_node='kvm1', keep_source=True)
@@ -111,6 +123,8 @@ def test_a_stopped_instance_arrives_stopped_and_is_never_started_on_the_source(c
     ({'target_node': 'kvm1', 'image': 'nope'}, 'image nope does not exist'),
     ({'mode': 'cold', 'keep_source': True}, r'apply to a move to another hypervisor type \(mode convert\) only'),
     ({'mode': 'cold', 'image': 'tick'}, r'apply to a move to another hypervisor type \(mode convert\) only'),
+    ({'mode': 'cold', 'shutdown_timeout': 5}, r'apply to a move to another hypervisor type \(mode convert\) only'),
+    ({'target_node': 'kvm1', 'shutdown_timeout': -1}, 'shutdown_timeout must be 0 or more seconds, not -1'),
 ])
 def test_bad_requests_are_refused_before_anything_moves(cloud, options, message):
     record = boot_on_c1(cloud)
