@@ -5,7 +5,8 @@ on cluster node DC0_C0 (its NIC on registry network lan, backed by its port grou
 A target of the same type is refused and check mode plans a convert for a KVM target, nothing moved; migrate with mode
 convert then takes it to kvm1: the disk copied out through vcsim's datastore file access, converted
 and uploaded, the domain made with the same uuid and MAC, the VM gone from vcsim, and the same guest boots (its serial
-console prints boot and counts ticks). Small on purpose (the suite's time): refusals, failures at each step and the
+console prints boot and counts ticks); and back, running (powered off hard after shutdown_timeout: the tick guest ignores
+ACPI), its VMDK in the datastore and its VM powered on in the cluster. Small on purpose (the suite's time): refusals, failures at each step and the
 reconciler are proven on the fake driver (unit tests)."""
 
 from __future__ import annotations
@@ -83,15 +84,14 @@ def test_a_vsphere_instance_on_a_real_vmdk_moves_to_kvm1_and_the_same_guest_boot
         assert 'boot' in log.read_text(errors='replace')
 
         # And back (issue 19 §3): the guest's disk a VMDK in the datastore, the VM in the cluster with its uuid and MAC.
-        # Stopped first: the tick guest ignores an ACPI shutdown, so a running one would wait out the 120 s before the
-        # hard power-off.
-        ansible_module('multihv.cloud.instance', dict(cloud, name=name, state='stopped'))
-        back = ansible_module('multihv.cloud.migrate', dict(cloud, instance=name, mode='convert', target_node=NODE_C0))
+        # Running: the tick guest ignores the ACPI shutdown, so it is powered off hard after shutdown_timeout.
+        back = ansible_module('multihv.cloud.migrate', dict(cloud, instance=name, mode='convert', target_node=NODE_C0,
+                                                            shutdown_timeout=2))
         migration, record = back['migration'], back['instance']
         assert (migration['migration_type'], migration['status'], migration['source_node'], migration['dest_node']) == (
             'convert', 'completed', 'kvm1', NODE_C0)
-        assert (record['uuid'], record['node'], record['state']) == (bios, NODE_C0, 'stopped')
-        assert vcsim_vm(lab, name)[0] == 'poweredOff' and allocations(tmp_path) == {NODE_C0: 32}
+        assert (record['uuid'], record['node'], record['state']) == (bios, NODE_C0, 'running')
+        assert vcsim_vm(lab, name)[0] == 'poweredOn' and allocations(tmp_path) == {NODE_C0: 32}
         with vcsim(lab) as si:
             vm, _props = _vcsim_vm(si, name)
             assert vm.config.uuid == bios
