@@ -157,6 +157,7 @@ def test_a_kvm_instance_exported_and_imported_into_vcsim(lab, drivers, kvm, vsph
     assert [(n.macAddress, n.addressType) for n in nics] == [(macs[0], 'manual')]
     disks = [d for d in vm.config.hardware.device if isinstance(d, vim.vm.device.VirtualDisk)]
     assert [d.backing.fileName for d in disks] == ['[%s] %s/disk0.vmdk' % (DATASTORE, spec.uuid)]
+    assert disks[0].capacityInBytes == 2 ** 30  # grown to the flavor's disk once the VM existed, as a clone is
 
     # In the datastore's backing directory: the VMFS flat pair, the guest's bytes.
     directory = datastore_dir(si) / spec.uuid

@@ -36,7 +36,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere imp
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import maintenance as host_maintenance
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import snapshot as vsphere_snapshot
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.annotations import normal_uuid, parse_annotation, without_marker
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.clone import clone_config, clone_spec, missing_config
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.clone import clone_config, clone_spec, grown_disk, missing_config
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.instances import (
     disk_bytes, disk_gb_of, disks_of, instance_states, managed_ids, power_state, with_devices,
 )
@@ -312,7 +312,9 @@ class VSphereDriver(ComputeDriver):
                                          'nothing was created' % (instance, os.path.basename(disk.path), disk.disk_format,
                                                                   ', '.join(vmdk.SOURCE_FORMATS)))
         spec = dataclasses.replace(spec, uuid=instance)
-        needed = sum(-(-int(disk.virtual_size) // 512) * 512 for disk in disks)
+        # The first disk is grown to the flavor's once the VM exists (thick: the datastore must hold it grown).
+        needed = sum(-(-int(disk.virtual_size) // 512) * 512 for disk in disks[1:]) + max(
+            -(-int(disks[0].virtual_size) // 512) * 512, int(spec.disk_gb) * 2 ** 30)
         plan, datacenter, datastore = self.session.run(
             lambda content: plan_import(self.vcenter, retrieve_inventory(content, SPAWN_PROPERTIES), spec, needed),
             'the placement of instance %s' % instance)
@@ -369,6 +371,11 @@ class VSphereDriver(ComputeDriver):
                                                            host=vim.HostSystem(plan.host, refs))
         vm = vim.VirtualMachine(wait_task(pc, task, deadline, 'CreateVM_Task of instance %s' % spec.uuid), refs)
         made.append(vm)
+        devices = retrieve_objects(pc, [vm], 'VirtualMachine', (DEVICES,))[0].props.get(DEVICES) or []
+        grow = grown_disk(devices, int(spec.disk_gb))  # as a clone is: the flavor's disk is a minimum
+        if grow is not None:
+            wait_task(pc, vm.ReconfigVM_Task(spec=vim.vm.ConfigSpec(deviceChange=[grow])), deadline,
+                      'ReconfigVM_Task growing the disk of instance %s' % spec.uuid)
         if importing.powered_on(spec):
             power(pc, vm, 'PowerOnVM_Task', 'poweredOn', deadline, 'PowerOnVM_Task of instance %s' % spec.uuid)
         state = self._describe(content, vm)
