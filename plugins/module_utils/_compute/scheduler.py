@@ -56,6 +56,7 @@ class Candidate:
     instances: int = 0
     hosts: list | None = None
     networks: dict = dataclasses.field(default_factory=dict)  # {registry network: its backing on this node}
+    reason: str | None = None  # why a node that is not up is down (its endpoint's answer), for a refusal to say
 
     def free(self, resource):
         return self.capacity[resource] - self.allocated[resource]
@@ -95,12 +96,19 @@ class Request:
 class NoValidHost(Exception):
     """No node passes the filters. rejected: {filter name: [nodes it removed]}, in filter order."""
 
-    def __init__(self, request, rejected):
+    def __init__(self, request, rejected, down=None):
         self.request = request
         self.rejected = rejected
-        reasons = '; '.join('%s removed %s%s' % (name, ', '.join(nodes), _detail(name, request)) for name, nodes in rejected.items() if nodes)
+        down = down or {}
+        reasons = '; '.join('%s removed %s%s' % (name, ', '.join(_named(node, down) for node in nodes), _detail(name, request))
+                            for name, nodes in rejected.items() if nodes)
         super().__init__('no node can take %s vCPUs, %s MB RAM, %s GB disk: %s' % (
             request.vcpus, request.memory_mb, request.disk_gb, reasons or 'the cloud has no compute node'))
+
+
+def _named(node, down):
+    """A removed node as a refusal names it: with why it is down, when it is (a host that did not answer in time)."""
+    return '%s (down: %s)' % (node, down[node]) if down.get(node) else node
 
 
 def _detail(filter_name, request):
@@ -147,7 +155,7 @@ def candidates(views, allocations, capabilities=kinds.capabilities, hypervisor_f
             allocated={'vcpus': allocated.get('vcpus', 0), 'memory_mb': allocated.get('memory_mb', 0),
                        'disk_gb': allocated.get('disk_gb', 0)},
             instances=allocated.get('instances', view.instances),
-            hosts=hosts, networks=dict(networks.get(view.name) or {})))
+            hosts=hosts, networks=dict(networks.get(view.name) or {}), reason=None if view.up else view.reason))
     return result
 
 
@@ -229,6 +237,11 @@ RESOURCE_FILTERS = (
     ('ClusterHostFitFilter', cluster_host_fit_filter),
 )
 FILTERS = STATIC_FILTERS + RESOURCE_FILTERS
+
+
+def refusal(req, candidates):
+    """NoValidHost for a request no candidate takes: which filter removed which node, and why each down node is down."""
+    return NoValidHost(req, explain(req, candidates), dict((c.name, c.reason) for c in candidates if c.reason and not c.up))
 
 
 def explain(req, candidates):
@@ -321,7 +334,7 @@ class Scheduler:
         if req.group_policy or req.node:
             ranked = self.ranked(req)
             if not ranked:
-                raise NoValidHost(req, explain(req, self.candidates))
+                raise refusal(req, self.candidates)
             node = ranked[0]
         else:
             node = self._pop_best(req)
@@ -351,7 +364,7 @@ class Scheduler:
                 return node
             # Allocations only grow during a run: a request of this shape never fits here again.
             members.discard(name)
-        raise NoValidHost(req, explain(req, self.candidates))
+        raise refusal(req, self.candidates)
 
     def _refresh(self, node):
         """A placement changed node: give every shape's heap its new weight."""
