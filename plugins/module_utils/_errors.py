@@ -44,6 +44,11 @@ class Unreachable(DriverError):
     """A hypervisor endpoint did not answer (in time)."""
 
 
+class NoAnswer(Unreachable):
+    """A hypervisor endpoint gave no answer before a deadline (it neither refused nor failed): a busy one may
+    answer a second asking, which a refusal would not."""
+
+
 class SpawnUnconfirmed(Unreachable):
     """A spawn whose endpoint stopped answering and whose VM, which may exist or still be made there
     (a vCenter finishing a clone), could not be destroyed: the instance's record must stay for the

@@ -234,7 +234,7 @@ options:
         C(high), C(1) and above C(highest).
     type: int
   concurrency:
-    description: How many instances of O(instances) boot at once. At least 1; a lower value is refused before anything is done.
+    description: How many instances of O(instances) boot, or are deleted, at once. At least 1; a lower value is refused before anything is done.
     type: int
     default: 4
   timeout:

@@ -1,16 +1,23 @@
-"""Benchmark: the scheduler placing 10,000 requests on 1,000 synthetic nodes.
+"""Benchmark: the scheduler placing 10,000 requests on 1,000 synthetic nodes, and how it grows with the estate.
 
 Starts nothing (pure logic). Prints the time per placement and in all (goal: all
 10,000 in under 1 s), and the peak memory the run added, beside a baseline measured
 in the same run: a naive scheduler that filters and weighs every node for every
 request (Nova's shape), on the first 500 requests, so the ratio shows what the heap
-per request shape buys. Run: .venv/bin/python tests/benchmarks/scheduler.py [--nodes N --requests N]
+per request shape buys (goal, issue 20: at least 50x).
+
+Then the curve: the time per placement on 100, 1,000 and 10,000 nodes (--curve), each
+with --per-node requests per node (10 by default: the estate grows and so does the
+work, filling each node alike), --repeat runs each (the median is used; every run is
+printed). Goal (issue 20): at 10,000 nodes at most 1.5x the time per placement at 100.
+Run: .venv/bin/python tests/benchmarks/scheduler.py [--nodes N --requests N --curve 100,1000,10000]
 """
 
 from __future__ import annotations
 
 import argparse
 import pathlib
+import statistics
 import random
 import sys
 import time
@@ -64,10 +71,33 @@ def naive_place(nodes, req, weigher):
     return best.name
 
 
+def per_placement(nodes, requests):
+    """Seconds per placement of requests on a fresh Scheduler over nodes (the Scheduler's set-up counted)."""
+    start = time.perf_counter()
+    scheduler = Scheduler(nodes)
+    for req in requests:
+        scheduler.place(req)
+    return (time.perf_counter() - start) / len(requests)
+
+
+def curve(sizes, per_node, repeat):
+    """The time per placement at each estate size, each the median of `repeat` runs; prints every run."""
+    medians = {}
+    for size in sizes:
+        runs = [per_placement(synthetic_nodes(size, 1), synthetic_requests(size * per_node, 2)) for _run in range(repeat)]
+        medians[size] = statistics.median(runs)
+        print('  %6d nodes, %7d requests: %s us per placement (median %.1f)'
+              % (size, size * per_node, ', '.join('%.1f' % (r * 1e6) for r in runs), medians[size] * 1e6))
+    return medians
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split('\n', 1)[0])
     parser.add_argument('--nodes', type=int, default=1000)
     parser.add_argument('--requests', type=int, default=10000)
+    parser.add_argument('--curve', default='100,1000,10000', help='estate sizes, comma-separated (empty: no curve)')
+    parser.add_argument('--per-node', type=int, default=10, help='requests per node on the curve')
+    parser.add_argument('--repeat', type=int, default=3, help='runs per point of the curve')
     args = parser.parse_args()
 
     nodes = synthetic_nodes(args.nodes, 1)
@@ -99,6 +129,16 @@ def main():
     print('naive: %.1f us per placement (first %d requests)' % (naive * 1e6, sample))
     print('naive / ours per placement: %.0fx' % (naive / (ours / args.requests)))
     print('goal, all %d in under 1 s: %s' % (args.requests, 'holds' if ours < 1.0 else 'DOES NOT HOLD'))
+    print('goal, naive / ours at least 50x: %s' % ('holds' if naive / (ours / args.requests) >= 50 else 'DOES NOT HOLD'))
+    sizes = [int(size) for size in args.curve.split(',') if size.strip()]
+    if sizes:
+        print('time per placement as the estate grows (%d requests per node):' % args.per_node)
+        medians = curve(sizes, args.per_node, args.repeat)
+        first, last = sizes[0], sizes[-1]
+        for size in sizes[1:]:
+            print('  %d nodes / %d nodes: %.2fx' % (size, first, medians[size] / medians[first]))
+        print('goal, %d nodes at most 1.5x %d nodes per placement: %s'
+              % (last, first, 'holds' if medians[last] <= 1.5 * medians[first] else 'DOES NOT HOLD'))
 
 
 if __name__ == '__main__':

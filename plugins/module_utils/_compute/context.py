@@ -40,7 +40,9 @@ class Context:
     def views(self):
         """The NodeView of every node, read once."""
         if self._views is None:
-            self._views = _nodes.list_nodes(self.config, self.registry, list(self.drivers))
+            # Work decides on these views (a node down is not scheduled on, may be evacuated): a probe that overstayed
+            # its timeout is asked again before a node counts as down.
+            self._views = _nodes.list_nodes(self.config, self.registry, list(self.drivers), retries=_nodes.PROBE_RETRIES)
         return self._views
 
     def view(self, node):
@@ -89,10 +91,12 @@ class Context:
             driver.close()
 
     @contextlib.contextmanager
-    def apart(self):
+    def apart(self, views=True):
         """A Context for a worker thread, with a registry connection and drivers of its own: neither
-        sqlite3 nor a pyVmomi session may be shared between threads. The node views are."""
-        views = self.views()
+        sqlite3 nor a pyVmomi session may be shared between threads. The node views are (read first if
+        need be); views=False: shared only when already read, for work that needs none (a delete), so
+        that starting workers does not probe every endpoint."""
+        views = self.views() if views else self._views
         # another(): the same registry as it is, never upgraded (check mode and readers write nothing; a run
         # that writes upgraded it when it opened it).
         worker = Context(self.config, self.registry.another(), timeout=self.timeout,

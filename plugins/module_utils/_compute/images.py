@@ -28,7 +28,15 @@ def disk_format(source, given=None):
 def upload(registry, driver, name, source, disk_format_):
     """driver.ensure_image under a registry lease per image: two runs readying one image would
     otherwise replace each other's half-uploaded base. Per image, not per host: hosts share the
-    base on shared storage. True when uploaded."""
+    base on shared storage. True when uploaded.
+
+    A base already there whose size and checksum match the file is checked without the lease
+    (runs booting from one image then do not wait for each other): that check writes nothing,
+    and it finds a base complete only once its checksum was written last, under the lease. What
+    the lease guards is the placing and replacing, which still happens under it only, checked
+    again there. (A boot's spawn, after this, was never under the image's lease.)"""
+    if not driver.ensure_image(name, source, disk_format_, check_mode=True):
+        return False
     untouched = 'image %s was not placed on %s' % (name, driver.endpoint_name())
     with _leases.held(registry, 'image:%s' % name, driver.work_timeout, untouched, 'image upload', untouched=untouched):
         return driver.ensure_image(name, source, disk_format_)

@@ -9,6 +9,7 @@ diff) holds them as plain dicts (as_dict()), made here as the result is filled i
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
@@ -151,7 +152,7 @@ def run(ctx, params, check_mode):
     batch = params.get('instances') is not None
     registry = ctx.registry
     changed = False
-    before, after, to_boot, generated, failures = {}, {}, [], {}, []
+    before, after, to_boot, to_delete, generated, failures = {}, {}, [], [], {}, []
     touched = []  # nodes whose instances came, went, were made again or got new ha settings: their node rules follow
     for item in wanted:
         record = registry.get_instance(name=item['name'])
@@ -180,8 +181,7 @@ def run(ctx, params, check_mode):
         if item['state'] == 'absent':
             changed = True
             if not check_mode:
-                _instances.delete(ctx, record)
-                touched.append(record.node)
+                to_delete.append(record)
             after[item['name']] = None
             continue
         _check_same(record, item)
@@ -218,6 +218,8 @@ def run(ctx, params, check_mode):
                 changed = changed or moved
                 after[item['name']] = _shown(record)
             changed = _password(ctx, record, item, check_mode) or changed
+    # Deletions before boots: the room they free is there for the batch's new instances.
+    touched += _delete_all(ctx, to_delete, concurrency)
     if to_boot and not check_mode and not batch:
         changed = True
         after[to_boot[0]['name']] = _shown(_instances.boot_one(ctx, to_boot[0]))
@@ -248,6 +250,36 @@ def run(ctx, params, check_mode):
         result['instances'] = [_returned(after[i['name']], generated) for i in wanted if after.get(i['name'])]
         result['failures'] = failures
     return result
+
+
+def _delete_apart(ctx, record):
+    with ctx.apart(views=False) as worker:
+        _instances.delete(worker, record)
+
+
+def _delete_all(ctx, records, concurrency):
+    """Delete the records' instances, `concurrency` at once (each under its own lease, on a worker context
+    of its own); the nodes they were on. All are tried; then the one failure is raised as it is, several
+    together, naming each instance (the others are deleted)."""
+    if len(records) <= 1 or concurrency == 1:
+        for record in records:
+            _instances.delete(ctx, record)
+        return [record.node for record in records]
+    failed = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=min(concurrency, len(records))) as pool:
+        futures = dict((pool.submit(_delete_apart, ctx, record), record) for record in records)
+        for future in concurrent.futures.as_completed(futures):
+            try:
+                future.result()
+            except errors.MultihvError as exc:
+                failed.append((futures[future], exc))
+    if len(failed) == 1:
+        raise failed[0][1]
+    if failed:
+        failed.sort(key=lambda pair: pair[0].name)
+        raise errors.MultihvError('%d of %d instances could not be deleted (the others were): %s' % (
+            len(failed), len(records), '; '.join('%s: %s' % (record.name, exc) for record, exc in failed))) from failed[0][1]
+    return [record.node for record in records]
 
 
 def _returned(shown, generated):

@@ -17,40 +17,58 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import
 
 # Bounded: each KVM host is a thread blocked on the network for up to its timeout.
 MAX_PARALLEL_ENDPOINTS = 32
+# How many times more work that decides on nodes (a Context: scheduling, evacuation) asks an endpoint whose
+# probe gave no answer in time before it counts its nodes down: on a loaded controller a probe of a live host can
+# overstay its short timeout (issue 20). A refusal is an answer and is not asked again. Reports (info modules,
+# the inventory) ask once: a stuck host costs them one timeout, not two.
+PROBE_RETRIES = 1
 RATIO_OF = {'vcpus': 'cpu', 'memory_mb': 'ram', 'disk_gb': 'disk'}
 ADMIN_FIELDS = ('enabled', 'disabled_reason', 'forced_down', 'availability_zone', 'aggregates',
                 'allocation_ratios', 'reserved', 'reserved_for_failover')
 
 
-def _endpoint_nodes(driver, known):
+def _endpoint_nodes(driver, known, retries=0):
     """Live nodes of one endpoint. One that does not answer gives its nodes down: those its
     configuration names and those the registry knows; with neither, one node named after
-    the endpoint, so that the failure is visible. Refused credentials are the caller's to
-    fix, not a node being down: errors.AuthenticationFailed is raised.
+    the endpoint, so that the failure is visible. One that gave no answer in time is asked
+    again up to `retries` times first. Refused credentials are the caller's to fix, not a
+    node being down: errors.AuthenticationFailed is raised.
     """
     try:
-        return driver.get_nodes()
-    except errors.AuthenticationFailed:
-        raise
-    except errors.DriverError as exc:
-        names = sorted(set(driver.node_names()) | set(known)) or [driver.endpoint_name()]
-        return [NodeResources.down(name, driver.hypervisor_type, str(exc)) for name in names]
+        for attempt in range(retries + 1):
+            try:
+                return driver.get_nodes()
+            except errors.AuthenticationFailed:
+                raise
+            except errors.NoAnswer as exc:
+                if attempt < retries:
+                    continue  # the first probe may still be under way: the second finds its connection open
+                why = str(exc) if not retries else '%s (asked %d times)' % (exc, retries + 1)
+                return _down(driver, known, why)
+            except errors.DriverError as exc:
+                return _down(driver, known, str(exc))
     finally:
         driver.close()
 
 
-def collect(drivers, known=None):
+def _down(driver, known, why):
+    names = sorted(set(driver.node_names()) | set(known)) or [driver.endpoint_name()]
+    return [NodeResources.down(name, driver.hypervisor_type, why) for name in names]
+
+
+def collect(drivers, known=None, retries=0):
     """Live NodeResources of every endpoint, queried in parallel, in endpoint order.
 
-    known: {endpoint name: node names the registry has for it}. Configuration
-    errors (a cluster filter naming no cluster, a missing library) are raised.
+    known: {endpoint name: node names the registry has for it}. retries: how many times more an
+    endpoint that gave no answer in time is asked. Configuration errors (a cluster filter naming no
+    cluster, a missing library) are raised.
     """
     if not drivers:
         return []
     known = known or {}
     workers = min(MAX_PARALLEL_ENDPOINTS, len(drivers))
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        results = list(pool.map(lambda d: _endpoint_nodes(d, known.get(d.endpoint_name(), ())), drivers))
+        results = list(pool.map(lambda d: _endpoint_nodes(d, known.get(d.endpoint_name(), ()), retries), drivers))
     return [node for nodes in results for node in nodes]
 
 
@@ -133,8 +151,9 @@ def node_view(config, node, row, placement, allocated=None):
     )
 
 
-def list_nodes(config, registry, drivers=None):
-    """Every node of the cloud with live resources and admin state (none without a registry: registry None)."""
+def list_nodes(config, registry, drivers=None, retries=0):
+    """Every node of the cloud with live resources and admin state (none without a registry: registry None);
+    retries: see collect."""
     drivers = drivers if drivers is not None else kinds.drivers_for(config)
     rows = registry.list_nodes() if registry is not None else []
     known = {}
@@ -142,7 +161,7 @@ def list_nodes(config, registry, drivers=None):
         driver = serving(drivers, row['name'])
         if driver is not None:
             known.setdefault(driver.endpoint_name(), []).append(row['name'])
-    live = collect(drivers, known)
+    live = collect(drivers, known, retries)
     return view(config, live, rows, drivers, registry.allocations_by_node() if registry is not None else None)
 
 

@@ -673,7 +673,7 @@ def call_within(seconds, what, call):
     try:
         return future.result(timeout=seconds)
     except concurrent.futures.TimeoutError:
-        raise errors.Unreachable('%s did not answer within %s s' % (what, seconds)) from None
+        raise errors.NoAnswer('%s did not answer within %g s' % (what, seconds)) from None
 
 
 # ---------------------------------------------------------------- per-VM HA and DRS rules (issue 18 §3)

@@ -141,23 +141,26 @@ class LibvirtDriver(ComputeDriver):
 
     def _read_node(self, conn):
         info = conn.getInfo()  # model, memory MiB, cpus, mhz, numa nodes, sockets, cores, threads
-        stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE | libvirt.VIR_DOMAIN_STATS_VCPU
-                                       | libvirt.VIR_DOMAIN_STATS_BALLOON)
-        running = [s for _dom, s in stats if s.get('state.state') == libvirt.VIR_DOMAIN_RUNNING]
+        # The state alone: the VCPU and BALLOON groups ask each running QEMU's monitor, one domain after another,
+        # and wait for a domain's job (a migration) to end: seconds on a loaded host with tens of guests, past
+        # the probe's timeout (issue 20). What a running domain is given comes from virDomainGetInfo instead,
+        # which reads its definition (vCPUs, maximum memory) and asks no monitor.
+        stats = conn.getAllDomainStats(libvirt.VIR_DOMAIN_STATS_STATE)
+        sizes = dict((dom.UUIDString(), _size(dom)) for dom, s in stats if s.get('state.state') == libvirt.VIR_DOMAIN_RUNNING)
         # Adoption (issue 17 §3): the domains without the cloud's metadata, apart (one metadata read per domain).
-        foreign = [s for dom, s in stats if not _marked(dom)]
-        foreign_running = [s for s in foreign if s.get('state.state') == libvirt.VIR_DOMAIN_RUNNING]
+        foreign = [dom.UUIDString() for dom, _s in stats if not _marked(dom)]
+        foreign_running = [sizes[u] for u in foreign if u in sizes]
         host = HostResources(
             name=self.host.name,
             vcpus=info[2],
             memory_mb=info[1],
-            vcpus_used=sum(s.get('vcpu.current', 0) for s in running),
-            memory_mb_used=sum(s.get('balloon.maximum', 0) for s in running) // 1024,
+            vcpus_used=sum(vcpus for vcpus, _kib in sizes.values()),
+            memory_mb_used=sum(kib for _vcpus, kib in sizes.values()) // 1024,
             memory_mb_free=conn.getFreeMemory() // MIB,
             instances=len(stats),
             unmanaged_vms=len(foreign),
-            unmanaged_vcpus_used=sum(s.get('vcpu.current', 0) for s in foreign_running),
-            unmanaged_memory_mb_used=sum(s.get('balloon.maximum', 0) for s in foreign_running) // 1024,
+            unmanaged_vcpus_used=sum(vcpus for vcpus, _kib in foreign_running),
+            unmanaged_memory_mb_used=sum(kib for _vcpus, kib in foreign_running) // 1024,
         )
         capacity, available = disk_of(conn, self.host.instance_path)
         caps = ET.fromstring(conn.getCapabilities())
@@ -675,6 +678,16 @@ class LibvirtDriver(ComputeDriver):
                                      % (node, self._what()))
         return self._run('measuring what its domains use', lambda conn: host_usage.measure(conn, node, interval),
                          extra_seconds=interval)
+
+
+def _size(domain):
+    """(vCPUs, maximum memory KiB) a domain is given (virDomainGetInfo: its definition, no monitor); (0, 0) for one
+    that went meanwhile."""
+    try:
+        state = domain.info()  # state, maximum memory KiB, memory KiB, vCPUs, CPU time
+    except libvirt.libvirtError:
+        return 0, 0
+    return state[3], state[1]
 
 
 def _marked(domain):

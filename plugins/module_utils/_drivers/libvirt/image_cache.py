@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import posixpath
 import struct
 import threading
@@ -57,10 +58,27 @@ def _locked(key, work, conn):
         return work(conn)
 
 
+# (size, sha256) of image files this process has read, by file identity and modification time: a boot checks an
+# image's base once per host it uses, and a check then an upload would read a large file twice.
+_DIGESTS = {}
+
+
 def _local_image(name, source_path, disk_format):
     """(size, sha256 hex) of the image file on this machine, after checking that it is
     what disk_format says: a qcow2 with a backing file would not work once copied alone,
-    and a qcow2 stored as raw would let the guest read its own header as data."""
+    and a qcow2 stored as raw would let the guest read its own header as data. Read once
+    per process while the file stays as it was (same inode, size and modification time)."""
+    try:
+        stat = os.stat(source_path)
+    except OSError as exc:
+        raise errors.DriverError('image %s: cannot read %s: %s; nothing was uploaded' % (name, source_path, exc.strerror or exc))
+    key = (os.path.abspath(source_path), stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns, disk_format)
+    if key not in _DIGESTS:
+        _DIGESTS[key] = _read_image(name, source_path, disk_format)
+    return _DIGESTS[key]
+
+
+def _read_image(name, source_path, disk_format):
     try:
         with open(source_path, 'rb') as handle:
             header = handle.read(16)

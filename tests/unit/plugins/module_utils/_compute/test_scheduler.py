@@ -1,9 +1,11 @@
 """The scheduler's filters and weighers (pure logic)."""
 
+import dataclasses
+
 import pytest
 
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import (
-    Candidate, Host, NoValidHost, Request, Scheduler, explain,
+    CLASS_FILTERS, NAME_FILTERS, STATIC_FILTERS, Candidate, Host, NoValidHost, Request, Scheduler, explain,
 )
 
 
@@ -134,3 +136,51 @@ def test_explain_without_placing():
 def test_unknown_weigher_is_refused():
     with pytest.raises(ValueError, match='unknown weighers gpu'):
         Scheduler([kvm('a')], {'gpu': 1.0})
+
+
+def _mixed_estate():
+    """Nodes in several classes (zones, aggregates, failover, down, networks), some small enough to fill up."""
+    nodes = []
+    for i in range(40):
+        nodes.append(kvm('n%02d' % i, vcpus=8 + i % 5, memory_mb=2048 * (1 + i % 6), availability_zone='az%d' % (i % 3),
+                         aggregates=('gold',) if i % 4 == 0 else (), reserved_for_failover=i % 13 == 0, up=i % 17 != 5,
+                         networks={'lan': 'br0'} if i % 2 else {}))
+    nodes.append(cluster('vc/dc/c1', [Host('h1', True, 16, 8192), Host('h2', True, 16, 4096)], availability_zone='az1'))
+    return nodes
+
+
+def _twin(nodes):
+    return [Candidate(n.name, n.hypervisor_type, up=n.up, reserved_for_failover=n.reserved_for_failover,
+                      availability_zone=n.availability_zone, aggregates=n.aggregates, capacity=dict(n.capacity),
+                      hosts=[Host(h.name, h.usable, h.free_vcpus, h.free_memory_mb) for h in n.hosts] if n.hosts is not None else None,
+                      networks=dict(n.networks)) for n in nodes]
+
+
+@pytest.mark.parametrize('multipliers', [None, {'ram': -1.0, 'instances': 0.5}], ids=['weights-only-fall', 'weights-may-rise'])
+def test_class_heaps_place_where_ranking_every_node_would_over_many_shapes(multipliers):
+    """The heaps per class of nodes (lazily brought up to date when weights only fall, pushed afresh otherwise) land
+    every request, of every shape, where filtering and weighing every node would, until nodes fill up and refuse."""
+    nodes = _mixed_estate()
+    fast, slow = Scheduler(nodes, multipliers), Scheduler(_twin(nodes), multipliers)
+    placed = refused = 0
+    for i in range(400):
+        req = Request(1 + i % 3, 512 * (1 + i % 5), availability_zone=[None, 'az1', 'az2'][i % 3],
+                      aggregates=('gold',) if i % 7 == 0 else (), hypervisor_type=[None, 'kvm', 'vsphere'][i % 5 % 3],
+                      exclude=frozenset(['n%02d' % (i % 40)]) if i % 4 == 0 else frozenset(),
+                      different_host=frozenset(['n%02d' % ((i + 1) % 40)]) if i % 6 == 0 else frozenset(),
+                      for_failover=i % 9 == 0, networks=(('lan', None),) if i % 8 == 0 else ())
+        ranked = slow.ranked(req)
+        if not ranked:
+            with pytest.raises(NoValidHost):
+                fast.place(req)
+            refused += 1
+            continue
+        expected = ranked[0].name
+        slow.place(dataclasses.replace(req, node=expected))
+        assert fast.place(req)[0] == expected, i
+        placed += 1
+    assert placed > 100 and refused > 10  # both paths were exercised
+
+
+def test_every_static_filter_is_decided_per_class_or_per_name():
+    assert sorted(STATIC_FILTERS) == sorted(CLASS_FILTERS + NAME_FILTERS)
