@@ -21,6 +21,7 @@ import sys
 LAUNCHER = r'''
 import os, signal, sys
 report, argv = sys.argv[1], sys.argv[2:]
+signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # an inherited SIG_IGN would reap the command before wait4 reads it
 pid = os.fork()
 if pid == 0:
     try:
