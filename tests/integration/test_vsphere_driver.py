@@ -509,5 +509,6 @@ def test_streamed_retrieval_gives_the_records_of_pyvmomis(driver):
     assert records_view(mine) == records_view(theirs)
     assert {'Datacenter', 'ClusterComputeResource', 'HostSystem', 'VirtualMachine', 'Datastore'} <= set(r.kind for r in mine)
     host = next(r.props for r in mine if r.kind == 'HostSystem')
-    assert type(host['summary.hardware.memorySize']) is int and type(host['runtime.inMaintenanceMode']) is bool
+    # Python's own types, not pyVmomi's subclasses (long, short, enums)
+    assert (type(host['summary.hardware.memorySize']), type(host['runtime.inMaintenanceMode'])) == (int, bool)
     assert host['runtime.connectionState'] == 'connected' and isinstance(host['datastore'], list)
