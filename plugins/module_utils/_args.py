@@ -6,7 +6,9 @@ the same name (plugins/doc_fragments/cloud.py). Private to multihv.cloud: do not
 
 from __future__ import annotations
 
+import atexit
 import contextlib
+import gc
 import os
 import urllib.parse
 
@@ -114,6 +116,19 @@ def secrets(config, env=None):
     return set(value for value in found if value)
 
 
+def _skip_final_collection():
+    """Have the interpreter's last garbage collection skip every object alive at exit (gc.freeze, from atexit).
+
+    A module process ends right after its run; the collection Python does while it finalises walked every
+    object pyVmomi and libvirt created (thousands of types) and took 0.15-0.3 s of each run on the lab,
+    after the result was printed, while Ansible waited for the process to end (tests/benchmarks/README.md,
+    "Fixed cost per run"). Nothing is left to that collection: drivers and the registry are closed by the
+    run itself. Registered once per process, so harmless where main() runs in-process (unit tests)."""
+    if not getattr(_skip_final_collection, 'registered', False):
+        atexit.register(gc.freeze)
+        _skip_final_collection.registered = True
+
+
 @contextlib.contextmanager
 def session(module, upgrade):
     """(config, registry) for one module run; any core error becomes fail_json(msg).
@@ -123,6 +138,7 @@ def session(module, upgrade):
     reads as empty; the core must cope with an older schema, see Registry.open)."""
     # Imported late: the registry pulls in sqlite3/psycopg only when a module runs.
     from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import Registry
+    _skip_final_collection()
     registry = None
     try:
         cloud = load_cloud(module)

@@ -63,7 +63,7 @@ instances:
 
 from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.multihv.cloud.plugins.module_utils import _args
-from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
+from ansible_collections.multihv.cloud.plugins.module_utils._compute import instance_views as _instance_views
 
 OPTIONS = {
     'names': {'type': 'list', 'elements': 'str'},
@@ -77,7 +77,7 @@ def main():
     module = AnsibleModule(argument_spec=_args.argument_spec(**OPTIONS), supports_check_mode=True,
                            mutually_exclusive=_args.CLOUD_MUTUALLY_EXCLUSIVE)
     with _args.session(module, upgrade=False) as (cloud, registry):
-        instances = _instances.info(cloud, registry, module.params)
+        instances = _instance_views.info(cloud, registry, module.params)
     module.exit_json(changed=False, instances=instances)
 
 

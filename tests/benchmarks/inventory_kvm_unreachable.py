@@ -4,7 +4,8 @@ the whole inventory in under 3 s with `timeout: 2` on each host.
 
 What it measures: for each kind of unreachable host, the wall time until the inventory JSON is complete on stdout and
 until the process exits (a process that prints its answer but stays behind, waiting for a stuck connection, is
-reported as such), the peak RSS of the ansible-inventory process (ru_maxrss from wait4), the hosts in group
+reported as such), the peak RSS of the ansible-inventory process (its ru_maxrss, read by a small launcher:
+support.peak_rss), the hosts in group
 state_down and why each is down. Each scenario runs --runs times (default 3).
 
 What it starts: a TCP listener on 127.0.0.1 that accepts connections and never answers (a stuck libvirtd; it is
@@ -54,6 +55,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / 'tests'))
 
+from support import peak_rss  # noqa: E402  pylint: disable=wrong-import-position
 from support.inventory_runs import child_env, snapshot_collection  # noqa: E402  pylint: disable=wrong-import-position
 
 LAB_JSON = REPO / '.lab' / 'lab.json'
@@ -206,18 +208,20 @@ def write_source(lab, kind, layout, uris, tmp):
 
 class Child:
     """An ansible-inventory process whose stdout is read as it comes (to time the complete answer) and whose exit is
-    reaped with wait4 on a thread (to time it and get its peak RSS)."""
+    reaped on a thread (to time it), started by a small launcher that reads its own peak RSS (support.peak_rss: wait4
+    on a child of this process would start the figure at this process's size)."""
 
     def __init__(self, argv, env, cwd, err_path):
         self.start = time.perf_counter()
+        self.report = pathlib.Path(str(err_path) + '.peak')
         with open(err_path, 'wb') as err:
-            self.proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=err,  # pylint: disable=consider-using-with
-                                         stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(peak_rss.command(argv, self.report), env=env, cwd=cwd, stdout=subprocess.PIPE,  # pylint: disable=consider-using-with
+                                         stderr=err, stdin=subprocess.DEVNULL, start_new_session=True)
         self.data = bytearray()
         self.answer_at = None
         self.exit_at = None
         self.status = None
-        self.usage = None
+        self.rss_mib = None
         self.answered = threading.Event()
         self.exited = threading.Event()
         self.reader = threading.Thread(target=self._read, daemon=True)
@@ -245,15 +249,15 @@ class Child:
         return True
 
     def _reap(self):
-        _pid, self.status, self.usage = os.wait4(self.proc.pid, 0)
+        _pid, self.status, _usage = os.wait4(self.proc.pid, 0)
         self.exit_at = time.perf_counter()
         self.proc.returncode = os.waitstatus_to_exitcode(self.status)
+        self.rss_mib = peak_rss.peak_mib(self.report)
         self.exited.set()
 
     def kill(self):
         if not self.exited.is_set():
-            with contextlib.suppress(ProcessLookupError):
-                self.proc.kill()
+            peak_rss.kill(self.proc)
         self.exited.wait(10)
         self.reader.join(5)
         self.proc.stdout.close()
@@ -307,8 +311,8 @@ def run_once(path, env, tmp, stuck, args):
         run.down, run.hosts = reasons_of(data), host_count(data)
     if child.exited.is_set() and not note:
         run.exit_s = child.exit_at - child.start
-    if child.usage is not None:
-        run.rss_mib = child.usage.ru_maxrss / 1024.0
+    if child.rss_mib is not None:
+        run.rss_mib = child.rss_mib
     if child.proc.returncode and not note:
         run.note = 'exit %d: %s' % (child.proc.returncode, last_line(tmp / 'err.txt'))
     with contextlib.suppress(OSError):

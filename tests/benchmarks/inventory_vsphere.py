@@ -4,7 +4,8 @@ people use today and against the cost of the work itself.
 What it measures, for each SOAP latency (0 ms and 2 ms per call by default):
   - `ansible-inventory -i SOURCE --list` for our plugin and four anchors: community.vmware.vmware_vm_inventory,
     community.vmware.vmware_host_inventory, vmware.vmware.vms and vmware.vmware.esxi_hosts. Each run's wall time
-    (median over --runs), the peak RSS of the ansible-inventory process (ru_maxrss from wait4), the SOAP calls the
+    (median over --runs), the peak RSS of the ansible-inventory process (its ru_maxrss, read by a small launcher:
+    support.peak_rss), the SOAP calls the
     simulator counted during the run, and the hosts in the output.
   - The baseline: one raw pyVmomi retrieval in this process (login, ContainerView + RetrievePropertiesEx of exactly
     the property paths our driver asks for, logout), plus the start-up time of `ansible-inventory -i localhost, --list`
@@ -44,6 +45,7 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -55,6 +57,7 @@ import urllib.request
 REPO = pathlib.Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / 'tests'))
 
+from support import peak_rss  # noqa: E402  pylint: disable=wrong-import-position
 from support.inventory_runs import child_env, snapshot_collection  # noqa: E402  pylint: disable=wrong-import-position
 
 VCSIM = REPO / '.lab' / 'vcsim' / 'vcsim'
@@ -156,29 +159,45 @@ def parse_args(argv=None):
 def run_child(argv, env, cwd, out_path, err_path, timeout):
     """Run argv with stdout and stderr to files; (wall seconds, peak RSS in MiB, exit code, timed out).
 
-    The peak RSS is the child's own ru_maxrss, from wait4 on its pid; a timer kills it after `timeout` seconds."""
+    The peak RSS is the command's own ru_maxrss, read by a small launcher (support.peak_rss): wait4 on a child of
+    this process would start it at this process's own size. A timer kills both after `timeout` seconds."""
+    report = pathlib.Path(str(out_path) + '.peak')
     with open(out_path, 'wb') as out, open(err_path, 'wb') as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=err, stdin=subprocess.DEVNULL)  # pylint: disable=consider-using-with
+        proc = subprocess.Popen(peak_rss.command(argv, report), env=env, cwd=cwd, stdout=out, stderr=err,  # pylint: disable=consider-using-with
+                                stdin=subprocess.DEVNULL, start_new_session=True)
         killed = threading.Event()
 
         def kill():
             killed.set()
-            proc.kill()
+            peak_rss.kill(proc)
 
         timer = threading.Timer(timeout, kill)
         timer.start()
         try:
-            _pid, status, usage = os.wait4(proc.pid, 0)
+            proc.wait()
         except BaseException:
-            proc.kill()
+            peak_rss.kill(proc)
             proc.wait()
             raise
         finally:
             timer.cancel()
         seconds = time.perf_counter() - start
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return seconds, usage.ru_maxrss / 1024.0, proc.returncode, killed.is_set()
+    rss = peak_rss.peak_mib(report)
+    return seconds, rss if rss is not None else 0.0, proc.returncode, killed.is_set()
+
+
+def rss_floor(tmp):
+    """Show that the peak RSS figures are the commands' own: /bin/true after this process took 150 MiB, read by
+    wait4 on a direct child (what this benchmark did before issue 20) and through the launcher."""
+    signal.signal(signal.SIGCHLD, signal.SIG_DFL)  # started with SIGCHLD ignored, wait4 would find no child
+    held = bytearray(150 << 20)
+    held[::4096] = b'x' * len(held[::4096])
+    _pid, _status, usage = os.wait4(subprocess.Popen(['/bin/true']).pid, 0)  # pylint: disable=consider-using-with
+    _seconds, launched, _code, _killed = run_child(['/bin/true'], dict(os.environ), str(tmp), tmp / 'true.out', tmp / 'true.err', 30)
+    del held
+    print('peak RSS of /bin/true started while this process holds 150 MiB: %.1f MiB by wait4 on a direct child, '
+          '%.1f MiB through the launcher (the figures below are read through it)' % (usage.ru_maxrss / 1024.0, launched), flush=True)
 
 
 def error_line(err_path):
@@ -603,6 +622,7 @@ def main(argv=None):
     started = time.monotonic()
     tmp = pathlib.Path(tempfile.mkdtemp(prefix='multihv-bench-vsphere-'))
     try:
+        rss_floor(tmp)
         sources, startup, notes, collections = prepare(args, tmp)
         properties = driver_properties(collections)
         by_delay, raw, previous = {}, {}, {}

@@ -21,6 +21,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils import _errors as er
 from ansible_collections.multihv.cloud.plugins.module_utils._config import VCenter
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.driver import VSphereDriver
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.inventory import NO_USABLE_HOST
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import properties, streamed
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.properties import PAGE_SIZE
 
 MIB = 1024 ** 2
@@ -480,3 +481,34 @@ def test_slow_vcenter_is_unreachable_after_the_timeout(simulator):
     (node,) = connected.get_nodes()  # reconnects once vCenter answers again
     assert node.instances == 1
     connected.close()
+
+
+def records_view(records):
+    """Records as comparable data: enums (pyVmomi's str subclasses) as str, longs and shorts as int."""
+    def plain_value(value):
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, int):
+            return int(value)
+        if isinstance(value, list):
+            return [plain_value(v) for v in value]
+        return str(value) if isinstance(value, str) else value
+    return sorted((r.kind, r.moid, sorted((k, plain_value(v)) for k, v in r.props.items())) for r in records)
+
+
+def test_streamed_retrieval_gives_the_records_of_pyvmomis(driver):
+    """get_nodes reads its inventory as it arrives (streamed.py, issue 20): the Records of pyVmomi's own retrieval of
+    the same paths, value for value, with Python's types (references as ids, numbers as int, flags as bool)."""
+    session = driver.session
+    for _attempt in range(5):  # others' clones change the lab meanwhile
+        mine = session.run(lambda content: streamed.retrieve_inventory(session, content))
+        theirs = session.run(properties.retrieve_inventory)
+        if records_view(mine) == records_view(theirs):
+            break
+        time.sleep(0.5)
+    assert records_view(mine) == records_view(theirs)
+    assert {'Datacenter', 'ClusterComputeResource', 'HostSystem', 'VirtualMachine', 'Datastore'} <= set(r.kind for r in mine)
+    host = next(r.props for r in mine if r.kind == 'HostSystem')
+    # Python's own types, not pyVmomi's subclasses (long, short, enums)
+    assert (type(host['summary.hardware.memorySize']), type(host['runtime.inMaintenanceMode'])) == (int, bool)
+    assert host['runtime.connectionState'] == 'connected' and isinstance(host['datastore'], list)

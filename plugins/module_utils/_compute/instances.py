@@ -27,7 +27,6 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import netw
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import nodes as _nodes
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.records import Placement
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import NoValidHost, Request
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import IMAGE_FILE, IMAGE_TEMPLATE, InstanceSpec
 # A MAC an instance keeps for life; the registry derives one per NIC that asks for none (ports_access.py).
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.addressing import stable_mac
@@ -398,6 +397,14 @@ def boot_placed(ctx, placed, concurrency=4):
     records = []
     failures = [{'name': p.name, 'msg': '%s; nothing was created' % unready[p.image_on_node]} for p in placed if p.image_on_node in unready]
     placed = [p for p in placed if p.image_on_node not in unready]
+    if len(placed) == 1:
+        # One instance boots on this thread with this run's context: its endpoint is open already (the node
+        # views), where a worker context would open it a second time (a libvirt connect, a vCenter login).
+        try:
+            records.append(boot(ctx, placed[0]))
+        except errors.MultihvError as exc:
+            failures.append({'name': placed[0].name, 'msg': str(exc)})
+        return records, failures
     workers = max(1, min(concurrency, len(placed)))
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
         futures = dict((pool.submit(_boot_apart, ctx, p), p.name) for p in placed)
@@ -482,36 +489,6 @@ def set_guest_password(ctx, record, password):
         driver.set_admin_password(record.uuid, record.node, _guest.admin_user(registry.get_image(record.image)), password)
 
 
-def _live_states(drivers):
-    """{uuid: InstanceState} from every endpoint in parallel; endpoints that fail give nothing."""
-    def states(driver):
-        try:
-            return driver.list_instances()
-        except errors.DriverError:
-            return []
-        finally:
-            driver.close()
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, min(_nodes.MAX_PARALLEL_ENDPOINTS, len(drivers)))) as pool:
-        return dict((s.uuid, s) for found in pool.map(states, drivers) for s in found)
-
-
-def info(config, registry, filters):
-    """Registry records matching the filters, as dicts, with the hypervisors' power state (and the
-    host they report) when asked."""
-    records = registry.list_instances(node=filters.get('node'), server_group=filters.get('server_group'))
-    if filters.get('names'):
-        records = [r for r in records if r.name in filters['names']]
-    found = [record.as_dict() for record in records]
-    if filters.get('live', True) and found:
-        live = _live_states(kinds.drivers_for(config))
-        for entry in found:
-            state = live.get(entry['uuid'])
-            entry['power_state'] = state.power_state if state else 'unknown'
-            if state:
-                entry['host'] = state.host
-    return found
-
-
 __all__ = ['CLAIM_RETRIES', 'ClaimContended', 'boot', 'boot_many', 'boot_one', 'claim_on', 'spawn_in_state', 'delete', 'ensure_image_on',
-           'group_nodes', 'info', 'live_power', 'move_request', 'power_change_needed', 'plan', 'prepare_images',
+           'group_nodes', 'live_power', 'move_request', 'power_change_needed', 'plan', 'prepare_images',
            'rebuild', 'request_for', 'set_guest_password', 'set_power', 'spec_for', 'stable_mac']

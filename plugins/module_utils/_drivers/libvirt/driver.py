@@ -36,7 +36,6 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import
 )
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import capabilities as libvirt_capabilities
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import domain_xml as domxml
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import export as exporting
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import importing
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import migration as moving
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import resizing
@@ -650,6 +649,9 @@ class LibvirtDriver(ComputeDriver):
         `<uuid>-disk<N>.qcow2`; [DiskFile], first disk first. Refused (errors.MultihvError) while it runs."""
         self._check_node(node)
         deadline = time.monotonic() + max(self.host.timeout, self.work_timeout)
+        # Imported here: only a move between hypervisor types needs export.py, and every module_utils file a module
+        # imports is compiled from source on each run (Ansible ships them in a zip without bytecode).
+        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import export as exporting  # pylint: disable=import-outside-toplevel
         conn = self.connection.connect()
         # On this thread, not under call_within (as migrate): progress reaches the caller's registry.
         try:
@@ -662,6 +664,7 @@ class LibvirtDriver(ComputeDriver):
         """After a move to another hypervisor type: the domain undefined with its files (destroy), or with keep
         powered off, renamed '<name>.moved-<8 hex of uuid>' and stripped of the multihv metadata. Idempotent."""
         self._check_node(node)
+        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.libvirt import export as exporting  # pylint: disable=import-outside-toplevel
 
         def work(conn):
             exporting.retire(conn, uuid, self._what(), keep, lambda: self._destroy(uuid, True, conn))

@@ -28,13 +28,14 @@ from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import capabilities as vsphere_capabilities
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import adoption as vm_adoption
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import datastore_files
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import export as disk_export
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import extra_config
+# export (ansible.module_utils.urls, cryptography), extra_config and node_rules are imported by the methods that use
+# them: a run that only reads node resources or instances does not compile them (every module_utils file a module
+# imports is compiled from source on each run: Ansible ships them in a zip without bytecode).
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import importing
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import vmdk
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import node_rules
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import maintenance as host_maintenance
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import snapshot as vsphere_snapshot
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import streamed
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.annotations import normal_uuid, parse_annotation, without_marker
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.clone import clone_config, clone_spec, grown_disk, missing_config
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.instances import (
@@ -112,7 +113,8 @@ class VSphereDriver(ComputeDriver):
 
     def get_nodes(self):
         require(self.vcenter)
-        return build_nodes(self.vcenter, self.session.run(retrieve_inventory))
+        # Read as it arrives (streamed.py): the node view of a large estate at a fraction of pyVmomi's peak memory.
+        return build_nodes(self.vcenter, self.session.run(lambda content: streamed.retrieve_inventory(self.session, content)))
 
     # -- images and instances
 
@@ -168,6 +170,7 @@ class VSphereDriver(ComputeDriver):
         return self.session.run(lambda content: self._spawn(content, spec), 'the build of instance %s' % instance)
 
     def _spawn(self, content, spec):
+        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import extra_config  # pylint: disable=import-outside-toplevel
         plan = plan_spawn(self.vcenter, retrieve_inventory(content, SPAWN_PROPERTIES), spec)
         template = self._template_props(content, plan.template['moid'], (DEVICES, 'config.hardware.numCoresPerSocket', EXTRA_CONFIG))
         guest_keys = extra_config.wanted(spec.guest, template.get(EXTRA_CONFIG))
@@ -320,6 +323,7 @@ class VSphereDriver(ComputeDriver):
             'the placement of instance %s' % instance)
         deadline = time.monotonic() + self.work_timeout
         workdir = tempfile.mkdtemp(prefix='multihv-import-', dir=os.path.dirname(os.path.abspath(disks[0].path)))
+        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import extra_config  # pylint: disable=import-outside-toplevel
         made, uploaded = [], []
         guest_keys = extra_config.wanted(spec.guest, None)
         try:
@@ -530,6 +534,7 @@ class VSphereDriver(ComputeDriver):
         if instance is None:
             raise errors.NotFound('instance %r is not a UUID; nothing was exported' % (uuid,))
         located = self.session.run(lambda content: self._export_plan(content, instance, node), 'the export of instance %s' % instance)
+        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import export as disk_export  # pylint: disable=import-outside-toplevel
         datacenter, disks = located
         downloader = disk_export.Downloader(self.vcenter, self.session.http_cookie(), time.monotonic() + self.work_timeout, progress)
         prefix = '%s-' % instance
@@ -717,6 +722,7 @@ class VSphereDriver(ComputeDriver):
         require(self.vcenter)
         if not self.serves(node):
             raise errors.NotFound('node %s is not a cluster of vCenter %s (vcenter/datacenter/cluster)' % (node, self.vcenter.name))
+        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import node_rules  # pylint: disable=import-outside-toplevel
         return self.session.run(lambda content: node_rules.sync(content, self.vcenter, node, list(instances), list(groups), check_mode,
                                                                 time.monotonic() + self.work_timeout),
                                 'the HA overrides and DRS rules of node %s' % node)

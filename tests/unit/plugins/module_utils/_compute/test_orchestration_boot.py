@@ -10,6 +10,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils import _errors as er
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import reconcile as _reconcile
+from ansible_collections.multihv.cloud.plugins.module_utils._compute.context import Context
 from support.fake_driver import FakeCloud, FakeWorld
 
 INSTANCE_UUID = '0e3e7f54-6d0e-4d3c-9d8a-1f0c3c2b5a01'
@@ -115,6 +116,31 @@ def test_boot_many_reports_the_instance_that_failed_and_boots_the_others(cloud):
     assert failures == [{'name': 'b1', 'msg': 'injected spawn failure'}]
     nothing_left_of(cloud, 'b1')
     assert sorted(cloud.world.placed()) == ['b0', 'b2'] and [n for n, _node in cloud.allocations()] == ['b0', 'b2']
+
+
+def test_one_instance_boots_with_the_runs_own_drivers_and_several_with_a_worker_context_each(cloud):
+    """Issue 20: a boot of one instance opens each endpoint once (the run's drivers read the node views, then
+    spawn); a batch gives each worker thread drivers of its own (a pyVmomi session is not shared by threads)."""
+    made = []
+
+    def factory(config=None):
+        made.append(len(made))
+        return cloud.world.drivers(config)
+
+    def run(names, failing=None):
+        del made[:]
+        if failing:
+            cloud.world.fail_spawn(name=failing)
+        ctx = Context(cloud.config, cloud.registry, driver_factory=factory)
+        records, failures = _instances.boot_many(ctx, [{'name': n, 'flavor': 'small', 'image': 'tick'} for n in names])
+        return len(made), sorted(r.name for r in records), failures
+
+    assert run(['one']) == (1, ['one'], [])
+    assert cloud.world.placed() == {'one': ('fake1', 'running')}
+    assert run(['two', 'three']) == (3, ['three', 'two'], [])
+    # The one instance's failure is reported as a batch's is, and leaves nothing behind.
+    assert run(['four'], failing='four') == (1, [], [{'name': 'four', 'msg': 'injected spawn failure'}])
+    nothing_left_of(cloud, 'four')
 
 
 def test_a_claim_lost_between_plan_and_claim_is_scheduled_again_elsewhere(cloud):
