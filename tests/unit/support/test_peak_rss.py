@@ -22,7 +22,8 @@ def run(argv, tmp_path):
 def test_a_small_command_started_by_a_large_process_reports_its_own_small_peak(tmp_path):
     held = bytearray(BIG * MIB)
     held[::4096] = b'x' * len(held[::4096])  # touched: resident, not just reserved
-    _pid, _status, usage = os.wait4(subprocess.Popen(['/bin/true']).pid, 0)
+    child = subprocess.Popen(['/bin/true'])  # held: a dropped Popen's __del__ may reap the child before wait4 does
+    _pid, child.returncode, usage = os.wait4(child.pid, 0)
     assert usage.ru_maxrss / 1024.0 >= BIG  # what wait4 on a direct child says: the parent's size
     code, peak = run(['/bin/true'], tmp_path)
     assert code == 0 and peak is not None and peak < 40, peak
