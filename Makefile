@@ -26,27 +26,29 @@ DEMO_PLAYBOOK := $(CURDIR)/tests/lab/demo.yml
 # Extra role variables for the lab, e.g. LAB_VARS='-e lab_kvm_hosts=3 -e lab_vcsim_port=9989'.
 LAB_VARS ?=
 LAB := $(BIN)/ansible-playbook $(LAB_PLAYBOOK) -e lab_dir=$(LAB_DIR) $(LAB_VARS)
-# `make test` runs the integration tests on two pytest-xdist workers, each on a lab and a PostgreSQL server of its
-# own (tests/conftest.py hands them out), so that a test that disturbs a whole lab never disturbs the other's.
-# The second lab: other ports (KVM hosts from 16520, incoming migrations from 48752 = 2 hosts and the TLS test's
-# 2 hosts below the first lab's 49152, vcsim 8991/8992), another bridge, and no Debian image build of its own
-# (the tests take the first lab's).
-LAB2_DIR  ?= $(LAB_DIR)2
-LAB2_VARS ?= -e lab_kvm_base_port=16520 -e lab_kvm_migration_base_port=48752 -e lab_vcsim_port=8991 -e lab_vcsim_control_port=8992 \
-	-e lab_bridge=multihv-lab1 -e lab_debian_image=false
-PG2_DIR   ?= $(PG_DIR)-2
-PG2_PORT  ?= 55433
-LAB2 := $(BIN)/ansible-playbook $(LAB_PLAYBOOK) -e lab_dir=$(LAB2_DIR) $(LAB2_VARS)
-INTEGRATION_WORKERS := MULTIHV_LAB_DIRS="$(LAB_DIR) $(LAB2_DIR)" \
-	MULTIHV_TEST_POSTGRES_URLS="$(MULTIHV_TEST_POSTGRES_URL) postgresql://postgres@127.0.0.1:$(PG2_PORT)/multihv" \
-	$(BIN)/pytest -n 2 --dist worksteal
+# `make test` runs the integration tests on WORKERS pytest-xdist workers, each on a lab and a PostgreSQL server of
+# its own (tests/conftest.py hands them out), so that a test that disturbs a whole lab never disturbs another's:
+# a sequential run keeps about a third of a core busy, most of its time waits on guests, leases and timeouts.
+# Lab k (2, 3...) is $(LAB_DIR)k: KVM hosts from 16510 + 10 (k - 1), incoming migrations from 49152 - 400 (k - 1)
+# (its 2 hosts and the TLS test's 2 below the previous lab's), vcsim on 8989 + 2 (k - 1) and the next port, bridge
+# multihv-lab<k-1>, PostgreSQL on 55431 + k in $(PG_DIR)-k, and no Debian image build (the tests take the first lab's).
+WORKERS ?= 3
+EXTRA_LABS := $(wordlist 2,$(WORKERS),1 2 3 4 5 6 7 8 9)
+lab_port = $(shell expr $(2) + $(3) \* \( $(1) - 1 \))
+LAB_K = $(BIN)/ansible-playbook $(LAB_PLAYBOOK) -e lab_dir=$(LAB_DIR)$(1) -e lab_kvm_base_port=$(call lab_port,$(1),16510,10) \
+	-e lab_kvm_migration_base_port=$(call lab_port,$(1),49152,-400) -e lab_vcsim_port=$(call lab_port,$(1),8989,2) \
+	-e lab_vcsim_control_port=$(call lab_port,$(1),8990,2) -e lab_bridge=multihv-lab$(shell expr $(1) - 1) -e lab_debian_image=false
+PG_PORT_K = $(call lab_port,$(1),55432,1)
+INTEGRATION_WORKERS = MULTIHV_LAB_DIRS="$(LAB_DIR) $(EXTRA_LABS:%=$(LAB_DIR)%)" \
+	MULTIHV_TEST_POSTGRES_URLS="$(MULTIHV_TEST_POSTGRES_URL) $(foreach k,$(EXTRA_LABS),postgresql://postgres@127.0.0.1:$(call PG_PORT_K,$(k))/multihv)" \
+	$(BIN)/pytest -n $(WORKERS) --dist worksteal
 # lab-fail and lab-restore act on a running lab. They neither install nor rebuild anything (that would
 # replace the installed collection under whoever is using it): the lab role needs ansible-playbook
 # only, and the lab's description that lab-up wrote.
 LAB_RUNNING := test -x $(BIN)/ansible-playbook -a -f $(LAB_DIR)/lab.json \
 	|| { echo "the lab is not up ($(LAB_DIR)/lab.json missing, or no $(BIN)/ansible-playbook): run make lab-up first" >&2; exit 2; }
 
-.PHONY: help deps install demo test unit integration molecule sanity changelog lab-up lab-down lab-fail lab-restore lab-clean lab-guest-image postgres-up postgres-down lab2-up lab2-down
+.PHONY: help deps install demo test unit integration molecule sanity changelog lab-up lab-down lab-fail lab-restore lab-clean lab-guest-image postgres-up postgres-down
 
 help:
 	@echo "make demo          install everything, start the local lab, run the main job"
@@ -98,19 +100,18 @@ lab-restore:
 lab-guest-image: deps
 	tests/lab/roles/lab/files/debian/build-image.sh $(LAB_DIR)/images
 
-lab-clean: lab-down lab2-down
-	rm -rf $(LAB_DIR) $(LAB2_DIR)
-	! ip link show dev multihv-lab0 >/dev/null 2>&1 || ip link delete multihv-lab0 type bridge
-	! ip link show dev multihv-lab1 >/dev/null 2>&1 || ip link delete multihv-lab1 type bridge
+lab-clean: lab-down $(EXTRA_LABS:%=lab%-down)
+	rm -rf $(LAB_DIR) $(EXTRA_LABS:%=$(LAB_DIR)%)
+	for k in 0 $(EXTRA_LABS:%=%-1); do b=multihv-lab$$(($$k)); ! ip link show dev $$b >/dev/null 2>&1 || ip link delete $$b type bridge; done
 
-# The second lab and PostgreSQL server of `make test` (see LAB2_VARS).
-lab2-up: install
-	$(LAB2) -e lab_action=up
-	MULTIHV_TEST_PG_PORT=$(PG2_PORT) tests/postgres.sh start $(PG2_DIR)
+# Lab k (2, 3...) of `make test` and its PostgreSQL server (see WORKERS): make lab2-up, make lab2-down...
+lab%-up: install
+	$(call LAB_K,$*) -e lab_action=up
+	MULTIHV_TEST_PG_PORT=$(call PG_PORT_K,$*) tests/postgres.sh start $(PG_DIR)-$*
 
-lab2-down:
-	if [ -x $(BIN)/ansible-playbook ]; then $(LAB2) -e lab_action=down; fi
-	MULTIHV_TEST_PG_PORT=$(PG2_PORT) tests/postgres.sh stop $(PG2_DIR)
+lab%-down:
+	if [ -x $(BIN)/ansible-playbook ]; then $(call LAB_K,$*) -e lab_action=down; fi
+	MULTIHV_TEST_PG_PORT=$(call PG_PORT_K,$*) tests/postgres.sh stop $(PG_DIR)-$*
 
 postgres-up: deps
 	tests/postgres.sh start $(PG_DIR)
@@ -137,9 +138,9 @@ sanity: deps
 changelog: deps
 	$(BIN)/python tests/changelog.py
 
-# The whole suite. Starts the two labs and PostgreSQL servers, and stops them whatever happens. The unit tests run
+# The whole suite. Starts the labs and PostgreSQL servers, and stops them whatever happens. The unit tests run
 # while the labs come up (mostly waiting on their hosts); their output follows the labs', and a failure stops the
-# suite there. The integration tests run on two workers, one per lab (INTEGRATION_WORKERS); sanity, which needs no
+# suite there. The integration tests run on WORKERS workers, one per lab (INTEGRATION_WORKERS); sanity, which needs no
 # lab, runs beside Molecule (mostly one core each); its output follows the labs' going down.
 # Each stage's duration is printed at the end (tests/stage.sh).
 export MULTIHV_STAGES := $(BUILD)/stages.txt
@@ -149,14 +150,14 @@ test: install
 	status=0; sanity=; \
 	{ $(STAGE) changelog $(BIN)/python tests/changelog.py \
 	  && { tests/units.sh > $(BUILD)/units.log 2>&1 & units=$$!; \
-	  $(STAGE) "labs up (unit tests alongside)" $(MAKE) --no-print-directory -j4 -Otarget lab-up lab2-up postgres-up; up=$$?; \
+	  $(STAGE) "labs up (unit tests alongside)" $(MAKE) --no-print-directory -j -Otarget lab-up $(EXTRA_LABS:%=lab%-up) postgres-up; up=$$?; \
 	  waited=$$(date +%s); wait $$units; unit_status=$$?; cat $(BUILD)/units.log; \
 	  printf '%-34s %5d s\n' "unit tests (after the labs were up)" $$(($$(date +%s) - waited)) >> $(MULTIHV_STAGES); \
 	  [ $$unit_status -eq 0 ] && [ $$up -eq 0 ]; } \
-	  && $(STAGE) "integration (2 workers)" $(INTEGRATION_WORKERS) -q --durations=20 tests/integration \
+	  && $(STAGE) "integration ($(WORKERS) workers)" $(INTEGRATION_WORKERS) -q --durations=20 tests/integration \
 	  && { $(STAGE) "sanity (beside Molecule)" tests/sanity.sh > $(BUILD)/sanity.log 2>&1 & sanity=$$!; } \
 	  && $(STAGE) molecule $(BIN)/molecule test --all; } || status=$$?; \
-	$(STAGE) "labs down" $(MAKE) --no-print-directory -j4 -Otarget lab-down lab2-down postgres-down || true; \
+	$(STAGE) "labs down" $(MAKE) --no-print-directory -j -Otarget lab-down $(EXTRA_LABS:%=lab%-down) postgres-down || true; \
 	if [ -n "$$sanity" ]; then wait $$sanity; sanity_status=$$?; cat $(BUILD)/sanity.log; [ $$sanity_status -eq 0 ] || status=$$sanity_status; fi; \
 	echo "== make test: the stages' durations (make install before them)"; cat $(MULTIHV_STAGES); \
 	[ $$status -eq 0 ]
