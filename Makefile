@@ -39,7 +39,7 @@ LAB_K = $(BIN)/ansible-playbook $(LAB_PLAYBOOK) -e lab_dir=$(LAB_DIR)$(1) -e lab
 	-e lab_kvm_migration_base_port=$(call lab_port,$(1),49152,-400) -e lab_vcsim_port=$(call lab_port,$(1),8989,2) \
 	-e lab_vcsim_control_port=$(call lab_port,$(1),8990,2) -e lab_bridge=multihv-lab$(shell expr $(1) - 1) -e lab_debian_image=false
 PG_PORT_K = $(call lab_port,$(1),55432,1)
-INTEGRATION_WORKERS = MULTIHV_LAB_DIRS="$(LAB_DIR) $(EXTRA_LABS:%=$(LAB_DIR)%)" \
+INTEGRATION_WORKERS = env MULTIHV_LAB_DIRS="$(LAB_DIR) $(EXTRA_LABS:%=$(LAB_DIR)%)" \
 	MULTIHV_TEST_POSTGRES_URLS="$(MULTIHV_TEST_POSTGRES_URL) $(foreach k,$(EXTRA_LABS),postgresql://postgres@127.0.0.1:$(call PG_PORT_K,$(k))/multihv)" \
 	$(BIN)/pytest -n $(WORKERS) --dist worksteal
 # lab-fail and lab-restore act on a running lab. They neither install nor rebuild anything (that would
