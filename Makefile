@@ -26,6 +26,22 @@ DEMO_PLAYBOOK := $(CURDIR)/tests/lab/demo.yml
 # Extra role variables for the lab, e.g. LAB_VARS='-e lab_kvm_hosts=3 -e lab_vcsim_port=9989'.
 LAB_VARS ?=
 LAB := $(BIN)/ansible-playbook $(LAB_PLAYBOOK) -e lab_dir=$(LAB_DIR) $(LAB_VARS)
+# `make test` runs the integration tests on WORKERS pytest-xdist workers, each on a lab and a PostgreSQL server of
+# its own (tests/conftest.py hands them out), so that a test that disturbs a whole lab never disturbs another's:
+# a sequential run keeps about a third of a core busy, most of its time waits on guests, leases and timeouts.
+# Lab k (2, 3...) is $(LAB_DIR)k: KVM hosts from 16510 + 10 (k - 1), incoming migrations from 49152 - 400 (k - 1)
+# (its 2 hosts and the TLS test's 2 below the previous lab's), vcsim on 8989 + 2 (k - 1) and the next port, bridge
+# multihv-lab<k-1>, PostgreSQL on 55431 + k in $(PG_DIR)-k, and no Debian image build (the tests take the first lab's).
+WORKERS ?= 3
+EXTRA_LABS := $(wordlist 2,$(WORKERS),1 2 3 4 5 6 7 8 9)
+lab_port = $(shell expr $(2) + $(3) \* \( $(1) - 1 \))
+LAB_K = $(BIN)/ansible-playbook $(LAB_PLAYBOOK) -e lab_dir=$(LAB_DIR)$(1) -e lab_kvm_base_port=$(call lab_port,$(1),16510,10) \
+	-e lab_kvm_migration_base_port=$(call lab_port,$(1),49152,-400) -e lab_vcsim_port=$(call lab_port,$(1),8989,2) \
+	-e lab_vcsim_control_port=$(call lab_port,$(1),8990,2) -e lab_bridge=multihv-lab$(shell expr $(1) - 1) -e lab_debian_image=false
+PG_PORT_K = $(call lab_port,$(1),55432,1)
+INTEGRATION_WORKERS = env MULTIHV_LAB_DIRS="$(LAB_DIR) $(EXTRA_LABS:%=$(LAB_DIR)%)" \
+	MULTIHV_TEST_POSTGRES_URLS="$(MULTIHV_TEST_POSTGRES_URL) $(foreach k,$(EXTRA_LABS),postgresql://postgres@127.0.0.1:$(call PG_PORT_K,$(k))/multihv)" \
+	$(BIN)/pytest -n $(WORKERS) --dist worksteal
 # lab-fail and lab-restore act on a running lab. They neither install nor rebuild anything (that would
 # replace the installed collection under whoever is using it): the lab role needs ansible-playbook
 # only, and the lab's description that lab-up wrote.
@@ -84,9 +100,18 @@ lab-restore:
 lab-guest-image: deps
 	tests/lab/roles/lab/files/debian/build-image.sh $(LAB_DIR)/images
 
-lab-clean: lab-down
-	rm -rf $(LAB_DIR)
-	! ip link show dev multihv-lab0 >/dev/null 2>&1 || ip link delete multihv-lab0 type bridge
+lab-clean: lab-down $(EXTRA_LABS:%=lab%-down)
+	rm -rf $(LAB_DIR) $(EXTRA_LABS:%=$(LAB_DIR)%)
+	for k in 0 $(EXTRA_LABS:%=%-1); do b=multihv-lab$$(($$k)); ! ip link show dev $$b >/dev/null 2>&1 || ip link delete $$b type bridge; done
+
+# Lab k (2, 3...) of `make test` and its PostgreSQL server (see WORKERS): make lab2-up, make lab2-down...
+lab%-up: install
+	$(call LAB_K,$*) -e lab_action=up
+	MULTIHV_TEST_PG_PORT=$(call PG_PORT_K,$*) tests/postgres.sh start $(PG_DIR)-$*
+
+lab%-down:
+	if [ -x $(BIN)/ansible-playbook ]; then $(call LAB_K,$*) -e lab_action=down; fi
+	MULTIHV_TEST_PG_PORT=$(call PG_PORT_K,$*) tests/postgres.sh stop $(PG_DIR)-$*
 
 postgres-up: deps
 	tests/postgres.sh start $(PG_DIR)
@@ -113,23 +138,26 @@ sanity: deps
 changelog: deps
 	$(BIN)/python tests/changelog.py
 
-# The whole suite. Starts the lab and PostgreSQL, and stops them whatever happens. The unit tests run while the
-# lab comes up (mostly waiting on its hosts); their output follows the lab's, and a failure stops the suite there.
+# The whole suite. Starts the labs and PostgreSQL servers, and stops them whatever happens. The unit tests run
+# while the labs come up (mostly waiting on their hosts); their output follows the labs', and a failure stops the
+# suite there. The integration tests run on WORKERS workers, one per lab (INTEGRATION_WORKERS); sanity, which needs no
+# lab, runs beside Molecule (mostly one core each); its output follows the labs' going down.
 # Each stage's duration is printed at the end (tests/stage.sh).
 export MULTIHV_STAGES := $(BUILD)/stages.txt
 STAGE := tests/stage.sh
 test: install
 	@rm -f $(MULTIHV_STAGES)
-	status=0; \
+	status=0; sanity=; \
 	{ $(STAGE) changelog $(BIN)/python tests/changelog.py \
 	  && { tests/units.sh > $(BUILD)/units.log 2>&1 & units=$$!; \
-	  $(STAGE) "lab up (unit tests alongside)" $(MAKE) --no-print-directory lab-up postgres-up; up=$$?; \
+	  $(STAGE) "labs up (unit tests alongside)" $(MAKE) --no-print-directory -j -Otarget lab-up $(EXTRA_LABS:%=lab%-up) postgres-up; up=$$?; \
 	  waited=$$(date +%s); wait $$units; unit_status=$$?; cat $(BUILD)/units.log; \
-	  printf '%-34s %5d s\n' "unit tests (after the lab was up)" $$(($$(date +%s) - waited)) >> $(MULTIHV_STAGES); \
+	  printf '%-34s %5d s\n' "unit tests (after the labs were up)" $$(($$(date +%s) - waited)) >> $(MULTIHV_STAGES); \
 	  [ $$unit_status -eq 0 ] && [ $$up -eq 0 ]; } \
-	  && $(STAGE) integration $(BIN)/pytest -q --durations=20 tests/integration \
+	  && $(STAGE) "integration ($(WORKERS) workers)" $(INTEGRATION_WORKERS) -q --durations=20 tests/integration \
+	  && { $(STAGE) "sanity (beside Molecule)" tests/sanity.sh > $(BUILD)/sanity.log 2>&1 & sanity=$$!; } \
 	  && $(STAGE) molecule $(BIN)/molecule test --all; } || status=$$?; \
-	$(STAGE) "lab down" $(MAKE) --no-print-directory lab-down postgres-down || true; \
-	[ $$status -eq 0 ] && $(STAGE) sanity tests/sanity.sh || status=$$?; \
+	$(STAGE) "labs down" $(MAKE) --no-print-directory -j -Otarget lab-down $(EXTRA_LABS:%=lab%-down) postgres-down || true; \
+	if [ -n "$$sanity" ]; then wait $$sanity; sanity_status=$$?; cat $(BUILD)/sanity.log; [ $$sanity_status -eq 0 ] || status=$$sanity_status; fi; \
 	echo "== make test: the stages' durations (make install before them)"; cat $(MULTIHV_STAGES); \
 	[ $$status -eq 0 ]

@@ -1,5 +1,8 @@
 """Fixtures for tests against the running lab (`make lab-up`; `make test` starts it)."""
 
+import os
+import pathlib
+
 import pytest
 
 from support.cloud import registry_rows, vm_name
@@ -18,7 +21,9 @@ def lab() -> Lab:
 def debian_image(lab):  # pylint: disable=redefined-outer-name
     """Path of the lab's Debian 12 guest image (cloud-init, QEMU guest agent), built if missing. Its Linux
     does not boot under the lab machines' KVM: give it the image property virt_type qemu (TCG)."""
-    return build_debian_image(lab.dir)
+    # One build for every worker's lab (see tests/conftest.py): in the first lab's images, where `make lab-up`
+    # starts it in the background.
+    return build_debian_image(pathlib.Path(os.environ.get('MULTIHV_LAB_DIRS', str(lab.dir)).split()[0]))
 
 
 @pytest.fixture

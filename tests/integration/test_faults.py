@@ -15,7 +15,7 @@ import pytest
 
 from support import invariants
 from support.cloud import boot, console_log, registry_rows, vcsim_vm, wait_ticks
-from support.faults import SETTLED_AFTER, Controller, freeze_incoming, scrub, short_leases
+from support.faults import LEASE_SECONDS, SETTLED_AFTER, Controller, freeze_incoming, scrub, short_leases
 from support.lab import ansible_module, qemu_processes, serial, wait_for
 
 
@@ -93,10 +93,14 @@ def migration_rows(tmp_path, name):
                                    f"JOIN instances i ON i.uuid = m.instance_uuid WHERE i.name = '{name}'")
 
 
-def test_controllers_killed_mid_live_block_and_cold_migration(lab, fast, tmp_path, before):
+def test_controllers_killed_mid_live_block_and_cold_migration(lab, cloud, tmp_path, before):
     """Three moves, each killed at its own step; one reconciler pass once they settled. The live and block
     moves are killed while both QEMU processes exist; the cold one is paused by the hook between defining
     the VM on the target and removing it from the source."""
+    # The first move is killed before the other two are set up, and the reconciler's first look must still
+    # find its lease live: leases of LEASE_SECONDS lapsed before it on a loaded machine (three workers).
+    lease = 3 * LEASE_SECONDS
+    fast = short_leases(lab, tmp_path, cloud, lease_seconds=lease)
     # One at a time. Each target QEMU is frozen as it starts, so that its move is surely under way when
     # the controller dies, and thawed once it died (a frozen QEMU also holds up its host's libvirtd, and
     # the next move's scheduler would find kvm2 down).
@@ -111,7 +115,7 @@ def test_controllers_killed_mid_live_block_and_cold_migration(lab, fast, tmp_pat
     early = reconcile(fast)
     assert early['actions'] == [], 'the reconciler acted while the leases were live'
 
-    time.sleep(max(0, SETTLED_AFTER - (time.monotonic() - killed)))
+    time.sleep(max(0, 2 * lease + 2 - (time.monotonic() - killed)))  # SETTLED_AFTER for these leases
     result = reconcile(fast)
     acted = dict((a['name'], a) for a in result['actions'])
     assert set(acted) == {'kill-live', 'kill-block', 'kill-cold'}, result['actions']

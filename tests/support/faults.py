@@ -167,12 +167,12 @@ LEASE_SECONDS = 10
 SETTLED_AFTER = 2 * LEASE_SECONDS + 2
 
 
-def short_leases(lab, tmp_path, cloud: dict, vcenter_timeout: int | None = None) -> dict:
-    """The cloud fixture's options with a copy of the lab's cloud file whose leases live LEASE_SECONDS
+def short_leases(lab, tmp_path, cloud: dict, vcenter_timeout: int | None = None, lease_seconds: int = LEASE_SECONDS) -> dict:
+    """The cloud fixture's options with a copy of the lab's cloud file whose leases live lease_seconds
     (and whose vCenter calls give up after vcenter_timeout seconds, when given)."""
     import yaml  # pylint: disable=import-outside-toplevel
     data = yaml.safe_load((lab.dir / 'multihv-cloud.yml').read_text())
-    data.setdefault('registry', {})['lease_seconds'] = LEASE_SECONDS
+    data.setdefault('registry', {})['lease_seconds'] = lease_seconds
     for vcenter in data.get('vcenters', []) if vcenter_timeout else []:
         vcenter['timeout'] = vcenter_timeout
     path = tmp_path / 'short-leases.yml'

@@ -74,7 +74,8 @@ class Lab:
                   'lab_kvm_migration_base_port': first['migration_port'], 'lab_vcsim_port': vcsim['port'],
                   'lab_vcsim_control_port': vcsim['control_url'].rsplit(':', 1)[1], 'lab_vcsim_datacenters': vcsim['datacenters'],
                   'lab_vcsim_clusters': vcsim['clusters'], 'lab_vcsim_hosts_per_cluster': vcsim['hosts_per_cluster'],
-                  'lab_vcsim_vms': vcsim['vms'], 'lab_vcsim_delay_ms': vcsim['delay_ms'], 'lab_bridge': self.info['bridge']}
+                  'lab_vcsim_vms': vcsim['vms'], 'lab_vcsim_delay_ms': vcsim['delay_ms'], 'lab_bridge': self.info['bridge'],
+                  'lab_debian_image': str(self.info.get('debian_image', True)).lower()}
         return [arg for key, value in values.items() for arg in ('-e', f'{key}={value}')]
 
     def make(self, *targets: str, timeout: float = 300) -> subprocess.CompletedProcess:

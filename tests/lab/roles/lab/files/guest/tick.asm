@@ -4,7 +4,7 @@
 ; (0x3F8, 115200 8N1). Lines (CRLF terminated):
 ;   boot B persisted P      B = boot count (1-based), P = last tick on disk
 ;   boot 1 persisted none   no valid record on disk (fresh image)
-;   tick N                  N = 1, 2, 3, ... about every 0.5 s
+;   tick N                  N = 1, 2, 3, ... about every 0.5 s (halted between)
 ;   error read | error write  BIOS int 13h failure (should never happen)
 ;
 ; Record in LBA 1 (CHS 0/0/2) of the boot drive, little endian:
@@ -19,6 +19,8 @@
 
 COM1    equ 0x3F8
 REC     equ 0x7E00                      ; sector buffer right after us
+BDA_TICKS equ 0x046C                    ; BIOS timer tick count (0040:006C, DS = 0)
+WAIT_TICKS equ 9                        ; 9 / 18.2 Hz = 0.49 s between ticks
 %ifndef START
 %define START 0                         ; initial tick counter (override: nasm -DSTART=n)
 %endif
@@ -121,10 +123,18 @@ start:
         mov si, s_wrerr
         call puts
 .wrok:
-        mov ax, 0x8600                  ; wait CX:DX microseconds
-        mov cx, 0x0007                  ; 0x0007A120 = 500000 us
-        mov dx, 0xA120
-        int 0x15
+        ; Sleep ~0.5 s halted, not polling: int 15h AH=86h spins in SeaBIOS and cost each running
+        ; guest 10-13% of a host CPU. hlt waits for the next interrupt; the BIOS's IRQ 0 handler
+        ; counts 18.2 Hz timer ticks at 0040:006C, and 9 of them are 0.49 s. The difference is
+        ; unsigned, so the midnight reset of the count only ends one wait early.
+        mov ebx, [BDA_TICKS]
+.sleep:
+        sti
+        hlt
+        mov eax, [BDA_TICKS]
+        sub eax, ebx
+        cmp eax, WAIT_TICKS
+        jb .sleep
         jmp .loop
 
 ; int 13h on CHS 0/0/2 of the boot drive into/from REC. AX = function.
