@@ -160,7 +160,7 @@ def run(ctx, conversion, lease, shutdown_timeout=SHUTDOWN_TIMEOUT):
         instance_uuid=record.uuid, migration_type=CONVERT, status='accepted', source_node=conversion.source_node,
         source_host=record.host, dest_node=conversion.target_node, dest_host=conversion.target_host,
         stats={'keep_source': conversion.keep_source, 'source_power': record.state, 'image': image_name})
-    _claim_target(ctx, conversion, migration.id)
+    _instances.claim_for_move(ctx, conversion.flavor, conversion.target_node, record, migration.id)
     powered_off = imported = False
     workdir = None
     stats = {'keep_source': conversion.keep_source, 'source_power': record.state, 'image': image_name}
@@ -218,21 +218,6 @@ def run(ctx, conversion, lease, shutdown_timeout=SHUTDOWN_TIMEOUT):
                               % (record.name, conversion.target_node, conversion.source_node,
                                  'renamed' if conversion.keep_source else 'removed', exc)]
     return result
-
-
-def _claim_target(ctx, conversion, migration_id):
-    """The instance's resources claimed on the target node for migration migration_id (recorded accepted already); when
-    that fails, the migration is recorded failed with the reason, and raised (as migrations.run claims)."""
-    record, registry = conversion.record, ctx.registry
-    try:
-        if _instances.claim_on(ctx, conversion.flavor, conversion.target_node, record.uuid):
-            return
-        failure = errors.MultihvError('node %s has no room for instance %s any more (another run took it); %s'
-                                      % (conversion.target_node, record.name, _untouched(record)))
-    except errors.MultihvError as exc:
-        failure = errors.MultihvError('claiming its resources on %s failed: %s; %s' % (conversion.target_node, exc, _untouched(record)))
-    registry.update_migration(migration_id, status='failed', error=str(failure), finished_at=utcnow())
-    raise failure
 
 
 def _power_off(driver, record, node, shutdown_timeout, lease):

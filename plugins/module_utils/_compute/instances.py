@@ -28,6 +28,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import node
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.records import Placement
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.scheduler import NoValidHost, Request
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import IMAGE_FILE, IMAGE_TEMPLATE, InstanceSpec
+from ansible_collections.multihv.cloud.plugins.module_utils._registry.registry import utcnow
 # A MAC an instance keeps for life; the registry derives one per NIC that asks for none (ports_access.py).
 from ansible_collections.multihv.cloud.plugins.module_utils._registry.addressing import stable_mac
 
@@ -166,6 +167,21 @@ def claim_on(ctx, flavor, node, inst_uuid):
         return False
     resources = {'vcpus': flavor['vcpus'], 'memory_mb': flavor['ram_mb'], 'disk_gb': flavor['disk_gb']}
     return ctx.registry.claim(inst_uuid, node, view.hypervisor_type, resources, view.capacity)
+
+
+def claim_for_move(ctx, flavor, node, record, migration_id):
+    """Claim the instance's resources on the target node of migration migration_id (recorded accepted already; a
+    migration or a convert); when that fails, the migration is recorded failed with the reason, and raised."""
+    untouched = 'instance %s was not moved' % record.name
+    try:
+        if claim_on(ctx, flavor, node, record.uuid):
+            return
+        failure = errors.MultihvError('node %s has no room for instance %s any more (another run took it); %s'
+                                      % (node, record.name, untouched))
+    except errors.MultihvError as exc:
+        failure = errors.MultihvError('claiming its resources on %s failed: %s; %s' % (node, exc, untouched))
+    ctx.registry.update_migration(migration_id, status='failed', error=str(failure), finished_at=utcnow())
+    raise failure
 
 
 def claim_somewhere(ctx, flavor, inst_uuid, node, host, req):

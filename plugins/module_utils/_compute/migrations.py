@@ -200,7 +200,7 @@ def run(ctx, move, controls, lease):
         instance_uuid=record.uuid, migration_type=move.mode, status='accepted', source_node=move.source_node,
         source_host=record.host, dest_node=move.target_node, dest_host=move.target_host)
     if claimed:
-        _claim_target(ctx, flavor, move, migration.id)
+        _instances.claim_for_move(ctx, flavor, move.target_node, move.record, migration.id)
     try:
         registry.update_migration(migration.id, status='preparing')
         mode = _prepare(ctx, record, move, source_driver, target_driver)
@@ -230,21 +230,6 @@ def run(ctx, move, controls, lease):
                    'migration stays running: once the registry answers and no run holds the instance, multihv.cloud.reconcile '
                    'records the instance where its VM is' % what) from exc
     return {'changed': True, 'instance': instance.as_dict(), 'migration': migration.as_dict()}
-
-
-def _claim_target(ctx, flavor, move, migration_id):
-    """Claim the instance's resources on the move's target node for migration migration_id (recorded
-    accepted already); when that fails, the migration is recorded failed with the reason, and raised."""
-    record, registry = move.record, ctx.registry
-    try:
-        if _instances.claim_on(ctx, flavor, move.target_node, record.uuid):
-            return
-        failure = errors.MultihvError('node %s has no room for instance %s any more (another run took it); %s'
-                                      % (move.target_node, record.name, _untouched(record)))
-    except errors.MultihvError as exc:
-        failure = errors.MultihvError('claiming its resources on %s failed: %s; %s' % (move.target_node, exc, _untouched(record)))
-    registry.update_migration(migration_id, status='failed', error=str(failure), finished_at=utcnow())
-    raise failure
 
 
 def _prepare(ctx, record, move, source_driver, target_driver):

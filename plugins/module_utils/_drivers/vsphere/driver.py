@@ -190,16 +190,7 @@ class VSphereDriver(ComputeDriver):
             left = self._remove_half_made(content, spec, made)
             where = 'vCenter %s could not build instance %s (%s) on cluster %s/%s, host %s' % (
                 self.vcenter.name, spec.uuid, spec.name, plan.datacenter, plan.cluster, plan.host_name)
-            if isinstance(exc, (errors.Unreachable,) + NETWORK_ERRORS):
-                kind, message = errors.Unreachable, '%s: %s did not answer (%s); %s' % (where, self.endpoint, exc, left)
-            elif isinstance(exc, (errors.DriverError, vmodl.MethodFault)):
-                text = fault_text(exc) if isinstance(exc, vmodl.MethodFault) else str(exc)
-                kind, message = errors.DriverError, '%s: %s; %s' % (where, text, left)
-            else:
-                raise
-            # A fault that quoted the guest data sent is not chained either: it holds the quote too.
-            redacted = extra_config.redact(message, guest_keys)
-            raise kind(redacted) from (exc if redacted == message else None)
+            raise self._failure(exc, where, left, guest_keys, errors.DriverError)
 
     def _clone(self, content, spec, plan, config, deadline, made):
         refs = stub(content)
@@ -334,15 +325,7 @@ class VSphereDriver(ComputeDriver):
             left = self._remove_imported(spec, datacenter, datastore, made, uploaded)
             where = 'vCenter %s could not import instance %s (%s) on cluster %s/%s, host %s' % (
                 self.vcenter.name, instance, spec.name, plan.datacenter, plan.cluster, plan.host_name)
-            if isinstance(exc, (errors.Unreachable,) + NETWORK_ERRORS):
-                kind, message = errors.Unreachable, '%s: %s did not answer (%s); %s' % (where, self.endpoint, exc, left)
-            elif isinstance(exc, (errors.MultihvError, vmodl.MethodFault)):
-                text = fault_text(exc) if isinstance(exc, vmodl.MethodFault) else str(exc)
-                kind, message = errors.DriverError, '%s: %s; %s' % (where, text, left)
-            else:
-                raise
-            redacted = extra_config.redact(message, guest_keys)
-            raise kind(redacted) from (exc if redacted == message else None)
+            raise self._failure(exc, where, left, guest_keys, errors.MultihvError)
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
 
@@ -408,6 +391,25 @@ class VSphereDriver(ComputeDriver):
             left = ([] if said or not made else ['its VM %s' % spec.name]) + (['[%s] %s' % (datastore, uploaded[0])] if uploaded else [])
             return '%s; could not remove the rest (%s), left behind: %s' % (', '.join(said) or 'nothing was removed', exc, ', '.join(left))
         return ', '.join(said) or 'nothing had been created'
+
+    def _failure(self, exc, where, left, guest_keys, ours):
+        """The error a failed spawn or import raises for exc (caught while making a VM, after its clean-up said
+        `left`): errors.Unreachable when the vCenter did not answer, errors.DriverError for a fault or an error of
+        kind `ours`; anything else is raised again as it is. A message that quoted the guest data sent is redacted
+        and then not chained either: the fault holds the quote too."""
+        if isinstance(exc, (errors.Unreachable,) + NETWORK_ERRORS):
+            kind, message = errors.Unreachable, '%s: %s did not answer (%s); %s' % (where, self.endpoint, exc, left)
+        elif isinstance(exc, (ours, vmodl.MethodFault)):
+            text = fault_text(exc) if isinstance(exc, vmodl.MethodFault) else str(exc)
+            kind, message = errors.DriverError, '%s: %s; %s' % (where, text, left)
+        else:
+            raise exc
+        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import extra_config  # pylint: disable=import-outside-toplevel
+        redacted = extra_config.redact(message, guest_keys)
+        failure = kind(redacted)
+        failure.__cause__ = exc if redacted == message else None
+        failure.__suppress_context__ = True
+        return failure
 
     def _find_by_uuid(self, content, instance, name):
         """The VM with the instance uuid (as instance uuid, else as BIOS uuid) and name `name`, or None."""
