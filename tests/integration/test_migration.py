@@ -104,7 +104,8 @@ def test_a_target_without_room_is_refused_before_anything_moves(lab, cloud, tmp_
 @pytest.mark.parametrize('args, message', [
     # A live move does not cross hypervisor types (auto and convert do, converting the disks: test_convert).
     ({'instance': 'mig-bad', 'target_node': 'vcsim/DC0/DC0_C0', 'mode': 'live'},
-     'node vcsim/DC0/DC0_C0 is a vsphere node and instance mig-bad is on kvm node kvm1: a live move does not cross hypervisor types (mode convert, or auto, converts its disks)'),
+     'node vcsim/DC0/DC0_C0 is a vsphere node and instance mig-bad is on kvm node kvm1: '
+     'a live move does not cross hypervisor types (mode convert, or auto, converts its disks)'),
     ({'instance': 'no-such-instance'}, 'instance no-such-instance does not exist; nothing moved'),
     ({'instance': 'mig-bad', 'target_node': 'kvm9'}, 'node kvm9 is not in the cloud file'),
 ])
