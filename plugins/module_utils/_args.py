@@ -12,6 +12,8 @@ import gc
 import os
 import urllib.parse
 
+from ansible_collections.multihv.cloud.plugins.module_utils import _zip_imports
+_zip_imports.install()  # before any other file of ours: from here on each comes out of Ansible's zip compiled once
 from ansible_collections.multihv.cloud.plugins.module_utils import _config
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 

@@ -81,7 +81,7 @@ def plan_moves(node, host, cpu_ratio, movable):
         raise errors.MultihvError('host %s is the last host up of node %s (%s): its instances would have nowhere to go; %s' % (
             host.name, node.name, 'its other hosts: %s' % states if states else 'it has no other host', UNTOUCHED))
     candidate = _scheduler.Candidate(name=node.name, hypervisor_type=node.hypervisor_type, hosts=[
-        _scheduler.Host(h.name, True, _scheduler.host_free_vcpus(h, cpu_ratio), h.memory_mb_free) for h in others])
+        _scheduler.Host(h.name, True, h.free_vcpus(cpu_ratio), h.memory_mb_free) for h in others])
     free_before = ', '.join('%s %d vCPUs and %d MB' % (h.name, h.free_vcpus, h.free_memory_mb) for h in candidate.hosts)
     running = sorted((m for m in movable if m[2].power_state == 'running'), key=lambda m: (-m[2].memory_mb, -m[2].vcpus, m[1]))
     stopped = sorted((m for m in movable if m[2].power_state != 'running'), key=lambda m: m[1])

@@ -9,7 +9,6 @@ from __future__ import annotations
 import concurrent.futures
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._compute import scheduler as _scheduler
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.records import NodeView
 from ansible_collections.multihv.cloud.plugins.module_utils._constants import RESOURCES
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers import kinds
@@ -142,7 +141,7 @@ def node_view(config, node, row, placement, allocated=None):
         instances=node.instances,
         # As the scheduler counts a host's room: vCPUs with the node's ratio (the driver's figure has none).
         largest_host_free={'memory_mb': node.largest_host_free_memory_mb,
-                           'vcpus': max([max(_scheduler.host_free_vcpus(h, ratios['cpu']), 0) for h in node.hosts if h.usable] or [0])},
+                           'vcpus': max([max(h.free_vcpus(ratios['cpu']), 0) for h in node.hosts if h.usable] or [0])},
         hosts=list(node.hosts),
         extra=dict(node.extra),
         # Adoption (issue 17 §3): what the cloud's instances hold apart from what other VMs do.

@@ -134,13 +134,6 @@ def _detail(filter_name, request):
 
 # ------------------------------------------------------------------ candidates
 
-def host_free_vcpus(host, cpu_ratio):
-    """The vCPUs one hypervisor host (a HostResources) can still take: its logical CPUs times the
-    node's cpu allocation ratio, less what its powered-on instances are given. compute_node_info
-    reports the largest of these, so that it shows what ClusterHostFitFilter counts."""
-    return int(host.vcpus * cpu_ratio) - host.vcpus_used
-
-
 def candidates(views, allocations, capabilities=kinds.capabilities, hypervisor_free=True, networks=None):
     """Scheduler candidates from NodeViews and the registry's allocations.
 
@@ -157,7 +150,7 @@ def candidates(views, allocations, capabilities=kinds.capabilities, hypervisor_f
         hosts = None
         if capabilities(view.hypervisor_type).hosts_in_node:
             ratio = view.allocation_ratios['cpu']
-            hosts = [Host(h.name, h.usable, host_free_vcpus(h, ratio),
+            hosts = [Host(h.name, h.usable, h.free_vcpus(ratio),
                           h.memory_mb_free if hypervisor_free else h.memory_mb - h.memory_mb_used)
                      for h in view.hosts]
         result.append(Candidate(

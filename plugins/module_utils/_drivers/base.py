@@ -112,6 +112,12 @@ class HostResources:
     def usable(self) -> bool:
         return self.connection_state == 'connected' and not self.in_maintenance
 
+    def free_vcpus(self, cpu_ratio) -> int:
+        """The vCPUs the host can still take: its logical CPUs times the node's cpu allocation ratio, less what
+        its powered-on instances are given. What ClusterHostFitFilter counts, and compute_node_info reports the
+        largest of."""
+        return int(self.vcpus * cpu_ratio) - self.vcpus_used
+
     def as_dict(self) -> dict:
         result = dataclasses.asdict(self)
         result['usable'] = self.usable

@@ -27,12 +27,9 @@ from ansible_collections.multihv.cloud.plugins.module_utils._constants import MI
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import ComputeDriver, DiskFile, NodePlacement, SnapshotImage
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import capabilities as vsphere_capabilities
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import adoption as vm_adoption
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import datastore_files
 # export (ansible.module_utils.urls, cryptography), extra_config and node_rules are imported by the methods that use
 # them: a run that only reads node resources or instances does not compile them (every module_utils file a module
 # imports is compiled from source on each run: Ansible ships them in a zip without bytecode).
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import importing
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import vmdk
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import maintenance as host_maintenance
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import snapshot as vsphere_snapshot
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import streamed
@@ -285,7 +282,8 @@ class VSphereDriver(ComputeDriver):
             raise errors.DriverError('instance %s does not read back after its move to host %s' % (instance, host_name))
         return after, {'time_elapsed_ms': int((time.monotonic() - started) * 1000)}
 
-    # -- moves between hypervisor types (issue 19): see vmdk.py, datastore_files.py, importing.py
+    # -- moves between hypervisor types (issue 19): see vmdk.py, datastore_files.py, importing.py, imported by the
+    # methods below only: a run that moves no instance into vSphere does not compile them (nor the guest data code).
 
     def import_instance(self, spec, disks, progress=None):
         """A VM of spec made on spec.node from the controller's DiskFiles: each converted by qemu-img on the controller
@@ -294,6 +292,7 @@ class VSphereDriver(ComputeDriver):
         with the flavor, the uuid, the marker, the disks and the spec's MACs (importing.py); powered on unless the
         spec's metadata says power_state stopped. progress(bytes uploaded, bytes to upload). Whatever fails, the VM made
         and the uploaded directory are removed before raising (errors.DriverError saying so)."""
+        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import vmdk  # pylint: disable=import-outside-toplevel
         require(self.vcenter)
         instance = normal_uuid(spec.uuid)
         if instance is None:
@@ -332,6 +331,9 @@ class VSphereDriver(ComputeDriver):
     def _upload_disks(self, instance, plan, datastore, disks, workdir, deadline, progress, uploaded):
         """Convert and upload each disk in turn (one converted copy on the controller at a time); their virtual sizes.
         uploaded gets the datastore directory before the first byte is sent. progress counts the extents' bytes."""
+        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import datastore_files  # pylint: disable=import-outside-toplevel
+        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import importing  # pylint: disable=import-outside-toplevel
+        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import vmdk  # pylint: disable=import-outside-toplevel
         sizes, done = [], 0
         total = sum(-(-int(disk.virtual_size) // 512) * 512 for disk in disks)  # qemu-img rounds up to a sector
         for index, disk in enumerate(disks):
@@ -351,6 +353,7 @@ class VSphereDriver(ComputeDriver):
         return sizes
 
     def _create_imported(self, content, spec, plan, datastore, sizes, deadline, made):
+        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import importing  # pylint: disable=import-outside-toplevel
         refs = stub(content)
         pc = content.propertyCollector
         config = importing.import_config(spec, plan, datastore, sizes)
@@ -373,6 +376,7 @@ class VSphereDriver(ComputeDriver):
     def _remove_imported(self, spec, datacenter, datastore, made, uploaded):
         """Destroy the VM a failed import made and delete its datastore directory; a sentence saying what went
         and what was left."""
+        from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import datastore_files  # pylint: disable=import-outside-toplevel
         if not made and not uploaded:
             return 'nothing had been created'
         said = []
