@@ -15,6 +15,7 @@ so the driver never does.
 from __future__ import annotations
 
 import collections
+import contextlib
 import re
 
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.vmomi import NETWORK_ERRORS, vim, vmodl
@@ -184,17 +185,16 @@ def retrieve_pages(pc, spec):
     return records
 
 
-def retrieve_inventory(content, properties=None):
-    """Records of every object of the types in `properties` (PROPERTIES, what get_nodes needs,
-    by default): CreateContainerView, RetrievePropertiesEx and its pages, DestroyView."""
-    properties = properties or PROPERTIES
+@contextlib.contextmanager
+def inventory_view(content, properties):
+    """A ContainerView of every object of the types in `properties`, from the root folder down, destroyed after use.
+    When the connection is gone or stuck (a network error), no DestroyView waits on it once more: the view ends with
+    the session."""
     view = content.viewManager.CreateContainerView(
         container=content.rootFolder, type=[getattr(vim, kind) for kind in properties], recursive=True)
     try:
-        return retrieve_pages(content.propertyCollector, filter_spec(view, properties))
+        yield view
     except NETWORK_ERRORS:
-        # The connection is gone or stuck: do not wait on it once more for DestroyView;
-        # the view ends with the session.
         view = None
         raise
     finally:
@@ -203,6 +203,14 @@ def retrieve_inventory(content, properties=None):
                 view.Destroy()
             except (vmodl.MethodFault,) + NETWORK_ERRORS:
                 pass  # the view ends with the session anyway; do not hide a first error
+
+
+def retrieve_inventory(content, properties=None):
+    """Records of every object of the types in `properties` (PROPERTIES, what get_nodes needs,
+    by default): CreateContainerView, RetrievePropertiesEx and its pages, DestroyView."""
+    properties = properties or PROPERTIES
+    with inventory_view(content, properties) as view:
+        return retrieve_pages(content.propertyCollector, filter_spec(view, properties))
 
 
 def stub(content):

@@ -19,8 +19,8 @@ import xml.etree.ElementTree as ET
 from xml.sax.saxutils import escape
 
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.properties import PAGE_SIZE, PROPERTIES, Record
-from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.vmomi import NETWORK_ERRORS, vim, vmodl
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.properties import PAGE_SIZE, PROPERTIES, Record, inventory_view
+from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere.vmomi import vim, vmodl
 
 _SOAP = '{http://schemas.xmlsoap.org/soap/envelope/}'
 _VIM = '{urn:vim25}'
@@ -35,21 +35,10 @@ _CHUNK = 1 << 16
 
 def retrieve_inventory(session, content, properties=None):
     """Records of every object of the types in `properties` (PROPERTIES by default), as properties.retrieve_inventory
-    gives them, on session (a logged-in Session; content its ServiceContent)."""
+    gives them, on session (a logged-in Session; content its ServiceContent), through the same view."""
     properties = properties or PROPERTIES
-    view = content.viewManager.CreateContainerView(
-        container=content.rootFolder, type=[getattr(vim, kind) for kind in properties], recursive=True)
-    try:
+    with inventory_view(content, properties) as view:
         return _Retrieval(session, content).records(view._moId, properties)  # pylint: disable=protected-access
-    except NETWORK_ERRORS:
-        view = None  # as properties.retrieve_inventory: no DestroyView on a connection that is gone
-        raise
-    finally:
-        if view is not None:
-            try:
-                view.Destroy()
-            except (vmodl.MethodFault,) + NETWORK_ERRORS:
-                pass  # the view ends with the session anyway; do not hide a first error
 
 
 def request_body(view_moid, properties, collector='propertyCollector'):

@@ -12,7 +12,7 @@ import pytest
 from ansible_collections.multihv.cloud.plugins.module_utils import _errors as errors
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instance_tasks
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import instances as _instances
-from support.fake_driver import FakeCloud, FakeDriver, FakeWorld
+from support.fake_driver import FakeDriver, two_node_cloud
 
 # A wait no correct run comes near: the barrier below breaks after it only when deletions run one at a time.
 MEET_WITHIN = 20
@@ -20,12 +20,7 @@ MEET_WITHIN = 20
 
 @pytest.fixture(name='cloud')
 def cloud_fixture(tmp_path):
-    world = FakeWorld()
-    world.add_node('fake1')
-    world.add_node('fake2')
-    with FakeCloud(world, tmp_path) as made:
-        made.flavor('small')
-        made.image('tick')
+    with two_node_cloud(tmp_path) as made:
         yield made
 
 

@@ -11,7 +11,7 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import inst
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import reconcile as _reconcile
 from ansible_collections.multihv.cloud.plugins.module_utils._compute.context import Context
-from support.fake_driver import FakeCloud, FakeWorld
+from support.fake_driver import two_node_cloud
 
 INSTANCE_UUID = '0e3e7f54-6d0e-4d3c-9d8a-1f0c3c2b5a01'
 
@@ -19,12 +19,7 @@ INSTANCE_UUID = '0e3e7f54-6d0e-4d3c-9d8a-1f0c3c2b5a01'
 @pytest.fixture(name='cloud')
 def cloud_fixture(tmp_path):
     """fake1 and fake2 (8 vCPUs, 8 GB each), flavor small (1 vCPU, 1 GB, 1 GB disk), file image tick."""
-    world = FakeWorld()
-    world.add_node('fake1')
-    world.add_node('fake2')
-    with FakeCloud(world, tmp_path) as made:
-        made.flavor('small')
-        made.image('tick')
+    with two_node_cloud(tmp_path) as made:
         yield made
 
 

@@ -11,18 +11,13 @@ from ansible_collections.multihv.cloud.plugins.module_utils._compute import imag
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import leases as _leases
 from ansible_collections.multihv.cloud.plugins.module_utils._compute import snapshots as _snapshots
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import InstanceSpec
-from support.fake_driver import CLUSTER, FAKE, FakeCloud, FakeWorld
+from support.fake_driver import CLUSTER, FAKE, FakeCloud, FakeWorld, two_node_cloud
 
 
 @pytest.fixture(name='cloud')
 def cloud_fixture(tmp_path):
     """fake1 and fake2 (file images), flavor small, image tick; instance web on fake1, running."""
-    world = FakeWorld()
-    world.add_node('fake1')
-    world.add_node('fake2')
-    with FakeCloud(world, tmp_path) as made:
-        made.flavor('small')
-        made.image('tick')
+    with two_node_cloud(tmp_path) as made:
         made.boot('web', node='fake1')
         yield made
 
