@@ -27,9 +27,10 @@ from ansible_collections.multihv.cloud.plugins.module_utils._constants import MI
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.base import ComputeDriver, DiskFile, NodePlacement, SnapshotImage
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import capabilities as vsphere_capabilities
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import adoption as vm_adoption
-# export (ansible.module_utils.urls, cryptography), extra_config and node_rules are imported by the methods that use
-# them: a run that only reads node resources or instances does not compile them (every module_utils file a module
-# imports is compiled from source on each run: Ansible ships them in a zip without bytecode).
+# export (ansible.module_utils.urls, cryptography), extra_config, node_rules and the import code (importing, vmdk,
+# datastore_files) are imported by the methods that use them: a run that only reads node resources or instances does
+# not compile them (every module_utils file a module imports is compiled from source on each run: Ansible ships them
+# in a zip without bytecode).
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import maintenance as host_maintenance
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import snapshot as vsphere_snapshot
 from ansible_collections.multihv.cloud.plugins.module_utils._drivers.vsphere import streamed
@@ -282,8 +283,7 @@ class VSphereDriver(ComputeDriver):
             raise errors.DriverError('instance %s does not read back after its move to host %s' % (instance, host_name))
         return after, {'time_elapsed_ms': int((time.monotonic() - started) * 1000)}
 
-    # -- moves between hypervisor types (issue 19): see vmdk.py, datastore_files.py, importing.py, imported by the
-    # methods below only: a run that moves no instance into vSphere does not compile them (nor the guest data code).
+    # -- moves between hypervisor types (issue 19): see vmdk.py, datastore_files.py, importing.py
 
     def import_instance(self, spec, disks, progress=None):
         """A VM of spec made on spec.node from the controller's DiskFiles: each converted by qemu-img on the controller
